@@ -1,0 +1,102 @@
+//! Map values.
+
+use crate::assert_size;
+
+/// Per-(cgroup, cache) counters, one copy per CPU (summed in userspace).
+///
+/// Every allocation event is counted exactly. Frees are credited to the cgroup that allocated
+/// the object, which needs the object's address remembered from alloc to free; slabtrace does
+/// that for a deterministic 1-in-N sample of addresses (a hash of the address decides, so alloc
+/// and free agree), and the `sampled_*` fields count that sample. Userspace scales them by N.
+/// Bytes are not counted here: every key has one object size (the cache's, or the kmalloc size
+/// class'), so bytes are objects times that size.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Allocations.
+    pub allocs: u64,
+    /// Allocations whose address is in the sample.
+    pub sampled_allocs: u64,
+    /// Frees of sampled objects this cgroup allocated, wherever they were freed.
+    pub sampled_frees: u64,
+}
+assert_size!(Counters, 24);
+
+/// Value of the live-object map: who allocated the object at this address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveObject {
+    /// The allocating cgroup (a [`crate::CounterKey::cgroup_id`]).
+    pub cgroup_id: u64,
+    /// The cache (a [`crate::CounterKey::cache`]).
+    pub cache: u64,
+    /// The key's flags (a [`crate::CounterKey::flags`]).
+    pub flags: u32,
+    /// Zero.
+    pub _pad: u32,
+}
+assert_size!(LiveObject, 24);
+
+/// Longest cache name kept, with its terminating NUL.
+pub const CACHE_NAME_LEN: usize = 64;
+
+/// What the BPF side reads once from a `struct kmem_cache` the first time it sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheInfo {
+    /// `kmem_cache.name`, NUL-terminated (truncated if longer).
+    pub name: [u8; CACHE_NAME_LEN],
+    /// `kmem_cache.size`: bytes per object including metadata and alignment.
+    pub size: u32,
+    /// `kmem_cache.object_size`: bytes the caller asked for.
+    pub object_size: u32,
+    /// `kmem_cache.flags` (`slab_flags_t`, the low 32 bits).
+    pub flags: u32,
+    /// Zero.
+    pub _pad: u32,
+}
+assert_size!(CacheInfo, 80);
+
+impl Default for CacheInfo {
+    fn default() -> Self {
+        Self { name: [0; CACHE_NAME_LEN], size: 0, object_size: 0, flags: 0, _pad: 0 }
+    }
+}
+
+/// Indexes of the per-CPU statistics array: what the BPF side did and what it could not do.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// Allocation events seen.
+    AllocEvents = 0,
+    /// Free events seen.
+    FreeEvents,
+    /// A new (cgroup, cache) key did not fit in the counters map: the event was lost.
+    CountersFull,
+    /// A new cache did not fit in the cache-info map: it will show without a name.
+    CachesFull,
+    /// Sampled objects inserted in the live-object map.
+    LiveInserts,
+    /// Sampled objects removed from it by their free.
+    LiveDeletes,
+    /// An allocation at an address still tracked as live: its free was never seen.
+    MissedFrees,
+    /// Insertion into the live-object map failed.
+    LiveInsertFailed,
+    /// Allocations counted in the interrupt bucket.
+    IrqAllocs,
+}
+
+impl Stat {
+    /// Number of statistics (the array's size).
+    pub const COUNT: u32 = 9;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY (all three): plain old data of integer fields with no implicit padding, sizes
+    // asserted above.
+    unsafe impl aya::Pod for super::Counters {}
+    unsafe impl aya::Pod for super::LiveObject {}
+    unsafe impl aya::Pod for super::CacheInfo {}
+}

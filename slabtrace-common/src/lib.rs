@@ -1,0 +1,23 @@
+//! Every byte that crosses the kernel boundary, defined once.
+//!
+//! The BPF programs (`slabtrace-ebpf`) write these types into maps and read [`Config`] as a
+//! load-time constant; userspace (`slabtrace`, with the `user` feature) reads the maps and
+//! writes the constant. All are `#[repr(C)]` with explicit padding and a size checked at compile
+//! time, so both sides agree byte for byte.
+#![no_std]
+
+pub mod config;
+pub mod counters;
+pub mod key;
+
+pub use config::Config;
+pub use counters::{CACHE_NAME_LEN, CacheInfo, Counters, LiveObject, Stat};
+pub use key::{CacheId, CounterKey};
+
+/// Asserts at compile time that a type shared with the kernel has the size we documented.
+macro_rules! assert_size {
+    ($t:ty, $n:expr) => {
+        const _: () = assert!(core::mem::size_of::<$t>() == $n);
+    };
+}
+pub(crate) use assert_size;

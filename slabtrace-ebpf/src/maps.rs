@@ -1,0 +1,35 @@
+//! Every map, each bounded. The loader may resize them (`--max-*` flags) before load.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+};
+use slabtrace_common::{CacheInfo, CounterKey, Counters, LiveObject, Stat};
+
+/// Per-(cgroup, cache) counters; per-CPU so the hot path needs no atomics.
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuHashMap<CounterKey, Counters> =
+    PerCpuHashMap::with_max_entries(8192, 0);
+
+/// Sampled live objects: address → allocating (cgroup, cache). An LRU, because some free paths
+/// emit no tracepoint and their entries would otherwise fill the map for good.
+#[map(name = "LIVE")]
+pub static LIVE: LruHashMap<u64, LiveObject> = LruHashMap::with_max_entries(262_144, 0);
+
+/// `struct kmem_cache *` → name, sizes and flags, filled the first time a cache is seen.
+#[map(name = "CACHES")]
+pub static CACHES: HashMap<u64, CacheInfo> = HashMap::with_max_entries(4096, 0);
+
+/// slabtrace's own counters, indexed by [`Stat`].
+#[map(name = "STATS")]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
+
+/// Adds one to a statistic.
+#[inline(always)]
+pub fn bump(stat: Stat) {
+    if let Some(v) = STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: a per-CPU slot only this CPU writes, and BPF programs do not nest on a CPU
+        // for the same program type.
+        unsafe { *v += 1 };
+    }
+}

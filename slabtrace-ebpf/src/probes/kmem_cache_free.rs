@@ -1,0 +1,20 @@
+//! `tp_btf/kmem_cache_free`: an object returned to its named cache.
+//!
+//! Written against (include/trace/events/kmem.h, Linux 5.19 and later):
+//! ```c
+//! TP_PROTO(unsigned long call_site, const void *ptr, const struct kmem_cache *s)
+//! ```
+
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+
+use crate::account;
+
+#[btf_tracepoint(function = "kmem_cache_free")]
+pub fn kmem_cache_free(ctx: BtfTracePointContext) -> i32 {
+    let ptr: u64 = ctx.arg(1);
+    if ptr != 0 {
+        let cache: u64 = ctx.arg(2);
+        account::record_free(ptr, cache);
+    }
+    0
+}

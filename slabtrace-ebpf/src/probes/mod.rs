@@ -1,0 +1,6 @@
+//! One file per tracepoint.
+
+mod kfree;
+mod kmalloc;
+mod kmem_cache_alloc;
+mod kmem_cache_free;

@@ -1,0 +1,452 @@
+//! Joins counter deltas with cache and cgroup identities: per cgroup, per cache, and node-wide
+//! per cache. Pure: every input is data, so every rule here has a table test.
+//!
+//! Sampling. Allocations are counted exactly. Frees are credited to the allocating cgroup only
+//! for the sampled 1 in N addresses, so frees and live objects are estimates: N times the
+//! sampled figure. For a sample of 1 in N the estimate of a count L has a standard deviation
+//! of about sqrt(L·(N−1)); each estimate carries a bound of three of those (computed from the
+//! estimate plus N, so a zero estimate still gets a bound), and `estimated: true`. With N = 1
+//! every figure is exact and the bound is 0.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use slabtrace_common::{
+    CacheId, CacheInfo, CounterKey, Counters,
+    key::{IRQ_CGROUP, KEY_GFP_ACCOUNTED, KMALLOC_ACCOUNT, UNTRACKED_CGROUP},
+};
+
+use crate::kernel::{kmalloc, layout::SlabFlags};
+
+/// Name of the node-wide entry for `kfree`s of objects slabtrace never saw allocated: `kfree`
+/// does not say which cache the object came from.
+pub const UNKNOWN_CACHE: &str = "(unknown: kfree of an untracked object)";
+
+/// One cgroup's use of one cache over the window.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CacheUsage {
+    /// Cache name as /proc/slabinfo shows it (`dentry`, `kmalloc-cg-64`, …).
+    pub cache: String,
+    /// Bytes per object (`kmem_cache.size`, or the kmalloc size class).
+    pub object_size: u64,
+    /// Objects allocated (exact).
+    pub allocs: u64,
+    /// Bytes allocated: `allocs × object_size` (exact).
+    pub alloc_bytes: u64,
+    /// Objects this cgroup allocated that were freed, by anyone, in any context.
+    pub frees: u64,
+    /// Objects this cgroup allocated in the window and still live at its end.
+    pub live_objects: u64,
+    /// `live_objects × object_size`.
+    pub live_bytes: u64,
+    /// ± bound on `live_objects` and `frees` (three standard deviations; 0 when exact).
+    pub live_objects_error: u64,
+    /// Allocations charged to a memcg (`__GFP_ACCOUNT`, or a cache with `SLAB_ACCOUNT`).
+    pub accounted_allocs: u64,
+    /// Allocations charged to no memcg: memory no container limit sees.
+    pub unaccounted_allocs: u64,
+    /// Live bytes charged to a memcg.
+    pub accounted_live_bytes: u64,
+    /// Live bytes charged to no memcg.
+    pub unaccounted_live_bytes: u64,
+    /// Whether `frees` and `live_*` are sampled estimates.
+    pub estimated: bool,
+}
+
+/// One cgroup over the window.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CgroupUsage {
+    /// cgroup2 id (the inode number of its directory).
+    pub cgroup_id: u64,
+    /// Path relative to the cgroup2 root (`/`, `/kubepods/…`); `null` if never resolved.
+    pub cgroup: Option<String>,
+    /// False if the cgroup was removed (its path is the last one known).
+    pub alive: bool,
+    /// Sum over `caches`.
+    pub allocs: u64,
+    /// Sum over `caches`.
+    pub alloc_bytes: u64,
+    /// Sum over `caches`.
+    pub frees: u64,
+    /// Sum over `caches`.
+    pub live_objects: u64,
+    /// Sum over `caches`.
+    pub live_bytes: u64,
+    /// Sum over `caches`.
+    pub unaccounted_live_bytes: u64,
+    /// Per cache, most live bytes first.
+    pub caches: Vec<CacheUsage>,
+}
+
+/// One cache, node-wide, over the window.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CacheTotals {
+    /// Cache name.
+    pub cache: String,
+    /// Bytes per object.
+    pub object_size: u64,
+    /// Other names SLUB merged into this cache (from /sys/kernel/slab).
+    pub aliases: Vec<String>,
+    /// Allocations by every cgroup and in interrupts (exact).
+    pub allocs: u64,
+    /// `allocs × object_size`.
+    pub alloc_bytes: u64,
+    /// Frees of objects allocated in the window (sampled estimate when `estimated`).
+    pub frees: u64,
+    /// Frees of objects allocated before tracing started (or evicted from tracking): credited
+    /// to no cgroup.
+    pub untracked_frees: u64,
+    /// Objects allocated in the window and still live.
+    pub live_objects: u64,
+    /// `live_objects × object_size`.
+    pub live_bytes: u64,
+    /// Change in the cache's object count that slabtrace saw: `allocs − frees −
+    /// untracked_frees`; compare with /proc/slabinfo's change.
+    pub net_objects: i64,
+    /// Whether frees and live figures are estimates.
+    pub estimated: bool,
+}
+
+/// The joined picture.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attribution {
+    /// Real cgroups, most live bytes first.
+    pub cgroups: Vec<CgroupUsage>,
+    /// Allocations made in interrupt context, if any.
+    pub interrupt: Option<CgroupUsage>,
+    /// Node-wide per cache, most live bytes first.
+    pub caches: Vec<CacheTotals>,
+}
+
+/// What the join needs to know besides the counters.
+pub struct Context<'a> {
+    /// Caches by `struct kmem_cache *`.
+    pub caches: &'a BTreeMap<u64, CacheInfo>,
+    /// Sample rate N (1 = exact).
+    pub sample: u64,
+    /// Slab flag bits of this kernel.
+    pub slab_flags: SlabFlags,
+}
+
+/// Name, object size and whether all of a key's allocations were charged to a memcg.
+fn describe(ctx: &Context<'_>, key: &CounterKey) -> (String, u64, bool) {
+    let gfp_accounted = key.flags & KEY_GFP_ACCOUNTED != 0;
+    match CacheId::decode(key.cache) {
+        CacheId::Unknown => (UNKNOWN_CACHE.to_owned(), 0, false),
+        CacheId::Kmalloc { family, bytes } => {
+            (kmalloc::cache_name(family, bytes), u64::from(bytes), family & KMALLOC_ACCOUNT != 0)
+        }
+        CacheId::Cache(ptr) => match ctx.caches.get(&ptr) {
+            Some(info) => (
+                cache_name(info).unwrap_or_else(|| format!("cache@{ptr:#x}")),
+                u64::from(info.size),
+                gfp_accounted || info.flags & ctx.slab_flags.account != 0,
+            ),
+            None => (format!("cache@{ptr:#x}"), 0, gfp_accounted),
+        },
+    }
+}
+
+/// The NUL-terminated name in a [`CacheInfo`], if any.
+#[must_use]
+pub fn cache_name(info: &CacheInfo) -> Option<String> {
+    let end = info.name.iter().position(|&b| b == 0).unwrap_or(info.name.len());
+    (end > 0).then(|| String::from_utf8_lossy(&info.name[..end]).into_owned())
+}
+
+/// Raw sums for one (owner, cache name) before scaling.
+#[derive(Clone, Copy, Default)]
+struct Raw {
+    object_size: u64,
+    allocs: u64,
+    accounted_allocs: u64,
+    sampled_allocs: u64,
+    sampled_frees: u64,
+    accounted_sampled_live: u64,
+}
+
+impl Raw {
+    fn add(&mut self, c: &Counters, object_size: u64, accounted: bool) {
+        self.object_size = self.object_size.max(object_size);
+        self.allocs += c.allocs;
+        self.sampled_allocs += c.sampled_allocs;
+        self.sampled_frees += c.sampled_frees;
+        if accounted {
+            self.accounted_allocs += c.allocs;
+            self.accounted_sampled_live += c.sampled_allocs.saturating_sub(c.sampled_frees);
+        }
+    }
+
+    fn usage(&self, cache: String, n: u64) -> CacheUsage {
+        let live_sampled = self.sampled_allocs.saturating_sub(self.sampled_frees);
+        let live_objects = live_sampled * n;
+        let accounted_live = self.accounted_sampled_live.min(live_sampled) * n;
+        CacheUsage {
+            cache,
+            object_size: self.object_size,
+            allocs: self.allocs,
+            alloc_bytes: self.allocs * self.object_size,
+            frees: self.sampled_frees * n,
+            live_objects,
+            live_bytes: live_objects * self.object_size,
+            live_objects_error: error_bound(live_objects.max(self.sampled_frees * n), n),
+            accounted_allocs: self.accounted_allocs,
+            unaccounted_allocs: self.allocs - self.accounted_allocs,
+            accounted_live_bytes: accounted_live * self.object_size,
+            unaccounted_live_bytes: (live_objects - accounted_live) * self.object_size,
+            estimated: n > 1,
+        }
+    }
+}
+
+/// Three standard deviations of an estimate of about `estimate` objects sampled 1 in `n`.
+#[must_use]
+pub fn error_bound(estimate: u64, n: u64) -> u64 {
+    if n <= 1 {
+        return 0;
+    }
+    let variance = (estimate + n) as f64 * (n - 1) as f64;
+    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "non-negative, far below 2^64")]
+    let bound = (3.0 * variance.sqrt()).ceil() as u64;
+    bound
+}
+
+/// Joins `deltas` (window totals per key) with identities. `cgroup_name` gives a cgroup id's
+/// path (None if unknown) and whether it still exists.
+pub fn attribute(
+    deltas: &BTreeMap<CounterKey, Counters>,
+    ctx: &Context<'_>,
+    mut cgroup_name: impl FnMut(u64) -> (Option<String>, bool),
+) -> Attribution {
+    let n = ctx.sample.max(1);
+    let mut owners: BTreeMap<u64, BTreeMap<String, Raw>> = BTreeMap::new();
+    let mut node: BTreeMap<String, (Raw, u64)> = BTreeMap::new();
+    for (key, c) in deltas {
+        let (name, object_size, accounted) = describe(ctx, key);
+        let (raw, untracked) = node.entry(name.clone()).or_default();
+        if key.cgroup_id == UNTRACKED_CGROUP {
+            raw.object_size = raw.object_size.max(object_size);
+            *untracked += c.sampled_frees;
+            continue;
+        }
+        raw.add(c, object_size, accounted);
+        owners.entry(key.cgroup_id).or_default().entry(name).or_default().add(
+            c,
+            object_size,
+            accounted,
+        );
+    }
+
+    let mut cgroups = Vec::new();
+    let mut interrupt = None;
+    for (cgroup_id, per_cache) in owners {
+        let mut usage = CgroupUsage {
+            cgroup_id,
+            caches: per_cache.into_iter().map(|(name, raw)| raw.usage(name, n)).collect(),
+            ..CgroupUsage::default()
+        };
+        usage.caches.sort_by(|a, b| {
+            b.live_bytes.cmp(&a.live_bytes).then(b.alloc_bytes.cmp(&a.alloc_bytes))
+        });
+        for c in &usage.caches {
+            usage.allocs += c.allocs;
+            usage.alloc_bytes += c.alloc_bytes;
+            usage.frees += c.frees;
+            usage.live_objects += c.live_objects;
+            usage.live_bytes += c.live_bytes;
+            usage.unaccounted_live_bytes += c.unaccounted_live_bytes;
+        }
+        if cgroup_id == IRQ_CGROUP {
+            usage.cgroup = Some("(interrupt context)".to_owned());
+            usage.alive = true;
+            interrupt = Some(usage);
+        } else {
+            (usage.cgroup, usage.alive) = cgroup_name(cgroup_id);
+            cgroups.push(usage);
+        }
+    }
+    cgroups.sort_by(|a, b| b.live_bytes.cmp(&a.live_bytes).then(b.alloc_bytes.cmp(&a.alloc_bytes)));
+
+    let mut caches: Vec<CacheTotals> = node
+        .into_iter()
+        .map(|(name, (raw, untracked))| {
+            let u = raw.usage(name, n);
+            let untracked_frees = untracked * n;
+            CacheTotals {
+                net_objects: i64::try_from(u.allocs).unwrap_or(i64::MAX)
+                    - i64::try_from(u.frees + untracked_frees).unwrap_or(i64::MAX),
+                cache: u.cache,
+                object_size: u.object_size,
+                aliases: Vec::new(),
+                allocs: u.allocs,
+                alloc_bytes: u.alloc_bytes,
+                frees: u.frees,
+                untracked_frees,
+                live_objects: u.live_objects,
+                live_bytes: u.live_bytes,
+                estimated: u.estimated,
+            }
+        })
+        .collect();
+    caches.sort_by(|a, b| b.live_bytes.cmp(&a.live_bytes).then(b.alloc_bytes.cmp(&a.alloc_bytes)));
+    Attribution { cgroups, interrupt, caches }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slabtrace_common::CACHE_NAME_LEN;
+
+    const DENTRY: u64 = 0xffff_8880_0100_0000;
+    const SOCK: u64 = 0xffff_8880_0200_0000;
+    const FLAGS: SlabFlags = SlabFlags { account: 1 << 26, reclaim_account: 1 << 17 };
+
+    fn info(name: &str, size: u32, flags: u32) -> CacheInfo {
+        let mut info = CacheInfo { size, object_size: size, flags, ..CacheInfo::default() };
+        info.name[..name.len()].copy_from_slice(name.as_bytes());
+        info
+    }
+
+    fn caches() -> BTreeMap<u64, CacheInfo> {
+        BTreeMap::from([(DENTRY, info("dentry", 192, 1 << 26)), (SOCK, info("sock_inode_cache", 1024, 0))])
+    }
+
+    fn c(allocs: u64, sa: u64, sf: u64) -> Counters {
+        Counters { allocs, sampled_allocs: sa, sampled_frees: sf }
+    }
+
+    fn key(cgroup_id: u64, cache: u64) -> CounterKey {
+        CounterKey { cgroup_id, cache, flags: 0, _pad: 0 }
+    }
+
+    fn names(id: u64) -> (Option<String>, bool) {
+        match id {
+            100 => (Some("/a".into()), true),
+            200 => (Some("/b".into()), false),
+            _ => (None, false),
+        }
+    }
+
+    #[test]
+    fn exact_counts_credit_frees_to_the_allocator() {
+        let caches = caches();
+        let ctx = Context { caches: &caches, sample: 1, slab_flags: FLAGS };
+        // /a allocated 50 dentries, 30 of which were freed (wherever that happened).
+        let deltas = BTreeMap::from([(key(100, DENTRY), c(50, 50, 30))]);
+        let a = attribute(&deltas, &ctx, names);
+        assert_eq!(a.cgroups.len(), 1);
+        let cg = &a.cgroups[0];
+        assert_eq!((cg.cgroup.as_deref(), cg.alive), (Some("/a"), true));
+        let d = &cg.caches[0];
+        assert_eq!(d.cache, "dentry");
+        assert_eq!((d.allocs, d.frees, d.live_objects), (50, 30, 20));
+        assert_eq!((d.alloc_bytes, d.live_bytes), (50 * 192, 20 * 192));
+        assert_eq!(d.live_objects_error, 0);
+        assert!(!d.estimated);
+        // SLAB_ACCOUNT cache: everything is accounted.
+        assert_eq!((d.accounted_allocs, d.unaccounted_allocs), (50, 0));
+        assert_eq!(d.unaccounted_live_bytes, 0);
+    }
+
+    #[test]
+    fn sampled_figures_are_scaled_and_bounded() {
+        let caches = caches();
+        let ctx = Context { caches: &caches, sample: 16, slab_flags: FLAGS };
+        let deltas = BTreeMap::from([(key(100, DENTRY), c(1600, 100, 40))]);
+        let d = &attribute(&deltas, &ctx, names).cgroups[0].caches[0];
+        assert_eq!((d.allocs, d.frees, d.live_objects), (1600, 640, 960));
+        assert!(d.estimated);
+        assert_eq!(d.live_objects_error, error_bound(960, 16));
+        assert!(d.live_objects_error > 0);
+    }
+
+    #[test]
+    fn gfp_account_splits_a_cache_without_slab_account() {
+        let caches = caches();
+        let ctx = Context { caches: &caches, sample: 1, slab_flags: FLAGS };
+        let deltas = BTreeMap::from([
+            (key(100, SOCK), c(10, 10, 0)),
+            (CounterKey { flags: KEY_GFP_ACCOUNTED, ..key(100, SOCK) }, c(4, 4, 1)),
+        ]);
+        let d = &attribute(&deltas, &ctx, names).cgroups[0].caches[0];
+        assert_eq!(d.cache, "sock_inode_cache");
+        assert_eq!((d.allocs, d.accounted_allocs, d.unaccounted_allocs), (14, 4, 10));
+        assert_eq!((d.accounted_live_bytes, d.unaccounted_live_bytes), (3 * 1024, 10 * 1024));
+    }
+
+    #[test]
+    fn kmalloc_keys_are_named_by_size_class() {
+        let caches = BTreeMap::new();
+        let ctx = Context { caches: &caches, sample: 1, slab_flags: FLAGS };
+        let deltas = BTreeMap::from([
+            (key(100, CacheId::kmalloc(0, 64)), c(3, 3, 3)),
+            (key(100, CacheId::kmalloc(KMALLOC_ACCOUNT, 64)), c(2, 2, 0)),
+        ]);
+        let a = attribute(&deltas, &ctx, names);
+        let cg = &a.cgroups[0];
+        assert_eq!(cg.caches[0].cache, "kmalloc-cg-64");
+        assert_eq!(cg.caches[0].accounted_live_bytes, 128);
+        assert_eq!(cg.caches[1].cache, "kmalloc-64");
+        assert_eq!(cg.caches[1].unaccounted_allocs, 3);
+    }
+
+    #[test]
+    fn untracked_frees_and_interrupts_are_not_cgroups() {
+        let caches = caches();
+        let ctx = Context { caches: &caches, sample: 1, slab_flags: FLAGS };
+        let deltas = BTreeMap::from([
+            (key(100, DENTRY), c(10, 10, 2)),
+            (key(IRQ_CGROUP, DENTRY), c(5, 5, 0)),
+            (key(UNTRACKED_CGROUP, DENTRY), c(0, 0, 7)),
+            (key(UNTRACKED_CGROUP, 0), c(0, 0, 4)),
+        ]);
+        let a = attribute(&deltas, &ctx, names);
+        assert_eq!(a.cgroups.len(), 1);
+        assert_eq!(a.interrupt.as_ref().map(|i| i.allocs), Some(5));
+        let dentry = a.caches.iter().find(|c| c.cache == "dentry").unwrap();
+        assert_eq!((dentry.allocs, dentry.frees, dentry.untracked_frees), (15, 2, 7));
+        assert_eq!(dentry.net_objects, 15 - 2 - 7);
+        let unknown = a.caches.iter().find(|c| c.cache == UNKNOWN_CACHE).unwrap();
+        assert_eq!(unknown.untracked_frees, 4);
+    }
+
+    #[test]
+    fn cgroups_sort_by_live_bytes_and_keep_vanished_names() {
+        let caches = caches();
+        let ctx = Context { caches: &caches, sample: 1, slab_flags: FLAGS };
+        let deltas = BTreeMap::from([
+            (key(100, DENTRY), c(10, 10, 10)),
+            (key(200, DENTRY), c(5, 5, 0)),
+            (key(300, DENTRY), c(1, 1, 0)),
+        ]);
+        let a = attribute(&deltas, &ctx, names);
+        let order: Vec<_> = a.cgroups.iter().map(|c| (c.cgroup_id, c.cgroup.clone(), c.alive)).collect();
+        assert_eq!(
+            order,
+            vec![(200, Some("/b".into()), false), (300, None, false), (100, Some("/a".into()), true)]
+        );
+    }
+
+    #[test]
+    fn empty_input_gives_empty_picture() {
+        let caches = BTreeMap::new();
+        let ctx = Context { caches: &caches, sample: 8, slab_flags: FLAGS };
+        assert_eq!(attribute(&BTreeMap::new(), &ctx, names), Attribution::default());
+    }
+
+    #[test]
+    fn cache_names_stop_at_nul_and_survive_truncation() {
+        assert_eq!(cache_name(&info("dentry", 1, 0)).as_deref(), Some("dentry"));
+        assert_eq!(cache_name(&CacheInfo::default()), None);
+        let mut full = CacheInfo::default();
+        full.name = [b'x'; CACHE_NAME_LEN];
+        assert_eq!(cache_name(&full).map(|s| s.len()), Some(CACHE_NAME_LEN));
+    }
+
+    #[test]
+    fn error_bound_is_zero_when_exact_and_grows_with_n() {
+        assert_eq!(error_bound(1000, 1), 0);
+        assert!(error_bound(1000, 4) < error_bound(1000, 64));
+        assert!(error_bound(0, 8) > 0);
+    }
+}

@@ -1,0 +1,4 @@
+//! cgroup ids to cgroup2 paths: find the cgroup2 mount, walk it, remember what vanished.
+
+pub mod mount;
+pub mod resolve;

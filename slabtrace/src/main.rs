@@ -1,0 +1,23 @@
+//! slabtrace's entry point: parse the command line, set up logging, hand off.
+
+use clap::Parser as _;
+use slabtrace::{
+    cli::{Cli, Command},
+    trace,
+};
+
+fn main() -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Report(args) => trace::report(&args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One sentence that says what to do; the chain of causes is already in it.
+            eprintln!("slabtrace: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

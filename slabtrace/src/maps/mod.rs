@@ -1,0 +1,8 @@
+//! The only code that reads BPF maps, and the pure arithmetic on what it read.
+
+pub mod delta;
+pub mod fdinfo;
+pub mod snapshot;
+
+pub use delta::{CounterDelta, delta};
+pub use snapshot::{Snapshot, Stats};

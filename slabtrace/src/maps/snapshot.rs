@@ -1,0 +1,137 @@
+//! One consistent-enough read of every map: per-CPU values summed, caches named.
+//!
+//! Maps are read entry by entry while the programs keep running, so a snapshot is not atomic;
+//! counters only grow, so the next interval's delta picks up whatever this one missed.
+
+use std::collections::BTreeMap;
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapError, PerCpuArray, PerCpuHashMap},
+};
+use slabtrace_common::{CacheInfo, CounterKey, Counters, LiveObject, Stat};
+
+/// slabtrace's own counters from the BPF side, indexed by [`Stat`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats(pub [u64; Stat::COUNT as usize]);
+
+impl Stats {
+    /// One statistic.
+    #[must_use]
+    pub fn get(&self, stat: Stat) -> u64 {
+        self.0[stat as usize]
+    }
+}
+
+/// Everything read from the maps at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Counters per (cgroup, cache), summed over CPUs.
+    pub counters: BTreeMap<CounterKey, Counters>,
+    /// Caches seen so far, by `struct kmem_cache *`.
+    pub caches: BTreeMap<u64, CacheInfo>,
+    /// BPF-side statistics, summed over CPUs.
+    pub stats: Stats,
+    /// Entries in the live-object map, if counted (a walk of the whole map).
+    pub live_entries: Option<u64>,
+}
+
+/// A map could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum MapReadError {
+    /// The object has no such map: a build problem.
+    #[error("the BPF object has no map {0}; rebuild slabtrace")]
+    Missing(&'static str),
+    /// Reading failed.
+    #[error("cannot read BPF map {map}: {source}")]
+    Read {
+        /// Which map.
+        map: &'static str,
+        /// Why.
+        #[source]
+        source: MapError,
+    },
+}
+
+fn read_err(map: &'static str) -> impl Fn(MapError) -> MapReadError {
+    move |source| MapReadError::Read { map, source }
+}
+
+impl Snapshot {
+    /// Reads every map. `count_live` also walks the live-object map to count its entries
+    /// (one syscall per entry: done at report time, not every tick).
+    pub fn read(ebpf: &Ebpf, count_live: bool) -> Result<Self, MapReadError> {
+        let map = |name: &'static str| ebpf.map(name).ok_or(MapReadError::Missing(name));
+
+        let counters_map: PerCpuHashMap<_, CounterKey, Counters> =
+            PerCpuHashMap::try_from(map("COUNTERS")?).map_err(read_err("COUNTERS"))?;
+        let mut counters = BTreeMap::new();
+        for entry in counters_map.iter() {
+            let (key, per_cpu) = match entry {
+                Ok(e) => e,
+                // A key deleted between get_next_key and lookup: gone, skip it.
+                Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(read_err("COUNTERS")(e)),
+            };
+            counters.insert(key, sum(per_cpu.iter()));
+        }
+
+        let caches_map: HashMap<_, u64, CacheInfo> =
+            HashMap::try_from(map("CACHES")?).map_err(read_err("CACHES"))?;
+        let caches = caches_map
+            .iter()
+            .filter_map(|e| match e {
+                Err(MapError::KeyNotFound) => None,
+                other => Some(other),
+            })
+            .collect::<Result<_, _>>()
+            .map_err(read_err("CACHES"))?;
+
+        let stats_map: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map("STATS")?).map_err(read_err("STATS"))?;
+        let mut stats = Stats::default();
+        for (i, slot) in stats.0.iter_mut().enumerate() {
+            #[expect(clippy::cast_possible_truncation, reason = "Stat::COUNT is small")]
+            let per_cpu = stats_map.get(&(i as u32), 0).map_err(read_err("STATS"))?;
+            *slot = per_cpu.iter().sum();
+        }
+
+        let live_entries = if count_live {
+            // aya reads an LRU hash through HashMap.
+            let live: HashMap<_, u64, LiveObject> =
+                HashMap::try_from(map("LIVE")?).map_err(read_err("LIVE"))?;
+            Some(live.keys().filter(Result::is_ok).count() as u64)
+        } else {
+            None
+        };
+
+        Ok(Self { counters, caches, stats, live_entries })
+    }
+}
+
+/// Sums per-CPU copies of a counters value.
+fn sum<'a>(values: impl Iterator<Item = &'a Counters>) -> Counters {
+    values.fold(Counters::default(), |acc, c| Counters {
+        allocs: acc.allocs + c.allocs,
+        sampled_allocs: acc.sampled_allocs + c.sampled_allocs,
+        sampled_frees: acc.sampled_frees + c.sampled_frees,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_per_cpu_copies() {
+        let cpus = [
+            Counters { allocs: 3, sampled_allocs: 1, sampled_frees: 0 },
+            Counters { allocs: 4, sampled_allocs: 0, sampled_frees: 2 },
+        ];
+        assert_eq!(
+            sum(cpus.iter()),
+            Counters { allocs: 7, sampled_allocs: 1, sampled_frees: 2 }
+        );
+        assert_eq!(sum([].iter()), Counters::default());
+    }
+}

@@ -1,0 +1,6 @@
+//! The kernel's own books: /proc/slabinfo, /proc/meminfo and the merge aliases in
+//! /sys/kernel/slab. Parsers are pure and take text; readers take a configurable root.
+
+pub mod aliases;
+pub mod meminfo;
+pub mod slabinfo;

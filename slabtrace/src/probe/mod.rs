@@ -1,0 +1,94 @@
+//! Load the BPF object, size its maps, write the load-time constant, attach the probes, and
+//! turn every way that can fail into one sentence that says what to do.
+
+pub mod caps;
+mod error;
+
+use std::path::Path;
+
+use aya::{Btf as AyaBtf, Ebpf, EbpfLoader, programs::BtfTracePoint};
+use log::{debug, info};
+use slabtrace_common::Config;
+
+pub use error::ProbeError;
+
+use crate::kernel::layout::{KernelLayout, TRACEPOINTS};
+
+/// The BPF object built by build.rs from `slabtrace-ebpf`.
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/slabtrace"));
+
+/// Map sizes; each is a hard bound on the kernel memory slabtrace uses.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Entries of the (cgroup, cache) counters map.
+    pub max_keys: u32,
+    /// Entries of the sampled live-object LRU.
+    pub max_live: u32,
+}
+
+/// The loaded and attached programs. Dropping it detaches them.
+pub struct Tracer {
+    ebpf: Ebpf,
+    config: Config,
+}
+
+impl Tracer {
+    /// Checks privileges, loads the BPF object with `config` and `limits`, and attaches every
+    /// probe. `btf_path` is the kernel's BTF (normally /sys/kernel/btf/vmlinux).
+    pub fn start(
+        layout: &KernelLayout,
+        config: Config,
+        limits: Limits,
+        btf_path: &Path,
+    ) -> Result<Self, ProbeError> {
+        caps::check()?;
+        raise_memlock_limit();
+        let btf = AyaBtf::parse_file(btf_path, aya::Endianness::default())
+            .map_err(|source| ProbeError::Btf { path: btf_path.to_owned(), source })?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .override_global("CONFIG", &config, true)
+            .map_max_entries("COUNTERS", limits.max_keys)
+            .map_max_entries("LIVE", limits.max_live)
+            .load(BPF_OBJECT)
+            .map_err(ProbeError::from_load)?;
+        for tp in TRACEPOINTS {
+            layout.check_tracepoint(tp.name)?;
+            let program: &mut BtfTracePoint = ebpf
+                .program_mut(tp.name)
+                .ok_or(ProbeError::MissingProgram(tp.name))?
+                .try_into()
+                .map_err(|source| ProbeError::program(tp.name, source))?;
+            program.load(tp.name, &btf).map_err(|source| ProbeError::program(tp.name, source))?;
+            program.attach().map_err(|source| ProbeError::program(tp.name, source))?;
+            debug!("attached tp_btf/{}", tp.name);
+        }
+        info!(
+            "tracing kmem tracepoints; tracking 1 in {} objects' addresses",
+            config.sample_mask + 1
+        );
+        Ok(Self { ebpf, config })
+    }
+
+    /// The BPF object, for the map readers.
+    #[must_use]
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
+    /// The load-time constant in use.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps against RLIMIT_MEMLOCK; later ones use memcg and ignore
+/// it. Raising it is harmless either way.
+fn raise_memlock_limit() {
+    let limit = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit with a valid pointer to an initialised struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const limit) } != 0 {
+        debug!("could not raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
+    }
+}

@@ -1,0 +1,98 @@
+//! Workloads with known slab footprints, for the integration tests and the bench.
+//!
+//! ```text
+//! slab-workload create DIR N [NAME_LEN]   create N empty files (dentry + inode each)
+//! slab-workload unlink DIR START COUNT    unlink files START..START+COUNT
+//! slab-workload churn DIR N               create and unlink N files, one at a time
+//! slab-workload stat-missing DIR N        stat N names that do not exist (negative dentries)
+//! slab-workload eventfd N HOLD_MS         open N eventfds, hold them, close them
+//! ```
+//! File names are `f<index>` padded with `x` to NAME_LEN (default: no padding); names longer
+//! than the dentry's inline space (about 40 bytes) get a kmalloc'd external name.
+
+use std::{fs, io, path::Path, process::ExitCode, thread, time::Duration};
+
+fn name(i: u64, len: usize) -> String {
+    let mut n = format!("f{i}");
+    while n.len() < len {
+        n.push('x');
+    }
+    n
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> Result<T, String> {
+    args.get(i)
+        .ok_or_else(|| format!("missing {what}"))?
+        .parse()
+        .map_err(|_| format!("{what} is not a number"))
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let io = |e: io::Error| e.to_string();
+    match args.first().map(String::as_str) {
+        Some("create") => {
+            let dir = Path::new(args.get(1).ok_or("missing DIR")?);
+            let n: u64 = arg(args, 2, "N")?;
+            let len: usize = if args.len() > 3 { arg(args, 3, "NAME_LEN")? } else { 0 };
+            for i in 0..n {
+                fs::File::create(dir.join(name(i, len))).map_err(io)?;
+            }
+        }
+        Some("unlink") => {
+            let dir = Path::new(args.get(1).ok_or("missing DIR")?);
+            let start: u64 = arg(args, 2, "START")?;
+            let count: u64 = arg(args, 3, "COUNT")?;
+            let len: usize = if args.len() > 4 { arg(args, 4, "NAME_LEN")? } else { 0 };
+            for i in start..start + count {
+                fs::remove_file(dir.join(name(i, len))).map_err(io)?;
+            }
+        }
+        Some("churn") => {
+            let dir = Path::new(args.get(1).ok_or("missing DIR")?);
+            let n: u64 = arg(args, 2, "N")?;
+            for i in 0..n {
+                let p = dir.join(name(i, 0));
+                fs::File::create(&p).map_err(io)?;
+                fs::remove_file(&p).map_err(io)?;
+            }
+        }
+        Some("stat-missing") => {
+            let dir = Path::new(args.get(1).ok_or("missing DIR")?);
+            let n: u64 = arg(args, 2, "N")?;
+            for i in 0..n {
+                let _ = fs::metadata(dir.join(format!("missing{i}")));
+            }
+        }
+        Some("eventfd") => {
+            let n: u64 = arg(args, 1, "N")?;
+            let hold: u64 = arg(args, 2, "HOLD_MS")?;
+            let mut fds = Vec::new();
+            for _ in 0..n {
+                // SAFETY: eventfd with valid flags; the fd is closed below.
+                let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+                if fd < 0 {
+                    return Err(io::Error::last_os_error().to_string());
+                }
+                fds.push(fd);
+            }
+            thread::sleep(Duration::from_millis(hold));
+            for fd in fds {
+                // SAFETY: closing an fd this process opened.
+                unsafe { libc::close(fd) };
+            }
+        }
+        _ => return Err("usage: slab-workload create|unlink|churn|stat-missing|eventfd …".into()),
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("slab-workload: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

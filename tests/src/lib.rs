@@ -1,0 +1,255 @@
+//! What the root integration tests share: real cgroups and tmpfs mounts that clean up after
+//! themselves (even when a test panics), a running slabtrace, and the kernel's own counts.
+//!
+//! Every test creates its own cgroup2 directories, runs a workload with a known slab footprint
+//! in them, and asserts on what the real `slabtrace` binary reports.
+
+use std::{
+    fs,
+    io::Read as _,
+    os::unix::{fs::MetadataExt as _, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use serde_json::Value;
+
+/// How long lazy RCU (CONFIG_RCU_LAZY) may hold frees of dentries and inodes; tests wait this
+/// long after a workload's last unlink.
+pub const RCU_SETTLE: Duration = Duration::from_secs(12);
+
+/// The workload binary of this package.
+pub fn workload() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_slab-workload"))
+}
+
+/// The slabtrace binary under test: `$SLABTRACE_BIN`, else the workspace's debug build
+/// (`cargo xtask test` builds it first).
+pub fn slabtrace_bin() -> PathBuf {
+    std::env::var_os("SLABTRACE_BIN").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/slabtrace"),
+        PathBuf::from,
+    )
+}
+
+/// Fails loudly unless the tests can run: root, BTF, a cgroup2 mount.
+pub fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    ensure!(unsafe { libc::geteuid() } == 0, "integration tests need root: run `sudo cargo xtask test`");
+    ensure!(
+        Path::new("/sys/kernel/btf/vmlinux").exists(),
+        "integration tests need the kernel's BTF at /sys/kernel/btf/vmlinux"
+    );
+    ensure!(slabtrace_bin().exists(), "{} is missing: run `cargo build -p slabtrace`", slabtrace_bin().display());
+    Ok(())
+}
+
+/// The cgroup2 mount point, from /proc/self/mountinfo.
+pub fn cgroup2_root() -> Result<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo")?;
+    for line in info.lines() {
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        if right.split_whitespace().next() == Some("cgroup2") {
+            if let Some(mp) = left.split_whitespace().nth(4) {
+                return Ok(PathBuf::from(mp.replace("\\040", " ")));
+            }
+        }
+    }
+    bail!("no cgroup2 mount: the tests need one (this project never mounts it itself)")
+}
+
+/// A cgroup2 directory that is removed when dropped, after its processes are killed.
+pub struct Cgroup {
+    path: PathBuf,
+    relative: String,
+}
+
+impl Cgroup {
+    /// Creates `<cgroup2 root>/slabtrace-test-<pid>-<tag>`.
+    pub fn create(tag: &str) -> Result<Self> {
+        let name = format!("slabtrace-test-{}-{tag}", std::process::id());
+        let path = cgroup2_root()?.join(&name);
+        if path.exists() {
+            let _ = fs::remove_dir(&path);
+        }
+        fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
+        Ok(Self { path, relative: format!("/{name}") })
+    }
+
+    /// The cgroup's id: the inode number of its directory.
+    pub fn id(&self) -> Result<u64> {
+        Ok(fs::metadata(&self.path)?.ino())
+    }
+
+    /// Its path relative to the cgroup2 root, as slabtrace reports it.
+    pub fn relative(&self) -> &str {
+        &self.relative
+    }
+
+    /// Runs `cmd` inside this cgroup and waits for it; fails if it fails.
+    pub fn run(&self, cmd: &mut Command) -> Result<Output> {
+        let procs = fs::OpenOptions::new().write(true).open(self.path.join("cgroup.procs"))?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&procs);
+        // SAFETY: between fork and exec only async-signal-safe calls: write(2) on an fd
+        // opened before the fork. Writing "0" moves the writing process itself.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+        drop(procs);
+        ensure!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(out)
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        if let Ok(procs) = fs::read_to_string(self.path.join("cgroup.procs")) {
+            for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        for _ in 0..50 {
+            if fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("warning: could not remove cgroup {}", self.path.display());
+    }
+}
+
+/// A tmpfs mounted on a fresh directory, unmounted and removed when dropped.
+pub struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs at /tmp/slabtrace-test-<pid>-<tag>.
+    pub fn mount(tag: &str) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("slabtrace-test-{}-{tag}", std::process::id()));
+        fs::create_dir_all(&dir)?;
+        let status = Command::new("mount").args(["-t", "tmpfs", "-o", "size=512m", "slabtrace-test"]).arg(&dir).status()?;
+        ensure!(status.success(), "mount tmpfs on {} failed", dir.display());
+        Ok(Self { dir })
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+/// A running `slabtrace report`.
+pub struct Slabtrace {
+    child: Child,
+    ready: PathBuf,
+}
+
+impl Slabtrace {
+    /// Starts `slabtrace report --format json` with `extra` arguments and waits until its probes
+    /// are attached.
+    pub fn start(extra: &[&str]) -> Result<Self> {
+        let ready = std::env::temp_dir().join(format!("slabtrace-test-{}-ready", std::process::id()));
+        let _ = fs::remove_file(&ready);
+        let child = Command::new(slabtrace_bin())
+            .args(["report", "--format", "json", "--duration", "600", "--ready-file"])
+            .arg(&ready)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting slabtrace")?;
+        let mut me = Self { child, ready };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !me.ready.exists() {
+            if let Some(status) = me.child.try_wait()? {
+                let mut err = String::new();
+                if let Some(mut e) = me.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                bail!("slabtrace exited before attaching ({status}): {err}");
+            }
+            ensure!(Instant::now() < deadline, "slabtrace did not attach within 60 s");
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(me)
+    }
+
+    /// Ends tracing with SIGINT and returns the JSON report.
+    pub fn finish(mut self) -> Result<Value> {
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(i32::try_from(self.child.id())?, libc::SIGINT) };
+        let mut out = String::new();
+        let mut err = String::new();
+        if let Some(mut o) = self.child.stdout.take() {
+            o.read_to_string(&mut out)?;
+        }
+        if let Some(mut e) = self.child.stderr.take() {
+            e.read_to_string(&mut err)?;
+        }
+        let status = self.child.wait()?;
+        ensure!(status.success(), "slabtrace failed ({status}): {err}");
+        if !err.trim().is_empty() {
+            eprintln!("slabtrace stderr:\n{err}");
+        }
+        serde_json::from_str(&out).with_context(|| format!("slabtrace printed no JSON report: {out}"))
+    }
+}
+
+impl Drop for Slabtrace {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_file(&self.ready);
+    }
+}
+
+/// `active_objs` of a cache in /proc/slabinfo.
+pub fn slabinfo_active(cache: &str) -> Result<u64> {
+    let text = fs::read_to_string("/proc/slabinfo")?;
+    for line in text.lines().skip(2) {
+        let mut f = line.split_whitespace();
+        if f.next() == Some(cache) {
+            return Ok(f.next().context("short slabinfo line")?.parse()?);
+        }
+    }
+    bail!("no cache {cache} in /proc/slabinfo")
+}
+
+/// The report's entry for a cgroup path.
+pub fn cgroup<'a>(report: &'a Value, path: &str) -> Option<&'a Value> {
+    report["cgroups"].as_array()?.iter().find(|c| c["cgroup"] == path)
+}
+
+/// A cgroup entry's figures for one cache (zeros if absent).
+pub fn cache_of<'a>(cgroup: Option<&'a Value>, cache: &str) -> Option<&'a Value> {
+    cgroup?["caches"].as_array()?.iter().find(|c| c["cache"] == cache)
+}
+
+/// A number field of an entry, 0 if the entry or field is absent.
+pub fn num(entry: Option<&Value>, field: &str) -> u64 {
+    entry.and_then(|e| e[field].as_u64()).unwrap_or(0)
+}
+
+/// The node-wide entry for a cache.
+pub fn node_cache<'a>(report: &'a Value, cache: &str) -> Option<&'a Value> {
+    report["caches"].as_array()?.iter().find(|c| c["cache"] == cache)
+}

@@ -1,0 +1,61 @@
+//! Bad input gets one sentence that says what to do, and a failure exit code, never a panic.
+
+use std::process::Command;
+
+use anyhow::Result;
+use slabtrace_integration::{require_root, slabtrace_bin};
+
+fn run(args: &[&str], uid: Option<u32>) -> Result<(i32, String)> {
+    let mut cmd = Command::new(slabtrace_bin());
+    cmd.args(args);
+    if let Some(uid) = uid {
+        std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+    }
+    let out = cmd.output()?;
+    Ok((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
+#[test]
+fn an_unprivileged_user_is_told_to_use_root() -> Result<()> {
+    require_root()?;
+    let (code, err) = run(&["report", "--duration", "1"], Some(65534))?;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("run it as root"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn missing_btf_is_explained() -> Result<()> {
+    require_root()?;
+    let (code, err) = run(&["report", "--duration", "1", "--btf", "/nonexistent/vmlinux"], None)?;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
+    assert!(err.contains("/nonexistent/vmlinux"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn a_bad_sample_rate_is_refused_before_tracing() -> Result<()> {
+    require_root()?;
+    let (code, err) = run(&["report", "--sample", "10"], None)?;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("power of two"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn a_full_counters_map_is_counted_and_said() -> Result<()> {
+    require_root()?;
+    // Two keys cannot hold a node's (cgroup, cache) pairs: the rest must be counted as lost,
+    // and the report must say how to fix it.
+    let out = Command::new(slabtrace_bin())
+        .args(["report", "--duration", "2", "--format", "json", "--max-keys", "2"])
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert!(report["self"]["counters_full"].as_u64().unwrap() > 0, "{}", report["self"]);
+    let warnings = report["self"]["warnings"].to_string();
+    assert!(warnings.contains("--max-keys"), "{warnings}");
+    Ok(())
+}

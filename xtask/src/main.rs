@@ -1,0 +1,98 @@
+//! slabtrace's developer tasks. `cargo xtask --help` lists them.
+//!
+//! Each task installs the BPF toolchain pieces it needs first (nightly's rust-src and
+//! bpf-linker 0.10.0), so the README's two commands work on a fresh machine.
+
+mod bench;
+mod setup;
+
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// Developer tasks for slabtrace.
+#[derive(Debug, Parser)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install what building the BPF programs needs (idempotent).
+    Setup,
+    /// Build slabtrace (release) and run it with these arguments; needs root.
+    Run {
+        /// Arguments for slabtrace, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Unit tests, lints, then the root integration tests against the real kernel.
+    Test {
+        /// Only the unit tests and lints (no root needed).
+        #[arg(long)]
+        unit_only: bool,
+        /// Passed to the integration test binary (a test name filter, for example).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Overhead per traced event: no tracer vs an empty BPF program vs slabtrace; needs root.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::ensure_toolchain(),
+        Task::Run { args } => run(&args),
+        Task::Test { unit_only, args } => test(unit_only, &args),
+        Task::Bench(args) => bench::run(&args),
+    }
+}
+
+/// Runs a command, failing with its name if it fails.
+pub(crate) fn cmd(program: &str, args: &[&str]) -> Result<()> {
+    let status = Command::new(program)
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !status.success() {
+        bail!("`{program} {}` failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn run(args: &[String]) -> Result<()> {
+    setup::ensure_toolchain()?;
+    cmd("cargo", &["build", "--release", "--package", "slabtrace"])?;
+    let bin = setup::workspace_root()?.join("target/release/slabtrace");
+    let status = Command::new(&bin).args(args).status().with_context(|| format!("cannot run {}", bin.display()))?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+fn test(unit_only: bool, args: &[String]) -> Result<()> {
+    setup::ensure_toolchain()?;
+    // Unit tests: pure logic on fixtures, no root needed.
+    cmd("cargo", &["test", "--workspace", "--exclude", "slabtrace-integration"])?;
+    cmd("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    if unit_only {
+        return Ok(());
+    }
+    if !setup::is_root() {
+        bail!(
+            "the integration tests load BPF programs and create cgroups: run `sudo -E cargo xtask test` (or `cargo xtask test --unit-only`)"
+        );
+    }
+    // The integration tests run the real binary; build it first so they test this tree.
+    cmd("cargo", &["build", "--package", "slabtrace"])?;
+    let mut test_args = vec![
+        "test",
+        "--package",
+        "slabtrace-integration",
+        "--",
+        // One at a time: each test owns the node's slab counts while it runs.
+        "--test-threads=1",
+    ];
+    test_args.extend(args.iter().map(String::as_str));
+    cmd("cargo", &test_args)
+}

@@ -1,0 +1,69 @@
+//! Installs the BPF toolchain pieces: nightly's rust-src (to build `core` for the BPF target)
+//! and bpf-linker 0.10.0, the last release that links with nightly's own LLVM rather than a
+//! system LLVM 21+.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+
+use crate::cmd;
+
+const BPF_LINKER_VERSION: &str = "0.10.0";
+
+/// Installs what is missing; does nothing when everything is there.
+pub fn ensure_toolchain() -> Result<()> {
+    let toolchains = output("rustup", &["toolchain", "list"])?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        cmd("rustup", &["toolchain", "install", "nightly", "--profile", "minimal"])
+            .context("building the BPF programs needs a nightly Rust toolchain")?;
+    }
+    let components = output("rustup", &["component", "list", "--toolchain", "nightly", "--installed"])?;
+    if !components.lines().any(|l| l.starts_with("rust-src")) {
+        cmd("rustup", &["component", "add", "rust-src", "--toolchain", "nightly"])?;
+    }
+    let linker = Command::new("bpf-linker").arg("--version").output();
+    let have = linker
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if !have.contains(BPF_LINKER_VERSION) {
+        eprintln!("xtask: installing bpf-linker {BPF_LINKER_VERSION} (about a minute)");
+        cmd(
+            "cargo",
+            &["+nightly", "install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--force"],
+        )?;
+    }
+    Ok(())
+}
+
+fn output(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run {program}: is rustup installed?"))?;
+    if !out.status.success() {
+        bail!("`{program} {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The workspace's root directory.
+pub fn workspace_root() -> Result<PathBuf> {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .ok_or_else(|| anyhow!("xtask has no parent directory"))
+}
+
+/// Whether we run as root.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
