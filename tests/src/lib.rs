@@ -21,9 +21,12 @@ use serde_json::Value;
 /// long after a workload's last unlink.
 pub const RCU_SETTLE: Duration = Duration::from_secs(12);
 
-/// The workload binary of this package.
+/// The workload binary of this package: cargo puts it beside the `deps/` directory that holds
+/// the test executables.
 pub fn workload() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_slab-workload"))
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().and_then(Path::parent).unwrap_or(Path::new("."));
+    dir.join("slab-workload")
 }
 
 /// The slabtrace binary under test: `$SLABTRACE_BIN`, else the workspace's debug build
