@@ -33,7 +33,7 @@ pub struct LiveObject {
     /// The key's flags (a [`crate::CounterKey::flags`]).
     pub flags: u32,
     /// Zero.
-    pub _pad: u32,
+    pub padding: u32,
 }
 assert_size!(LiveObject, 24);
 
@@ -53,13 +53,13 @@ pub struct CacheInfo {
     /// `kmem_cache.flags` (`slab_flags_t`, the low 32 bits).
     pub flags: u32,
     /// Zero.
-    pub _pad: u32,
+    pub padding: u32,
 }
 assert_size!(CacheInfo, 80);
 
 impl Default for CacheInfo {
     fn default() -> Self {
-        Self { name: [0; CACHE_NAME_LEN], size: 0, object_size: 0, flags: 0, _pad: 0 }
+        Self { name: [0; CACHE_NAME_LEN], size: 0, object_size: 0, flags: 0, padding: 0 }
     }
 }
 

@@ -22,7 +22,7 @@ pub struct CounterKey {
     /// into memcg-accounted and unaccounted without another counter.
     pub flags: u32,
     /// Zero (hash keys compare every byte).
-    pub _pad: u32,
+    pub padding: u32,
 }
 assert_size!(CounterKey, 24);
 
@@ -62,7 +62,7 @@ impl CacheId {
     pub const KMALLOC_TAG: u64 = 1 << 62;
 
     /// The synthetic id of a kmalloc size class.
-    #[inline(always)]
+    #[inline]
     #[must_use]
     pub const fn kmalloc(family: u32, bytes: u32) -> u64 {
         Self::KMALLOC_TAG | ((family as u64) << 32) | bytes as u64

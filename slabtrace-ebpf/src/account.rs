@@ -4,10 +4,13 @@
 //! sampled 1 in N, one LRU insert; a free of an unsampled address costs a multiply and a
 //! compare, and a sampled free one lookup, one delete and one per-CPU hash lookup.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_get_current_cgroup_id};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_current_cgroup_id, generated::bpf_get_current_task_btf},
+};
 use slabtrace_common::{
     CounterKey, Counters, LiveObject, Stat,
-    key::UNTRACKED_CGROUP,
+    key::{IRQ_CGROUP, UNTRACKED_CGROUP},
 };
 
 use crate::{
@@ -24,11 +27,44 @@ pub fn sampled(addr: u64) -> bool {
     (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) & config::sample_mask() == 0
 }
 
-/// The cgroup to charge for an allocation made now.
+/// The cgroup to charge for an allocation made now: the current task's, unless the CPU is in
+/// interrupt context, where `current` is just whichever task was interrupted. `ctx` is the
+/// program's context pointer.
 #[inline(always)]
-pub fn current_cgroup() -> u64 {
+pub fn current_cgroup(ctx: *const core::ffi::c_void) -> u64 {
+    if in_interrupt(ctx) {
+        bump(Stat::IrqAllocs);
+        return IRQ_CGROUP;
+    }
     // SAFETY: a helper with no arguments.
     unsafe { bpf_get_current_cgroup_id() }
+}
+
+/// Whether the tracepoint fired on an interrupt stack rather than the current task's stack.
+///
+/// Rust BPF cannot read the per-CPU `preempt_count` (that needs typed ksyms), but x86-64 runs
+/// hard and soft interrupts on per-CPU interrupt stacks, and a BTF tracepoint's context (its
+/// argument array) lives in the frame of the kernel function that fired it, on the stack in
+/// use. (The program's own frame will not do: since Linux 6.13 the JIT may give tracing
+/// programs a private per-CPU stack.) So: is `ctx` inside `current->stack .. + THREAD_SIZE`?
+/// The loader sets `thread_size` to 0 where this does not hold, which turns the check off.
+#[inline(always)]
+fn in_interrupt(ctx: *const core::ffi::c_void) -> bool {
+    let thread_size = u64::from(config::thread_size());
+    if thread_size == 0 {
+        return false;
+    }
+    // SAFETY: a helper with no arguments; it returns a trusted task_struct pointer, and the
+    // load is at a constant offset the verifier checks against BTF.
+    let base = unsafe {
+        let task = bpf_get_current_task_btf().cast::<u8>();
+        core::ptr::read_volatile(task.add(config::off_task_stack() as usize).cast::<u64>())
+    };
+    // Compare the pointer with scalars only: the verifier allows that for privileged programs,
+    // while arithmetic on a context pointer is refused.
+    let end = core::hint::black_box(base.wrapping_add(thread_size));
+    let addr = ctx as u64;
+    !(addr >= base && addr < end)
 }
 
 /// Counts one allocation of `cache` at `addr` by `cgroup_id`. Returns true when the key was new,
@@ -36,11 +72,11 @@ pub fn current_cgroup() -> u64 {
 #[inline(always)]
 pub fn record_alloc(cgroup_id: u64, cache: u64, flags: u32, addr: u64) -> bool {
     bump(Stat::AllocEvents);
-    let key = CounterKey { cgroup_id, cache, flags, _pad: 0 };
+    let key = CounterKey { cgroup_id, cache, flags, padding: 0 };
     let sample = sampled(addr);
     let new_key = add(&key, 1, u64::from(sample), 0);
     if sample {
-        track(addr, LiveObject { cgroup_id, cache, flags, _pad: 0 });
+        track(addr, LiveObject { cgroup_id, cache, flags, padding: 0 });
     }
     new_key
 }
@@ -60,10 +96,10 @@ pub fn record_free(addr: u64, cache: u64) {
             let obj = unsafe { *obj };
             let _ = LIVE.remove(addr);
             bump(Stat::LiveDeletes);
-            CounterKey { cgroup_id: obj.cgroup_id, cache: obj.cache, flags: obj.flags, _pad: 0 }
+            CounterKey { cgroup_id: obj.cgroup_id, cache: obj.cache, flags: obj.flags, padding: 0 }
         }
         // Allocated before tracing started, or evicted: credited to no one, per cache.
-        None => CounterKey { cgroup_id: UNTRACKED_CGROUP, cache, flags: 0, _pad: 0 },
+        None => CounterKey { cgroup_id: UNTRACKED_CGROUP, cache, flags: 0, padding: 0 },
     };
     add(&key, 0, 0, 1);
 }
@@ -80,8 +116,12 @@ fn track(addr: u64, obj: LiveObject) {
                 // SAFETY: pointer from a successful lookup, copied at once.
                 let old = unsafe { *old };
                 bump(Stat::MissedFrees);
-                let owner =
-                    CounterKey { cgroup_id: old.cgroup_id, cache: old.cache, flags: old.flags, _pad: 0 };
+                let owner = CounterKey {
+                    cgroup_id: old.cgroup_id,
+                    cache: old.cache,
+                    flags: old.flags,
+                    padding: 0,
+                };
                 add(&owner, 0, 0, 1);
                 if LIVE.insert(addr, obj, 0).is_err() {
                     bump(Stat::LiveInsertFailed);

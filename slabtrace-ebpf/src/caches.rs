@@ -32,7 +32,8 @@ pub fn remember(cache: u64) {
         info.object_size = read_u32(base, config::off_cache_object_size());
         info.flags = read_u32(base, config::off_cache_flags());
     }
-    if CACHES.insert(cache, info, u64::from(BPF_NOEXIST)).is_err() && CACHES.get_ptr(cache).is_none()
+    if CACHES.insert(cache, info, u64::from(BPF_NOEXIST)).is_err()
+        && CACHES.get_ptr(cache).is_none()
     {
         bump(Stat::CachesFull);
     }

@@ -8,8 +8,7 @@ use slabtrace_common::{CacheInfo, CounterKey, Counters, LiveObject, Stat};
 
 /// Per-(cgroup, cache) counters; per-CPU so the hot path needs no atomics.
 #[map(name = "COUNTERS")]
-pub static COUNTERS: PerCpuHashMap<CounterKey, Counters> =
-    PerCpuHashMap::with_max_entries(8192, 0);
+pub static COUNTERS: PerCpuHashMap<CounterKey, Counters> = PerCpuHashMap::with_max_entries(8192, 0);
 
 /// Sampled live objects: address → allocating (cgroup, cache). An LRU, because some free paths
 /// emit no tracepoint and their entries would otherwise fill the map for good.

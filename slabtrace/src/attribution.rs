@@ -206,7 +206,11 @@ pub fn error_bound(estimate: u64, n: u64) -> u64 {
         return 0;
     }
     let variance = (estimate + n) as f64 * (n - 1) as f64;
-    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "non-negative, far below 2^64")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "non-negative, far below 2^64"
+    )]
     let bound = (3.0 * variance.sqrt()).ceil() as u64;
     bound
 }
@@ -308,7 +312,10 @@ mod tests {
     }
 
     fn caches() -> BTreeMap<u64, CacheInfo> {
-        BTreeMap::from([(DENTRY, info("dentry", 192, 1 << 26)), (SOCK, info("sock_inode_cache", 1024, 0))])
+        BTreeMap::from([
+            (DENTRY, info("dentry", 192, 1 << 26)),
+            (SOCK, info("sock_inode_cache", 1024, 0)),
+        ])
     }
 
     fn c(allocs: u64, sa: u64, sf: u64) -> Counters {
@@ -316,7 +323,7 @@ mod tests {
     }
 
     fn key(cgroup_id: u64, cache: u64) -> CounterKey {
-        CounterKey { cgroup_id, cache, flags: 0, _pad: 0 }
+        CounterKey { cgroup_id, cache, flags: 0, padding: 0 }
     }
 
     fn names(id: u64) -> (Option<String>, bool) {
@@ -420,10 +427,15 @@ mod tests {
             (key(300, DENTRY), c(1, 1, 0)),
         ]);
         let a = attribute(&deltas, &ctx, names);
-        let order: Vec<_> = a.cgroups.iter().map(|c| (c.cgroup_id, c.cgroup.clone(), c.alive)).collect();
+        let order: Vec<_> =
+            a.cgroups.iter().map(|c| (c.cgroup_id, c.cgroup.clone(), c.alive)).collect();
         assert_eq!(
             order,
-            vec![(200, Some("/b".into()), false), (300, None, false), (100, Some("/a".into()), true)]
+            vec![
+                (200, Some("/b".into()), false),
+                (300, None, false),
+                (100, Some("/a".into()), true)
+            ]
         );
     }
 
@@ -438,8 +450,7 @@ mod tests {
     fn cache_names_stop_at_nul_and_survive_truncation() {
         assert_eq!(cache_name(&info("dentry", 1, 0)).as_deref(), Some("dentry"));
         assert_eq!(cache_name(&CacheInfo::default()), None);
-        let mut full = CacheInfo::default();
-        full.name = [b'x'; CACHE_NAME_LEN];
+        let full = CacheInfo { name: [b'x'; CACHE_NAME_LEN], ..CacheInfo::default() };
         assert_eq!(cache_name(&full).map(|s| s.len()), Some(CACHE_NAME_LEN));
     }
 

@@ -12,9 +12,9 @@ pub const DEFAULT_SAMPLE: u32 = 16;
 /// Who allocated this node's kernel slab memory, and how much of it is still live.
 ///
 /// slabtrace attaches BPF programs to the kernel's slab allocation tracepoints
-/// (kmem_cache_alloc/free, kmalloc/kfree) and counts, per cgroup and per slab cache, the
+/// (`kmem_cache_alloc/free`, kmalloc/kfree) and counts, per cgroup and per slab cache, the
 /// objects allocated, the objects freed (credited to the cgroup that allocated them, whoever
-/// frees them) and the objects still live. It needs root (or CAP_BPF and CAP_PERFMON) and a
+/// frees them) and the objects still live. It needs root (or `CAP_BPF` and `CAP_PERFMON`) and a
 /// kernel with BTF (/sys/kernel/btf/vmlinux).
 ///
 /// Example: `sudo slabtrace report --duration 30` traces for 30 seconds and prints the cgroups
@@ -57,6 +57,9 @@ pub struct ReportArgs {
     /// Tracing settings.
     #[command(flatten)]
     pub tracer: TracerArgs,
+    /// Attach empty programs instead of slabtrace's (the overhead floor; `cargo xtask bench`).
+    #[arg(long, hide = true)]
+    pub floor: bool,
     /// Where the kernel's files are.
     #[command(flatten)]
     pub roots: Roots,

@@ -32,7 +32,7 @@ use crate::{
         report::{NodeCache, Report, SCHEMA, Sampling, SelfStats, SlabinfoChange},
         table::{self, TableLimits},
     },
-    probe::{Limits, ProbeError, Tracer},
+    probe::{Limits, ProbeError, ProbeSet, Tracer},
 };
 
 /// How often the session looks at the maps while it runs (to name new cgroups).
@@ -93,7 +93,8 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
     let config = layout.config(args.tracer.sample);
     let limits = Limits { max_keys: args.tracer.max_keys, max_live: args.tracer.max_live };
     let started_wall = SystemTime::now();
-    let tracer = Tracer::start(&layout, config, limits, &roots.btf)?;
+    let set = if args.floor { ProbeSet::Floor } else { ProbeSet::Slabtrace };
+    let tracer = Tracer::start(&layout, config, limits, &roots.btf, set)?;
     let started = Instant::now();
     if let Some(path) = &args.ready_file {
         fs::write(path, b"attached\n")
@@ -127,16 +128,15 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
     let sample = u64::from(args.tracer.sample);
     let totals = delta(&BTreeMap::new(), &snap.counters);
     let ctx = Context { caches: &snap.caches, sample, slab_flags: layout.slab };
-    let attribution = attribution::attribute(&totals, &ctx, |id| {
-        (resolver.resolve(id), resolver.is_alive(id))
-    });
-    let self_stats = self_stats(&snap, &footprint, args, warnings);
+    let attribution =
+        attribution::attribute(&totals, &ctx, |id| (resolver.resolve(id), resolver.is_alive(id)));
+    let self_stats = self_stats(&snap, &footprint, args, layout.task_stack.is_some(), warnings);
     let report = build_report(
         attribution,
         &snap,
         &layout,
-        NodeBooks { before: &slabinfo_before, after: &slabinfo_after, aliases: &aliases },
-        Window { started: started_wall, duration, sample },
+        &NodeBooks { before: &slabinfo_before, after: &slabinfo_after, aliases: &aliases },
+        &Window { started: started_wall, duration, sample },
         self_stats,
     );
     write_report(&report, args)
@@ -157,7 +157,10 @@ fn stop_flag() -> Arc<AtomicBool> {
 fn name_cgroups(snap: &Snapshot, resolver: &mut CgroupResolver) {
     let mut last = None;
     for key in snap.counters.keys() {
-        if last == Some(key.cgroup_id) || key.cgroup_id == IRQ_CGROUP || key.cgroup_id == UNTRACKED_CGROUP {
+        if last == Some(key.cgroup_id)
+            || key.cgroup_id == IRQ_CGROUP
+            || key.cgroup_id == UNTRACKED_CGROUP
+        {
             continue;
         }
         last = Some(key.cgroup_id);
@@ -185,6 +188,7 @@ fn self_stats(
     snap: &Snapshot,
     footprint: &fdinfo::BpfFootprint,
     args: &ReportArgs,
+    interrupt_detection: bool,
     mut warnings: Vec<String>,
 ) -> SelfStats {
     let s = &snap.stats;
@@ -205,10 +209,12 @@ fn self_stats(
             "{evictions} tracked objects were evicted from the full live-object map, so their frees count as untracked: raise --max-live or --sample"
         ));
     }
-    warnings.push(
-        "allocations in interrupt context are charged to the interrupted task's cgroup (interrupt detection is not available yet)"
-            .to_owned(),
-    );
+    if !interrupt_detection {
+        warnings.push(
+            "allocations in interrupt context are charged to the interrupted task's cgroup: this kernel's architecture gives no way to tell them apart"
+                .to_owned(),
+        );
+    }
     SelfStats {
         sample_rate: u64::from(args.tracer.sample),
         map_bytes: footprint.map_bytes,
@@ -223,7 +229,7 @@ fn self_stats(
         counters_full,
         caches_full: s.get(Stat::CachesFull),
         live_insert_failed: s.get(Stat::LiveInsertFailed),
-        interrupt_detection: false,
+        interrupt_detection,
         warnings,
     }
 }
@@ -246,8 +252,8 @@ fn build_report(
     attribution: Attribution,
     snap: &Snapshot,
     layout: &KernelLayout,
-    books: NodeBooks<'_>,
-    window: Window,
+    books: &NodeBooks<'_>,
+    window: &Window,
     self_stats: SelfStats,
 ) -> Report {
     // Cache flags by name, for the node-wide view.
@@ -266,8 +272,14 @@ fn build_report(
                 (Some(&b), Some(&a)) => Some(SlabinfoChange::new(b, a)),
                 _ => None,
             };
-            let slab_account = f & layout.slab.account != 0 || totals.cache.starts_with("kmalloc-cg-");
-            NodeCache { slab_account, reclaimable: f & layout.slab.reclaim_account != 0, slabinfo, totals }
+            let slab_account =
+                f & layout.slab.account != 0 || totals.cache.starts_with("kmalloc-cg-");
+            NodeCache {
+                slab_account,
+                reclaimable: f & layout.slab.reclaim_account != 0,
+                slabinfo,
+                totals,
+            }
         })
         .collect();
     Report {
@@ -288,7 +300,8 @@ fn build_report(
 }
 
 fn hostname() -> String {
-    fs::read_to_string("/proc/sys/kernel/hostname").map_or_else(|_| "unknown".to_owned(), |h| h.trim().to_owned())
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "unknown".to_owned(), |h| h.trim().to_owned())
 }
 
 fn write_report(report: &Report, args: &ReportArgs) -> Result<(), TraceError> {

@@ -17,7 +17,7 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
 
-/// How long lazy RCU (CONFIG_RCU_LAZY) may hold frees of dentries and inodes; tests wait this
+/// How long lazy RCU (`CONFIG_RCU_LAZY`) may hold frees of dentries and inodes; tests wait this
 /// long after a workload's last unlink.
 pub const RCU_SETTLE: Duration = Duration::from_secs(12);
 
@@ -41,12 +41,19 @@ pub fn slabtrace_bin() -> PathBuf {
 /// Fails loudly unless the tests can run: root, BTF, a cgroup2 mount.
 pub fn require_root() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
-    ensure!(unsafe { libc::geteuid() } == 0, "integration tests need root: run `sudo cargo xtask test`");
+    ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "integration tests need root: run `sudo cargo xtask test`"
+    );
     ensure!(
         Path::new("/sys/kernel/btf/vmlinux").exists(),
         "integration tests need the kernel's BTF at /sys/kernel/btf/vmlinux"
     );
-    ensure!(slabtrace_bin().exists(), "{} is missing: run `cargo build -p slabtrace`", slabtrace_bin().display());
+    ensure!(
+        slabtrace_bin().exists(),
+        "{} is missing: run `cargo build -p slabtrace`",
+        slabtrace_bin().display()
+    );
     Ok(())
 }
 
@@ -55,10 +62,10 @@ pub fn cgroup2_root() -> Result<PathBuf> {
     let info = fs::read_to_string("/proc/self/mountinfo")?;
     for line in info.lines() {
         let Some((left, right)) = line.split_once(" - ") else { continue };
-        if right.split_whitespace().next() == Some("cgroup2") {
-            if let Some(mp) = left.split_whitespace().nth(4) {
-                return Ok(PathBuf::from(mp.replace("\\040", " ")));
-            }
+        if right.split_whitespace().next() == Some("cgroup2")
+            && let Some(mp) = left.split_whitespace().nth(4)
+        {
+            return Ok(PathBuf::from(mp.replace("\\040", " ")));
         }
     }
     bail!("no cgroup2 mount: the tests need one (this project never mounts it itself)")
@@ -88,6 +95,7 @@ impl Cgroup {
     }
 
     /// Its path relative to the cgroup2 root, as slabtrace reports it.
+    #[must_use]
     pub fn relative(&self) -> &str {
         &self.relative
     }
@@ -141,12 +149,16 @@ impl Tmpfs {
     pub fn mount(tag: &str) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("slabtrace-test-{}-{tag}", std::process::id()));
         fs::create_dir_all(&dir)?;
-        let status = Command::new("mount").args(["-t", "tmpfs", "-o", "size=512m", "slabtrace-test"]).arg(&dir).status()?;
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=512m", "slabtrace-test"])
+            .arg(&dir)
+            .status()?;
         ensure!(status.success(), "mount tmpfs on {} failed", dir.display());
         Ok(Self { dir })
     }
 
     /// The mount point.
+    #[must_use]
     pub fn path(&self) -> &Path {
         &self.dir
     }
@@ -169,7 +181,8 @@ impl Slabtrace {
     /// Starts `slabtrace report --format json` with `extra` arguments and waits until its probes
     /// are attached.
     pub fn start(extra: &[&str]) -> Result<Self> {
-        let ready = std::env::temp_dir().join(format!("slabtrace-test-{}-ready", std::process::id()));
+        let ready =
+            std::env::temp_dir().join(format!("slabtrace-test-{}-ready", std::process::id()));
         let _ = fs::remove_file(&ready);
         let child = Command::new(slabtrace_bin())
             .args(["report", "--format", "json", "--duration", "600", "--ready-file"])
@@ -181,7 +194,7 @@ impl Slabtrace {
             .spawn()
             .context("starting slabtrace")?;
         let mut me = Self { child, ready };
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         while !me.ready.exists() {
             if let Some(status) = me.child.try_wait()? {
                 let mut err = String::new();
@@ -213,7 +226,8 @@ impl Slabtrace {
         if !err.trim().is_empty() {
             eprintln!("slabtrace stderr:\n{err}");
         }
-        serde_json::from_str(&out).with_context(|| format!("slabtrace printed no JSON report: {out}"))
+        serde_json::from_str(&out)
+            .with_context(|| format!("slabtrace printed no JSON report: {out}"))
     }
 }
 
@@ -238,21 +252,25 @@ pub fn slabinfo_active(cache: &str) -> Result<u64> {
 }
 
 /// The report's entry for a cgroup path.
+#[must_use]
 pub fn cgroup<'a>(report: &'a Value, path: &str) -> Option<&'a Value> {
     report["cgroups"].as_array()?.iter().find(|c| c["cgroup"] == path)
 }
 
 /// A cgroup entry's figures for one cache (zeros if absent).
+#[must_use]
 pub fn cache_of<'a>(cgroup: Option<&'a Value>, cache: &str) -> Option<&'a Value> {
     cgroup?["caches"].as_array()?.iter().find(|c| c["cache"] == cache)
 }
 
 /// A number field of an entry, 0 if the entry or field is absent.
+#[must_use]
 pub fn num(entry: Option<&Value>, field: &str) -> u64 {
     entry.and_then(|e| e[field].as_u64()).unwrap_or(0)
 }
 
 /// The node-wide entry for a cache.
+#[must_use]
 pub fn node_cache<'a>(report: &'a Value, cache: &str) -> Option<&'a Value> {
     report["caches"].as_array()?.iter().find(|c| c["cache"] == cache)
 }

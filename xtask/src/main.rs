@@ -66,15 +66,40 @@ fn run(args: &[String]) -> Result<()> {
     setup::ensure_toolchain()?;
     cmd("cargo", &["build", "--release", "--package", "slabtrace"])?;
     let bin = setup::workspace_root()?.join("target/release/slabtrace");
-    let status = Command::new(&bin).args(args).status().with_context(|| format!("cannot run {}", bin.display()))?;
+    let status = Command::new(&bin)
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
     std::process::exit(status.code().unwrap_or(1));
 }
 
 fn test(unit_only: bool, args: &[String]) -> Result<()> {
     setup::ensure_toolchain()?;
     // Unit tests: pure logic on fixtures, no root needed.
-    cmd("cargo", &["test", "--workspace", "--exclude", "slabtrace-ebpf", "--exclude", "slabtrace-integration"])?;
-    cmd("cargo", &["clippy", "--workspace", "--exclude", "slabtrace-ebpf", "--all-targets", "--", "-D", "warnings"])?;
+    cmd(
+        "cargo",
+        &[
+            "test",
+            "--workspace",
+            "--exclude",
+            "slabtrace-ebpf",
+            "--exclude",
+            "slabtrace-integration",
+        ],
+    )?;
+    cmd(
+        "cargo",
+        &[
+            "clippy",
+            "--workspace",
+            "--exclude",
+            "slabtrace-ebpf",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
     if unit_only {
         return Ok(());
     }

@@ -17,7 +17,8 @@ pub fn ensure_toolchain() -> Result<()> {
         cmd("rustup", &["toolchain", "install", "nightly", "--profile", "minimal"])
             .context("building the BPF programs needs a nightly Rust toolchain")?;
     }
-    let components = output("rustup", &["component", "list", "--toolchain", "nightly", "--installed"])?;
+    let components =
+        output("rustup", &["component", "list", "--toolchain", "nightly", "--installed"])?;
     if !components.lines().any(|l| l.starts_with("rust-src")) {
         cmd("rustup", &["component", "add", "rust-src", "--toolchain", "nightly"])?;
     }
@@ -31,7 +32,13 @@ pub fn ensure_toolchain() -> Result<()> {
         eprintln!("xtask: installing bpf-linker {BPF_LINKER_VERSION} (about a minute)");
         cmd(
             "cargo",
-            &["+nightly", "install", &format!("bpf-linker@{BPF_LINKER_VERSION}"), "--locked", "--force"],
+            &[
+                "+nightly",
+                "install",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--locked",
+                "--force",
+            ],
         )?;
     }
     Ok(())

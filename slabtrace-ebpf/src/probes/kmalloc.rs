@@ -10,7 +10,7 @@
 //! (`kmalloc-`, `kmalloc-cg-`, `kmalloc-rcl-`, `dma-kmalloc-`) follows from the gfp flags the
 //! same way the kernel's `kmalloc_type()` chooses it, which userspace does from the bits kept.
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{EbpfContext as _, macros::btf_tracepoint, programs::BtfTracePointContext};
 use slabtrace_common::{
     CacheId,
     key::{KMALLOC_ACCOUNT, KMALLOC_DMA, KMALLOC_RECLAIMABLE},
@@ -44,5 +44,5 @@ fn try_kmalloc(ctx: &BtfTracePointContext) {
     }
     #[expect(clippy::cast_possible_truncation, reason = "kmalloc sizes fit in 32 bits")]
     let cache = CacheId::kmalloc(family, bytes as u32);
-    account::record_alloc(account::current_cgroup(), cache, 0, ptr);
+    account::record_alloc(account::current_cgroup(ctx.as_ptr()), cache, 0, ptr);
 }

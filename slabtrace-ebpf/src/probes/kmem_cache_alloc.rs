@@ -10,7 +10,7 @@
 //! SLAB_ACCOUNT)`; the gfp half is kept here (a key flag), the cache half applied in userspace
 //! from the cache's flags.
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{EbpfContext as _, macros::btf_tracepoint, programs::BtfTracePointContext};
 use slabtrace_common::key::KEY_GFP_ACCOUNTED;
 
 use crate::{account, caches, config};
@@ -30,7 +30,7 @@ fn try_kmem_cache_alloc(ctx: &BtfTracePointContext) {
     let cache: u64 = ctx.arg(2);
     let gfp: u32 = ctx.arg(3);
     let flags = if u64::from(gfp) & config::gfp_account() != 0 { KEY_GFP_ACCOUNTED } else { 0 };
-    if account::record_alloc(account::current_cgroup(), cache, flags, ptr) {
+    if account::record_alloc(account::current_cgroup(ctx.as_ptr()), cache, flags, ptr) {
         caches::remember(cache);
     }
 }

@@ -1,5 +1,6 @@
 //! One file per tracepoint.
 
+mod floor;
 mod kfree;
 mod kmalloc;
 mod kmem_cache_alloc;

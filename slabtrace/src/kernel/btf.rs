@@ -47,12 +47,7 @@ pub enum BtfError {
     #[error(
         "BTF truncated: the {what} at byte {offset} needs {needed} bytes, {available} are left"
     )]
-    Truncated {
-        what: &'static str,
-        offset: usize,
-        needed: usize,
-        available: usize,
-    },
+    Truncated { what: &'static str, offset: usize, needed: usize, available: usize },
     #[error("unknown BTF kind {kind} at type id {type_id}")]
     UnknownKind { kind: u32, type_id: u32 },
     #[error("BTF has more types than fit a 32-bit type id")]
@@ -87,15 +82,10 @@ impl Reader<'_> {
     }
 
     fn u32(&self, what: &'static str, offset: usize) -> Result<u32, BtfError> {
-        let raw: [u8; 4] =
-            self.slice(what, offset, 4)?
-                .try_into()
-                .map_err(|_| BtfError::Truncated {
-                    what,
-                    offset,
-                    needed: 4,
-                    available: 0,
-                })?;
+        let raw: [u8; 4] = self
+            .slice(what, offset, 4)?
+            .try_into()
+            .map_err(|_| BtfError::Truncated { what, offset, needed: 4, available: 0 })?;
         Ok(match self.endian {
             Endian::Little => u32::from_le_bytes(raw),
             Endian::Big => u32::from_be_bytes(raw),
@@ -276,23 +266,11 @@ fn read_members(
         let base = at + i * entry_len;
         let name = r.u32("member", base)?;
         let type_id = r.u32("member", base + 4)?;
-        let raw_offset = if entry_len == 12 {
-            r.u32("member", base + 8)?
-        } else {
-            0
-        };
+        let raw_offset = if entry_len == 12 { r.u32("member", base + 8)? } else { 0 };
         // With kind_flag the offset packs the bitfield size into its high byte.
-        let (bit_offset, bitfield_size) = if kind_flag {
-            (raw_offset & 0x00ff_ffff, raw_offset >> 24)
-        } else {
-            (raw_offset, 0)
-        };
-        out.push(Member {
-            name,
-            type_id,
-            bit_offset,
-            bitfield_size,
-        });
+        let (bit_offset, bitfield_size) =
+            if kind_flag { (raw_offset & 0x00ff_ffff, raw_offset >> 24) } else { (raw_offset, 0) };
+        out.push(Member { name, type_id, bit_offset, bitfield_size });
     }
     Ok(start..out.len())
 }
@@ -328,10 +306,8 @@ fn c_int_name(name: &str) -> &str {
 impl Btf {
     /// Reads and parses a raw BTF file (e.g. /sys/kernel/btf/vmlinux).
     pub fn from_file(path: &Path) -> Result<Self, BtfError> {
-        let bytes = std::fs::read(path).map_err(|source| BtfError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = std::fs::read(path)
+            .map_err(|source| BtfError::Io { path: path.to_path_buf(), source })?;
         Self::parse(&bytes)
     }
 
@@ -340,10 +316,7 @@ impl Btf {
         let header = parse_header(bytes)?;
         // Reads are checked against the type section's end, not the whole blob, so a type that
         // runs into the string section is reported as truncated.
-        let section = Reader {
-            bytes: &bytes[..header.types.end],
-            endian: header.endian,
-        };
+        let section = Reader { bytes: &bytes[..header.types.end], endian: header.endian };
         // vmlinux averages about 44 bytes per type; reserving avoids regrowing a 100k vector.
         let mut types = Vec::with_capacity(header.types.len() / 40 + 1);
         types.push(Type::Void);
@@ -399,12 +372,7 @@ impl Btf {
                 let members = read_members(section, data, vlen, 12, kind_flag, &mut self.members)?;
                 self.index(IndexKind::Composite, name, type_id)?;
                 let is_union = kind == 5;
-                let ty = Type::Composite {
-                    name,
-                    size,
-                    is_union,
-                    members,
-                };
+                let ty = Type::Composite { name, size, is_union, members };
                 (ty, vlen * 12)
             }
             6 | 19 => {
@@ -433,13 +401,7 @@ impl Btf {
             12 => (Type::Other, 0),
             13 => {
                 let params = read_members(section, data, vlen, 8, false, &mut self.members)?;
-                (
-                    Type::FuncProto {
-                        ret: target,
-                        params,
-                    },
-                    vlen * 8,
-                )
+                (Type::FuncProto { ret: target, params }, vlen * 8)
             }
             // VAR: linkage; DECL_TAG: component index.
             14 | 17 => (Type::Other, 4),
@@ -503,9 +465,7 @@ impl Btf {
     /// A name that goes into an index must be a valid string; a corrupt one fails the parse
     /// rather than silently hiding the type.
     fn indexed_name(&self, offset: u32, type_id: u32) -> Result<Box<str>, BtfError> {
-        self.name(offset)
-            .map(Box::from)
-            .ok_or(BtfError::BadString { offset, type_id })
+        self.name(offset).map(Box::from).ok_or(BtfError::BadString { offset, type_id })
     }
 
     /// Byte offset of `member` in the struct (or union) named `struct_name`; looks into nested
@@ -557,11 +517,7 @@ impl Btf {
             };
             let params = self.members.get(params.clone())?;
             let mut steps = MAX_STEPS;
-            params
-                .iter()
-                .skip(1)
-                .map(|p| self.param_name(p.type_id, 0, &mut steps))
-                .collect()
+            params.iter().skip(1).map(|p| self.param_name(p.type_id, 0, &mut steps)).collect()
         })
     }
 
@@ -577,10 +533,7 @@ impl Btf {
     fn long_size(&self) -> Option<u32> {
         self.types.iter().find_map(|t| match t {
             Type::Int { name, size, .. }
-                if matches!(
-                    self.name(*name).map(c_int_name),
-                    Some("long" | "unsigned long")
-                ) =>
+                if matches!(self.name(*name).map(c_int_name), Some("long" | "unsigned long")) =>
             {
                 Some(*size)
             }
@@ -644,12 +597,9 @@ impl Btf {
             return true;
         }
         match self.strip(m.type_id, true, 0).and_then(|id| self.ty(id)) {
-            Some(Type::Int {
-                size,
-                bits_offset,
-                nr_bits,
-                ..
-            }) => *bits_offset != 0 || u64::from(*nr_bits) != u64::from(*size) * 8,
+            Some(Type::Int { size, bits_offset, nr_bits, .. }) => {
+                *bits_offset != 0 || u64::from(*nr_bits) != u64::from(*size) * 8
+            }
             _ => false,
         }
     }
@@ -674,11 +624,7 @@ impl Btf {
 
     /// A parameter's spelling; a void parameter can only be the `...` of a variadic prototype.
     fn param_name(&self, id: u32, depth: usize, steps: &mut usize) -> Option<String> {
-        if id == 0 {
-            Some("...".to_owned())
-        } else {
-            self.c_name(id, String::new(), depth, steps)
-        }
+        if id == 0 { Some("...".to_owned()) } else { self.c_name(id, String::new(), depth, steps) }
     }
 
     /// Spells type `id` as a C type name, wrapped around the declarator built so far (the
@@ -699,11 +645,7 @@ impl Btf {
         };
         // A pointer's pointee that is an array or function needs the `(*)` grouping.
         let grouped = |decl: String| -> String {
-            if decl.starts_with('*') {
-                format!("({decl})")
-            } else {
-                decl
-            }
+            if decl.starts_with('*') { format!("({decl})") } else { decl }
         };
         match self.ty(id)? {
             Type::Void => Some(with("void")),
@@ -714,12 +656,9 @@ impl Btf {
             }
             Type::Enum { name, .. } => tagged("enum", *name),
             Type::Ptr { target } => self.c_name(*target, format!("*{decl}"), depth + 1, steps),
-            Type::Array { elem, nelems } => self.c_name(
-                *elem,
-                format!("{}[{nelems}]", grouped(decl)),
-                depth + 1,
-                steps,
-            ),
+            Type::Array { elem, nelems } => {
+                self.c_name(*elem, format!("{}[{nelems}]", grouped(decl)), depth + 1, steps)
+            }
             Type::FuncProto { ret, params } => {
                 let params = self.members.get(params.clone())?;
                 let list = if params.is_empty() {
@@ -746,17 +685,11 @@ impl Btf {
                 );
                 if target_is_ptr {
                     // A qualified pointer: the qualifier belongs after its `*` ("char *const").
-                    let decl = if decl.is_empty() {
-                        word.to_owned()
-                    } else {
-                        format!("{word} {decl}")
-                    };
+                    let decl =
+                        if decl.is_empty() { word.to_owned() } else { format!("{word} {decl}") };
                     self.c_name(*target, decl, depth + 1, steps)
                 } else {
-                    Some(format!(
-                        "{word} {}",
-                        self.c_name(*target, decl, depth + 1, steps)?
-                    ))
+                    Some(format!("{word} {}", self.c_name(*target, decl, depth + 1, steps)?))
                 }
             }
             Type::Other => None,
@@ -765,11 +698,7 @@ impl Btf {
 
     /// Skips type tags only, which C cannot spell.
     fn strip_tags(&self, mut id: u32, mut depth: usize) -> Option<u32> {
-        while let Type::Qualified {
-            qualifier: Qualifier::TypeTag,
-            target,
-        } = self.ty(id)?
-        {
+        while let Type::Qualified { qualifier: Qualifier::TypeTag, target } = self.ty(id)? {
             id = *target;
             depth += 1;
             if depth > MAX_DEPTH {
@@ -794,20 +723,11 @@ mod tests {
 
     impl Builder {
         fn new() -> Self {
-            Builder {
-                strings: vec![0],
-                types: Vec::new(),
-                next_id: 1,
-                big_endian: false,
-            }
+            Builder { strings: vec![0], types: Vec::new(), next_id: 1, big_endian: false }
         }
 
         fn word(&self, v: u32) -> [u8; 4] {
-            if self.big_endian {
-                v.to_be_bytes()
-            } else {
-                v.to_le_bytes()
-            }
+            if self.big_endian { v.to_be_bytes() } else { v.to_le_bytes() }
         }
 
         fn str(&mut self, s: &str) -> u32 {
@@ -875,26 +795,12 @@ mod tests {
                 data.extend([self.str(n), t, off]);
             }
             let kind = if union { 5 } else { 4 };
-            self.ty(
-                name,
-                kind,
-                kind_flag,
-                u32::try_from(members.len()).unwrap(),
-                size,
-                &data,
-            )
+            self.ty(name, kind, kind_flag, u32::try_from(members.len()).unwrap(), size, &data)
         }
 
         fn func_proto(&mut self, ret: u32, params: &[u32]) -> u32 {
             let data: Vec<u32> = params.iter().flat_map(|&t| [0, t]).collect();
-            self.ty(
-                "",
-                13,
-                false,
-                u32::try_from(params.len()).unwrap(),
-                ret,
-                &data,
-            )
+            self.ty("", 13, false, u32::try_from(params.len()).unwrap(), ret, &data)
         }
 
         fn build(&self) -> Vec<u8> {
@@ -924,13 +830,8 @@ mod tests {
         let const_char = b.konst(char_);
         let name_ptr = b.ptr(const_char);
         let gfp_t = b.typedef("gfp_t", uint);
-        let anon_union = b.composite(
-            "",
-            true,
-            false,
-            8,
-            &[("lock", ulong, 0), ("rcu_word", uint, 0)],
-        );
+        let anon_union =
+            b.composite("", true, false, 8, &[("lock", ulong, 0), ("rcu_word", uint, 0)]);
         let cache = b.composite(
             "kmem_cache",
             false,
@@ -949,14 +850,7 @@ mod tests {
         );
         // ENUM: two values, one negative in a signed (kind_flag) enum.
         let (a, n) = (b.str("___GFP_ACCOUNT_BIT"), b.str("NEGATIVE"));
-        b.ty(
-            "gfp_bits",
-            6,
-            true,
-            2,
-            4,
-            &[a, 22, n, (-5i32).cast_unsigned()],
-        );
+        b.ty("gfp_bits", 6, true, 2, 4, &[a, 22, n, (-5i32).cast_unsigned()]);
         let big = b.str("BIG_VALUE");
         b.ty("big", 19, false, 1, 8, &[big, 0x0000_0002, 0x0000_0001]);
         let void_ptr = b.ptr(0);
@@ -1015,13 +909,7 @@ mod tests {
         let btf = Btf::parse(&fixture(false)).unwrap();
         assert_eq!(
             btf.tracepoint_args("foo").unwrap(),
-            [
-                "unsigned long",
-                "const void *",
-                "struct kmem_cache *",
-                "gfp_t",
-                "int"
-            ]
+            ["unsigned long", "const void *", "struct kmem_cache *", "gfp_t", "int"]
         );
         assert_eq!(btf.tracepoint_args("bar"), None);
     }
@@ -1033,13 +921,7 @@ mod tests {
         assert_eq!(btf.enum_value("BIG_VALUE"), Some(0x1_0000_0002));
         assert_eq!(
             btf.tracepoint_args("foo").unwrap(),
-            [
-                "unsigned long",
-                "const void *",
-                "struct kmem_cache *",
-                "gfp_t",
-                "int"
-            ]
+            ["unsigned long", "const void *", "struct kmem_cache *", "gfp_t", "int"]
         );
     }
 
@@ -1063,16 +945,7 @@ mod tests {
         let void_ptr = b.ptr(0);
         let proto = b.func_proto(
             0,
-            &[
-                void_ptr,
-                char_ptr_ptr,
-                const_ptr_ptr,
-                arr_ptr,
-                cb_ptr,
-                fwd_ptr,
-                user_ptr,
-                0,
-            ],
+            &[void_ptr, char_ptr_ptr, const_ptr_ptr, arr_ptr, cb_ptr, fwd_ptr, user_ptr, 0],
         );
         let proto_ptr = b.ptr(proto);
         b.typedef("btf_trace_decl", proto_ptr);
@@ -1095,13 +968,7 @@ mod tests {
     fn self_referencing_types_end_in_none() {
         let mut b = Builder::new();
         // Type 1: a struct made of four anonymous copies of itself.
-        b.composite(
-            "loop",
-            false,
-            false,
-            8,
-            &[("", 1, 0), ("", 1, 0), ("", 1, 0), ("", 1, 0)],
-        );
+        b.composite("loop", false, false, 8, &[("", 1, 0), ("", 1, 0), ("", 1, 0), ("", 1, 0)]);
         // Types 2 and 3: a prototype whose parameters point back at it.
         b.func_proto(0, &[3, 3, 3, 3]);
         b.ptr(2);
@@ -1140,16 +1007,7 @@ mod tests {
         }
         // A blob cut short before the sections the header promises.
         let err = Btf::parse(&blob[..30]).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                BtfError::Truncated {
-                    what: "type section",
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, BtfError::Truncated { what: "type section", .. }), "{err}");
     }
 
     #[test]
@@ -1158,27 +1016,14 @@ mod tests {
         b.int("int", 4);
         b.ty("mystery", 25, false, 0, 0, &[]);
         let err = Btf::parse(&b.build()).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                BtfError::UnknownKind {
-                    kind: 25,
-                    type_id: 2
-                }
-            ),
-            "{err}"
-        );
+        assert!(matches!(err, BtfError::UnknownKind { kind: 25, type_id: 2 }), "{err}");
         assert_eq!(err.to_string(), "unknown BTF kind 25 at type id 2");
     }
 
     #[test]
     fn missing_file_names_the_path() {
         let err = Btf::from_file(Path::new("/nonexistent/btf")).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("cannot read BTF from /nonexistent/btf:"),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with("cannot read BTF from /nonexistent/btf:"), "{err}");
     }
 
     /// Against the running kernel: the layout slabtrace needs must be found, whatever the
@@ -1192,18 +1037,11 @@ mod tests {
         }
         let start = std::time::Instant::now();
         let btf = Btf::from_file(path).unwrap();
-        eprintln!(
-            "parsed {} in {:?}: {btf:?}",
-            path.display(),
-            start.elapsed()
-        );
+        eprintln!("parsed {} in {:?}: {btf:?}", path.display(), start.elapsed());
 
         let offsets: Vec<u32> = ["name", "size", "object_size", "flags"]
             .iter()
-            .map(|m| {
-                btf.member_offset("kmem_cache", m)
-                    .unwrap_or_else(|| panic!("kmem_cache.{m}"))
-            })
+            .map(|m| btf.member_offset("kmem_cache", m).unwrap_or_else(|| panic!("kmem_cache.{m}")))
             .collect();
         let mut distinct = offsets.clone();
         distinct.sort_unstable();
@@ -1217,28 +1055,12 @@ mod tests {
 
         assert_eq!(
             btf.tracepoint_args("kmem_cache_alloc").unwrap(),
-            [
-                "unsigned long",
-                "const void *",
-                "struct kmem_cache *",
-                "gfp_t",
-                "int"
-            ]
+            ["unsigned long", "const void *", "struct kmem_cache *", "gfp_t", "int"]
         );
-        assert_eq!(
-            btf.tracepoint_args("kfree").unwrap(),
-            ["unsigned long", "const void *"]
-        );
+        assert_eq!(btf.tracepoint_args("kfree").unwrap(), ["unsigned long", "const void *"]);
         assert_eq!(
             btf.tracepoint_args("kmalloc").unwrap(),
-            [
-                "unsigned long",
-                "const void *",
-                "size_t",
-                "size_t",
-                "gfp_t",
-                "int"
-            ]
+            ["unsigned long", "const void *", "size_t", "size_t", "gfp_t", "int"]
         );
         assert_eq!(
             btf.tracepoint_args("kmem_cache_free").unwrap(),

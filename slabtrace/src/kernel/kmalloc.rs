@@ -18,7 +18,7 @@ pub fn cache_name(family: u32, bytes: u32) -> String {
     if bytes > KMALLOC_MAX_CACHE_SIZE {
         return "kmalloc-large".to_owned();
     }
-    let size = if bytes >= 1024 && bytes % 1024 == 0 {
+    let size = if bytes >= 1024 && bytes.is_multiple_of(1024) {
         format!("{}k", bytes / 1024)
     } else {
         bytes.to_string()

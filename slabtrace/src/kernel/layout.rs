@@ -15,6 +15,8 @@ use super::btf::Btf;
 pub struct Tracepoint {
     /// Name under `kmem:` and of the BPF program.
     pub name: &'static str,
+    /// The empty program on the same tracepoint (the bench's floor).
+    pub floor: &'static str,
     /// The arguments the program reads, in order; later ones may follow.
     pub args: &'static [&'static str],
 }
@@ -24,17 +26,20 @@ pub struct Tracepoint {
 pub const TRACEPOINTS: [Tracepoint; 4] = [
     Tracepoint {
         name: "kmem_cache_alloc",
+        floor: "floor_kmem_cache_alloc",
         args: &["unsigned long", "const void *", "struct kmem_cache *", "gfp_t"],
     },
     Tracepoint {
         name: "kmem_cache_free",
+        floor: "floor_kmem_cache_free",
         args: &["unsigned long", "const void *", "const struct kmem_cache *"],
     },
     Tracepoint {
         name: "kmalloc",
+        floor: "floor_kmalloc",
         args: &["unsigned long", "const void *", "size_t", "size_t", "gfp_t"],
     },
-    Tracepoint { name: "kfree", args: &["unsigned long", "const void *"] },
+    Tracepoint { name: "kfree", floor: "floor_kfree", args: &["unsigned long", "const void *"] },
 ];
 
 /// A kernel slabtrace cannot trace, said in one sentence.
@@ -72,13 +77,20 @@ pub enum LayoutError {
 pub struct KernelLayout {
     /// Each tracepoint's arguments as BTF spells them, or None if BTF lacks it.
     pub tracepoint_args: Vec<(&'static str, Option<Vec<String>>)>,
-    /// `struct kmem_cache` offsets: name, size, object_size, flags.
+    /// `struct kmem_cache` offsets: name, size, `object_size`, flags.
     pub cache_offsets: [u32; 4],
     /// `__GFP_ACCOUNT`, `__GFP_RECLAIMABLE`, `__GFP_DMA` masks.
     pub gfp: GfpBits,
     /// `SLAB_ACCOUNT` and `SLAB_RECLAIM_ACCOUNT` masks of `kmem_cache.flags`.
     pub slab: SlabFlags,
+    /// Offset of `task_struct.stack` and the task stack size, when interrupt context can be
+    /// told apart by the stack the probe runs on (x86-64, where interrupts have their own
+    /// stacks); None elsewhere.
+    pub task_stack: Option<(u32, u32)>,
 }
+
+/// x86-64's `THREAD_SIZE`: 16 KiB, doubled under KASAN.
+const X86_64_THREAD_SIZE: u32 = 16 * 1024;
 
 /// GFP bits as masks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,7 +108,7 @@ pub struct GfpBits {
 pub struct SlabFlags {
     /// `SLAB_ACCOUNT`: every object is charged to the allocating memcg.
     pub account: u32,
-    /// `SLAB_RECLAIM_ACCOUNT`: objects are reclaimable (SReclaimable in /proc/meminfo).
+    /// `SLAB_RECLAIM_ACCOUNT`: objects are reclaimable (`SReclaimable` in /proc/meminfo).
     pub reclaim_account: u32,
 }
 
@@ -116,7 +128,9 @@ impl KernelLayout {
         let bit = |name: &str, fallback: u64| match btf.enum_value(name) {
             Some(bit) if (0..64).contains(&bit) => 1u64 << bit,
             _ => {
-                warn!("{name} not in the kernel's BTF; assuming {fallback:#x}, its value before Linux 6.8");
+                warn!(
+                    "{name} not in the kernel's BTF; assuming {fallback:#x}, its value before Linux 6.8"
+                );
                 fallback
             }
         };
@@ -132,23 +146,32 @@ impl KernelLayout {
         };
         let tracepoint_args =
             TRACEPOINTS.iter().map(|tp| (tp.name, btf.tracepoint_args(tp.name))).collect();
-        Ok(Self { tracepoint_args, cache_offsets, gfp, slab })
+        let task_stack = if cfg!(target_arch = "x86_64") {
+            let kasan = btf.member_offset("kmem_cache", "kasan_info").is_some();
+            let size = if kasan { 2 * X86_64_THREAD_SIZE } else { X86_64_THREAD_SIZE };
+            btf.member_offset("task_struct", "stack").map(|off| (off, size))
+        } else {
+            None
+        };
+        if task_stack.is_none() {
+            warn!(
+                "cannot tell interrupt context apart on this kernel: allocations in interrupts are charged to the interrupted task's cgroup"
+            );
+        }
+        Ok(Self { tracepoint_args, cache_offsets, gfp, slab, task_stack })
     }
 
     /// Fails unless tracepoint `name` exists with the arguments its program reads.
     pub fn check_tracepoint(&self, name: &'static str) -> Result<(), LayoutError> {
-        let expected = TRACEPOINTS
-            .iter()
-            .find(|tp| tp.name == name)
-            .map_or(&[][..], |tp| tp.args);
+        let expected = TRACEPOINTS.iter().find(|tp| tp.name == name).map_or(&[][..], |tp| tp.args);
         let found = self
             .tracepoint_args
             .iter()
             .find(|(n, _)| *n == name)
             .and_then(|(_, args)| args.as_ref())
             .ok_or(LayoutError::MissingTracepoint(name))?;
-        let matches = found.len() >= expected.len()
-            && found.iter().zip(expected).all(|(f, e)| f == e);
+        let matches =
+            found.len() >= expected.len() && found.iter().zip(expected).all(|(f, e)| f == e);
         if matches {
             Ok(())
         } else {
@@ -173,8 +196,8 @@ impl KernelLayout {
             off_cache_size: size,
             off_cache_object_size: object_size,
             off_cache_flags: flags,
-            off_task_stack: 0,
-            thread_size: 0,
+            off_task_stack: self.task_stack.map_or(0, |(off, _)| off),
+            thread_size: self.task_stack.map_or(0, |(_, size)| size),
         }
     }
 }
@@ -189,18 +212,25 @@ mod tests {
             cache_offsets: [96, 24, 28, 8],
             gfp: GfpBits { account: 1 << 22, reclaimable: 1 << 4, dma: 1 },
             slab: SlabFlags { account: 1 << 26, reclaim_account: 1 << 17 },
+            task_stack: Some((32, 16384)),
         }
     }
 
-    fn strings(v: &[&str]) -> Option<Vec<String>> {
-        Some(v.iter().map(|s| (*s).to_owned()).collect())
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
     }
 
     #[test]
     fn the_6_18_signature_is_accepted() {
         let l = layout(vec![(
             "kmem_cache_alloc",
-            strings(&["unsigned long", "const void *", "struct kmem_cache *", "gfp_t", "int"]),
+            Some(strings(&[
+                "unsigned long",
+                "const void *",
+                "struct kmem_cache *",
+                "gfp_t",
+                "int",
+            ])),
         )]);
         assert_eq!(l.check_tracepoint("kmem_cache_alloc"), Ok(()));
     }
@@ -210,7 +240,7 @@ mod tests {
         // Linux 5.x: (call_site, ptr, bytes_req, bytes_alloc, gfp_flags, node).
         let l = layout(vec![(
             "kmem_cache_alloc",
-            strings(&["unsigned long", "const void *", "size_t", "size_t", "gfp_t", "int"]),
+            Some(strings(&["unsigned long", "const void *", "size_t", "size_t", "gfp_t", "int"])),
         )]);
         let err = l.check_tracepoint("kmem_cache_alloc").unwrap_err();
         let text = err.to_string();
@@ -233,6 +263,9 @@ mod tests {
         assert_eq!(c.off_cache_flags, 8);
         assert_eq!(c.gfp_account, 1 << 22);
         assert_eq!(layout(vec![]).config(1).sample_mask, 0);
+        assert_eq!((c.off_task_stack, c.thread_size), (32, 16384));
+        let no_irq = KernelLayout { task_stack: None, ..layout(vec![]) };
+        assert_eq!(no_irq.config(1).thread_size, 0);
     }
 
     #[test]

@@ -51,7 +51,7 @@ mod tests {
     use super::*;
 
     fn key(cg: u64) -> CounterKey {
-        CounterKey { cgroup_id: cg, cache: 0xffff_8880_0000_0100, flags: 0, _pad: 0 }
+        CounterKey { cgroup_id: cg, cache: 0xffff_8880_0000_0100, flags: 0, padding: 0 }
     }
 
     fn c(allocs: u64, sa: u64, sf: u64) -> Counters {

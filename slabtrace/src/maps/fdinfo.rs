@@ -19,9 +19,7 @@ pub struct BpfFootprint {
 /// `prog_type` and add nothing.
 pub fn add_fdinfo(acc: &mut BpfFootprint, text: &str) {
     let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse::<u64>().ok())
+        text.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse::<u64>().ok())
     };
     let is_map = text.lines().any(|l| l.starts_with("map_type:"));
     let is_prog = text.lines().any(|l| l.starts_with("prog_type:"));

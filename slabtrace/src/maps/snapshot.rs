@@ -66,7 +66,7 @@ impl Snapshot {
         let counters_map: PerCpuHashMap<_, CounterKey, Counters> =
             PerCpuHashMap::try_from(map("COUNTERS")?).map_err(read_err("COUNTERS"))?;
         let mut counters = BTreeMap::new();
-        for entry in counters_map.iter() {
+        for entry in &counters_map {
             let (key, per_cpu) = match entry {
                 Ok(e) => e,
                 // A key deleted between get_next_key and lookup: gone, skip it.
@@ -100,7 +100,7 @@ impl Snapshot {
             // aya reads an LRU hash through HashMap.
             let live: HashMap<_, u64, LiveObject> =
                 HashMap::try_from(map("LIVE")?).map_err(read_err("LIVE"))?;
-            Some(live.keys().filter(Result::is_ok).count() as u64)
+            Some(live.keys().flatten().count() as u64)
         } else {
             None
         };
@@ -128,10 +128,7 @@ mod tests {
             Counters { allocs: 3, sampled_allocs: 1, sampled_frees: 0 },
             Counters { allocs: 4, sampled_allocs: 0, sampled_frees: 2 },
         ];
-        assert_eq!(
-            sum(cpus.iter()),
-            Counters { allocs: 7, sampled_allocs: 1, sampled_frees: 2 }
-        );
+        assert_eq!(sum(cpus.iter()), Counters { allocs: 7, sampled_allocs: 1, sampled_frees: 2 });
         assert_eq!(sum([].iter()), Counters::default());
     }
 }

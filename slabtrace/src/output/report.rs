@@ -73,7 +73,8 @@ impl SlabinfoChange {
     /// The change between two readings.
     #[must_use]
     pub fn new(before: u64, after: u64) -> Self {
-        let delta = i64::try_from(after).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(i64::MAX);
+        let delta =
+            i64::try_from(after).unwrap_or(i64::MAX) - i64::try_from(before).unwrap_or(i64::MAX);
         Self { active_objs_before: before, active_objs_after: after, active_objs_delta: delta }
     }
 }

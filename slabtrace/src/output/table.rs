@@ -98,7 +98,11 @@ pub fn render(report: &Report, limits: TableLimits) -> String {
         }
     }
     if report.cgroups.len() > limits.cgroups {
-        let _ = writeln!(out, "… {} more cgroups (--top, or --format json)", report.cgroups.len() - limits.cgroups);
+        let _ = writeln!(
+            out,
+            "… {} more cgroups (--top, or --format json)",
+            report.cgroups.len() - limits.cgroups
+        );
     }
     let _ = writeln!(out);
     let _ = writeln!(
@@ -108,7 +112,8 @@ pub fn render(report: &Report, limits: TableLimits) -> String {
     );
     for c in report.caches.iter().take(limits.node_caches) {
         let t = &c.totals;
-        let slabinfo = c.slabinfo.map_or_else(|| "-".to_owned(), |s| s.active_objs_delta.to_string());
+        let slabinfo =
+            c.slabinfo.map_or_else(|| "-".to_owned(), |s| s.active_objs_delta.to_string());
         let _ = writeln!(
             out,
             "{:<28} {:>9} {:>9} {:>10} {:>9} {:>8} {:>10}  {}",

@@ -11,7 +11,7 @@ const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 /// The capabilities missing from an effective set (`CapEff` in /proc/self/status) to load and
-/// attach BTF tracepoints: CAP_BPF and CAP_PERFMON, or CAP_SYS_ADMIN (which implies both on
+/// attach BTF tracepoints: `CAP_BPF` and `CAP_PERFMON`, or `CAP_SYS_ADMIN` (which implies both on
 /// kernels before 5.8 that lack them).
 #[must_use]
 pub fn missing(cap_eff: u64) -> Vec<&'static str> {

@@ -97,8 +97,8 @@ impl ProbeError {
             // The verifier answers EACCES for a program it rejects, so a load error is a
             // verifier verdict: privileges were checked before loading.
             ProgramError::LoadError { io_error, verifier_log } => Self::Verifier {
-                    program: program.to_owned(),
-                    source: io_error,
+                program: program.to_owned(),
+                source: io_error,
                 log_tail: tail(&verifier_log.to_string(), VERIFIER_TAIL_LINES),
             },
             other => Self::Attach { program, source: other },

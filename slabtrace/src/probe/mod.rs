@@ -26,6 +26,16 @@ pub struct Limits {
     pub max_live: u32,
 }
 
+/// Which programs to attach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ProbeSet {
+    /// slabtrace's programs.
+    #[default]
+    Slabtrace,
+    /// Empty programs on the same tracepoints: the overhead floor, for the bench.
+    Floor,
+}
+
 /// The loaded and attached programs. Dropping it detaches them.
 pub struct Tracer {
     ebpf: Ebpf,
@@ -40,6 +50,7 @@ impl Tracer {
         config: Config,
         limits: Limits,
         btf_path: &Path,
+        set: ProbeSet,
     ) -> Result<Self, ProbeError> {
         caps::check()?;
         raise_memlock_limit();
@@ -54,14 +65,18 @@ impl Tracer {
             .map_err(ProbeError::from_load)?;
         for tp in TRACEPOINTS {
             layout.check_tracepoint(tp.name)?;
+            let name = match set {
+                ProbeSet::Slabtrace => tp.name,
+                ProbeSet::Floor => tp.floor,
+            };
             let program: &mut BtfTracePoint = ebpf
-                .program_mut(tp.name)
-                .ok_or(ProbeError::MissingProgram(tp.name))?
+                .program_mut(name)
+                .ok_or(ProbeError::MissingProgram(name))?
                 .try_into()
                 .map_err(|source| ProbeError::program(tp.name, source))?;
             program.load(tp.name, &btf).map_err(|source| ProbeError::program(tp.name, source))?;
             program.attach().map_err(|source| ProbeError::program(tp.name, source))?;
-            debug!("attached tp_btf/{}", tp.name);
+            debug!("attached {name} to tp_btf/{}", tp.name);
         }
         info!(
             "tracing kmem tracepoints; tracking 1 in {} objects' addresses",
@@ -83,7 +98,7 @@ impl Tracer {
     }
 }
 
-/// Kernels before 5.11 charge BPF maps against RLIMIT_MEMLOCK; later ones use memcg and ignore
+/// Kernels before 5.11 charge BPF maps against `RLIMIT_MEMLOCK`; later ones use memcg and ignore
 /// it. Raising it is harmless either way.
 fn raise_memlock_limit() {
     let limit = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };

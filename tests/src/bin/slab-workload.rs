@@ -6,8 +6,12 @@
 //! slab-workload churn DIR N               create and unlink N files, one at a time
 //! slab-workload stat-missing DIR N        stat N names that do not exist (negative dentries)
 //! slab-workload eventfd N HOLD_MS         open N eventfds, hold them, close them
+//! slab-workload tcp-connect N             N loopback TCP connections, accepted and closed
 //! ```
-//! File names are `f<index>` padded with `x` to NAME_LEN (default: no padding); names longer
+//! A loopback TCP handshake is processed in the network receive softirq: the request socket
+//! and the accepted child socket are allocated in interrupt context, not by the connecting
+//! task.
+//! File names are `f<index>` padded with `x` to `NAME_LEN` (default: no padding); names longer
 //! than the dentry's inline space (about 40 bytes) get a kmalloc'd external name.
 
 use std::{fs, io, path::Path, process::ExitCode, thread, time::Duration};
@@ -81,7 +85,23 @@ fn run(args: &[String]) -> Result<(), String> {
                 unsafe { libc::close(fd) };
             }
         }
-        _ => return Err("usage: slab-workload create|unlink|churn|stat-missing|eventfd …".into()),
+        Some("tcp-connect") => {
+            let n: u64 = arg(args, 1, "N")?;
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io)?;
+            let addr = listener.local_addr().map_err(io)?;
+            for _ in 0..n {
+                let client = std::net::TcpStream::connect(addr).map_err(io)?;
+                let (server, _) = listener.accept().map_err(io)?;
+                drop(client);
+                drop(server);
+            }
+        }
+        _ => {
+            return Err(
+                "usage: slab-workload create|unlink|churn|stat-missing|eventfd|tcp-connect …"
+                    .into(),
+            );
+        }
     }
     Ok(())
 }

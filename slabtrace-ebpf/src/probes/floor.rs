@@ -1,0 +1,25 @@
+//! Empty programs on the same four tracepoints: the floor of what any BPF tracer costs there
+//! (trampoline, context set-up, recursion guard). `cargo xtask bench` attaches them in place of
+//! the real ones to measure how far above the floor slabtrace is. Never attached otherwise.
+
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+
+#[btf_tracepoint(function = "kmem_cache_alloc")]
+pub fn floor_kmem_cache_alloc(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+#[btf_tracepoint(function = "kmem_cache_free")]
+pub fn floor_kmem_cache_free(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+#[btf_tracepoint(function = "kmalloc")]
+pub fn floor_kmalloc(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+#[btf_tracepoint(function = "kfree")]
+pub fn floor_kfree(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
