@@ -115,6 +115,8 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
     let duration = started.elapsed();
     let snap = Snapshot::read(tracer.ebpf(), true)?;
     name_cgroups(&snap, &mut resolver);
+    // Liveness as of now: cgroups removed during the window keep their path, marked gone.
+    resolver.rescan();
     let footprint = fdinfo::read_self(&roots.proc_root);
     drop(tracer);
     info!("traced for {:.1}s", duration.as_secs_f64());

@@ -219,3 +219,28 @@ fn interrupt_allocations_are_not_charged_to_the_interrupted_task() -> Result<()>
     assert!(num(cache_of(mine, "TCP"), "allocs") >= CONNECTIONS, "{mine:?}");
     Ok(())
 }
+
+#[test]
+fn a_removed_cgroup_keeps_its_path_and_its_live_objects() -> Result<()> {
+    const FILES: u64 = 2_000;
+    require_root()?;
+    let fs = Tmpfs::mount("vanish")?;
+    let cg = Cgroup::create("vanish")?;
+    let (id, path) = (cg.id()?, cg.relative().to_owned());
+
+    let tracer = Slabtrace::start(&["--sample", "1"])?;
+    create(&cg, fs.path(), FILES, 0)?;
+    // Let slabtrace see the cgroup while it exists (it names cgroups every second), then
+    // remove it, as the kubelet removes a deleted pod's cgroup.
+    thread::sleep(std::time::Duration::from_millis(2500));
+    drop(cg);
+    let report = tracer.finish()?;
+
+    let gone = cgroup(&report, &path).expect("the removed cgroup is still reported by its path");
+    assert_eq!(gone["cgroup_id"], id);
+    assert_eq!(gone["alive"], false);
+    // Its files still exist, so its inodes are still live and still its own.
+    let inodes = cache_of(Some(gone), INODE_CACHE);
+    assert_eq!(num(inodes, "live_objects"), FILES, "{inodes:?}");
+    Ok(())
+}
