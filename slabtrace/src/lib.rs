@@ -13,3 +13,6 @@ pub mod node;
 pub mod output;
 pub mod probe;
 pub mod trace;
+
+#[cfg(test)]
+mod testutil;

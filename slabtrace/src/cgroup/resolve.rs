@@ -172,27 +172,8 @@ fn log_walk_error(path: &Path, err: &io::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A directory under the system temp dir, removed with everything in it when dropped.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            static COUNTER: AtomicUsize = AtomicUsize::new(0);
-            let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = std::env::temp_dir()
-                .join(format!("slabtrace-{tag}-{}-{unique}", std::process::id()));
-            std::fs::create_dir_all(&path).expect("create temp dir");
-            Self(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testutil::TempDir;
 
     fn ino(path: &Path) -> u64 {
         std::fs::metadata(path).expect("stat").ino()
@@ -202,32 +183,32 @@ mod tests {
     fn fixture_tree() -> TempDir {
         let tree = TempDir::new("cgroup-tree");
         for dir in ["a/b/c", "a/d", "e"] {
-            std::fs::create_dir_all(tree.0.join(dir)).expect("mkdir");
+            std::fs::create_dir_all(tree.path().join(dir)).expect("mkdir");
         }
-        std::fs::write(tree.0.join("a/cgroup.procs"), "").expect("write");
-        std::os::unix::fs::symlink(&tree.0, tree.0.join("a/loop")).expect("symlink");
+        std::fs::write(tree.path().join("a/cgroup.procs"), "").expect("write");
+        std::os::unix::fs::symlink(&tree.path(), tree.path().join("a/loop")).expect("symlink");
         tree
     }
 
     #[test]
     fn root_is_slash_and_nested_paths_resolve() {
         let tree = fixture_tree();
-        let mut resolver = CgroupResolver::new(&tree.0);
-        assert_eq!(resolver.resolve(ino(&tree.0)).as_deref(), Some("/"));
-        assert_eq!(resolver.resolve(ino(&tree.0.join("a/b/c"))).as_deref(), Some("/a/b/c"));
-        assert_eq!(resolver.resolve(ino(&tree.0.join("a/d"))).as_deref(), Some("/a/d"));
-        assert_eq!(resolver.resolve(ino(&tree.0.join("e"))).as_deref(), Some("/e"));
+        let mut resolver = CgroupResolver::new(&tree.path());
+        assert_eq!(resolver.resolve(ino(&tree.path())).as_deref(), Some("/"));
+        assert_eq!(resolver.resolve(ino(&tree.path().join("a/b/c"))).as_deref(), Some("/a/b/c"));
+        assert_eq!(resolver.resolve(ino(&tree.path().join("a/d"))).as_deref(), Some("/a/d"));
+        assert_eq!(resolver.resolve(ino(&tree.path().join("e"))).as_deref(), Some("/e"));
         // Files are not cgroups; the symlink back to the root is not followed.
-        assert_eq!(resolver.resolve(ino(&tree.0.join("a/cgroup.procs"))), None);
+        assert_eq!(resolver.resolve(ino(&tree.path().join("a/cgroup.procs"))), None);
         assert_eq!(resolver.paths.len(), 6);
-        assert!(resolver.is_alive(ino(&tree.0.join("a/b"))));
+        assert!(resolver.is_alive(ino(&tree.path().join("a/b"))));
     }
 
     #[test]
     fn unknown_id_is_none() {
         let tree = fixture_tree();
-        let mut resolver = CgroupResolver::new(&tree.0);
-        assert!(!resolver.is_alive(ino(&tree.0)), "nothing is alive before the first scan");
+        let mut resolver = CgroupResolver::new(&tree.path());
+        assert!(!resolver.is_alive(ino(&tree.path())), "nothing is alive before the first scan");
         // Inode 0 is never a directory's.
         assert_eq!(resolver.resolve(0), None);
         assert!(resolver.last_scan.is_some(), "a miss scans");
@@ -236,11 +217,11 @@ mod tests {
     #[test]
     fn new_cgroup_is_found_by_rescan_and_rescans_are_rate_limited() {
         let tree = fixture_tree();
-        let mut resolver = CgroupResolver::new(&tree.0);
+        let mut resolver = CgroupResolver::new(&tree.path());
         resolver.set_rescan_interval(Duration::MAX);
-        assert_eq!(resolver.resolve(ino(&tree.0)).as_deref(), Some("/"));
+        assert_eq!(resolver.resolve(ino(&tree.path())).as_deref(), Some("/"));
 
-        let late = tree.0.join("a/late");
+        let late = tree.path().join("a/late");
         std::fs::create_dir(&late).expect("mkdir");
         let late_id = ino(&late);
         // Inside the interval, a miss does not walk again.
@@ -254,8 +235,8 @@ mod tests {
     #[test]
     fn vanished_cgroup_keeps_its_path_but_is_not_alive() {
         let tree = fixture_tree();
-        let mut resolver = CgroupResolver::new(&tree.0);
-        let c = tree.0.join("a/b/c");
+        let mut resolver = CgroupResolver::new(&tree.path());
+        let c = tree.path().join("a/b/c");
         let c_id = ino(&c);
         assert_eq!(resolver.resolve(c_id).as_deref(), Some("/a/b/c"));
 
@@ -263,19 +244,19 @@ mod tests {
         resolver.rescan();
         assert!(!resolver.is_alive(c_id));
         assert_eq!(resolver.resolve(c_id).as_deref(), Some("/a/b/c"));
-        assert!(resolver.is_alive(ino(&tree.0.join("a/b"))));
+        assert!(resolver.is_alive(ino(&tree.path().join("a/b"))));
 
         // Until the caller says it no longer needs the name.
         resolver.retain_vanished(|id| id != c_id);
         resolver.set_rescan_interval(Duration::MAX);
         assert_eq!(resolver.resolve(c_id), None);
-        assert_eq!(resolver.resolve(ino(&tree.0)).as_deref(), Some("/"));
+        assert_eq!(resolver.resolve(ino(&tree.path())).as_deref(), Some("/"));
     }
 
     #[test]
     fn missing_root_resolves_nothing() {
         let tree = TempDir::new("cgroup-missing");
-        let mut resolver = CgroupResolver::new(tree.0.join("absent"));
+        let mut resolver = CgroupResolver::new(tree.path().join("absent"));
         assert_eq!(resolver.resolve(1), None);
         assert!(!resolver.is_alive(1));
     }

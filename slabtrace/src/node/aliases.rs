@@ -124,28 +124,8 @@ pub fn group_aliases(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A directory under the system temp dir, removed with everything in it when dropped, so a
-    /// failing test leaves nothing behind.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            static COUNTER: AtomicUsize = AtomicUsize::new(0);
-            let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = std::env::temp_dir()
-                .join(format!("slabtrace-{tag}-{}-{unique}", std::process::id()));
-            std::fs::create_dir_all(&path).expect("create temp dir");
-            Self(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testutil::TempDir;
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
         list.iter().map(|(n, t)| ((*n).to_owned(), (*t).to_owned())).collect()
@@ -189,7 +169,7 @@ mod tests {
     fn reads_fixture_tree() {
         use std::os::unix::fs::symlink;
         let tree = TempDir::new("slab-sysfs");
-        let root = &tree.0;
+        let root = &tree.path();
         for dir in [":A-0000064", ":0000192", "TCP", "kmalloc-64"] {
             std::fs::create_dir(root.join(dir)).expect("mkdir");
         }
@@ -216,14 +196,14 @@ mod tests {
     #[test]
     fn missing_directory_is_empty_not_an_error() {
         let tree = TempDir::new("slab-sysfs-missing");
-        let aliases = read_aliases(&tree.0.join("slab")).expect("missing dir is fine");
+        let aliases = read_aliases(&tree.path().join("slab")).expect("missing dir is fine");
         assert!(aliases.is_empty());
     }
 
     #[test]
     fn a_file_instead_of_a_directory_is_an_error() {
         let tree = TempDir::new("slab-sysfs-file");
-        let file = tree.0.join("slab");
+        let file = tree.path().join("slab");
         std::fs::write(&file, "").expect("write");
         let err = read_aliases(&file).unwrap_err();
         assert!(err.to_string().contains(&*file.to_string_lossy()), "{err}");
