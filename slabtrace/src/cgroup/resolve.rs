@@ -186,15 +186,15 @@ mod tests {
             std::fs::create_dir_all(tree.path().join(dir)).expect("mkdir");
         }
         std::fs::write(tree.path().join("a/cgroup.procs"), "").expect("write");
-        std::os::unix::fs::symlink(&tree.path(), tree.path().join("a/loop")).expect("symlink");
+        std::os::unix::fs::symlink(tree.path(), tree.path().join("a/loop")).expect("symlink");
         tree
     }
 
     #[test]
     fn root_is_slash_and_nested_paths_resolve() {
         let tree = fixture_tree();
-        let mut resolver = CgroupResolver::new(&tree.path());
-        assert_eq!(resolver.resolve(ino(&tree.path())).as_deref(), Some("/"));
+        let mut resolver = CgroupResolver::new(tree.path());
+        assert_eq!(resolver.resolve(ino(tree.path())).as_deref(), Some("/"));
         assert_eq!(resolver.resolve(ino(&tree.path().join("a/b/c"))).as_deref(), Some("/a/b/c"));
         assert_eq!(resolver.resolve(ino(&tree.path().join("a/d"))).as_deref(), Some("/a/d"));
         assert_eq!(resolver.resolve(ino(&tree.path().join("e"))).as_deref(), Some("/e"));
@@ -207,8 +207,8 @@ mod tests {
     #[test]
     fn unknown_id_is_none() {
         let tree = fixture_tree();
-        let mut resolver = CgroupResolver::new(&tree.path());
-        assert!(!resolver.is_alive(ino(&tree.path())), "nothing is alive before the first scan");
+        let mut resolver = CgroupResolver::new(tree.path());
+        assert!(!resolver.is_alive(ino(tree.path())), "nothing is alive before the first scan");
         // Inode 0 is never a directory's.
         assert_eq!(resolver.resolve(0), None);
         assert!(resolver.last_scan.is_some(), "a miss scans");
@@ -217,9 +217,9 @@ mod tests {
     #[test]
     fn new_cgroup_is_found_by_rescan_and_rescans_are_rate_limited() {
         let tree = fixture_tree();
-        let mut resolver = CgroupResolver::new(&tree.path());
+        let mut resolver = CgroupResolver::new(tree.path());
         resolver.set_rescan_interval(Duration::MAX);
-        assert_eq!(resolver.resolve(ino(&tree.path())).as_deref(), Some("/"));
+        assert_eq!(resolver.resolve(ino(tree.path())).as_deref(), Some("/"));
 
         let late = tree.path().join("a/late");
         std::fs::create_dir(&late).expect("mkdir");
@@ -235,7 +235,7 @@ mod tests {
     #[test]
     fn vanished_cgroup_keeps_its_path_but_is_not_alive() {
         let tree = fixture_tree();
-        let mut resolver = CgroupResolver::new(&tree.path());
+        let mut resolver = CgroupResolver::new(tree.path());
         let c = tree.path().join("a/b/c");
         let c_id = ino(&c);
         assert_eq!(resolver.resolve(c_id).as_deref(), Some("/a/b/c"));
@@ -250,7 +250,7 @@ mod tests {
         resolver.retain_vanished(|id| id != c_id);
         resolver.set_rescan_interval(Duration::MAX);
         assert_eq!(resolver.resolve(c_id), None);
-        assert_eq!(resolver.resolve(ino(&tree.path())).as_deref(), Some("/"));
+        assert_eq!(resolver.resolve(ino(tree.path())).as_deref(), Some("/"));
     }
 
     #[test]

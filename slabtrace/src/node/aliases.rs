@@ -169,7 +169,7 @@ mod tests {
     fn reads_fixture_tree() {
         use std::os::unix::fs::symlink;
         let tree = TempDir::new("slab-sysfs");
-        let root = &tree.path();
+        let root = tree.path();
         for dir in [":A-0000064", ":0000192", "TCP", "kmalloc-64"] {
             std::fs::create_dir(root.join(dir)).expect("mkdir");
         }

@@ -59,6 +59,31 @@ pub fn render(report: &Report, limits: TableLimits) -> String {
         }
     );
     let _ = writeln!(out);
+    render_cgroups(&mut out, report, limits);
+    let _ = writeln!(out);
+    render_node(&mut out, report, limits);
+    let me = &report.self_stats;
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "self: {} alloc + {} free events, {} lost; live map {}/{} entries, {} evicted, {} missed frees; BPF maps {}",
+        me.alloc_events,
+        me.free_events,
+        me.lost_events,
+        me.live_entries,
+        me.live_capacity,
+        me.evictions,
+        me.missed_frees,
+        human_bytes(me.map_bytes),
+    );
+    for w in &me.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    out
+}
+
+/// One line per cgroup (and the interrupt bucket), its top caches beneath it.
+fn render_cgroups(out: &mut String, report: &Report, limits: TableLimits) {
     let _ = writeln!(
         out,
         "{:<44} {:<24} {:>9} {:>8} {:>9} {:>9} {:>8} {:>8}",
@@ -104,7 +129,10 @@ pub fn render(report: &Report, limits: TableLimits) -> String {
             report.cgroups.len() - limits.cgroups
         );
     }
-    let _ = writeln!(out);
+}
+
+/// The node's caches, with the kernel's own count beside slabtrace's.
+fn render_node(out: &mut String, report: &Report, limits: TableLimits) {
     let _ = writeln!(
         out,
         "{:<28} {:>9} {:>9} {:>10} {:>9} {:>8} {:>10}  ALIASES",
@@ -127,24 +155,6 @@ pub fn render(report: &Report, limits: TableLimits) -> String {
             t.aliases.join(","),
         );
     }
-    let me = &report.self_stats;
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "self: {} alloc + {} free events, {} lost; live map {}/{} entries, {} evicted, {} missed frees; BPF maps {}",
-        me.alloc_events,
-        me.free_events,
-        me.lost_events,
-        me.live_entries,
-        me.live_capacity,
-        me.evictions,
-        me.missed_frees,
-        human_bytes(me.map_bytes),
-    );
-    for w in &me.warnings {
-        let _ = writeln!(out, "warning: {w}");
-    }
-    out
 }
 
 fn truncate(s: &str, width: usize) -> String {
