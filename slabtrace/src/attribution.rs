@@ -179,17 +179,20 @@ impl Raw {
 
     fn usage(&self, cache: String, n: u64) -> CacheUsage {
         let live_sampled = self.sampled_allocs.saturating_sub(self.sampled_frees);
-        let live_objects = live_sampled * n;
-        let accounted_live = self.accounted_sampled_live.min(live_sampled) * n;
+        // Neither estimate can exceed the exact allocation count: both are about objects
+        // allocated in the window.
+        let live_objects = (live_sampled * n).min(self.allocs);
+        let frees = (self.sampled_frees * n).min(self.allocs);
+        let accounted_live = (self.accounted_sampled_live.min(live_sampled) * n).min(live_objects);
         CacheUsage {
             cache,
             object_size: self.object_size,
             allocs: self.allocs,
             alloc_bytes: self.allocs * self.object_size,
-            frees: self.sampled_frees * n,
+            frees,
             live_objects,
             live_bytes: live_objects * self.object_size,
-            live_objects_error: error_bound(live_objects.max(self.sampled_frees * n), n),
+            live_objects_error: error_bound(live_objects.max(frees), n),
             accounted_allocs: self.accounted_allocs,
             unaccounted_allocs: self.allocs - self.accounted_allocs,
             accounted_live_bytes: accounted_live * self.object_size,
@@ -365,6 +368,22 @@ mod tests {
         assert!(d.estimated);
         assert_eq!(d.live_objects_error, error_bound(960, 16));
         assert!(d.live_objects_error > 0);
+    }
+
+    #[test]
+    fn estimates_never_exceed_exact_allocations() {
+        let caches = caches();
+        let ctx = Context { caches: &caches, sample: 16, slab_flags: FLAGS };
+        // 3 allocations, one of which happened to be sampled: 16 would be absurd.
+        let deltas =
+            BTreeMap::from([(key(100, DENTRY), c(3, 1, 0)), (key(200, DENTRY), c(2, 1, 1))]);
+        let a = attribute(&deltas, &ctx, names);
+        let live: Vec<_> = a
+            .cgroups
+            .iter()
+            .map(|c| (c.cgroup_id, c.caches[0].live_objects, c.caches[0].frees))
+            .collect();
+        assert_eq!(live, vec![(100, 3, 0), (200, 0, 2)]);
     }
 
     #[test]
