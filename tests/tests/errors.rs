@@ -6,12 +6,23 @@ use anyhow::Result;
 use slabtrace_integration::{require_root, slabtrace_bin};
 
 fn run(args: &[&str], uid: Option<u32>) -> Result<(i32, String)> {
-    let mut cmd = Command::new(slabtrace_bin());
-    cmd.args(args);
-    if let Some(uid) = uid {
-        std::os::unix::process::CommandExt::uid(&mut cmd, uid);
-    }
-    let out = cmd.output()?;
+    let out = match uid {
+        None => Command::new(slabtrace_bin()).args(args).output()?,
+        Some(uid) => {
+            // The checkout may sit in a directory other users cannot enter: run a copy from
+            // the world-readable temp dir.
+            let copy =
+                std::env::temp_dir().join(format!("slabtrace-test-{}-bin", std::process::id()));
+            std::fs::copy(slabtrace_bin(), &copy)?;
+            std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+            let mut cmd = Command::new(&copy);
+            cmd.args(args).current_dir("/");
+            std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+            let out = cmd.output();
+            let _ = std::fs::remove_file(&copy);
+            out?
+        }
+    };
     Ok((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned()))
 }
 
