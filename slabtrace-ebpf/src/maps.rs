@@ -1,6 +1,7 @@
 //! Every map, each bounded. The loader may resize them (`--max-*` flags) before load.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
@@ -17,7 +18,7 @@ pub static LIVE: LruHashMap<u64, LiveObject> = LruHashMap::with_max_entries(262_
 
 /// `struct kmem_cache *` → name, sizes and flags, filled the first time a cache is seen.
 #[map(name = "CACHES")]
-pub static CACHES: HashMap<u64, CacheInfo> = HashMap::with_max_entries(4096, 0);
+pub static CACHES: HashMap<u64, CacheInfo> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
 
 /// slabtrace's own counters, indexed by [`Stat`].
 #[map(name = "STATS")]
