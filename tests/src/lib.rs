@@ -239,8 +239,11 @@ impl Drop for Slabtrace {
     }
 }
 
-/// `active_objs` of a cache in /proc/slabinfo.
+/// `active_objs` of a cache in /proc/slabinfo, after asking SLUB to flush its per-CPU slabs
+/// and partial lists for that cache: SLUB counts every object of a CPU's slab as active, so
+/// without the flush the count drifts by whatever earlier work left there.
 pub fn slabinfo_active(cache: &str) -> Result<u64> {
+    let _ = fs::write(format!("/sys/kernel/slab/{cache}/shrink"), "1");
     let text = fs::read_to_string("/proc/slabinfo")?;
     for line in text.lines().skip(2) {
         let mut f = line.split_whitespace();
