@@ -85,6 +85,10 @@ fn frees_are_credited_to_the_allocating_cgroup_exactly() -> Result<()> {
         report["self"]
     );
     assert_eq!(num(in_a, "live_objects"), allocs - frees);
+    // Frees nested in a probe (an RCU batch in the softirq on the way out of an interrupt that
+    // arrived during a probe) are taken by the interrupt-context programs, not lost.
+    let lost = report["self"]["lost_events"].as_u64().unwrap();
+    assert!(lost <= 100, "{lost} events lost to probe recursion");
     assert_eq!(num(in_a, "live_bytes"), (allocs - frees) * num(in_a, "object_size"));
     assert_eq!(num(in_a, "live_objects_error"), 0);
     assert_eq!(in_a.unwrap()["estimated"], false);

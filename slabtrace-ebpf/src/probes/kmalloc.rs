@@ -16,18 +16,27 @@ use slabtrace_common::{
     key::{KMALLOC_ACCOUNT, KMALLOC_DMA, KMALLOC_RECLAIMABLE},
 };
 
-use crate::{account, config};
+use crate::{
+    account::{self, Context},
+    config,
+};
 
 #[btf_tracepoint(function = "kmalloc")]
 pub fn kmalloc(ctx: BtfTracePointContext) -> i32 {
-    try_kmalloc(&ctx);
+    try_kmalloc(&ctx, Context::Task);
+    0
+}
+
+#[btf_tracepoint(function = "kmalloc")]
+pub fn kmalloc_irq(ctx: BtfTracePointContext) -> i32 {
+    try_kmalloc(&ctx, Context::Interrupt);
     0
 }
 
 #[inline(always)]
-fn try_kmalloc(ctx: &BtfTracePointContext) {
+fn try_kmalloc(ctx: &BtfTracePointContext, which: Context) {
     let ptr: u64 = ctx.arg(1);
-    if ptr == 0 {
+    if ptr == 0 || !which.handles(ctx.as_ptr()) {
         return;
     }
     let bytes: u64 = ctx.arg(3);
@@ -44,5 +53,5 @@ fn try_kmalloc(ctx: &BtfTracePointContext) {
     }
     #[expect(clippy::cast_possible_truncation, reason = "kmalloc sizes fit in 32 bits")]
     let cache = CacheId::kmalloc(family, bytes as u32);
-    account::record_alloc(account::current_cgroup(ctx.as_ptr()), cache, 0, ptr);
+    account::record_alloc(which.cgroup(), cache, 0, ptr);
 }

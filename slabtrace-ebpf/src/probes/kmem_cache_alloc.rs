@@ -13,24 +13,33 @@
 use aya_ebpf::{EbpfContext as _, macros::btf_tracepoint, programs::BtfTracePointContext};
 use slabtrace_common::key::KEY_GFP_ACCOUNTED;
 
-use crate::{account, caches, config};
+use crate::{
+    account::{self, Context},
+    caches, config,
+};
 
 #[btf_tracepoint(function = "kmem_cache_alloc")]
 pub fn kmem_cache_alloc(ctx: BtfTracePointContext) -> i32 {
-    try_kmem_cache_alloc(&ctx);
+    try_kmem_cache_alloc(&ctx, Context::Task);
+    0
+}
+
+#[btf_tracepoint(function = "kmem_cache_alloc")]
+pub fn kmem_cache_alloc_irq(ctx: BtfTracePointContext) -> i32 {
+    try_kmem_cache_alloc(&ctx, Context::Interrupt);
     0
 }
 
 #[inline(always)]
-fn try_kmem_cache_alloc(ctx: &BtfTracePointContext) {
+fn try_kmem_cache_alloc(ctx: &BtfTracePointContext, which: Context) {
     let ptr: u64 = ctx.arg(1);
-    if ptr == 0 {
-        return; // a failed allocation
+    if ptr == 0 || !which.handles(ctx.as_ptr()) {
+        return; // a failed allocation, or the other program's event
     }
     let cache: u64 = ctx.arg(2);
     let gfp: u32 = ctx.arg(3);
     let flags = if u64::from(gfp) & config::gfp_account() != 0 { KEY_GFP_ACCOUNTED } else { 0 };
-    if account::record_alloc(account::current_cgroup(ctx.as_ptr()), cache, flags, ptr) {
+    if account::record_alloc(which.cgroup(), cache, flags, ptr) {
         caches::remember(cache);
     }
 }

@@ -5,16 +5,27 @@
 //! TP_PROTO(unsigned long call_site, const void *ptr, const struct kmem_cache *s)
 //! ```
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{EbpfContext as _, macros::btf_tracepoint, programs::BtfTracePointContext};
 
-use crate::account;
+use crate::account::{self, Context};
 
 #[btf_tracepoint(function = "kmem_cache_free")]
 pub fn kmem_cache_free(ctx: BtfTracePointContext) -> i32 {
+    try_kmem_cache_free(&ctx, Context::Task);
+    0
+}
+
+#[btf_tracepoint(function = "kmem_cache_free")]
+pub fn kmem_cache_free_irq(ctx: BtfTracePointContext) -> i32 {
+    try_kmem_cache_free(&ctx, Context::Interrupt);
+    0
+}
+
+#[inline(always)]
+fn try_kmem_cache_free(ctx: &BtfTracePointContext, which: Context) {
     let ptr: u64 = ctx.arg(1);
-    if ptr != 0 {
+    if ptr != 0 && which.handles(ctx.as_ptr()) {
         let cache: u64 = ctx.arg(2);
         account::record_free(ptr, cache);
     }
-    0
 }

@@ -65,18 +65,24 @@ impl Tracer {
             .map_err(ProbeError::from_load)?;
         for tp in TRACEPOINTS {
             layout.check_tracepoint(tp.name)?;
-            let name = match set {
-                ProbeSet::Slabtrace => tp.name,
-                ProbeSet::Floor => tp.floor,
+            let names: &[&'static str] = match set {
+                // The interrupt program only exists to take events the task program's
+                // recursion guard would drop; without interrupt detection the task program
+                // handles everything.
+                ProbeSet::Slabtrace if layout.task_stack.is_some() => &[tp.name, tp.irq],
+                ProbeSet::Slabtrace => &[tp.name],
+                ProbeSet::Floor => &[tp.floor],
             };
-            let program: &mut BtfTracePoint = ebpf
-                .program_mut(name)
-                .ok_or(ProbeError::MissingProgram(name))?
-                .try_into()
-                .map_err(|source| ProbeError::program(tp.name, source))?;
-            program.load(tp.name, &btf).map_err(|source| ProbeError::program(tp.name, source))?;
-            program.attach().map_err(|source| ProbeError::program(tp.name, source))?;
-            debug!("attached {name} to tp_btf/{}", tp.name);
+            for &name in names {
+                let program: &mut BtfTracePoint = ebpf
+                    .program_mut(name)
+                    .ok_or(ProbeError::MissingProgram(name))?
+                    .try_into()
+                    .map_err(|source| ProbeError::program(name, source))?;
+                program.load(tp.name, &btf).map_err(|source| ProbeError::program(name, source))?;
+                program.attach().map_err(|source| ProbeError::program(name, source))?;
+                debug!("attached {name} to tp_btf/{}", tp.name);
+            }
         }
         info!(
             "tracing kmem tracepoints; tracking 1 in {} objects' addresses",
