@@ -118,6 +118,7 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
     // Liveness as of now: cgroups removed during the window keep their path, marked gone.
     resolver.rescan();
     let footprint = fdinfo::read_self(&roots.proc_root);
+    let lost_events = footprint.misses_of(tracer.lossy_program_ids());
     drop(tracer);
     info!("traced for {:.1}s", duration.as_secs_f64());
 
@@ -132,7 +133,8 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
     let ctx = Context { caches: &snap.caches, sample, slab_flags: layout.slab };
     let attribution =
         attribution::attribute(&totals, &ctx, |id| (resolver.resolve(id), resolver.is_alive(id)));
-    let self_stats = self_stats(&snap, &footprint, args, layout.task_stack.is_some(), warnings);
+    let self_stats =
+        self_stats(&snap, &footprint, lost_events, args, layout.task_stack.is_some(), warnings);
     let report = build_report(
         attribution,
         &snap,
@@ -189,6 +191,7 @@ fn read_slabinfo_or_warn(proc_root: &Path, warnings: &mut Vec<String>) -> BTreeM
 fn self_stats(
     snap: &Snapshot,
     footprint: &fdinfo::BpfFootprint,
+    lost_events: u64,
     args: &ReportArgs,
     interrupt_detection: bool,
     mut warnings: Vec<String>,
@@ -223,7 +226,7 @@ fn self_stats(
         prog_bytes: footprint.prog_bytes,
         alloc_events: s.get(Stat::AllocEvents),
         free_events: s.get(Stat::FreeEvents),
-        lost_events: footprint.recursion_misses,
+        lost_events,
         live_entries,
         live_capacity: u64::from(args.tracer.max_live),
         evictions,

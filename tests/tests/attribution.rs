@@ -55,8 +55,10 @@ fn frees_are_credited_to_the_allocating_cgroup_exactly() -> Result<()> {
     let b = Cgroup::create("free")?;
     let fs = Tmpfs::mount("exact")?;
 
-    let before = slabinfo_active(INODE_CACHE)?;
     let tracer = Slabtrace::start(&["--sample", "1"])?;
+    // Read once tracing runs, so frees from before (an earlier test's unmount, freed lazily)
+    // fall in both books or in neither.
+    let before = slabinfo_active(INODE_CACHE)?;
     create(&a, fs.path(), CREATED, 0)?;
     unlink(&b, fs.path(), 0, UNLINKED, 0)?;
     thread::sleep(RCU_SETTLE);

@@ -1,18 +1,27 @@
 //! slabtrace's own kernel footprint, from /proc/self/fdinfo: the memory its BPF maps hold
-//! (`memlock`) and the events its programs missed because they were already running on that
-//! CPU (`recursion_misses`: an allocation in an interrupt that arrived during a probe).
+//! (`memlock`) and, per program, the runs the kernel skipped because the program was already
+//! running on that CPU (`recursion_misses`: an event in an interrupt that arrived during a
+//! probe).
 
-use std::{fs, path::Path};
+use std::{collections::BTreeMap, fs, path::Path};
 
 /// Totals over every BPF map and program this process holds open.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BpfFootprint {
     /// Kernel memory of the maps, bytes.
     pub map_bytes: u64,
     /// Kernel memory of the programs, bytes.
     pub prog_bytes: u64,
-    /// Program runs skipped for recursion: lost events.
-    pub recursion_misses: u64,
+    /// Skipped runs per program id.
+    pub recursion_misses: BTreeMap<u32, u64>,
+}
+
+impl BpfFootprint {
+    /// Skipped runs of the programs in `ids`.
+    #[must_use]
+    pub fn misses_of(&self, ids: &[u32]) -> u64 {
+        ids.iter().filter_map(|id| self.recursion_misses.get(id)).sum()
+    }
 }
 
 /// Adds one fdinfo text to `acc`. Files of other fd kinds have neither `map_type` nor
@@ -28,7 +37,9 @@ pub fn add_fdinfo(acc: &mut BpfFootprint, text: &str) {
     }
     if is_prog {
         acc.prog_bytes += field("memlock:").unwrap_or(0);
-        acc.recursion_misses += field("recursion_misses:").unwrap_or(0);
+        if let Some(id) = field("prog_id:").and_then(|id| u32::try_from(id).ok()) {
+            *acc.recursion_misses.entry(id).or_default() += field("recursion_misses:").unwrap_or(0);
+        }
     }
 }
 
@@ -68,8 +79,14 @@ mod tests {
         add_fdinfo(&mut acc, "pos:\t0\nflags:\t0100002\nmnt_id:\t25\nino:\t7\n");
         assert_eq!(
             acc,
-            BpfFootprint { map_bytes: 2 * 21_004_288, prog_bytes: 4096, recursion_misses: 3 }
+            BpfFootprint {
+                map_bytes: 2 * 21_004_288,
+                prog_bytes: 4096,
+                recursion_misses: BTreeMap::from([(77, 3)])
+            }
         );
+        assert_eq!(acc.misses_of(&[77, 78]), 3);
+        assert_eq!(acc.misses_of(&[]), 0);
     }
 
     #[test]

@@ -40,6 +40,10 @@ pub enum ProbeSet {
 pub struct Tracer {
     ebpf: Ebpf,
     config: Config,
+    /// Ids of the programs whose skipped runs are lost events: the interrupt programs, or the
+    /// task programs when they are alone. (A task program's skipped runs are nested interrupt
+    /// events, which its interrupt twin takes.)
+    lossy: Vec<u32>,
 }
 
 impl Tracer {
@@ -63,6 +67,7 @@ impl Tracer {
             .map_max_entries("LIVE", limits.max_live)
             .load(BPF_OBJECT)
             .map_err(ProbeError::from_load)?;
+        let mut lossy = Vec::new();
         for tp in TRACEPOINTS {
             layout.check_tracepoint(tp.name)?;
             let names: &[&'static str] = match set {
@@ -73,7 +78,7 @@ impl Tracer {
                 ProbeSet::Slabtrace => &[tp.name],
                 ProbeSet::Floor => &[tp.floor],
             };
-            for &name in names {
+            for (i, &name) in names.iter().enumerate() {
                 let program: &mut BtfTracePoint = ebpf
                     .program_mut(name)
                     .ok_or(ProbeError::MissingProgram(name))?
@@ -81,6 +86,11 @@ impl Tracer {
                     .map_err(|source| ProbeError::program(name, source))?;
                 program.load(tp.name, &btf).map_err(|source| ProbeError::program(name, source))?;
                 program.attach().map_err(|source| ProbeError::program(name, source))?;
+                if i + 1 == names.len() {
+                    lossy.push(
+                        program.info().map_err(|source| ProbeError::program(name, source))?.id(),
+                    );
+                }
                 debug!("attached {name} to tp_btf/{}", tp.name);
             }
         }
@@ -88,13 +98,19 @@ impl Tracer {
             "tracing kmem tracepoints; tracking 1 in {} objects' addresses",
             config.sample_mask + 1
         );
-        Ok(Self { ebpf, config })
+        Ok(Self { ebpf, config, lossy })
     }
 
     /// The BPF object, for the map readers.
     #[must_use]
     pub fn ebpf(&self) -> &Ebpf {
         &self.ebpf
+    }
+
+    /// Ids of the programs whose skipped runs are lost events.
+    #[must_use]
+    pub fn lossy_program_ids(&self) -> &[u32] {
+        &self.lossy
     }
 
     /// The load-time constant in use.
