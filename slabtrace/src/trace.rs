@@ -118,7 +118,7 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
     // Liveness as of now: cgroups removed during the window keep their path, marked gone.
     resolver.rescan();
     let footprint = fdinfo::read_self(&roots.proc_root);
-    let lost_events = footprint.misses_of(tracer.lossy_program_ids());
+    let lost_events = tracer.lost_events(&footprint);
     drop(tracer);
     info!("traced for {:.1}s", duration.as_secs_f64());
 

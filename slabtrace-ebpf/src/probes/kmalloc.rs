@@ -23,20 +23,14 @@ use crate::{
 
 #[btf_tracepoint(function = "kmalloc")]
 pub fn kmalloc(ctx: BtfTracePointContext) -> i32 {
-    try_kmalloc(&ctx, Context::Task);
-    0
-}
-
-#[btf_tracepoint(function = "kmalloc")]
-pub fn kmalloc_irq(ctx: BtfTracePointContext) -> i32 {
-    try_kmalloc(&ctx, Context::Interrupt);
+    try_kmalloc(&ctx);
     0
 }
 
 #[inline(always)]
-fn try_kmalloc(ctx: &BtfTracePointContext, which: Context) {
+fn try_kmalloc(ctx: &BtfTracePointContext) {
     let ptr: u64 = ctx.arg(1);
-    if ptr == 0 || !which.handles(ctx.as_ptr()) {
+    if ptr == 0 {
         return;
     }
     let bytes: u64 = ctx.arg(3);
@@ -53,5 +47,5 @@ fn try_kmalloc(ctx: &BtfTracePointContext, which: Context) {
     }
     #[expect(clippy::cast_possible_truncation, reason = "kmalloc sizes fit in 32 bits")]
     let cache = CacheId::kmalloc(family, bytes as u32);
-    account::record_alloc(which.cgroup(), cache, 0, ptr);
+    account::record_alloc(Context::of(ctx.as_ptr()).cgroup(), cache, 0, ptr);
 }

@@ -20,26 +20,20 @@ use crate::{
 
 #[btf_tracepoint(function = "kmem_cache_alloc")]
 pub fn kmem_cache_alloc(ctx: BtfTracePointContext) -> i32 {
-    try_kmem_cache_alloc(&ctx, Context::Task);
-    0
-}
-
-#[btf_tracepoint(function = "kmem_cache_alloc")]
-pub fn kmem_cache_alloc_irq(ctx: BtfTracePointContext) -> i32 {
-    try_kmem_cache_alloc(&ctx, Context::Interrupt);
+    try_kmem_cache_alloc(&ctx);
     0
 }
 
 #[inline(always)]
-fn try_kmem_cache_alloc(ctx: &BtfTracePointContext, which: Context) {
+fn try_kmem_cache_alloc(ctx: &BtfTracePointContext) {
     let ptr: u64 = ctx.arg(1);
-    if ptr == 0 || !which.handles(ctx.as_ptr()) {
-        return; // a failed allocation, or the other program's event
+    if ptr == 0 {
+        return; // a failed allocation
     }
     let cache: u64 = ctx.arg(2);
     let gfp: u32 = ctx.arg(3);
     let flags = if u64::from(gfp) & config::gfp_account() != 0 { KEY_GFP_ACCOUNTED } else { 0 };
-    if account::record_alloc(which.cgroup(), cache, flags, ptr) {
+    if account::record_alloc(Context::of(ctx.as_ptr()).cgroup(), cache, flags, ptr) {
         caches::remember(cache);
     }
 }

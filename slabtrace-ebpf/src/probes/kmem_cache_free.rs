@@ -4,6 +4,7 @@
 //! ```c
 //! TP_PROTO(unsigned long call_site, const void *ptr, const struct kmem_cache *s)
 //! ```
+//! Two programs, one per context: see `account::Context` for why.
 
 use aya_ebpf::{EbpfContext as _, macros::btf_tracepoint, programs::BtfTracePointContext};
 
@@ -25,7 +26,6 @@ pub fn kmem_cache_free_irq(ctx: BtfTracePointContext) -> i32 {
 fn try_kmem_cache_free(ctx: &BtfTracePointContext, which: Context) {
     let ptr: u64 = ctx.arg(1);
     if ptr != 0 && which.handles(ctx.as_ptr()) {
-        let cache: u64 = ctx.arg(2);
-        account::record_free(ptr, cache);
+        account::record_free(ptr, ctx.arg(2));
     }
 }

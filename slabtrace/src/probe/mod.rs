@@ -12,7 +12,10 @@ use slabtrace_common::Config;
 
 pub use error::ProbeError;
 
-use crate::kernel::layout::{KernelLayout, TRACEPOINTS};
+use crate::{
+    kernel::layout::{KernelLayout, TRACEPOINTS},
+    maps::fdinfo::BpfFootprint,
+};
 
 /// The BPF object built by build.rs from `slabtrace-ebpf`.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/slabtrace"));
@@ -40,9 +43,9 @@ pub enum ProbeSet {
 pub struct Tracer {
     ebpf: Ebpf,
     config: Config,
-    /// Ids of the programs whose skipped runs are lost events: the interrupt programs, or the
-    /// task programs when they are alone. (A task program's skipped runs are nested interrupt
-    /// events, which its interrupt twin takes.)
+    /// Ids of the programs whose skipped runs are lost events: those alone on their
+    /// tracepoint, and the interrupt-context twins. (A task program's skipped runs are nested
+    /// interrupt events, which its interrupt twin takes.)
     lossy: Vec<u32>,
 }
 
@@ -70,13 +73,15 @@ impl Tracer {
         let mut lossy = Vec::new();
         for tp in TRACEPOINTS {
             layout.check_tracepoint(tp.name)?;
-            let names: &[&'static str] = match set {
+            let names: Vec<&'static str> = match (set, tp.irq) {
                 // The interrupt program only exists to take events the task program's
                 // recursion guard would drop; without interrupt detection the task program
                 // handles everything.
-                ProbeSet::Slabtrace if layout.task_stack.is_some() => &[tp.name, tp.irq],
-                ProbeSet::Slabtrace => &[tp.name],
-                ProbeSet::Floor => &[tp.floor],
+                (ProbeSet::Slabtrace, Some(irq)) if layout.task_stack.is_some() => {
+                    vec![tp.name, irq]
+                }
+                (ProbeSet::Slabtrace, _) => vec![tp.name],
+                (ProbeSet::Floor, _) => vec![tp.floor],
             };
             for (i, &name) in names.iter().enumerate() {
                 let program: &mut BtfTracePoint = ebpf
@@ -107,10 +112,10 @@ impl Tracer {
         &self.ebpf
     }
 
-    /// Ids of the programs whose skipped runs are lost events.
+    /// Events no program saw: the skipped runs of the programs that had no twin to take them.
     #[must_use]
-    pub fn lossy_program_ids(&self) -> &[u32] {
-        &self.lossy
+    pub fn lost_events(&self, footprint: &BpfFootprint) -> u64 {
+        footprint.misses_of(&self.lossy)
     }
 
     /// The load-time constant in use.
