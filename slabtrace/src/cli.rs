@@ -48,9 +48,14 @@ pub struct ReportArgs {
     /// Output format: a slabtop-like table, or a JSON document (schema slabtrace.report.v1).
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Table view: how many cgroups to show (JSON always has all).
+    /// Table view: how many rows (cgroups, pods or containers) to show (JSON always has all).
     #[arg(long, default_value_t = 20, value_name = "N")]
     pub top: usize,
+    /// Table view: one row per cgroup, per Kubernetes pod (its containers rolled up, from the
+    /// kubelet's cgroup layouts), or per container. The JSON report always has `cgroups[]` and
+    /// `pods[]`.
+    #[arg(long, value_enum, default_value_t = By::Cgroup)]
+    pub by: By,
     /// Create this file once the probes are attached, so a script can start its workload.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
@@ -98,6 +103,17 @@ pub struct Roots {
     /// The cgroup2 mount; found from /proc/self/mountinfo when not given.
     #[arg(long, value_name = "PATH")]
     pub cgroup_root: Option<PathBuf>,
+}
+
+/// Table rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum By {
+    /// Per Kubernetes pod.
+    Pod,
+    /// Per container.
+    Container,
+    /// Per cgroup.
+    Cgroup,
 }
 
 /// Report formats.

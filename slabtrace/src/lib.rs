@@ -12,6 +12,7 @@ pub mod maps;
 pub mod node;
 pub mod output;
 pub mod probe;
+pub mod rollup;
 pub mod trace;
 
 #[cfg(test)]

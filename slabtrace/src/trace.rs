@@ -33,6 +33,7 @@ use crate::{
         table::{self, TableLimits},
     },
     probe::{Limits, ProbeError, ProbeSet, Tracer},
+    rollup,
 };
 
 /// How often the session looks at the maps while it runs (to name new cgroups).
@@ -297,6 +298,7 @@ fn build_report(
             estimated: window.sample > 1,
             error_bound: "live_objects_error is three standard deviations of the sampled estimate",
         },
+        pods: rollup::pods(&attribution.cgroups, window.sample),
         cgroups: attribution.cgroups,
         interrupt: attribution.interrupt,
         caches,
@@ -321,7 +323,7 @@ fn write_report(report: &Report, args: &ReportArgs) -> Result<(), TraceError> {
         }
         Format::Table => table::render(
             report,
-            TableLimits { cgroups: args.top, caches_per_cgroup: 5, node_caches: 15 },
+            TableLimits { rows: args.top, caches_per_row: 5, node_caches: 15, by: args.by },
         ),
     };
     std::io::stdout()

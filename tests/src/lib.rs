@@ -71,10 +71,13 @@ pub fn cgroup2_root() -> Result<PathBuf> {
     bail!("no cgroup2 mount: the tests need one (this project never mounts it itself)")
 }
 
-/// A cgroup2 directory that is removed when dropped, after its processes are killed.
+/// A cgroup2 directory that is removed when dropped, after its processes are killed, with
+/// the parent directories it had to create.
 pub struct Cgroup {
     path: PathBuf,
     relative: String,
+    /// Parents created for it, deepest first, removed after it.
+    created_parents: Vec<PathBuf>,
 }
 
 impl Cgroup {
@@ -86,7 +89,29 @@ impl Cgroup {
             let _ = fs::remove_dir(&path);
         }
         fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
-        Ok(Self { path, relative: format!("/{name}") })
+        Ok(Self { path, relative: format!("/{name}"), created_parents: Vec::new() })
+    }
+
+    /// Creates the cgroup at `relative` (e.g. a kubelet-shaped
+    /// `/kubepods/besteffort/pod<uid>/<id>`), with whatever parents are missing; those are
+    /// removed again on drop.
+    pub fn create_at(relative: &str) -> Result<Self> {
+        let root = cgroup2_root()?;
+        let path = root.join(relative.trim_start_matches('/'));
+        let mut created_parents = Vec::new();
+        let mut missing: Vec<PathBuf> = path
+            .ancestors()
+            .skip(1)
+            .take_while(|p| *p != root && !p.exists())
+            .map(PathBuf::from)
+            .collect();
+        missing.reverse();
+        for dir in &missing {
+            fs::create_dir(dir).with_context(|| format!("mkdir {}", dir.display()))?;
+            created_parents.insert(0, dir.clone());
+        }
+        fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
+        Ok(Self { path, relative: relative.to_owned(), created_parents })
     }
 
     /// The cgroup's id: the inode number of its directory.
@@ -129,13 +154,18 @@ impl Drop for Cgroup {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
-        for _ in 0..50 {
-            if fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
-                return;
+        for dir in std::iter::once(&self.path).chain(&self.created_parents) {
+            let removed = (0..50).any(|_| {
+                let gone = fs::remove_dir(dir).is_ok() || !dir.exists();
+                if !gone {
+                    thread::sleep(Duration::from_millis(100));
+                }
+                gone
+            });
+            if !removed {
+                eprintln!("warning: could not remove cgroup {}", dir.display());
             }
-            thread::sleep(Duration::from_millis(100));
         }
-        eprintln!("warning: could not remove cgroup {}", self.path.display());
     }
 }
 

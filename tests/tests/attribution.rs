@@ -248,3 +248,37 @@ fn a_removed_cgroup_keeps_its_path_and_its_live_objects() -> Result<()> {
     assert_eq!(num(inodes, "live_objects"), FILES, "{inodes:?}");
     Ok(())
 }
+
+#[test]
+fn pods_roll_up_their_containers_from_kubelet_cgroup_paths() -> Result<()> {
+    const FILES: u64 = 3_000;
+    const UID: &str = "5e0c7a1d-2b3f-4c6e-9d8a-7f1e2c3b4a50";
+    const APP: &str = "9f1c2b3a4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8";
+    const SIDECAR: &str = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809";
+    require_root()?;
+    // The cgroupfs driver's layout for a BestEffort pod with two containers.
+    let app = Cgroup::create_at(&format!("/kubepods/besteffort/pod{UID}/{APP}"))?;
+    let sidecar = Cgroup::create_at(&format!("/kubepods/besteffort/pod{UID}/{SIDECAR}"))?;
+    let fs = Tmpfs::mount("pods")?;
+    let side_dir = fs.path().join("sidecar");
+    std::fs::create_dir(&side_dir)?;
+
+    let tracer = Slabtrace::start(&["--sample", "1"])?;
+    create(&app, fs.path(), FILES, 0)?;
+    create(&sidecar, &side_dir, FILES / 3, 0)?;
+    let report = tracer.finish()?;
+
+    let pods = report["pods"].as_array().expect("pods[]");
+    let pod = pods.iter().find(|p| p["uid"] == UID).expect("the pod is reported by its uid");
+    assert_eq!(pod["qos"], "best_effort");
+    assert_eq!(pod["deleted"], false);
+    let inodes = |v: &serde_json::Value| num(cache_of(Some(v), INODE_CACHE), "live_objects");
+    assert_eq!(inodes(pod), FILES + FILES / 3, "the pod sums its containers: {pod}");
+    let containers = pod["containers"].as_array().unwrap();
+    let by_id = |id: &str| containers.iter().find(|c| c["container_id"] == id).unwrap();
+    assert_eq!(inodes(by_id(APP)), FILES);
+    assert_eq!(inodes(by_id(SIDECAR)), FILES / 3);
+    drop(sidecar);
+    drop(app);
+    Ok(())
+}

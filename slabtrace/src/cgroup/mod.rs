@@ -1,4 +1,5 @@
 //! cgroup ids to cgroup2 paths: find the cgroup2 mount, walk it, remember what vanished.
 
+pub mod kubepods;
 pub mod mount;
 pub mod resolve;

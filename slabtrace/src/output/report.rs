@@ -3,7 +3,10 @@
 
 use serde::Serialize;
 
-use crate::attribution::{CacheTotals, CgroupUsage};
+use crate::{
+    attribution::{CacheTotals, CgroupUsage},
+    rollup::PodUsage,
+};
 
 /// The schema id every report carries.
 pub const SCHEMA: &str = "slabtrace.report.v1";
@@ -23,6 +26,8 @@ pub struct Report {
     pub sampling: Sampling,
     /// Per cgroup, most live bytes first.
     pub cgroups: Vec<CgroupUsage>,
+    /// Per Kubernetes pod (from the kubelet's cgroup layouts), most live bytes first.
+    pub pods: Vec<PodUsage>,
     /// Allocations made in interrupt context (charged to no cgroup), when detected.
     pub interrupt: Option<CgroupUsage>,
     /// Node-wide per cache, most live bytes first.

@@ -4,16 +4,90 @@
 use std::fmt::Write as _;
 
 use super::report::Report;
+use crate::{attribution::CacheUsage, cli::By, rollup::PodUsage};
 
-/// How much of the report the table shows.
+/// How much of the report the table shows, and by what.
 #[derive(Clone, Copy, Debug)]
 pub struct TableLimits {
-    /// cgroups shown.
-    pub cgroups: usize,
-    /// Caches shown under each cgroup.
-    pub caches_per_cgroup: usize,
+    /// Rows (cgroups, pods or containers) shown.
+    pub rows: usize,
+    /// Caches shown under each row.
+    pub caches_per_row: usize,
     /// Caches shown node-wide.
     pub node_caches: usize,
+    /// What a row is.
+    pub by: By,
+}
+
+/// One row of the per-owner section: a cgroup, a pod or a container.
+struct Row<'a> {
+    name: String,
+    allocs: u64,
+    alloc_bytes: u64,
+    frees: u64,
+    live_objects: u64,
+    live_bytes: u64,
+    unaccounted_live_bytes: u64,
+    caches: &'a [CacheUsage],
+}
+
+/// The rows for `by`, most live bytes first.
+fn rows(report: &Report, by: By) -> Vec<Row<'_>> {
+    macro_rules! row {
+        ($name:expr, $u:expr) => {
+            Row {
+                name: $name,
+                allocs: $u.allocs,
+                alloc_bytes: $u.alloc_bytes,
+                frees: $u.frees,
+                live_objects: $u.live_objects,
+                live_bytes: $u.live_bytes,
+                unaccounted_live_bytes: $u.unaccounted_live_bytes,
+                caches: &$u.caches,
+            }
+        };
+    }
+    match by {
+        By::Cgroup => report
+            .cgroups
+            .iter()
+            .chain(&report.interrupt)
+            .map(|cg| {
+                let name =
+                    cg.cgroup.clone().unwrap_or_else(|| format!("(cgroup id {})", cg.cgroup_id));
+                row!(if cg.alive { name } else { format!("{name} (gone)") }, cg)
+            })
+            .collect(),
+        By::Pod => report.pods.iter().map(|p| row!(pod_name(p), p)).collect(),
+        By::Container => {
+            let mut rows: Vec<Row<'_>> = report
+                .pods
+                .iter()
+                .flat_map(|p| {
+                    p.containers.iter().map(move |c| {
+                        let container = c.name.clone().unwrap_or_else(|| {
+                            c.container_id.as_deref().map_or_else(
+                                || "(pod cgroup)".to_owned(),
+                                |id| id.chars().take(12).collect(),
+                            )
+                        });
+                        row!(format!("{} {container}", pod_name(p)), c)
+                    })
+                })
+                .collect();
+            rows.sort_by_key(|r| std::cmp::Reverse(r.live_bytes));
+            rows
+        }
+    }
+}
+
+/// `namespace/name`, or `pod <uid>` until the runtime names it; `(deleted)` when gone.
+fn pod_name(p: &PodUsage) -> String {
+    let name = match (&p.namespace, &p.name) {
+        (Some(ns), Some(name)) => format!("{ns}/{name}"),
+        _ => format!("pod {}", p.uid),
+    };
+    if p.deleted { format!("{name} (deleted)") } else { name }
 }
 
 /// Bytes with a binary unit, three significant figures: `512B`, `12.3K`, `1.81G`.
@@ -59,7 +133,7 @@ pub fn render(report: &Report, limits: TableLimits) -> String {
         }
     );
     let _ = writeln!(out);
-    render_cgroups(&mut out, report, limits);
+    render_rows(&mut out, report, limits);
     let _ = writeln!(out);
     render_node(&mut out, report, limits);
     let me = &report.self_stats;
@@ -82,32 +156,39 @@ pub fn render(report: &Report, limits: TableLimits) -> String {
     out
 }
 
-/// One line per cgroup (and the interrupt bucket), its top caches beneath it.
-fn render_cgroups(out: &mut String, report: &Report, limits: TableLimits) {
+/// One line per row (cgroup, pod or container), its top caches beneath it.
+fn render_rows(out: &mut String, report: &Report, limits: TableLimits) {
+    let heading = match limits.by {
+        By::Cgroup => "CGROUP",
+        By::Pod => "POD",
+        By::Container => "POD CONTAINER",
+    };
     let _ = writeln!(
         out,
-        "{:<44} {:<24} {:>9} {:>8} {:>9} {:>9} {:>8} {:>8}",
-        "CGROUP", "CACHE", "ALLOCS", "ALLOC", "FREES", "LIVE", "LIVE", "UNACCT"
+        "{heading:<44} {:<24} {:>9} {:>8} {:>9} {:>9} {:>8} {:>8}",
+        "CACHE", "ALLOCS", "ALLOC", "FREES", "LIVE", "LIVE", "UNACCT"
     );
     let live_cell = |objects: u64, error: u64| {
         if error > 0 { format!("{objects}±{error}") } else { objects.to_string() }
     };
-    for cg in report.cgroups.iter().chain(&report.interrupt).take(limits.cgroups) {
-        let name = cg.cgroup.clone().unwrap_or_else(|| format!("(cgroup id {})", cg.cgroup_id));
-        let name = if cg.alive { name } else { format!("{name} (gone)") };
+    let rows = rows(report, limits.by);
+    if rows.is_empty() && limits.by != By::Cgroup {
+        let _ = writeln!(out, "(no Kubernetes pods in the cgroup tree; try --by cgroup)");
+    }
+    for row in rows.iter().take(limits.rows) {
         let _ = writeln!(
             out,
             "{:<44} {:<24} {:>9} {:>8} {:>9} {:>9} {:>8} {:>8}",
-            truncate(&name, 44),
+            truncate(&row.name, 44),
             "",
-            cg.allocs,
-            human_bytes(cg.alloc_bytes),
-            cg.frees,
-            cg.live_objects,
-            human_bytes(cg.live_bytes),
-            human_bytes(cg.unaccounted_live_bytes),
+            row.allocs,
+            human_bytes(row.alloc_bytes),
+            row.frees,
+            row.live_objects,
+            human_bytes(row.live_bytes),
+            human_bytes(row.unaccounted_live_bytes),
         );
-        for c in cg.caches.iter().take(limits.caches_per_cgroup) {
+        for c in row.caches.iter().take(limits.caches_per_row) {
             let _ = writeln!(
                 out,
                 "{:<44} {:<24} {:>9} {:>8} {:>9} {:>9} {:>8} {:>8}",
@@ -122,12 +203,8 @@ fn render_cgroups(out: &mut String, report: &Report, limits: TableLimits) {
             );
         }
     }
-    if report.cgroups.len() > limits.cgroups {
-        let _ = writeln!(
-            out,
-            "… {} more cgroups (--top, or --format json)",
-            report.cgroups.len() - limits.cgroups
-        );
+    if rows.len() > limits.rows {
+        let _ = writeln!(out, "… {} more rows (--top, or --format json)", rows.len() - limits.rows);
     }
 }
 

@@ -1,0 +1,318 @@
+//! Rolls per-cgroup usage up to containers and pods, by the kubelet's cgroup layouts.
+//!
+//! A pod's usage is the sum of its containers' (the sandbox included) and of its pod-level
+//! cgroup's (objects a pod allocated outlive its containers: the kernel re-charges them to the
+//! parent). Sums of sampled estimates get the bound of their sum (variances add). Names
+//! (namespace, pod and container names) are filled in later from the container runtime; here
+//! a pod is known by its uid and quality-of-service class, a container by its id.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::{
+    attribution::{CacheUsage, CgroupUsage, error_bound},
+    cgroup::kubepods::{Identity, Qos, Runtime, identify},
+};
+
+/// One container (or the pod-level cgroup itself) over the window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ContainerUsage {
+    /// Container id from the cgroup path; `null` for the pod-level cgroup.
+    pub container_id: Option<String>,
+    /// Container name from the runtime; `null` until known.
+    pub name: Option<String>,
+    /// The runtime the cgroup layout names (`containerd`, `crio`, `docker`, `unknown`).
+    pub runtime: Option<Runtime>,
+    /// The cgroups rolled up here.
+    pub cgroup_ids: Vec<u64>,
+    /// Sum over `caches`.
+    pub allocs: u64,
+    /// Sum over `caches`.
+    pub alloc_bytes: u64,
+    /// Sum over `caches`.
+    pub frees: u64,
+    /// Sum over `caches`.
+    pub live_objects: u64,
+    /// Sum over `caches`.
+    pub live_bytes: u64,
+    /// Sum over `caches`.
+    pub unaccounted_live_bytes: u64,
+    /// Per cache, most live bytes first.
+    pub caches: Vec<CacheUsage>,
+}
+
+/// One pod over the window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PodUsage {
+    /// Namespace from the runtime; `null` until known.
+    pub namespace: Option<String>,
+    /// Pod name from the runtime; `null` until known.
+    pub name: Option<String>,
+    /// Pod uid, from the cgroup path.
+    pub uid: String,
+    /// quality-of-service class, from the cgroup path.
+    pub qos: Qos,
+    /// True when every cgroup of the pod is gone (the pod was deleted; its objects live on).
+    pub deleted: bool,
+    /// Sum over `caches`.
+    pub allocs: u64,
+    /// Sum over `caches`.
+    pub alloc_bytes: u64,
+    /// Sum over `caches`.
+    pub frees: u64,
+    /// Sum over `caches`.
+    pub live_objects: u64,
+    /// Sum over `caches`.
+    pub live_bytes: u64,
+    /// Sum over `caches`.
+    pub unaccounted_live_bytes: u64,
+    /// Per container, most live bytes first.
+    pub containers: Vec<ContainerUsage>,
+    /// Per cache over all its containers, most live bytes first.
+    pub caches: Vec<CacheUsage>,
+}
+
+/// Adds `from`'s per-cache figures into `into`, by cache name.
+fn merge(into: &mut BTreeMap<String, CacheUsage>, from: &[CacheUsage]) {
+    for c in from {
+        let e = into.entry(c.cache.clone()).or_insert_with(|| CacheUsage {
+            cache: c.cache.clone(),
+            object_size: c.object_size,
+            estimated: c.estimated,
+            ..CacheUsage::default()
+        });
+        e.object_size = e.object_size.max(c.object_size);
+        e.allocs += c.allocs;
+        e.alloc_bytes += c.alloc_bytes;
+        e.frees += c.frees;
+        e.live_objects += c.live_objects;
+        e.live_bytes += c.live_bytes;
+        e.accounted_allocs += c.accounted_allocs;
+        e.unaccounted_allocs += c.unaccounted_allocs;
+        e.accounted_live_bytes += c.accounted_live_bytes;
+        e.unaccounted_live_bytes += c.unaccounted_live_bytes;
+        e.estimated |= c.estimated;
+    }
+}
+
+/// Sorted caches with bounds recomputed for the sums.
+fn finish(caches: BTreeMap<String, CacheUsage>, sample: u64) -> Vec<CacheUsage> {
+    let mut v: Vec<CacheUsage> = caches
+        .into_values()
+        .map(|mut c| {
+            c.live_objects_error = error_bound(c.live_objects.max(c.frees), sample);
+            c
+        })
+        .collect();
+    v.sort_by(|a, b| b.live_bytes.cmp(&a.live_bytes).then(b.alloc_bytes.cmp(&a.alloc_bytes)));
+    v
+}
+
+/// Totals of a cache list, in the order of the usage fields (allocs … unaccounted live bytes).
+fn totals(caches: &[CacheUsage]) -> [u64; 6] {
+    caches.iter().fold([0; 6], |t, c| {
+        [
+            t[0] + c.allocs,
+            t[1] + c.alloc_bytes,
+            t[2] + c.frees,
+            t[3] + c.live_objects,
+            t[4] + c.live_bytes,
+            t[5] + c.unaccounted_live_bytes,
+        ]
+    })
+}
+
+/// Rolls `cgroups` up into pods; cgroups outside kubepods are left out. `sample` is N.
+#[must_use]
+pub fn pods(cgroups: &[CgroupUsage], sample: u64) -> Vec<PodUsage> {
+    /// What is known of one container (or of the pod cgroup, keyed `None`) so far.
+    #[derive(Default)]
+    struct Part {
+        runtime: Option<Runtime>,
+        cgroup_ids: Vec<u64>,
+        caches: BTreeMap<String, CacheUsage>,
+    }
+    struct Acc {
+        qos: Qos,
+        alive: bool,
+        containers: BTreeMap<Option<String>, Part>,
+    }
+    let mut by_uid: BTreeMap<String, Acc> = BTreeMap::new();
+    for cg in cgroups {
+        let Some(path) = cg.cgroup.as_deref() else { continue };
+        let (uid, qos, container, runtime) = match identify(path) {
+            Identity::Container { pod_uid, qos, container_id, runtime, .. } => {
+                (pod_uid, qos, Some(container_id), Some(runtime))
+            }
+            Identity::Pod { pod_uid, qos } => (pod_uid, qos, None, None),
+            _ => continue,
+        };
+        let acc =
+            by_uid.entry(uid).or_insert(Acc { qos, alive: false, containers: BTreeMap::new() });
+        acc.alive |= cg.alive;
+        let part = acc.containers.entry(container).or_default();
+        part.runtime = part.runtime.or(runtime);
+        part.cgroup_ids.push(cg.cgroup_id);
+        merge(&mut part.caches, &cg.caches);
+    }
+    let mut pods: Vec<PodUsage> = by_uid
+        .into_iter()
+        .map(|(uid, acc)| {
+            let mut all = BTreeMap::new();
+            let mut containers: Vec<ContainerUsage> = acc
+                .containers
+                .into_iter()
+                .map(|(container_id, Part { runtime, cgroup_ids, caches })| {
+                    let caches = finish(caches, sample);
+                    merge(&mut all, &caches);
+                    let [allocs, alloc_bytes, frees, live_objects, live_bytes, unaccounted] =
+                        totals(&caches);
+                    ContainerUsage {
+                        container_id,
+                        name: None,
+                        runtime,
+                        cgroup_ids,
+                        allocs,
+                        alloc_bytes,
+                        frees,
+                        live_objects,
+                        live_bytes,
+                        unaccounted_live_bytes: unaccounted,
+                        caches,
+                    }
+                })
+                .collect();
+            containers.sort_by_key(|c| std::cmp::Reverse(c.live_bytes));
+            let caches = finish(all, sample);
+            let [allocs, alloc_bytes, frees, live_objects, live_bytes, unaccounted] =
+                totals(&caches);
+            PodUsage {
+                namespace: None,
+                name: None,
+                uid,
+                qos: acc.qos,
+                deleted: !acc.alive,
+                allocs,
+                alloc_bytes,
+                frees,
+                live_objects,
+                live_bytes,
+                unaccounted_live_bytes: unaccounted,
+                containers,
+                caches,
+            }
+        })
+        .collect();
+    pods.sort_by(|a, b| b.live_bytes.cmp(&a.live_bytes).then(b.alloc_bytes.cmp(&a.alloc_bytes)));
+    pods
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UID: &str = "0f7e3b2a-1c4d-4e5f-8a9b-0c1d2e3f4a5b";
+    const C1: &str = "3b8c6f1e2d4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c";
+    const C2: &str = "aa8c6f1e2d4a5b6c7d8e9f0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c";
+
+    fn usage(cache: &str, allocs: u64, live: u64, size: u64) -> CacheUsage {
+        CacheUsage {
+            cache: cache.into(),
+            object_size: size,
+            allocs,
+            alloc_bytes: allocs * size,
+            frees: allocs - live,
+            live_objects: live,
+            live_bytes: live * size,
+            accounted_allocs: allocs,
+            accounted_live_bytes: live * size,
+            ..CacheUsage::default()
+        }
+    }
+
+    fn cgroup(id: u64, path: &str, alive: bool, caches: Vec<CacheUsage>) -> CgroupUsage {
+        CgroupUsage {
+            cgroup_id: id,
+            cgroup: Some(path.into()),
+            alive,
+            caches,
+            ..CgroupUsage::default()
+        }
+    }
+
+    #[test]
+    fn containers_and_the_pod_cgroup_roll_up_into_one_pod() {
+        let cgroups = vec![
+            cgroup(
+                1,
+                &format!("/kubepods/burstable/pod{UID}/{C1}"),
+                true,
+                vec![usage("dentry", 100, 60, 192)],
+            ),
+            cgroup(
+                2,
+                &format!("/kubepods/burstable/pod{UID}/{C2}"),
+                true,
+                vec![usage("dentry", 10, 10, 192), usage("kmalloc-64", 5, 1, 64)],
+            ),
+            cgroup(
+                3,
+                &format!("/kubepods/burstable/pod{UID}"),
+                true,
+                vec![usage("dentry", 1, 1, 192)],
+            ),
+            cgroup(4, "/system.slice/kubelet.service", true, vec![usage("dentry", 7, 7, 192)]),
+        ];
+        let pods = pods(&cgroups, 1);
+        assert_eq!(pods.len(), 1, "kubelet.service is not a pod");
+        let p = &pods[0];
+        assert_eq!((p.uid.as_str(), &p.qos, p.deleted), (UID, &Qos::Burstable, false));
+        assert_eq!((p.allocs, p.live_objects), (116, 72));
+        assert_eq!(p.caches[0].cache, "dentry");
+        assert_eq!(p.caches[0].live_objects, 71);
+        assert_eq!(p.containers.len(), 3);
+        assert_eq!(p.containers[0].container_id.as_deref(), Some(C1));
+        assert_eq!(p.containers[0].live_bytes, 60 * 192);
+        let pod_level = p.containers.iter().find(|c| c.container_id.is_none()).unwrap();
+        assert_eq!(pod_level.cgroup_ids, vec![3]);
+    }
+
+    #[test]
+    fn a_pod_whose_cgroups_are_all_gone_is_deleted() {
+        let gone = vec![
+            cgroup(
+                1,
+                &format!("/kubepods/besteffort/pod{UID}/{C1}"),
+                false,
+                vec![usage("dentry", 3, 3, 192)],
+            ),
+            cgroup(2, &format!("/kubepods/besteffort/pod{UID}"), false, vec![]),
+        ];
+        assert!(pods(&gone, 1)[0].deleted);
+        let mut half = gone.clone();
+        half[1].alive = true;
+        assert!(!pods(&half, 1)[0].deleted);
+    }
+
+    #[test]
+    fn sums_of_estimates_get_the_bound_of_the_sum() {
+        let mut a = usage("dentry", 1000, 800, 192);
+        a.estimated = true;
+        let cgroups = vec![
+            cgroup(1, &format!("/kubepods/pod{UID}/{C1}"), true, vec![a.clone()]),
+            cgroup(2, &format!("/kubepods/pod{UID}/{C2}"), true, vec![a]),
+        ];
+        let p = &pods(&cgroups, 16)[0];
+        assert_eq!(p.qos, Qos::Guaranteed);
+        assert_eq!(p.caches[0].live_objects, 1600);
+        assert_eq!(p.caches[0].live_objects_error, error_bound(1600, 16));
+        assert!(p.caches[0].estimated);
+    }
+
+    #[test]
+    fn no_pods_no_rollup() {
+        assert!(pods(&[], 1).is_empty());
+        assert!(pods(&[cgroup(1, "/", true, vec![])], 1).is_empty());
+    }
+}
