@@ -103,6 +103,11 @@ pub struct Roots {
     /// The cgroup2 mount; found from /proc/self/mountinfo when not given.
     #[arg(long, value_name = "PATH")]
     pub cgroup_root: Option<PathBuf>,
+    /// The container runtime's CRI socket, for pod and container names. When not given,
+    /// slabtrace tries containerd's, CRI-O's and cri-dockerd's usual sockets; with none, pods
+    /// are known by their uid only.
+    #[arg(long, value_name = "PATH", env = "SLABTRACE_CRI_SOCKET")]
+    pub cri_socket: Option<PathBuf>,
 }
 
 /// Table rows.

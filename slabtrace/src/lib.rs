@@ -13,6 +13,7 @@ pub mod node;
 pub mod output;
 pub mod probe;
 pub mod rollup;
+pub mod runtime;
 pub mod trace;
 
 #[cfg(test)]

@@ -24,6 +24,8 @@ pub struct ContainerUsage {
     pub name: Option<String>,
     /// The runtime the cgroup layout names (`containerd`, `crio`, `docker`, `unknown`).
     pub runtime: Option<Runtime>,
+    /// True for the pod's sandbox (pause) container, as the runtime reports it.
+    pub sandbox: bool,
     /// The cgroups rolled up here.
     pub cgroup_ids: Vec<u64>,
     /// Sum over `caches`.
@@ -172,6 +174,7 @@ pub fn pods(cgroups: &[CgroupUsage], sample: u64) -> Vec<PodUsage> {
                         container_id,
                         name: None,
                         runtime,
+                        sandbox: false,
                         cgroup_ids,
                         allocs,
                         alloc_bytes,
@@ -206,6 +209,46 @@ pub fn pods(cgroups: &[CgroupUsage], sample: u64) -> Vec<PodUsage> {
         .collect();
     pods.sort_by(|a, b| b.live_bytes.cmp(&a.live_bytes).then(b.alloc_bytes.cmp(&a.alloc_bytes)));
     pods
+}
+
+/// Names the container runtime gave, by pod uid and container id.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Directory {
+    /// Pod uid → (namespace, name).
+    pub pods: BTreeMap<String, (String, String)>,
+    /// Container id → container name.
+    pub containers: BTreeMap<String, String>,
+    /// Ids of pod sandboxes (their pause containers have these ids).
+    pub sandboxes: std::collections::BTreeSet<String>,
+}
+
+impl Directory {
+    /// Adds what `other` knows; `other` wins where both know a name (it is newer).
+    pub fn merge(&mut self, other: Directory) {
+        self.pods.extend(other.pods);
+        self.containers.extend(other.containers);
+        self.sandboxes.extend(other.sandboxes);
+    }
+}
+
+/// Fills in namespaces, pod names, container names and sandbox flags from `dir`. Pods and
+/// containers it does not know keep `null` names.
+pub fn apply_names(pods: &mut [PodUsage], dir: &Directory) {
+    for pod in pods {
+        if let Some((namespace, name)) = dir.pods.get(&pod.uid) {
+            pod.namespace = Some(namespace.clone());
+            pod.name = Some(name.clone());
+        }
+        for c in &mut pod.containers {
+            let Some(id) = c.container_id.as_deref() else { continue };
+            if dir.sandboxes.contains(id) {
+                c.sandbox = true;
+                c.name = Some("(sandbox)".to_owned());
+            } else if let Some(name) = dir.containers.get(id) {
+                c.name = Some(name.clone());
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -308,6 +351,51 @@ mod tests {
         assert_eq!(p.caches[0].live_objects, 1600);
         assert_eq!(p.caches[0].live_objects_error, error_bound(1600, 16));
         assert!(p.caches[0].estimated);
+    }
+
+    #[test]
+    fn names_come_from_the_runtime_directory() {
+        let cgroups = vec![
+            cgroup(
+                1,
+                &format!("/kubepods/burstable/pod{UID}/{C1}"),
+                true,
+                vec![usage("dentry", 5, 5, 192)],
+            ),
+            cgroup(
+                2,
+                &format!("/kubepods/burstable/pod{UID}/{C2}"),
+                true,
+                vec![usage("dentry", 1, 1, 192)],
+            ),
+        ];
+        let mut pods = pods(&cgroups, 1);
+        let mut dir = Directory::default();
+        dir.pods.insert(UID.into(), ("git".into(), "gitea-0".into()));
+        dir.containers.insert(C1.into(), "gitea".into());
+        dir.sandboxes.insert(C2.into());
+        apply_names(&mut pods, &dir);
+        let p = &pods[0];
+        assert_eq!((p.namespace.as_deref(), p.name.as_deref()), (Some("git"), Some("gitea-0")));
+        assert_eq!(p.containers[0].name.as_deref(), Some("gitea"));
+        assert!(!p.containers[0].sandbox);
+        assert!(p.containers[1].sandbox);
+        // Unknown pods keep null names.
+        let mut other = pods.clone();
+        apply_names(&mut other, &Directory::default());
+        assert_eq!(other, pods);
+    }
+
+    #[test]
+    fn a_newer_directory_wins() {
+        let mut old = Directory::default();
+        old.pods.insert("u".into(), ("ns".into(), "old".into()));
+        old.containers.insert("c".into(), "gone".into());
+        let mut new = Directory::default();
+        new.pods.insert("u".into(), ("ns".into(), "new".into()));
+        old.merge(new);
+        assert_eq!(old.pods["u"].1, "new");
+        assert_eq!(old.containers["c"], "gone", "what only the old one knew is kept");
     }
 
     #[test]

@@ -33,7 +33,8 @@ use crate::{
         table::{self, TableLimits},
     },
     probe::{Limits, ProbeError, ProbeSet, Tracer},
-    rollup,
+    rollup::{self, Directory},
+    runtime::cri::{CriClient, CriError},
 };
 
 /// How often the session looks at the maps while it runs (to name new cgroups).
@@ -102,6 +103,11 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
             .map_err(|source| TraceError::Write { what: path.display().to_string(), source })?;
     }
 
+    // Names now, while pods that may be deleted during the window still exist; again at the end.
+    let cri = connect_runtime(roots.cri_socket.as_deref(), &mut warnings);
+    let mut directory =
+        cri.as_ref().map(|c| runtime_directory(c, &mut warnings)).unwrap_or_default();
+
     let stop = stop_flag();
     let deadline = started + Duration::from_secs(args.duration);
     let mut next_tick = started + TICK;
@@ -123,6 +129,9 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
     drop(tracer);
     info!("traced for {:.1}s", duration.as_secs_f64());
 
+    if let Some(c) = &cri {
+        directory.merge(runtime_directory(c, &mut warnings));
+    }
     let slabinfo_after = read_slabinfo_or_warn(&roots.proc_root, &mut warnings);
     let aliases = read_aliases(&roots.sys_root.join("kernel/slab")).unwrap_or_else(|e| {
         warn!("no slab merge aliases: {e}");
@@ -136,7 +145,7 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
         attribution::attribute(&totals, &ctx, |id| (resolver.resolve(id), resolver.is_alive(id)));
     let self_stats =
         self_stats(&snap, &footprint, lost_events, args, layout.task_stack.is_some(), warnings);
-    let report = build_report(
+    let mut report = build_report(
         attribution,
         &snap,
         &layout,
@@ -144,7 +153,54 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
         &Window { started: started_wall, duration, sample },
         self_stats,
     );
+    rollup::apply_names(&mut report.pods, &directory);
     write_report(&report, args)
+}
+
+/// The container runtime's client: the given socket, or the first usual one that answers.
+/// Without one, pods keep their uids only; the warning says so once.
+fn connect_runtime(socket: Option<&Path>, warnings: &mut Vec<String>) -> Option<CriClient> {
+    let client = match socket {
+        Some(socket) => CriClient::connect(socket).and_then(|c| c.version().map(|v| (c, v))),
+        None => CriClient::detect().and_then(|c| c.version().map(|v| (c, v))),
+    };
+    match client {
+        Ok((client, version)) => {
+            info!("pod names from {version} at {}", client.socket().display());
+            Some(client)
+        }
+        Err(e) => {
+            // No runtime on a plain Linux host is normal: say it at info level there.
+            if socket.is_some() || !matches!(e, CriError::NotFound { .. }) {
+                warn!("{e}");
+                warnings.push(e.to_string());
+            } else {
+                info!("{e}");
+            }
+            None
+        }
+    }
+}
+
+/// Pod and container names as the runtime knows them now. A failed call leaves them unknown
+/// and adds a warning.
+fn runtime_directory(client: &CriClient, warnings: &mut Vec<String>) -> Directory {
+    let listed = client.pods().and_then(|pods| client.containers().map(|c| (pods, c)));
+    match listed {
+        Ok((pods, containers)) => Directory {
+            sandboxes: pods.iter().map(|p| p.sandbox_id.clone()).collect(),
+            pods: pods.into_iter().map(|p| (p.uid, (p.namespace, p.name))).collect(),
+            containers: containers.into_iter().map(|c| (c.id, c.name)).collect(),
+        },
+        Err(e) => {
+            warn!("{e}");
+            let w = e.to_string();
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+            Directory::default()
+        }
+    }
 }
 
 /// Sets a flag on SIGINT or SIGTERM.

@@ -4,6 +4,8 @@
 //! Every test creates its own cgroup2 directories, runs a workload with a known slab footprint
 //! in them, and asserts on what the real `slabtrace` binary reports.
 
+pub mod containerd;
+
 use std::{
     fs,
     io::Read as _,

@@ -103,7 +103,9 @@ fn test(unit_only: bool, args: &[String]) -> Result<()> {
     if unit_only {
         return Ok(());
     }
-    if !setup::is_root() {
+    if setup::is_root() {
+        setup::ensure_packages(setup::TEST_PACKAGES)?;
+    } else {
         bail!(
             "the integration tests load BPF programs and create cgroups: run `sudo -E cargo xtask test` (or `cargo xtask test --unit-only`)"
         );

@@ -10,8 +10,53 @@ use crate::cmd;
 
 const BPF_LINKER_VERSION: &str = "0.10.0";
 
+/// Debian packages building slabtrace needs: protoc for the CRI protos (k8s-cri).
+pub const BUILD_PACKAGES: &[(&str, &str)] = &[("protoc", "protobuf-compiler")];
+
+/// Debian packages the integration tests need: a real containerd with runc, and busybox for
+/// the test image.
+pub const TEST_PACKAGES: &[(&str, &str)] =
+    &[("containerd", "containerd"), ("runc", "runc"), ("busybox", "busybox-static")];
+
+/// Installs the Debian packages of `needed` (command, package) whose command is missing.
+pub fn ensure_packages(needed: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = needed
+        .iter()
+        .filter(|(command, _)| which(command).is_none())
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("missing Debian packages: run `sudo apt-get install {}`", missing.join(" "));
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    cmd("apt-get", &["update", "-qq"])?;
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("cannot run apt-get")?;
+    if !status.success() {
+        bail!("`apt-get install {}` failed ({status})", missing.join(" "));
+    }
+    Ok(())
+}
+
+/// The path of `command` on PATH (or in /usr/sbin, /sbin, where Debian puts some), if any.
+fn which(command: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|dir| dir.join(command))
+        .find(|p| p.is_file())
+}
+
 /// Installs what is missing; does nothing when everything is there.
 pub fn ensure_toolchain() -> Result<()> {
+    ensure_packages(BUILD_PACKAGES)?;
     let toolchains = output("rustup", &["toolchain", "list"])?;
     if !toolchains.lines().any(|l| l.starts_with("nightly")) {
         cmd("rustup", &["toolchain", "install", "nightly", "--profile", "minimal"])

@@ -1,0 +1,58 @@
+//! `slabtrace report` names real containerd pods and containers: a pod runs through the CRI API
+//! in a kubelet-shaped cgroup, a command in its container creates files, and the report rolls
+//! those allocations up to `namespace/pod`, container by name.
+
+use std::{fs, time::Duration};
+
+use anyhow::{Result, ensure};
+use slabtrace_integration::{Slabtrace, cache_of, containerd::Containerd, num, require_root};
+
+const FILES: u64 = 3_000;
+
+#[test]
+fn the_report_names_a_containerd_pod_and_its_container() -> Result<()> {
+    require_root()?;
+    let runtime = Containerd::start()?;
+    let uid = fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().to_owned();
+    // An absolute parent, as the kubelet's cgroupfs driver passes it.
+    let pod = runtime.run_pod("git", "gitea-0", &uid, "/kubepods/besteffort")?;
+    let gitea = runtime.create_container(&pod, "gitea", &["/bin/sleep", "1000000"])?;
+    let socket = runtime.socket().to_str().unwrap_or_default().to_owned();
+
+    let tracer = Slabtrace::start(&["--sample", "1", "--cri-socket", &socket])?;
+    // A small-file workload inside the container, as a Git server's would be; in batches, as
+    // each CRI call is bounded (2 s) by the client's channel.
+    for batch in 0..FILES / 500 {
+        let script = format!(
+            "mkdir -p /tmp/repo && i=0; while [ $i -lt 500 ]; do : > /tmp/repo/f{batch}_$i; i=$((i+1)); done"
+        );
+        let out =
+            runtime.exec_sync(&gitea, &["/bin/sh", "-c", &script], Duration::from_secs(60))?;
+        ensure!(out.exit_code == 0, "workload failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let report = tracer.finish()?;
+
+    let pods = report["pods"].as_array().expect("pods[]");
+    let p = pods.iter().find(|p| p["uid"] == uid.as_str());
+    ensure!(p.is_some(), "pod {uid} not in {pods:#?}");
+    let p = p.unwrap_or(&serde_json::Value::Null);
+    assert_eq!(p["namespace"], "git");
+    assert_eq!(p["name"], "gitea-0");
+    assert_eq!(p["qos"], "best_effort");
+    assert_eq!(p["deleted"], false);
+    let containers = p["containers"].as_array().expect("containers[]");
+    let c = containers.iter().find(|c| c["container_id"] == gitea.as_str());
+    ensure!(c.is_some(), "container {gitea} not in {containers:#?}");
+    let c = c.unwrap_or(&serde_json::Value::Null);
+    assert_eq!(c["name"], "gitea");
+    assert_eq!(c["sandbox"], false);
+    // Every file is a dentry allocated by the container (plus the shell's own lookups).
+    let dentries = num(cache_of(Some(c), "dentry"), "allocs");
+    assert!(dentries >= FILES, "the container's dentries: {dentries}, expected ≥ {FILES}");
+    assert!(num(cache_of(Some(p), "dentry"), "allocs") >= dentries);
+    // The pause container is the sandbox, if it allocated anything in the window.
+    for other in containers.iter().filter(|c| c["container_id"] == pod.sandbox_id.as_str()) {
+        assert_eq!(other["sandbox"], true);
+    }
+    Ok(())
+}
