@@ -27,7 +27,7 @@ fn the_report_names_a_containerd_pod_and_its_container() -> Result<()> {
             "mkdir -p /tmp/repo && i=0; while [ $i -lt 500 ]; do : > /tmp/repo/f{batch}_$i; i=$((i+1)); done"
         );
         let out =
-            runtime.exec_sync(&gitea, &["/bin/sh", "-c", &script], Duration::from_secs(60))?;
+            runtime.exec_sync(&gitea, &["/bin/sh", "-c", &script], Duration::from_mins(1))?;
         ensure!(out.exit_code == 0, "workload failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let report = tracer.finish()?;
