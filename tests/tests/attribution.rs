@@ -282,3 +282,36 @@ fn pods_roll_up_their_containers_from_kubelet_cgroup_paths() -> Result<()> {
     drop(app);
     Ok(())
 }
+
+#[test]
+fn a_deleted_pod_keeps_its_identity_and_its_live_objects() -> Result<()> {
+    const FILES: u64 = 2_000;
+    const UID: &str = "7d2c9e4f-3a1b-4c5d-8e6f-9a0b1c2d3e4f";
+    const ID: &str = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
+    require_root()?;
+    // The systemd driver's layout (it cannot run here: no systemd), made by hand: a Burstable
+    // pod with one containerd container.
+    let slice = format!("kubepods-burstable-pod{}.slice", UID.replace('-', "_"));
+    let container = Cgroup::create_at(&format!(
+        "/kubepods.slice/kubepods-burstable.slice/{slice}/cri-containerd-{ID}.scope"
+    ))?;
+    let fs = Tmpfs::mount("deleted-pod")?;
+
+    let tracer = Slabtrace::start(&["--sample", "1"])?;
+    create(&container, fs.path(), FILES, 0)?;
+    // The kubelet removes a deleted pod's cgroups; the files (on a volume that outlives the
+    // pod) and so their inodes stay.
+    thread::sleep(std::time::Duration::from_millis(2500));
+    drop(container);
+    let report = tracer.finish()?;
+
+    let pods = report["pods"].as_array().expect("pods[]");
+    let pod = pods.iter().find(|p| p["uid"] == UID).expect("the deleted pod is still reported");
+    assert_eq!(pod["deleted"], true);
+    assert_eq!(pod["qos"], "burstable");
+    assert_eq!(num(cache_of(Some(pod), INODE_CACHE), "live_objects"), FILES, "{pod}");
+    let c = &pod["containers"][0];
+    assert_eq!(c["container_id"], ID);
+    assert_eq!(c["runtime"], "containerd");
+    Ok(())
+}

@@ -26,8 +26,7 @@ fn the_report_names_a_containerd_pod_and_its_container() -> Result<()> {
         let script = format!(
             "mkdir -p /tmp/repo && i=0; while [ $i -lt 500 ]; do : > /tmp/repo/f{batch}_$i; i=$((i+1)); done"
         );
-        let out =
-            runtime.exec_sync(&gitea, &["/bin/sh", "-c", &script], Duration::from_mins(1))?;
+        let out = runtime.exec_sync(&gitea, &["/bin/sh", "-c", &script], Duration::from_mins(1))?;
         ensure!(out.exit_code == 0, "workload failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let report = tracer.finish()?;
@@ -54,5 +53,42 @@ fn the_report_names_a_containerd_pod_and_its_container() -> Result<()> {
     for other in containers.iter().filter(|c| c["container_id"] == pod.sandbox_id.as_str()) {
         assert_eq!(other["sandbox"], true);
     }
+    Ok(())
+}
+
+#[test]
+fn names_survive_the_runtime_and_the_pod_going_away() -> Result<()> {
+    require_root()?;
+    let runtime = Containerd::start()?;
+    let uid = fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().to_owned();
+    let pod = runtime.run_pod("ci", "builder-7", &uid, "/kubepods/burstable")?;
+    let worker = runtime.create_container(&pod, "build", &["/bin/sleep", "1000000"])?;
+    let socket = runtime.socket().to_str().unwrap_or_default().to_owned();
+
+    let tracer = Slabtrace::start(&["--sample", "1", "--cri-socket", &socket])?;
+    let script =
+        "mkdir -p /tmp/out && i=0; while [ $i -lt 500 ]; do : > /tmp/out/f$i; i=$((i+1)); done";
+    let out = runtime.exec_sync(&worker, &["/bin/sh", "-c", script], Duration::from_mins(1))?;
+    ensure!(out.exit_code == 0, "workload failed: {}", String::from_utf8_lossy(&out.stderr));
+    // slabtrace names cgroups once a second while they exist; then the pod is deleted and
+    // the runtime stops while slabtrace still traces.
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(pod);
+    drop(runtime);
+    let report = tracer.finish()?;
+
+    let warnings = report["self"]["warnings"].to_string();
+    assert!(warnings.contains("the container runtime at"), "{warnings}");
+    let pods = report["pods"].as_array().expect("pods[]");
+    let p = pods.iter().find(|p| p["uid"] == uid.as_str());
+    ensure!(p.is_some(), "pod {uid} not in {pods:#?}");
+    let p = p.unwrap_or(&serde_json::Value::Null);
+    // Named from what the runtime said when tracing started.
+    assert_eq!((&p["namespace"], &p["name"]), (&"ci".into(), &"builder-7".into()));
+    assert_eq!(p["deleted"], true);
+    let c = p["containers"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["container_id"] == worker.as_str()));
+    ensure!(c.is_some_and(|c| c["name"] == "build"), "container {worker}: {p:#}");
     Ok(())
 }
