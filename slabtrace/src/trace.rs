@@ -4,7 +4,7 @@
 //! report is written keeps the path it had.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     fs,
     io::Write as _,
     path::{Path, PathBuf},
@@ -23,7 +23,11 @@ use slabtrace_common::{
 
 use crate::{
     attribution::{self, Attribution, Context},
-    cgroup::{mount::find_cgroup2_mount, resolve::CgroupResolver},
+    cgroup::{
+        kubepods::{Identity, identify},
+        mount::find_cgroup2_mount,
+        resolve::CgroupResolver,
+    },
     cli::{Format, ReportArgs},
     kernel::{btf::Btf, layout::KernelLayout},
     maps::{Snapshot, delta, fdinfo},
@@ -39,6 +43,9 @@ use crate::{
 
 /// How often the session looks at the maps while it runs (to name new cgroups).
 const TICK: Duration = Duration::from_secs(1);
+
+/// How often the runtime is asked again while some pod has no name.
+const RUNTIME_RETRY: Duration = Duration::from_secs(1);
 
 /// Why a session failed.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +115,7 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
     let mut directory =
         cri.as_ref().map(|c| runtime_directory(c, &mut warnings)).unwrap_or_default();
 
+    let mut last_asked = Instant::now();
     let stop = stop_flag();
     let deadline = started + Duration::from_secs(args.duration);
     let mut next_tick = started + TICK;
@@ -116,7 +124,19 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
         if Instant::now() >= next_tick {
             next_tick += TICK;
             let snap = Snapshot::read(tracer.ebpf(), false)?;
-            name_cgroups(&snap, &mut resolver);
+            let pods = name_cgroups(&snap, &mut resolver);
+            // A pod the runtime has not named yet: ask now, while it exists (it may be gone by
+            // the end). Its cgroup can show up while the runtime is still creating it, before
+            // it lists it, so ask again later, at most every RUNTIME_RETRY.
+            if let Some(c) = &cri {
+                let unknown: Vec<String> =
+                    pods.into_iter().filter(|uid| !directory.pods.contains_key(uid)).collect();
+                if !unknown.is_empty() && last_asked.elapsed() >= RUNTIME_RETRY {
+                    debug!("asking the runtime about pods {unknown:?}");
+                    directory.merge(runtime_directory(c, &mut warnings));
+                    last_asked = Instant::now();
+                }
+            }
         }
     }
     let duration = started.elapsed();
@@ -215,7 +235,9 @@ fn stop_flag() -> Arc<AtomicBool> {
 }
 
 /// Resolves every cgroup id in the snapshot while its directory may still exist.
-fn name_cgroups(snap: &Snapshot, resolver: &mut CgroupResolver) {
+/// Returns the uids of the pods the snapshot's cgroups belong to.
+fn name_cgroups(snap: &Snapshot, resolver: &mut CgroupResolver) -> BTreeSet<String> {
+    let mut pods = BTreeSet::new();
     let mut last = None;
     for key in snap.counters.keys() {
         if last == Some(key.cgroup_id)
@@ -225,10 +247,17 @@ fn name_cgroups(snap: &Snapshot, resolver: &mut CgroupResolver) {
             continue;
         }
         last = Some(key.cgroup_id);
-        if resolver.resolve(key.cgroup_id).is_none() {
-            debug!("cgroup id {} has no directory under the cgroup2 mount", key.cgroup_id);
+        match resolver.resolve(key.cgroup_id) {
+            Some(path) => match identify(&path) {
+                Identity::Container { pod_uid, .. } | Identity::Pod { pod_uid, .. } => {
+                    pods.insert(pod_uid);
+                }
+                _ => {}
+            },
+            None => debug!("cgroup id {} has no directory under the cgroup2 mount", key.cgroup_id),
         }
     }
+    pods
 }
 
 fn read_slabinfo_or_warn(proc_root: &Path, warnings: &mut Vec<String>) -> BTreeMap<String, u64> {

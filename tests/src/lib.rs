@@ -220,7 +220,7 @@ impl Slabtrace {
             .args(["report", "--format", "json", "--duration", "600", "--ready-file"])
             .arg(&ready)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("SLABTRACE_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

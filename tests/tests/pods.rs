@@ -92,3 +92,32 @@ fn names_survive_the_runtime_and_the_pod_going_away() -> Result<()> {
     ensure!(c.is_some_and(|c| c["name"] == "build"), "container {worker}: {p:#}");
     Ok(())
 }
+
+#[test]
+fn a_pod_that_lives_only_inside_the_window_is_named() -> Result<()> {
+    require_root()?;
+    let runtime = Containerd::start()?;
+    let socket = runtime.socket().to_str().unwrap_or_default().to_owned();
+    let tracer = Slabtrace::start(&["--sample", "1", "--cri-socket", &socket])?;
+
+    // Neither the start nor the end of the window sees this pod: only the lookup slabtrace
+    // makes when an unknown pod's cgroup shows up can name it.
+    let uid = fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().to_owned();
+    let pod = runtime.run_pod("jobs", "cron-28871", &uid, "/kubepods/besteffort")?;
+    let job = runtime.create_container(&pod, "job", &["/bin/sleep", "1000000"])?;
+    let script =
+        "mkdir -p /tmp/o && i=0; while [ $i -lt 300 ]; do : > /tmp/o/f$i; i=$((i+1)); done";
+    let out = runtime.exec_sync(&job, &["/bin/sh", "-c", script], Duration::from_mins(1))?;
+    ensure!(out.exit_code == 0, "workload failed: {}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(pod);
+    let report = tracer.finish()?;
+
+    let pods = report["pods"].as_array().expect("pods[]");
+    let p = pods.iter().find(|p| p["uid"] == uid.as_str());
+    ensure!(p.is_some(), "pod {uid} not in {pods:#?}");
+    let p = p.unwrap_or(&serde_json::Value::Null);
+    assert_eq!((&p["namespace"], &p["name"]), (&"jobs".into(), &"cron-28871".into()));
+    assert_eq!(p["deleted"], true);
+    Ok(())
+}
