@@ -68,6 +68,9 @@ pub struct ReportArgs {
     /// Where the kernel's files are.
     #[command(flatten)]
     pub roots: Roots,
+    /// Pod and container names.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 /// Settings of the BPF side.
@@ -103,11 +106,28 @@ pub struct Roots {
     /// The cgroup2 mount; found from /proc/self/mountinfo when not given.
     #[arg(long, value_name = "PATH")]
     pub cgroup_root: Option<PathBuf>,
+}
+
+/// Where pod and container names come from.
+#[derive(Debug, Args, Clone)]
+pub struct RuntimeArgs {
     /// The container runtime's CRI socket, for pod and container names. When not given,
     /// slabtrace tries containerd's, CRI-O's and cri-dockerd's usual sockets; with none, pods
     /// are known by their uid only.
     #[arg(long, value_name = "PATH", env = "SLABTRACE_CRI_SOCKET")]
     pub cri_socket: Option<PathBuf>,
+    /// How long the names of a pod the runtime no longer lists (deleted, its objects still
+    /// live) are kept. At most 10,000 pods' names are kept.
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS", env = "SLABTRACE_GONE_POD_TTL")]
+    pub gone_pod_ttl: u64,
+}
+
+impl RuntimeArgs {
+    /// `--gone-pod-ttl` as a duration.
+    #[must_use]
+    pub fn gone_pod_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.gone_pod_ttl)
+    }
 }
 
 /// Table rows.

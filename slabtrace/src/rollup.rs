@@ -211,7 +211,8 @@ pub fn pods(cgroups: &[CgroupUsage], sample: u64) -> Vec<PodUsage> {
     pods
 }
 
-/// Names the container runtime gave, by pod uid and container id.
+/// Names the container runtime gave, by pod uid and container id, kept for pods the runtime
+/// no longer lists (deleted pods whose objects live on) for a while and up to a bound.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Directory {
     /// Pod uid → (namespace, name).
@@ -220,14 +221,53 @@ pub struct Directory {
     pub containers: BTreeMap<String, String>,
     /// Ids of pod sandboxes (their pause containers have these ids).
     pub sandboxes: std::collections::BTreeSet<String>,
+    /// Container or sandbox id → the uid of its pod, so a pod's entries go together.
+    pub owner: BTreeMap<String, String>,
+    /// Pod uid → when the runtime last listed it.
+    pub seen: BTreeMap<String, std::time::Instant>,
 }
 
 impl Directory {
-    /// Adds what `other` knows; `other` wins where both know a name (it is newer).
-    pub fn merge(&mut self, other: Directory) {
+    /// Adds a newer listing, taken at `now`; it wins where both know a name.
+    pub fn merge(&mut self, other: Directory, now: std::time::Instant) {
+        for uid in other.pods.keys() {
+            self.seen.insert(uid.clone(), now);
+        }
         self.pods.extend(other.pods);
         self.containers.extend(other.containers);
         self.sandboxes.extend(other.sandboxes);
+        self.owner.extend(other.owner);
+    }
+
+    /// Forgets pods not listed for longer than `ttl`, then the least recently listed beyond
+    /// `capacity`, with their containers.
+    pub fn expire(&mut self, now: std::time::Instant, ttl: std::time::Duration, capacity: usize) {
+        let mut by_age: Vec<(std::time::Instant, String)> =
+            self.seen.iter().map(|(uid, t)| (*t, uid.clone())).collect();
+        by_age.sort();
+        let excess = by_age.len().saturating_sub(capacity);
+        let gone: std::collections::BTreeSet<String> = by_age
+            .into_iter()
+            .enumerate()
+            .filter(|(i, (t, _))| *i < excess || now.saturating_duration_since(*t) > ttl)
+            .map(|(_, (_, uid))| uid)
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        self.pods.retain(|uid, _| !gone.contains(uid));
+        self.seen.retain(|uid, _| !gone.contains(uid));
+        let dropped: Vec<String> = self
+            .owner
+            .iter()
+            .filter(|(_, uid)| gone.contains(*uid))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in dropped {
+            self.owner.remove(&id);
+            self.containers.remove(&id);
+            self.sandboxes.remove(&id);
+        }
     }
 }
 
@@ -388,14 +428,57 @@ mod tests {
 
     #[test]
     fn a_newer_directory_wins() {
+        let now = std::time::Instant::now();
         let mut old = Directory::default();
         old.pods.insert("u".into(), ("ns".into(), "old".into()));
         old.containers.insert("c".into(), "gone".into());
         let mut new = Directory::default();
         new.pods.insert("u".into(), ("ns".into(), "new".into()));
-        old.merge(new);
+        old.merge(new, now);
         assert_eq!(old.pods["u"].1, "new");
         assert_eq!(old.containers["c"], "gone", "what only the old one knew is kept");
+        assert_eq!(old.seen["u"], now);
+    }
+
+    fn listing(uid: &str, container: &str) -> Directory {
+        let mut d = Directory::default();
+        d.pods.insert(uid.into(), ("ns".into(), format!("pod-{uid}")));
+        d.containers.insert(container.into(), "app".into());
+        d.owner.insert(container.into(), uid.into());
+        d
+    }
+
+    #[test]
+    fn gone_pods_are_kept_for_the_ttl_then_forgotten_with_their_containers() {
+        use std::time::Duration;
+        let t0 = std::time::Instant::now();
+        let mut dir = Directory::default();
+        dir.merge(listing("a", "ca"), t0);
+        dir.merge(listing("b", "cb"), t0);
+        // b is listed again later; a is not (deleted).
+        dir.merge(listing("b", "cb"), t0 + Duration::from_secs(50));
+        dir.expire(t0 + Duration::from_mins(1), Duration::from_secs(30), 100);
+        assert!(!dir.pods.contains_key("a") && !dir.containers.contains_key("ca"));
+        assert!(dir.pods.contains_key("b") && dir.containers.contains_key("cb"));
+        // Within the TTL nothing goes.
+        let mut kept = Directory::default();
+        kept.merge(listing("a", "ca"), t0);
+        kept.expire(t0 + Duration::from_secs(10), Duration::from_secs(30), 100);
+        assert!(kept.pods.contains_key("a"));
+    }
+
+    #[test]
+    fn the_least_recently_listed_go_first_beyond_capacity() {
+        use std::time::Duration;
+        let t0 = std::time::Instant::now();
+        let mut dir = Directory::default();
+        for (i, uid) in ["a", "b", "c"].iter().enumerate() {
+            dir.merge(listing(uid, &format!("c{uid}")), t0 + Duration::from_secs(i as u64));
+        }
+        dir.expire(t0 + Duration::from_secs(3), Duration::from_hours(1), 2);
+        let left: Vec<_> = dir.pods.keys().cloned().collect();
+        assert_eq!(left, vec!["b".to_owned(), "c".to_owned()]);
+        assert!(!dir.containers.contains_key("ca"));
     }
 
     #[test]

@@ -44,6 +44,9 @@ use crate::{
 /// How often the session looks at the maps while it runs (to name new cgroups).
 const TICK: Duration = Duration::from_secs(1);
 
+/// Pods whose names are kept at most (the least recently listed are forgotten first).
+const MAX_KNOWN_PODS: usize = 10_000;
+
 /// How often the runtime is asked again while some pod has no name.
 const RUNTIME_RETRY: Duration = Duration::from_secs(1);
 
@@ -111,9 +114,11 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
     }
 
     // Names now, while pods that may be deleted during the window still exist; again at the end.
-    let cri = connect_runtime(roots.cri_socket.as_deref(), &mut warnings);
-    let mut directory =
-        cri.as_ref().map(|c| runtime_directory(c, &mut warnings)).unwrap_or_default();
+    let cri = connect_runtime(args.runtime.cri_socket.as_deref(), &mut warnings);
+    let mut directory = Directory::default();
+    if let Some(c) = &cri {
+        directory.merge(runtime_directory(c, &mut warnings), Instant::now());
+    }
 
     let mut last_asked = Instant::now();
     let stop = stop_flag();
@@ -133,9 +138,10 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
                     pods.into_iter().filter(|uid| !directory.pods.contains_key(uid)).collect();
                 if !unknown.is_empty() && last_asked.elapsed() >= RUNTIME_RETRY {
                     debug!("asking the runtime about pods {unknown:?}");
-                    directory.merge(runtime_directory(c, &mut warnings));
+                    directory.merge(runtime_directory(c, &mut warnings), Instant::now());
                     last_asked = Instant::now();
                 }
+                directory.expire(Instant::now(), args.runtime.gone_pod_ttl(), MAX_KNOWN_PODS);
             }
         }
     }
@@ -150,7 +156,7 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
     info!("traced for {:.1}s", duration.as_secs_f64());
 
     if let Some(c) = &cri {
-        directory.merge(runtime_directory(c, &mut warnings));
+        directory.merge(runtime_directory(c, &mut warnings), Instant::now());
     }
     let slabinfo_after = read_slabinfo_or_warn(&roots.proc_root, &mut warnings);
     let aliases = read_aliases(&roots.sys_root.join("kernel/slab")).unwrap_or_else(|e| {
@@ -209,8 +215,14 @@ fn runtime_directory(client: &CriClient, warnings: &mut Vec<String>) -> Director
     match listed {
         Ok((pods, containers)) => Directory {
             sandboxes: pods.iter().map(|p| p.sandbox_id.clone()).collect(),
+            owner: pods
+                .iter()
+                .map(|p| (p.sandbox_id.clone(), p.uid.clone()))
+                .chain(containers.iter().map(|c| (c.id.clone(), c.pod_uid.clone())))
+                .collect(),
             pods: pods.into_iter().map(|p| (p.uid, (p.namespace, p.name))).collect(),
             containers: containers.into_iter().map(|c| (c.id, c.name)).collect(),
+            seen: BTreeMap::new(),
         },
         Err(e) => {
             warn!("{e}");

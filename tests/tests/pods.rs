@@ -121,3 +121,31 @@ fn a_pod_that_lives_only_inside_the_window_is_named() -> Result<()> {
     assert_eq!(p["deleted"], true);
     Ok(())
 }
+
+#[test]
+fn names_of_deleted_pods_expire_after_the_ttl() -> Result<()> {
+    require_root()?;
+    let runtime = Containerd::start()?;
+    let uid = fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().to_owned();
+    let pod = runtime.run_pod("tmp", "scratch-1", &uid, "/kubepods/besteffort")?;
+    let work = runtime.create_container(&pod, "work", &["/bin/sleep", "1000000"])?;
+    let socket = runtime.socket().to_str().unwrap_or_default().to_owned();
+
+    let tracer =
+        Slabtrace::start(&["--sample", "1", "--cri-socket", &socket, "--gone-pod-ttl", "0"])?;
+    let out = runtime.exec_sync(&work, &["/bin/sh", "-c", ": > /tmp/a"], Duration::from_mins(1))?;
+    ensure!(out.exit_code == 0, "workload failed: {}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(pod);
+    // Past a tick with the pod gone from the runtime: with a TTL of 0 its name is dropped.
+    std::thread::sleep(Duration::from_millis(2500));
+    let report = tracer.finish()?;
+
+    let pods = report["pods"].as_array().expect("pods[]");
+    let p = pods.iter().find(|p| p["uid"] == uid.as_str());
+    ensure!(p.is_some(), "pod {uid} is still reported by uid: {pods:#?}");
+    let p = p.unwrap_or(&serde_json::Value::Null);
+    assert_eq!(p["deleted"], true);
+    assert!(p["name"].is_null(), "the name outlived its TTL: {p}");
+    Ok(())
+}
