@@ -50,6 +50,9 @@ const MAX_KNOWN_PODS: usize = 10_000;
 /// How often the runtime is asked again while some pod has no name.
 const RUNTIME_RETRY: Duration = Duration::from_secs(1);
 
+/// The longest wait between tries while the runtime fails.
+const RUNTIME_RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// Why a session failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
@@ -116,11 +119,12 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
     // Names now, while pods that may be deleted during the window still exist; again at the end.
     let cri = connect_runtime(args.runtime.cri_socket.as_deref(), &mut warnings);
     let mut directory = Directory::default();
-    if let Some(c) = &cri {
-        directory.merge(runtime_directory(c, &mut warnings), Instant::now());
+    if let Some(listing) = cri.as_ref().and_then(|c| runtime_directory(c, &mut warnings)) {
+        directory.merge(listing, Instant::now());
     }
 
     let mut last_asked = Instant::now();
+    let mut retry = RUNTIME_RETRY;
     let stop = stop_flag();
     let deadline = started + Duration::from_secs(args.duration);
     let mut next_tick = started + TICK;
@@ -136,10 +140,18 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
             if let Some(c) = &cri {
                 let unknown: Vec<String> =
                     pods.into_iter().filter(|uid| !directory.pods.contains_key(uid)).collect();
-                if !unknown.is_empty() && last_asked.elapsed() >= RUNTIME_RETRY {
+                if !unknown.is_empty() && last_asked.elapsed() >= retry {
                     debug!("asking the runtime about pods {unknown:?}");
-                    directory.merge(runtime_directory(c, &mut warnings), Instant::now());
                     last_asked = Instant::now();
+                    // A runtime that fails is asked less and less often (each try may wait
+                    // for a timeout); one that answers, every RUNTIME_RETRY again.
+                    retry = match runtime_directory(c, &mut warnings) {
+                        Some(listing) => {
+                            directory.merge(listing, Instant::now());
+                            RUNTIME_RETRY
+                        }
+                        None => (retry * 2).min(RUNTIME_RETRY_MAX),
+                    };
                 }
                 directory.expire(Instant::now(), args.runtime.gone_pod_ttl(), MAX_KNOWN_PODS);
             }
@@ -155,8 +167,8 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
     drop(tracer);
     info!("traced for {:.1}s", duration.as_secs_f64());
 
-    if let Some(c) = &cri {
-        directory.merge(runtime_directory(c, &mut warnings), Instant::now());
+    if let Some(listing) = cri.as_ref().and_then(|c| runtime_directory(c, &mut warnings)) {
+        directory.merge(listing, Instant::now());
     }
     let slabinfo_after = read_slabinfo_or_warn(&roots.proc_root, &mut warnings);
     let aliases = read_aliases(&roots.sys_root.join("kernel/slab")).unwrap_or_else(|e| {
@@ -208,12 +220,12 @@ fn connect_runtime(socket: Option<&Path>, warnings: &mut Vec<String>) -> Option<
     }
 }
 
-/// Pod and container names as the runtime knows them now. A failed call leaves them unknown
-/// and adds a warning.
-fn runtime_directory(client: &CriClient, warnings: &mut Vec<String>) -> Directory {
+/// Pod and container names as the runtime knows them now; None if it failed, which is said
+/// once (log and report warning), however often it fails.
+fn runtime_directory(client: &CriClient, warnings: &mut Vec<String>) -> Option<Directory> {
     let listed = client.pods().and_then(|pods| client.containers().map(|c| (pods, c)));
     match listed {
-        Ok((pods, containers)) => Directory {
+        Ok((pods, containers)) => Some(Directory {
             sandboxes: pods.iter().map(|p| p.sandbox_id.clone()).collect(),
             owner: pods
                 .iter()
@@ -223,14 +235,14 @@ fn runtime_directory(client: &CriClient, warnings: &mut Vec<String>) -> Director
             pods: pods.into_iter().map(|p| (p.uid, (p.namespace, p.name))).collect(),
             containers: containers.into_iter().map(|c| (c.id, c.name)).collect(),
             seen: BTreeMap::new(),
-        },
+        }),
         Err(e) => {
-            warn!("{e}");
             let w = e.to_string();
             if !warnings.contains(&w) {
+                warn!("{w}");
                 warnings.push(w);
             }
-            Directory::default()
+            None
         }
     }
 }
