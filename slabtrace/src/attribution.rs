@@ -53,6 +53,44 @@ pub struct CacheUsage {
     pub estimated: bool,
 }
 
+/// Sums over a list of [`CacheUsage`]: what every cgroup, container and pod carries.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Objects allocated.
+    pub allocs: u64,
+    /// Bytes allocated.
+    pub alloc_bytes: u64,
+    /// Objects freed (by anyone).
+    pub frees: u64,
+    /// Objects still live.
+    pub live_objects: u64,
+    /// Bytes still live.
+    pub live_bytes: u64,
+    /// Live bytes charged to no memcg.
+    pub unaccounted_live_bytes: u64,
+}
+
+impl Totals {
+    /// The sums over `caches`.
+    #[must_use]
+    pub fn of(caches: &[CacheUsage]) -> Self {
+        caches.iter().fold(Self::default(), |t, c| Self {
+            allocs: t.allocs + c.allocs,
+            alloc_bytes: t.alloc_bytes + c.alloc_bytes,
+            frees: t.frees + c.frees,
+            live_objects: t.live_objects + c.live_objects,
+            live_bytes: t.live_bytes + c.live_bytes,
+            unaccounted_live_bytes: t.unaccounted_live_bytes + c.unaccounted_live_bytes,
+        })
+    }
+
+    /// Most live bytes first, then most allocated bytes.
+    #[must_use]
+    pub fn rank(&self, other: &Self) -> std::cmp::Ordering {
+        other.live_bytes.cmp(&self.live_bytes).then(other.alloc_bytes.cmp(&self.alloc_bytes))
+    }
+}
+
 /// One cgroup over the window.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct CgroupUsage {
@@ -62,18 +100,9 @@ pub struct CgroupUsage {
     pub cgroup: Option<String>,
     /// False if the cgroup was removed (its path is the last one known).
     pub alive: bool,
-    /// Sum over `caches`.
-    pub allocs: u64,
-    /// Sum over `caches`.
-    pub alloc_bytes: u64,
-    /// Sum over `caches`.
-    pub frees: u64,
-    /// Sum over `caches`.
-    pub live_objects: u64,
-    /// Sum over `caches`.
-    pub live_bytes: u64,
-    /// Sum over `caches`.
-    pub unaccounted_live_bytes: u64,
+    /// Sums over `caches` (flattened into this object in JSON).
+    #[serde(flatten)]
+    pub totals: Totals,
     /// Per cache, most live bytes first.
     pub caches: Vec<CacheUsage>,
 }
@@ -255,14 +284,7 @@ pub fn attribute(
         usage.caches.sort_by(|a, b| {
             b.live_bytes.cmp(&a.live_bytes).then(b.alloc_bytes.cmp(&a.alloc_bytes))
         });
-        for c in &usage.caches {
-            usage.allocs += c.allocs;
-            usage.alloc_bytes += c.alloc_bytes;
-            usage.frees += c.frees;
-            usage.live_objects += c.live_objects;
-            usage.live_bytes += c.live_bytes;
-            usage.unaccounted_live_bytes += c.unaccounted_live_bytes;
-        }
+        usage.totals = Totals::of(&usage.caches);
         if cgroup_id == IRQ_CGROUP {
             usage.cgroup = Some("(interrupt context)".to_owned());
             usage.alive = true;
@@ -272,7 +294,7 @@ pub fn attribute(
             cgroups.push(usage);
         }
     }
-    cgroups.sort_by(|a, b| b.live_bytes.cmp(&a.live_bytes).then(b.alloc_bytes.cmp(&a.alloc_bytes)));
+    cgroups.sort_by(|a, b| a.totals.rank(&b.totals));
 
     let mut caches: Vec<CacheTotals> = node
         .into_iter()
@@ -428,7 +450,7 @@ mod tests {
         ]);
         let a = attribute(&deltas, &ctx, names);
         assert_eq!(a.cgroups.len(), 1);
-        assert_eq!(a.interrupt.as_ref().map(|i| i.allocs), Some(5));
+        assert_eq!(a.interrupt.as_ref().map(|i| i.totals.allocs), Some(5));
         let dentry = a.caches.iter().find(|c| c.cache == "dentry").unwrap();
         assert_eq!((dentry.allocs, dentry.frees, dentry.untracked_frees), (15, 2, 7));
         assert_eq!(dentry.net_objects, 15 - 2 - 7);

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::{
-    attribution::{CacheUsage, CgroupUsage, error_bound},
+    attribution::{CacheUsage, CgroupUsage, Totals, error_bound},
     cgroup::kubepods::{Identity, Qos, Runtime, identify},
 };
 
@@ -28,18 +28,9 @@ pub struct ContainerUsage {
     pub sandbox: bool,
     /// The cgroups rolled up here.
     pub cgroup_ids: Vec<u64>,
-    /// Sum over `caches`.
-    pub allocs: u64,
-    /// Sum over `caches`.
-    pub alloc_bytes: u64,
-    /// Sum over `caches`.
-    pub frees: u64,
-    /// Sum over `caches`.
-    pub live_objects: u64,
-    /// Sum over `caches`.
-    pub live_bytes: u64,
-    /// Sum over `caches`.
-    pub unaccounted_live_bytes: u64,
+    /// Sums over `caches` (flattened into this object in JSON).
+    #[serde(flatten)]
+    pub totals: Totals,
     /// Per cache, most live bytes first.
     pub caches: Vec<CacheUsage>,
 }
@@ -57,18 +48,9 @@ pub struct PodUsage {
     pub qos: Qos,
     /// True when every cgroup of the pod is gone (the pod was deleted; its objects live on).
     pub deleted: bool,
-    /// Sum over `caches`.
-    pub allocs: u64,
-    /// Sum over `caches`.
-    pub alloc_bytes: u64,
-    /// Sum over `caches`.
-    pub frees: u64,
-    /// Sum over `caches`.
-    pub live_objects: u64,
-    /// Sum over `caches`.
-    pub live_bytes: u64,
-    /// Sum over `caches`.
-    pub unaccounted_live_bytes: u64,
+    /// Sums over `caches` (flattened into this object in JSON).
+    #[serde(flatten)]
+    pub totals: Totals,
     /// Per container, most live bytes first.
     pub containers: Vec<ContainerUsage>,
     /// Per cache over all its containers, most live bytes first.
@@ -109,20 +91,6 @@ fn finish(caches: BTreeMap<String, CacheUsage>, sample: u64) -> Vec<CacheUsage> 
         .collect();
     v.sort_by(|a, b| b.live_bytes.cmp(&a.live_bytes).then(b.alloc_bytes.cmp(&a.alloc_bytes)));
     v
-}
-
-/// Totals of a cache list, in the order of the usage fields (allocs … unaccounted live bytes).
-fn totals(caches: &[CacheUsage]) -> [u64; 6] {
-    caches.iter().fold([0; 6], |t, c| {
-        [
-            t[0] + c.allocs,
-            t[1] + c.alloc_bytes,
-            t[2] + c.frees,
-            t[3] + c.live_objects,
-            t[4] + c.live_bytes,
-            t[5] + c.unaccounted_live_bytes,
-        ]
-    })
 }
 
 /// Rolls `cgroups` up into pods; cgroups outside kubepods are left out. `sample` is N.
@@ -168,46 +136,32 @@ pub fn pods(cgroups: &[CgroupUsage], sample: u64) -> Vec<PodUsage> {
                 .map(|(container_id, Part { runtime, cgroup_ids, caches })| {
                     let caches = finish(caches, sample);
                     merge(&mut all, &caches);
-                    let [allocs, alloc_bytes, frees, live_objects, live_bytes, unaccounted] =
-                        totals(&caches);
                     ContainerUsage {
                         container_id,
                         name: None,
                         runtime,
                         sandbox: false,
                         cgroup_ids,
-                        allocs,
-                        alloc_bytes,
-                        frees,
-                        live_objects,
-                        live_bytes,
-                        unaccounted_live_bytes: unaccounted,
+                        totals: Totals::of(&caches),
                         caches,
                     }
                 })
                 .collect();
-            containers.sort_by_key(|c| std::cmp::Reverse(c.live_bytes));
+            containers.sort_by(|a, b| a.totals.rank(&b.totals));
             let caches = finish(all, sample);
-            let [allocs, alloc_bytes, frees, live_objects, live_bytes, unaccounted] =
-                totals(&caches);
             PodUsage {
                 namespace: None,
                 name: None,
                 uid,
                 qos: acc.qos,
                 deleted: !acc.alive,
-                allocs,
-                alloc_bytes,
-                frees,
-                live_objects,
-                live_bytes,
-                unaccounted_live_bytes: unaccounted,
+                totals: Totals::of(&caches),
                 containers,
                 caches,
             }
         })
         .collect();
-    pods.sort_by(|a, b| b.live_bytes.cmp(&a.live_bytes).then(b.alloc_bytes.cmp(&a.alloc_bytes)));
+    pods.sort_by(|a, b| a.totals.rank(&b.totals));
     pods
 }
 
@@ -351,12 +305,12 @@ mod tests {
         assert_eq!(pods.len(), 1, "kubelet.service is not a pod");
         let p = &pods[0];
         assert_eq!((p.uid.as_str(), &p.qos, p.deleted), (UID, &Qos::Burstable, false));
-        assert_eq!((p.allocs, p.live_objects), (116, 72));
+        assert_eq!((p.totals.allocs, p.totals.live_objects), (116, 72));
         assert_eq!(p.caches[0].cache, "dentry");
         assert_eq!(p.caches[0].live_objects, 71);
         assert_eq!(p.containers.len(), 3);
         assert_eq!(p.containers[0].container_id.as_deref(), Some(C1));
-        assert_eq!(p.containers[0].live_bytes, 60 * 192);
+        assert_eq!(p.containers[0].totals.live_bytes, 60 * 192);
         let pod_level = p.containers.iter().find(|c| c.container_id.is_none()).unwrap();
         assert_eq!(pod_level.cgroup_ids, vec![3]);
     }

@@ -4,7 +4,11 @@
 use std::fmt::Write as _;
 
 use super::report::Report;
-use crate::{attribution::CacheUsage, cli::By, rollup::PodUsage};
+use crate::{
+    attribution::{CacheUsage, Totals},
+    cli::By,
+    rollup::PodUsage,
+};
 
 /// How much of the report the table shows, and by what.
 #[derive(Clone, Copy, Debug)]
@@ -22,12 +26,7 @@ pub struct TableLimits {
 /// One row of the per-owner section: a cgroup, a pod or a container.
 struct Row<'a> {
     name: String,
-    allocs: u64,
-    alloc_bytes: u64,
-    frees: u64,
-    live_objects: u64,
-    live_bytes: u64,
-    unaccounted_live_bytes: u64,
+    totals: Totals,
     caches: &'a [CacheUsage],
 }
 
@@ -35,16 +34,7 @@ struct Row<'a> {
 fn rows(report: &Report, by: By) -> Vec<Row<'_>> {
     macro_rules! row {
         ($name:expr, $u:expr) => {
-            Row {
-                name: $name,
-                allocs: $u.allocs,
-                alloc_bytes: $u.alloc_bytes,
-                frees: $u.frees,
-                live_objects: $u.live_objects,
-                live_bytes: $u.live_bytes,
-                unaccounted_live_bytes: $u.unaccounted_live_bytes,
-                caches: &$u.caches,
-            }
+            Row { name: $name, totals: $u.totals, caches: &$u.caches }
         };
     }
     match by {
@@ -75,7 +65,7 @@ fn rows(report: &Report, by: By) -> Vec<Row<'_>> {
                     })
                 })
                 .collect();
-            rows.sort_by_key(|r| std::cmp::Reverse(r.live_bytes));
+            rows.sort_by(|a, b| a.totals.rank(&b.totals));
             rows
         }
     }
@@ -181,12 +171,12 @@ fn render_rows(out: &mut String, report: &Report, limits: TableLimits) {
             "{:<44} {:<24} {:>9} {:>8} {:>9} {:>9} {:>8} {:>8}",
             truncate(&row.name, 44),
             "",
-            row.allocs,
-            human_bytes(row.alloc_bytes),
-            row.frees,
-            row.live_objects,
-            human_bytes(row.live_bytes),
-            human_bytes(row.unaccounted_live_bytes),
+            row.totals.allocs,
+            human_bytes(row.totals.alloc_bytes),
+            row.totals.frees,
+            row.totals.live_objects,
+            human_bytes(row.totals.live_bytes),
+            human_bytes(row.totals.unaccounted_live_bytes),
         );
         for c in row.caches.iter().take(limits.caches_per_row) {
             let _ = writeln!(
