@@ -31,9 +31,12 @@ use crate::{
     cli::{Format, ReportArgs},
     kernel::{btf::Btf, layout::KernelLayout},
     maps::{Snapshot, delta, fdinfo},
-    node::{aliases::read_aliases, slabinfo::read_slabinfo},
+    node::{aliases::read_aliases, meminfo::read_meminfo, slabinfo::read_slabinfo},
     output::{
-        report::{NodeCache, Report, SCHEMA, Sampling, SelfStats, SlabinfoChange},
+        report::{
+            KernelMemory, MeminfoChange, NodeCache, Report, SCHEMA, Sampling, SelfStats,
+            SlabinfoChange,
+        },
         table::{self, TableLimits},
     },
     probe::{Limits, ProbeError, ProbeSet, Tracer},
@@ -104,6 +107,7 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
     let mut resolver = CgroupResolver::new(cgroup_root);
     let mut warnings = Vec::new();
     let slabinfo_before = read_slabinfo_or_warn(&roots.proc_root, &mut warnings);
+    let meminfo_before = read_kernel_memory(&roots.proc_root);
 
     let config = layout.config(args.tracer.sample);
     let limits = Limits { max_keys: args.tracer.max_keys, max_live: args.tracer.max_live };
@@ -171,6 +175,10 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
         directory.merge(listing, Instant::now());
     }
     let slabinfo_after = read_slabinfo_or_warn(&roots.proc_root, &mut warnings);
+    let meminfo = match (meminfo_before, read_kernel_memory(&roots.proc_root)) {
+        (Some(before), Some(after)) => Some(MeminfoChange::new(before, after)),
+        _ => None,
+    };
     let aliases = read_aliases(&roots.sys_root.join("kernel/slab")).unwrap_or_else(|e| {
         warn!("no slab merge aliases: {e}");
         BTreeMap::new()
@@ -192,6 +200,7 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
         self_stats,
     );
     rollup::apply_names(&mut report.pods, &directory);
+    report.meminfo = meminfo;
     write_report(&report, args)
 }
 
@@ -411,7 +420,19 @@ fn build_report(
         cgroups: attribution.cgroups,
         interrupt: attribution.interrupt,
         caches,
+        meminfo: None,
         self_stats,
+    }
+}
+
+/// The kernel memory lines of /proc/meminfo, or None (logged) if unreadable.
+fn read_kernel_memory(proc_root: &Path) -> Option<KernelMemory> {
+    match read_meminfo(proc_root) {
+        Ok(m) => Some(KernelMemory::from_meminfo(&m)),
+        Err(e) => {
+            warn!("no /proc/meminfo figures: {e}");
+            None
+        }
     }
 }
 

@@ -66,6 +66,10 @@ fn frees_are_credited_to_the_allocating_cgroup_exactly() -> Result<()> {
     let after = slabinfo_active(INODE_CACHE)?;
 
     assert_eq!(report["schema"], "slabtrace.report.v1");
+    // The kernel's own figures at both ends: the files' inodes and dentries are slab.
+    let meminfo = &report["meminfo"];
+    assert!(meminfo["after"]["slab"].as_u64().unwrap() > 0, "{meminfo}");
+    assert!(meminfo["slab_delta"].as_i64().is_some(), "{meminfo}");
     assert_eq!(report["sampling"]["rate"], 1);
     let in_a = cache_of(cgroup(&report, a.relative()), INODE_CACHE);
     let in_b = cache_of(cgroup(&report, b.relative()), INODE_CACHE);

@@ -32,6 +32,9 @@ pub struct Report {
     pub interrupt: Option<CgroupUsage>,
     /// Node-wide per cache, most live bytes first.
     pub caches: Vec<NodeCache>,
+    /// The kernel's memory figures (/proc/meminfo) when tracing started and ended; `null` if
+    /// unreadable.
+    pub meminfo: Option<MeminfoChange>,
     /// slabtrace's own cost and health.
     #[serde(rename = "self")]
     pub self_stats: SelfStats,
@@ -46,6 +49,67 @@ pub struct Sampling {
     pub estimated: bool,
     /// What `live_objects_error` means.
     pub error_bound: &'static str,
+}
+
+/// The /proc/meminfo lines that show kernel memory no container metric carries, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KernelMemory {
+    /// `Slab`: all slab caches.
+    pub slab: u64,
+    /// `SReclaimable`: slab the kernel can reclaim under pressure (dentries, inodes).
+    pub sreclaimable: u64,
+    /// `SUnreclaim`: slab it cannot.
+    pub sunreclaim: u64,
+    /// `KernelStack`.
+    pub kernel_stack: u64,
+    /// `PageTables`.
+    pub page_tables: u64,
+    /// `MemAvailable`.
+    pub mem_available: u64,
+}
+
+impl KernelMemory {
+    /// The figures from a parsed /proc/meminfo (0 where a line is missing).
+    #[must_use]
+    pub fn from_meminfo(m: &crate::node::meminfo::MemInfo) -> Self {
+        Self {
+            slab: m.slab().unwrap_or(0),
+            sreclaimable: m.sreclaimable().unwrap_or(0),
+            sunreclaim: m.sunreclaim().unwrap_or(0),
+            kernel_stack: m.kernel_stack().unwrap_or(0),
+            page_tables: m.page_tables().unwrap_or(0),
+            mem_available: m.mem_available().unwrap_or(0),
+        }
+    }
+}
+
+/// /proc/meminfo at both ends of the window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct MeminfoChange {
+    /// When tracing started.
+    pub before: KernelMemory,
+    /// When it ended.
+    pub after: KernelMemory,
+    /// `after.slab − before.slab`, bytes.
+    pub slab_delta: i64,
+    /// `after.sunreclaim − before.sunreclaim`, bytes.
+    pub sunreclaim_delta: i64,
+}
+
+impl MeminfoChange {
+    /// The change between two readings.
+    #[must_use]
+    pub fn new(before: KernelMemory, after: KernelMemory) -> Self {
+        let d = |a: u64, b: u64| {
+            i64::try_from(a).unwrap_or(i64::MAX) - i64::try_from(b).unwrap_or(i64::MAX)
+        };
+        Self {
+            before,
+            after,
+            slab_delta: d(after.slab, before.slab),
+            sunreclaim_delta: d(after.sunreclaim, before.sunreclaim),
+        }
+    }
 }
 
 /// One cache node-wide, with the kernel's own count beside slabtrace's.
@@ -118,4 +182,35 @@ pub struct SelfStats {
     pub interrupt_detection: bool,
     /// Things the user should know about this run, one sentence each.
     pub warnings: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::meminfo::parse_meminfo;
+
+    #[test]
+    fn kernel_memory_comes_from_meminfo_in_bytes() {
+        let m = parse_meminfo(
+            "MemTotal: 1000 kB\nMemAvailable: 800 kB\nSlab: 100 kB\nSReclaimable: 60 kB\n\
+             SUnreclaim: 40 kB\nKernelStack: 8 kB\nPageTables: 4 kB\n",
+        )
+        .unwrap();
+        let k = KernelMemory::from_meminfo(&m);
+        assert_eq!(
+            k,
+            KernelMemory {
+                slab: 102_400,
+                sreclaimable: 61_440,
+                sunreclaim: 40_960,
+                kernel_stack: 8192,
+                page_tables: 4096,
+                mem_available: 819_200
+            }
+        );
+        let grown = KernelMemory { slab: k.slab + 1024, ..k };
+        let change = MeminfoChange::new(k, grown);
+        assert_eq!((change.slab_delta, change.sunreclaim_delta), (1024, 0));
+        assert_eq!(MeminfoChange::new(grown, k).slab_delta, -1024);
+    }
 }
