@@ -15,7 +15,7 @@ use slabtrace_common::{
 
 use crate::{
     config,
-    maps::{COUNTERS, LIVE, bump},
+    maps::{COUNTERS, IRQ_FREE_SEEN, LIVE, bump},
 };
 
 /// Whether the object at `addr` is in the deterministic sample. Alloc and free of one address
@@ -29,15 +29,17 @@ pub fn sampled(addr: u64) -> bool {
 
 /// The context an event happened in.
 ///
-/// `kmem_cache_free` gets two programs, one per context, because the kernel skips a program
-/// that fires while the same program is already running on that CPU (its recursion guard): a
-/// softirq that runs a batch of RCU callbacks (dentries, inodes) on the way out of an
-/// interrupt that arrived during a task-context free would otherwise lose every free in the
-/// batch (2,000 of 12,000 inode frees in one test run here). With the split, such nested frees
-/// go to the interrupt program, idle at that moment unless the batch landed in its own brief
-/// run for a task-context free. The other tracepoints keep one program for both contexts: a
-/// second program costs every event another entry (about 30 ns), and their nested events come
-/// in small numbers. Skipped runs that no program took are counted as lost events.
+/// The kernel skips a program that fires while the same program is already running on that
+/// CPU (its recursion guard). A softirq that runs a batch of RCU callbacks (dentries, inodes)
+/// on the way out of an interrupt that arrived during a `kmem_cache_free` program would lose
+/// every free in the batch (2,000 of 12,000 inode frees in one test run here). So that
+/// tracepoint has a task-context program and two interrupt-context ones, attached in that
+/// order: a batch nested in the task program goes to the first interrupt program; one nested
+/// in the first interrupt program's brief run for a task-context free goes to the second,
+/// which takes an interrupt-context free only if the first did not mark it (`IRQ_FREE_SEEN`);
+/// one nested in the second's run finds the first idle. The other tracepoints keep one program
+/// each: every extra program costs every event another entry (about 30 ns), and their nested
+/// events are few; their skipped runs are counted as lost events.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Context {
     /// The current task's own work.
@@ -72,6 +74,22 @@ impl Context {
             Self::Task => unsafe { bpf_get_current_cgroup_id() },
         }
     }
+}
+
+/// Notes that the first interrupt-context free program took the free of `ptr` on this CPU.
+#[inline(always)]
+pub fn mark_irq_free(ptr: u64) {
+    if let Some(slot) = IRQ_FREE_SEEN.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; the second program reads it only on this CPU.
+        unsafe { *slot = ptr };
+    }
+}
+
+/// Whether the first interrupt-context free program took the free of `ptr` on this CPU.
+#[inline(always)]
+pub fn irq_free_marked(ptr: u64) -> bool {
+    // SAFETY: this CPU's slot, read once.
+    IRQ_FREE_SEEN.get_ptr(0).is_some_and(|slot| unsafe { *slot } == ptr)
 }
 
 /// Whether the tracepoint fired on an interrupt stack rather than the current task's stack.

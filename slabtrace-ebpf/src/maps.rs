@@ -24,6 +24,11 @@ pub static CACHES: HashMap<u64, CacheInfo> = HashMap::with_max_entries(4096, BPF
 #[map(name = "STATS")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
 
+/// Per CPU: the address whose interrupt-context `kmem_cache_free` the first interrupt program
+/// took last, so the second one does not count it again. See `account::Context`.
+#[map(name = "IRQ_FREE_SEEN")]
+pub static IRQ_FREE_SEEN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Adds one to a statistic.
 #[inline(always)]
 pub fn bump(stat: Stat) {

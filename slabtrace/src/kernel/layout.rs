@@ -15,9 +15,9 @@ use super::btf::Btf;
 pub struct Tracepoint {
     /// Name under `kmem:` and of the BPF program.
     pub name: &'static str,
-    /// The program for events in interrupt context, if this tracepoint has one (attached when
-    /// interrupt context can be told apart).
-    pub irq: Option<&'static str>,
+    /// The programs for events in interrupt context, if this tracepoint has them (attached
+    /// when interrupt context can be told apart).
+    pub irq: &'static [&'static str],
     /// The empty program on the same tracepoint (the bench's floor).
     pub floor: &'static str,
     /// The arguments the program reads, in order; later ones may follow.
@@ -29,25 +29,25 @@ pub struct Tracepoint {
 pub const TRACEPOINTS: [Tracepoint; 4] = [
     Tracepoint {
         name: "kmem_cache_alloc",
-        irq: None,
+        irq: &[],
         floor: "floor_kmem_cache_alloc",
         args: &["unsigned long", "const void *", "struct kmem_cache *", "gfp_t"],
     },
     Tracepoint {
         name: "kmem_cache_free",
-        irq: Some("kmem_cache_free_irq"),
+        irq: &["kmem_cache_free_irq", "kmem_cache_free_irq2"],
         floor: "floor_kmem_cache_free",
         args: &["unsigned long", "const void *", "const struct kmem_cache *"],
     },
     Tracepoint {
         name: "kmalloc",
-        irq: None,
+        irq: &[],
         floor: "floor_kmalloc",
         args: &["unsigned long", "const void *", "size_t", "size_t", "gfp_t"],
     },
     Tracepoint {
         name: "kfree",
-        irq: None,
+        irq: &[],
         floor: "floor_kfree",
         args: &["unsigned long", "const void *"],
     },

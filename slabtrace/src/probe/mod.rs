@@ -44,8 +44,8 @@ pub struct Tracer {
     ebpf: Ebpf,
     config: Config,
     /// Ids of the programs whose skipped runs are lost events: those alone on their
-    /// tracepoint, and the interrupt-context twins. (A task program's skipped runs are nested
-    /// interrupt events, which its interrupt twin takes.)
+    /// tracepoint. (A skipped run of one of `kmem_cache_free`'s programs is a nested interrupt
+    /// event, which one of the others takes.)
     lossy: Vec<u32>,
 }
 
@@ -73,17 +73,17 @@ impl Tracer {
         let mut lossy = Vec::new();
         for tp in TRACEPOINTS {
             layout.check_tracepoint(tp.name)?;
-            let names: Vec<&'static str> = match (set, tp.irq) {
-                // The interrupt program only exists to take events the task program's
+            let names: Vec<&'static str> = match set {
+                // The interrupt programs only exist to take events the task program's
                 // recursion guard would drop; without interrupt detection the task program
                 // handles everything.
-                (ProbeSet::Slabtrace, Some(irq)) if layout.task_stack.is_some() => {
-                    vec![tp.name, irq]
+                ProbeSet::Slabtrace if layout.task_stack.is_some() => {
+                    std::iter::once(tp.name).chain(tp.irq.iter().copied()).collect()
                 }
-                (ProbeSet::Slabtrace, _) => vec![tp.name],
-                (ProbeSet::Floor, _) => vec![tp.floor],
+                ProbeSet::Slabtrace => vec![tp.name],
+                ProbeSet::Floor => vec![tp.floor],
             };
-            for (i, &name) in names.iter().enumerate() {
+            for &name in &names {
                 let program: &mut BtfTracePoint = ebpf
                     .program_mut(name)
                     .ok_or(ProbeError::MissingProgram(name))?
@@ -91,7 +91,9 @@ impl Tracer {
                     .map_err(|source| ProbeError::program(name, source))?;
                 program.load(tp.name, &btf).map_err(|source| ProbeError::program(name, source))?;
                 program.attach().map_err(|source| ProbeError::program(name, source))?;
-                if i + 1 == names.len() {
+                // A program alone on its tracepoint loses what it skips; with twins, what one
+                // skips another takes (only a double nesting is lost, and no counter sees it).
+                if names.len() == 1 {
                     lossy.push(
                         program.info().map_err(|source| ProbeError::program(name, source))?.id(),
                     );
