@@ -53,6 +53,18 @@ pub struct CacheUsage {
     pub estimated: bool,
 }
 
+/// The order of every list in the report: most live bytes first, then most allocated bytes.
+/// Arguments are `(live_bytes, alloc_bytes)`.
+#[must_use]
+pub fn rank(a: (u64, u64), b: (u64, u64)) -> std::cmp::Ordering {
+    b.0.cmp(&a.0).then(b.1.cmp(&a.1))
+}
+
+/// Sorts caches in report order.
+pub fn sort_caches(caches: &mut [CacheUsage]) {
+    caches.sort_by(|a, b| rank((a.live_bytes, a.alloc_bytes), (b.live_bytes, b.alloc_bytes)));
+}
+
 /// Sums over a list of [`CacheUsage`]: what every cgroup, container and pod carries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Totals {
@@ -87,7 +99,7 @@ impl Totals {
     /// Most live bytes first, then most allocated bytes.
     #[must_use]
     pub fn rank(&self, other: &Self) -> std::cmp::Ordering {
-        other.live_bytes.cmp(&self.live_bytes).then(other.alloc_bytes.cmp(&self.alloc_bytes))
+        rank((self.live_bytes, self.alloc_bytes), (other.live_bytes, other.alloc_bytes))
     }
 }
 
@@ -281,9 +293,7 @@ pub fn attribute(
             caches: per_cache.into_iter().map(|(name, raw)| raw.usage(name, n)).collect(),
             ..CgroupUsage::default()
         };
-        usage.caches.sort_by(|a, b| {
-            b.live_bytes.cmp(&a.live_bytes).then(b.alloc_bytes.cmp(&a.alloc_bytes))
-        });
+        sort_caches(&mut usage.caches);
         usage.totals = Totals::of(&usage.caches);
         if cgroup_id == IRQ_CGROUP {
             usage.cgroup = Some("(interrupt context)".to_owned());
@@ -317,7 +327,7 @@ pub fn attribute(
             }
         })
         .collect();
-    caches.sort_by(|a, b| b.live_bytes.cmp(&a.live_bytes).then(b.alloc_bytes.cmp(&a.alloc_bytes)));
+    caches.sort_by(|a, b| rank((a.live_bytes, a.alloc_bytes), (b.live_bytes, b.alloc_bytes)));
     Attribution { cgroups, interrupt, caches }
 }
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::{
-    attribution::{CacheUsage, CgroupUsage, Totals, error_bound},
+    attribution::{CacheUsage, CgroupUsage, Totals, error_bound, sort_caches},
     cgroup::kubepods::{Identity, Qos, Runtime, identify},
 };
 
@@ -89,7 +89,7 @@ fn finish(caches: BTreeMap<String, CacheUsage>, sample: u64) -> Vec<CacheUsage> 
             c
         })
         .collect();
-    v.sort_by(|a, b| b.live_bytes.cmp(&a.live_bytes).then(b.alloc_bytes.cmp(&a.alloc_bytes)));
+    sort_caches(&mut v);
     v
 }
 

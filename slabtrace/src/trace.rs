@@ -246,13 +246,18 @@ fn runtime_directory(client: &CriClient, warnings: &mut Vec<String>) -> Option<D
             seen: BTreeMap::new(),
         }),
         Err(e) => {
-            let w = e.to_string();
-            if !warnings.contains(&w) {
-                warn!("{w}");
-                warnings.push(w);
-            }
+            warn_once(warnings, e.to_string());
             None
         }
+    }
+}
+
+/// Logs `warning` and adds it to the report's warnings, unless it was said already: a failure
+/// that repeats every tick is said once.
+fn warn_once(warnings: &mut Vec<String>, warning: String) {
+    if !warnings.contains(&warning) {
+        warn!("{warning}");
+        warnings.push(warning);
     }
 }
 
@@ -297,11 +302,7 @@ fn read_slabinfo_or_warn(proc_root: &Path, warnings: &mut Vec<String>) -> BTreeM
     match read_slabinfo(proc_root) {
         Ok(entries) => entries.into_iter().map(|e| (e.name, e.active_objs)).collect(),
         Err(e) => {
-            let w = format!("no /proc/slabinfo comparison: {e}");
-            warn!("{w}");
-            if !warnings.contains(&w) {
-                warnings.push(w);
-            }
+            warn_once(warnings, format!("no /proc/slabinfo comparison: {e}"));
             BTreeMap::new()
         }
     }

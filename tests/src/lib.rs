@@ -309,3 +309,14 @@ pub fn num(entry: Option<&Value>, field: &str) -> u64 {
 pub fn node_cache<'a>(report: &'a Value, cache: &str) -> Option<&'a Value> {
     report["caches"].as_array()?.iter().find(|c| c["cache"] == cache)
 }
+
+/// The report's entry for the pod with `uid`, or an error that shows what was reported.
+pub fn reported_pod<'a>(report: &'a Value, uid: &str) -> Result<&'a Value> {
+    let pods = report["pods"].as_array().context("the report has no pods[]")?;
+    pods.iter().find(|p| p["uid"] == uid).with_context(|| format!("pod {uid} not in {pods:#?}"))
+}
+
+/// A fresh pod uid, shaped like Kubernetes' (a random UUID).
+pub fn fresh_uid() -> Result<String> {
+    Ok(fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().to_owned())
+}

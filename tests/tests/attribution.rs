@@ -10,8 +10,8 @@ use std::{process::Command, thread};
 
 use anyhow::Result;
 use slabtrace_integration::{
-    Cgroup, RCU_SETTLE, Slabtrace, Tmpfs, cache_of, cgroup, node_cache, num, require_root,
-    slabinfo_active, workload,
+    Cgroup, RCU_SETTLE, Slabtrace, Tmpfs, cache_of, cgroup, node_cache, num, reported_pod,
+    require_root, slabinfo_active, workload,
 };
 
 /// tmpfs inodes: one per file, nobody else on a test node makes them.
@@ -272,8 +272,7 @@ fn pods_roll_up_their_containers_from_kubelet_cgroup_paths() -> Result<()> {
     create(&sidecar, &side_dir, FILES / 3, 0)?;
     let report = tracer.finish()?;
 
-    let pods = report["pods"].as_array().expect("pods[]");
-    let pod = pods.iter().find(|p| p["uid"] == UID).expect("the pod is reported by its uid");
+    let pod = reported_pod(&report, UID)?;
     assert_eq!(pod["qos"], "best_effort");
     assert_eq!(pod["deleted"], false);
     let inodes = |v: &serde_json::Value| num(cache_of(Some(v), INODE_CACHE), "live_objects");
@@ -309,8 +308,7 @@ fn a_deleted_pod_keeps_its_identity_and_its_live_objects() -> Result<()> {
     drop(container);
     let report = tracer.finish()?;
 
-    let pods = report["pods"].as_array().expect("pods[]");
-    let pod = pods.iter().find(|p| p["uid"] == UID).expect("the deleted pod is still reported");
+    let pod = reported_pod(&report, UID)?;
     assert_eq!(pod["deleted"], true);
     assert_eq!(pod["qos"], "burstable");
     assert_eq!(num(cache_of(Some(pod), INODE_CACHE), "live_objects"), FILES, "{pod}");

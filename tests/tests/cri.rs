@@ -5,7 +5,7 @@ use std::{fs, os::unix::fs::MetadataExt as _, path::Path, time::Duration};
 
 use anyhow::{Context as _, Result, ensure};
 use slabtrace::runtime::cri::{CriClient, CriError, PodInfo};
-use slabtrace_integration::{cgroup2_root, containerd::Containerd};
+use slabtrace_integration::{cgroup2_root, containerd::Containerd, fresh_uid};
 
 /// Fails loudly unless the test can run: a private containerd needs root.
 fn require_root() -> Result<()> {
@@ -15,11 +15,6 @@ fn require_root() -> Result<()> {
         "the containerd tests need root: run `sudo cargo xtask test`"
     );
     Ok(())
-}
-
-/// A fresh pod uid, shaped like Kubernetes' (a random UUID).
-fn fresh_uid() -> Result<String> {
-    Ok(fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().to_owned())
 }
 
 #[test]

@@ -2,10 +2,12 @@
 //! in a kubelet-shaped cgroup, a command in its container creates files, and the report rolls
 //! those allocations up to `namespace/pod`, container by name.
 
-use std::{fs, time::Duration};
+use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use slabtrace_integration::{Slabtrace, cache_of, containerd::Containerd, num, require_root};
+use slabtrace_integration::{
+    Slabtrace, cache_of, containerd::Containerd, fresh_uid, num, reported_pod, require_root,
+};
 
 const FILES: u64 = 3_000;
 
@@ -13,7 +15,7 @@ const FILES: u64 = 3_000;
 fn the_report_names_a_containerd_pod_and_its_container() -> Result<()> {
     require_root()?;
     let runtime = Containerd::start()?;
-    let uid = fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().to_owned();
+    let uid = fresh_uid()?;
     // An absolute parent, as the kubelet's cgroupfs driver passes it.
     let pod = runtime.run_pod("git", "gitea-0", &uid, "/kubepods/besteffort")?;
     let gitea = runtime.create_container(&pod, "gitea", &["/bin/sleep", "1000000"])?;
@@ -31,10 +33,7 @@ fn the_report_names_a_containerd_pod_and_its_container() -> Result<()> {
     }
     let report = tracer.finish()?;
 
-    let pods = report["pods"].as_array().expect("pods[]");
-    let p = pods.iter().find(|p| p["uid"] == uid.as_str());
-    ensure!(p.is_some(), "pod {uid} not in {pods:#?}");
-    let p = p.unwrap_or(&serde_json::Value::Null);
+    let p = reported_pod(&report, &uid)?;
     assert_eq!(p["namespace"], "git");
     assert_eq!(p["name"], "gitea-0");
     assert_eq!(p["qos"], "best_effort");
@@ -60,7 +59,7 @@ fn the_report_names_a_containerd_pod_and_its_container() -> Result<()> {
 fn names_survive_the_runtime_and_the_pod_going_away() -> Result<()> {
     require_root()?;
     let runtime = Containerd::start()?;
-    let uid = fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().to_owned();
+    let uid = fresh_uid()?;
     let pod = runtime.run_pod("ci", "builder-7", &uid, "/kubepods/burstable")?;
     let worker = runtime.create_container(&pod, "build", &["/bin/sleep", "1000000"])?;
     let socket = runtime.socket().to_str().unwrap_or_default().to_owned();
@@ -79,10 +78,7 @@ fn names_survive_the_runtime_and_the_pod_going_away() -> Result<()> {
 
     let warnings = report["self"]["warnings"].to_string();
     assert!(warnings.contains("the container runtime at"), "{warnings}");
-    let pods = report["pods"].as_array().expect("pods[]");
-    let p = pods.iter().find(|p| p["uid"] == uid.as_str());
-    ensure!(p.is_some(), "pod {uid} not in {pods:#?}");
-    let p = p.unwrap_or(&serde_json::Value::Null);
+    let p = reported_pod(&report, &uid)?;
     // Named from what the runtime said when tracing started.
     assert_eq!((&p["namespace"], &p["name"]), (&"ci".into(), &"builder-7".into()));
     assert_eq!(p["deleted"], true);
@@ -102,7 +98,7 @@ fn a_pod_that_lives_only_inside_the_window_is_named() -> Result<()> {
 
     // Neither the start nor the end of the window sees this pod: only the lookup slabtrace
     // makes when an unknown pod's cgroup shows up can name it.
-    let uid = fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().to_owned();
+    let uid = fresh_uid()?;
     let pod = runtime.run_pod("jobs", "cron-28871", &uid, "/kubepods/besteffort")?;
     let job = runtime.create_container(&pod, "job", &["/bin/sleep", "1000000"])?;
     let script =
@@ -113,10 +109,7 @@ fn a_pod_that_lives_only_inside_the_window_is_named() -> Result<()> {
     drop(pod);
     let report = tracer.finish()?;
 
-    let pods = report["pods"].as_array().expect("pods[]");
-    let p = pods.iter().find(|p| p["uid"] == uid.as_str());
-    ensure!(p.is_some(), "pod {uid} not in {pods:#?}");
-    let p = p.unwrap_or(&serde_json::Value::Null);
+    let p = reported_pod(&report, &uid)?;
     assert_eq!((&p["namespace"], &p["name"]), (&"jobs".into(), &"cron-28871".into()));
     assert_eq!(p["deleted"], true);
     Ok(())
@@ -126,7 +119,7 @@ fn a_pod_that_lives_only_inside_the_window_is_named() -> Result<()> {
 fn names_of_deleted_pods_expire_after_the_ttl() -> Result<()> {
     require_root()?;
     let runtime = Containerd::start()?;
-    let uid = fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().to_owned();
+    let uid = fresh_uid()?;
     let pod = runtime.run_pod("tmp", "scratch-1", &uid, "/kubepods/besteffort")?;
     let work = runtime.create_container(&pod, "work", &["/bin/sleep", "1000000"])?;
     let socket = runtime.socket().to_str().unwrap_or_default().to_owned();
@@ -141,10 +134,7 @@ fn names_of_deleted_pods_expire_after_the_ttl() -> Result<()> {
     std::thread::sleep(Duration::from_millis(2500));
     let report = tracer.finish()?;
 
-    let pods = report["pods"].as_array().expect("pods[]");
-    let p = pods.iter().find(|p| p["uid"] == uid.as_str());
-    ensure!(p.is_some(), "pod {uid} is still reported by uid: {pods:#?}");
-    let p = p.unwrap_or(&serde_json::Value::Null);
+    let p = reported_pod(&report, &uid)?;
     assert_eq!(p["deleted"], true);
     assert!(p["name"].is_null(), "the name outlived its TTL: {p}");
     Ok(())
