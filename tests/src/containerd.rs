@@ -38,7 +38,10 @@ use k8s_cri::v1::{
     image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
 };
 use sha2::{Digest as _, Sha256};
-use slabtrace::runtime::cri::{self, CriClient};
+use slabtrace::{
+    cgroup::mount::unescape,
+    runtime::cri::{self, CriClient},
+};
 use tonic::transport::Channel;
 
 /// The test image: busybox, with `sleep 1000000` as its command so it doubles as the sandbox
@@ -783,33 +786,13 @@ fn mountinfo() -> Vec<Mount> {
             let target = left.next()?;
             let mut right = right.split_whitespace();
             Some(Mount {
-                root: PathBuf::from(unescape_mount(root)),
-                target: PathBuf::from(unescape_mount(target)),
+                root: PathBuf::from(unescape(root)),
+                target: PathBuf::from(unescape(target)),
                 fstype: right.next()?.to_owned(),
                 options: right.nth(1).unwrap_or_default().to_owned(),
             })
         })
         .collect()
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space, and so on).
-fn unescape_mount(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&field[i + 1..i + 4], 8)
-        {
-            out.push(b);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Mount points at or below `dir`, deepest first.

@@ -58,7 +58,7 @@ pub fn find_cgroup2_mount(proc_root: &Path) -> Result<PathBuf, CgroupError> {
 /// Undoes the kernel's octal escaping of mount points (`\040` space, `\011` tab, `\012` newline,
 /// `\134` backslash; `mangle_path` in `fs/seq_file.c`). Anything that is not a valid three-digit
 /// escape is kept as written.
-fn unescape(field: &str) -> String {
+pub fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
