@@ -37,6 +37,88 @@ pub enum Command {
     /// freed in RCU callbacks (dentries, inodes) are freed up to ~10 s after their unlink on
     /// kernels with lazy RCU, so trace at least that long past the workload you measure.
     Report(ReportArgs),
+    /// Run until stopped, as a Kubernetes `DaemonSet` does: every interval, an NDJSON event stream on stdout,
+    /// and Prometheus metrics, the current report and a health check over HTTP.
+    ///
+    /// Logs go to stderr (`RUST_LOG=debug` for more), so stdout carries only events: one JSON
+    /// object per line, schema `slabtrace.event.v1` (published in schema/). SIGTERM or SIGINT
+    /// ends the daemon: the last interval is flushed and it exits 0 within --shutdown-timeout.
+    ///
+    /// Example: `sudo slabtrace daemon --interval 10s | jq 'select(.type == "slab.sample")'`,
+    /// and `curl -s localhost:9477/metrics`.
+    Daemon(DaemonArgs),
+    /// A live view like slabtop, per pod (or cgroup) and cache: live bytes, allocations and
+    /// frees per second, growth. Keys change the order; `q` quits.
+    Top(TopArgs),
+}
+
+/// Default address of the daemon's HTTP endpoints: loopback only, because /report names every
+/// pod on the node. A `DaemonSet` that Prometheus scrapes sets `--listen 0.0.0.0:9477`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
+
+/// `slabtrace daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// How often to read the maps and emit events and metrics (`10s`, `1m`).
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_interval, env = "SLABTRACE_INTERVAL")]
+    pub interval: std::time::Duration,
+    /// Address for the HTTP endpoints: /metrics (Prometheus), /report (the current JSON
+    /// report), /healthz (200 while the probes are attached and intervals are on time). `off`
+    /// serves nothing.
+    #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR:PORT|off", env = "SLABTRACE_LISTEN")]
+    pub listen: String,
+    /// Where the NDJSON event stream goes: `-` (standard output), a file path (appended to),
+    /// `unix:PATH` (a listening unix stream socket, e.g. Vector's or Fluent Bit's socket
+    /// source; reconnected when it goes away), or `off`.
+    #[arg(long, default_value = "-", value_name = "TARGET", env = "SLABTRACE_EVENTS")]
+    pub events: String,
+    /// `slab.sample` events per interval: the pod × cache rows that changed most; the rest are
+    /// summed into one sample with owner kind `other`.
+    #[arg(long, default_value_t = 50, value_name = "N", env = "SLABTRACE_EVENTS_TOP")]
+    pub events_top: usize,
+    /// Event lines buffered for a slow consumer. When the buffer is full, new events are
+    /// dropped and counted (`dropped_events` in `self.stats`); tracing never waits.
+    #[arg(long, default_value_t = 4096, value_name = "LINES", env = "SLABTRACE_EVENT_BUFFER")]
+    pub event_buffer: usize,
+    /// Pod × cache series exported to Prometheus (most live bytes first; the rest are summed
+    /// under `pod="other"`), which bounds the metrics' label cardinality.
+    #[arg(long, default_value_t = 100, value_name = "N", env = "SLABTRACE_METRICS_TOP")]
+    pub metrics_top: usize,
+    /// How long to wait on shutdown for the last interval to be written before exiting.
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_interval, env = "SLABTRACE_SHUTDOWN_TIMEOUT")]
+    pub shutdown_timeout: std::time::Duration,
+    /// Create this file once the probes are attached.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+    /// Tracing settings.
+    #[command(flatten)]
+    pub tracer: TracerArgs,
+    /// Where the kernel's files are.
+    #[command(flatten)]
+    pub roots: Roots,
+    /// Pod and container names.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// `slabtrace top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// How often the view refreshes (`2s`, `500ms`).
+    #[arg(long, short = 'd', default_value = "2s", value_name = "DURATION", value_parser = parse_interval)]
+    pub interval: std::time::Duration,
+    /// Create this file once the probes are attached.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+    /// Tracing settings.
+    #[command(flatten)]
+    pub tracer: TracerArgs,
+    /// Where the kernel's files are.
+    #[command(flatten)]
+    pub roots: Roots,
+    /// Pod and container names.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 /// `slabtrace report`.
@@ -150,6 +232,15 @@ pub enum Format {
     Json,
 }
 
+/// A duration of at least 100 ms, in humantime's words (`10s`, `1m30s`, `500ms`).
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s}: {e} (say e.g. 10s or 1m)"))?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err(format!("{s} is too short: at least 100ms"));
+    }
+    Ok(d)
+}
+
 fn parse_sample(s: &str) -> Result<u32, String> {
     let n: u32 = s.parse().map_err(|_| format!("{s} is not a whole number"))?;
     if n == 0 || !n.is_power_of_two() {
@@ -181,9 +272,26 @@ mod tests {
     #[test]
     fn report_defaults() {
         let cli = Cli::parse_from(["slabtrace", "report"]);
-        let Command::Report(args) = cli.command;
+        let Command::Report(args) = cli.command else { panic!("not report") };
         assert_eq!(args.duration, 10);
         assert_eq!(args.format, Format::Table);
         assert_eq!(args.tracer.sample, DEFAULT_SAMPLE);
+    }
+
+    #[test]
+    fn daemon_defaults_are_safe() {
+        let cli = Cli::parse_from(["slabtrace", "daemon"]);
+        let Command::Daemon(args) = cli.command else { panic!("not daemon") };
+        assert_eq!(args.interval, std::time::Duration::from_secs(10));
+        assert_eq!(args.listen, "127.0.0.1:9477");
+        assert_eq!(args.events, "-");
+    }
+
+    #[test]
+    fn intervals_are_durations() {
+        assert_eq!(parse_interval("1m"), Ok(std::time::Duration::from_mins(1)));
+        assert_eq!(parse_interval("500ms"), Ok(std::time::Duration::from_millis(500)));
+        assert!(parse_interval("10ms").unwrap_err().contains("too short"));
+        assert!(parse_interval("soon").is_err());
     }
 }

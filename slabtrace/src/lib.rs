@@ -7,13 +7,18 @@
 pub mod attribution;
 pub mod cgroup;
 pub mod cli;
+pub mod daemon;
+pub mod frame;
 pub mod kernel;
 pub mod maps;
 pub mod node;
 pub mod output;
+pub mod pipeline;
 pub mod probe;
 pub mod rollup;
 pub mod runtime;
+pub mod session;
+pub mod top;
 pub mod trace;
 
 #[cfg(test)]

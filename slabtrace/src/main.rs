@@ -3,7 +3,7 @@
 use clap::Parser as _;
 use slabtrace::{
     cli::{Cli, Command},
-    trace,
+    daemon, top, trace,
 };
 
 fn main() -> std::process::ExitCode {
@@ -11,6 +11,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Report(args) => trace::report(&args),
+        Command::Daemon(args) => daemon::run(&args),
+        Command::Top(args) => top::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

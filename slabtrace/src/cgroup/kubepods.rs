@@ -40,7 +40,7 @@
 use serde::Serialize;
 
 /// A pod's Kubernetes quality-of-service class, as its cgroup's parent says.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Qos {
     /// Directly under kubepods: there is no guaranteed parent cgroup.
@@ -173,7 +173,7 @@ pub fn display_name(id: &Identity) -> String {
         }
         Identity::Pod { pod_uid, .. } => format!("pod {pod_uid}"),
         Identity::KubepodsSlice { qos: None } => "kubepods".to_owned(),
-        Identity::KubepodsSlice { qos: Some(qos) } => format!("kubepods/{}", qos_dir(qos)),
+        Identity::KubepodsSlice { qos: Some(qos) } => format!("kubepods/{}", qos_dir(*qos)),
         Identity::SystemUnit { unit, .. } => unit.clone(),
         Identity::Root => "/".to_owned(),
         Identity::Other { path } => path.clone(),
@@ -181,7 +181,7 @@ pub fn display_name(id: &Identity) -> String {
 }
 
 /// The cgroupfs driver's directory name for a [`Qos`] (also the readable one).
-fn qos_dir(qos: &Qos) -> &'static str {
+fn qos_dir(qos: Qos) -> &'static str {
     match qos {
         Qos::Guaranteed => "guaranteed",
         Qos::Burstable => "burstable",

@@ -1,4 +1,6 @@
-//! What slabtrace writes: the report (JSON and a slabtop-like table).
+//! What slabtrace writes: the report (JSON and a slabtop-like table), the daemon's NDJSON event
+//! stream, its Prometheus metrics and HTTP endpoints, and the live `top` view.
 
+pub mod events;
 pub mod report;
 pub mod table;

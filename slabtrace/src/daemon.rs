@@ -1,0 +1,94 @@
+//! `slabtrace daemon`: one pipeline, one shutdown path. Every interval the [`Pipeline`] reads
+//! the maps into an [`Interval`]; the sinks (the NDJSON event stream, the HTTP endpoints) take
+//! it from there and never reach back into the maps. SIGTERM or SIGINT ends the loop: the last
+//! interval is read and handed to the sinks, which get until `--shutdown-timeout` to write it.
+
+use std::{
+    fs,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use log::{info, warn};
+
+use crate::{
+    cli::DaemonArgs,
+    output::events::{EventStream, EventTarget},
+    pipeline::Pipeline,
+    probe::ProbeSet,
+    session::{SessionOptions, TraceError},
+    trace::stop_flag,
+};
+
+/// Between intervals the maps are looked at this often, to name new cgroups while they exist.
+const PEEK: Duration = Duration::from_secs(1);
+
+/// `slabtrace daemon`.
+pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
+    let target: EventTarget = args.events.parse().map_err(TraceError::Usage)?;
+    let stop = stop_flag();
+    let mut pipeline = Pipeline::start(SessionOptions {
+        roots: &args.roots,
+        tracer: &args.tracer,
+        runtime: &args.runtime,
+        set: ProbeSet::Slabtrace,
+    })?;
+    let events = EventStream::open(&target, args.event_buffer, args.events_top)
+        .map_err(|e| TraceError::Usage(e.to_string()))?;
+    // HTTP endpoints: started here once output/http.rs exists.
+    if let Some(path) = &args.ready_file {
+        fs::write(path, b"attached\n")
+            .map_err(|source| TraceError::Write { what: path.display().to_string(), source })?;
+    }
+    info!(
+        "daemon running: an interval every {}, events to {target}",
+        humantime::format_duration(args.interval)
+    );
+
+    let mut next = Instant::now() + args.interval;
+    let mut next_peek = Instant::now() + PEEK;
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        let now = Instant::now();
+        if stopping || now >= next {
+            let interval = match pipeline.tick(stopping) {
+                Ok(interval) => Arc::new(interval),
+                // A failed read loses nothing: counters keep growing in the kernel and the
+                // next interval's delta takes them in.
+                Err(e) if !stopping => {
+                    warn!("skipping an interval: {e}");
+                    next += args.interval;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(events) = &events {
+                events.publish(&interval);
+            }
+            if stopping {
+                break;
+            }
+            // After a stall (a suspended VM, a slow read), start afresh rather than catch up.
+            next = (next + args.interval).max(Instant::now());
+        } else if now >= next_peek {
+            next_peek = now + PEEK;
+            if let Err(e) = pipeline.peek() {
+                warn!("cannot read the maps: {e}");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50).min(next.saturating_duration_since(now)));
+    }
+    pipeline.detach();
+    let deadline = Instant::now() + args.shutdown_timeout;
+    if let Some(events) = events {
+        let flushed = events.close(deadline);
+        if !flushed {
+            warn!(
+                "the event consumer did not take the last events within {}; exiting anyway",
+                humantime::format_duration(args.shutdown_timeout)
+            );
+        }
+    }
+    info!("stopped");
+    Ok(())
+}

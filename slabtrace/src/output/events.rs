@@ -1,0 +1,491 @@
+//! The NDJSON event stream: one JSON object per line, for log pipelines (Vector, Fluent Bit,
+//! Loki, Elasticsearch). Every object has `schema` (`slabtrace.event.v1`), `type`, `ts`
+//! (RFC 3339), `node` and `seq` (the interval it belongs to); the JSON Schema is
+//! `schema/slabtrace.event.v1.json`.
+//!
+//! Types, per interval: `slab.sample` (one pod or cgroup × cache that changed, the top N of
+//! them, plus one with owner kind `other` summing the rest), `node.memory` (/proc/meminfo's
+//! kernel lines), `pod.gone` / `cgroup.gone` (once, when an owner goes away), and
+//! `self.stats` (slabtrace's own cost and health; `last: true` on the final interval).
+//!
+//! A consumer that reads slowly or not at all never stalls tracing: lines go through a bounded
+//! buffer to a writer thread, and lines that do not fit are dropped and counted
+//! (`dropped_events` in the next `self.stats` that gets through, and in the metrics).
+
+use std::{
+    fmt,
+    fs::OpenOptions,
+    io::{self, Write},
+    os::unix::net::UnixStream,
+    path::PathBuf,
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use log::{debug, warn};
+use serde::Serialize;
+
+use crate::{
+    frame::{Change, Owner, OwnerKey, Rest, top},
+    output::report::KernelMemory,
+    pipeline::Interval,
+};
+
+/// The events' schema name; bump the version on any incompatible change.
+pub const EVENT_SCHEMA: &str = "slabtrace.event.v1";
+
+/// Where events go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventTarget {
+    /// Standard output.
+    Stdout,
+    /// A file, appended to.
+    File(PathBuf),
+    /// A listening unix stream socket.
+    Unix(PathBuf),
+    /// Nowhere.
+    Off,
+}
+
+impl FromStr for EventTarget {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "" => return Err("--events is empty: say -, a file path, unix:PATH or off".to_owned()),
+            "-" | "stdout" => Self::Stdout,
+            "off" | "none" => Self::Off,
+            _ => match s.strip_prefix("unix:") {
+                Some("") => return Err("--events unix: needs a socket path".to_owned()),
+                Some(path) => Self::Unix(path.into()),
+                None => Self::File(s.into()),
+            },
+        })
+    }
+}
+
+impl fmt::Display for EventTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Stdout => f.write_str("standard output"),
+            Self::File(p) => write!(f, "{}", p.display()),
+            Self::Unix(p) => write!(f, "unix socket {}", p.display()),
+            Self::Off => f.write_str("nowhere"),
+        }
+    }
+}
+
+/// Events written and dropped so far; shared with the metrics.
+#[derive(Debug, Default)]
+pub struct EventCounters {
+    written: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl EventCounters {
+    /// Lines handed to the consumer.
+    #[must_use]
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// Lines dropped because the buffer was full or the consumer was gone.
+    #[must_use]
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// The event stream could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the event stream {target}: {source}; check --events")]
+pub struct EventError {
+    target: String,
+    source: io::Error,
+}
+
+/// The open event stream: a bounded buffer and the thread that writes it out.
+pub struct EventStream {
+    tx: SyncSender<String>,
+    counters: Arc<EventCounters>,
+    writer: JoinHandle<()>,
+    top: usize,
+}
+
+impl EventStream {
+    /// Opens `target` (None for `off`) with room for `buffer` lines; `top` is the number of
+    /// `slab.sample` events per interval.
+    pub fn open(
+        target: &EventTarget,
+        buffer: usize,
+        top: usize,
+    ) -> Result<Option<Self>, EventError> {
+        let err = |source| EventError { target: target.to_string(), source };
+        let sink: Box<dyn Sink> = match target {
+            EventTarget::Off => return Ok(None),
+            EventTarget::Stdout => Box::new(io::stdout()),
+            EventTarget::File(path) => {
+                Box::new(OpenOptions::new().create(true).append(true).open(path).map_err(err)?)
+            }
+            EventTarget::Unix(path) => {
+                // Fail early if nothing listens: a typo should not be a silent drop counter.
+                let stream = UnixStream::connect(path).map_err(err)?;
+                Box::new(Reconnecting { path: path.clone(), stream: Some(stream), next_try: None })
+            }
+        };
+        let (tx, rx) = sync_channel(buffer.max(1));
+        let counters = Arc::new(EventCounters::default());
+        let writer = {
+            let counters = Arc::clone(&counters);
+            std::thread::Builder::new()
+                .name("events".to_owned())
+                .spawn(move || write_lines(&rx, sink, &counters))
+                .map_err(err)?
+        };
+        Ok(Some(Self { tx, counters, writer, top }))
+    }
+
+    /// The counters of written and dropped lines.
+    #[must_use]
+    pub fn counters(&self) -> Arc<EventCounters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// Queues the events of one interval; what does not fit is dropped and counted.
+    pub fn publish(&self, interval: &Interval) {
+        let stats =
+            StreamStats { written: self.counters.written(), dropped: self.counters.dropped() };
+        for line in lines(interval, self.top, stats) {
+            match self.tx.try_send(line) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Closes the stream and waits until `deadline` for the writer to write what is queued.
+    /// Returns whether everything was written.
+    #[must_use]
+    pub fn close(self, deadline: Instant) -> bool {
+        drop(self.tx);
+        while !self.writer.is_finished() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.writer.join().is_ok()
+    }
+}
+
+/// A destination for lines.
+trait Sink: Send {
+    /// Writes one line (with its newline) and flushes.
+    fn write_line(&mut self, line: &str) -> io::Result<()>;
+}
+
+impl Sink for io::Stdout {
+    fn write_line(&mut self, line: &str) -> io::Result<()> {
+        let mut out = self.lock();
+        out.write_all(line.as_bytes())?;
+        out.flush()
+    }
+}
+
+impl Sink for std::fs::File {
+    fn write_line(&mut self, line: &str) -> io::Result<()> {
+        self.write_all(line.as_bytes())
+    }
+}
+
+/// A unix socket whose listener may restart (a log agent being upgraded): lines written while
+/// it is away are dropped and counted, and the connection is tried again every few seconds.
+struct Reconnecting {
+    path: PathBuf,
+    stream: Option<UnixStream>,
+    next_try: Option<Instant>,
+}
+
+impl Sink for Reconnecting {
+    fn write_line(&mut self, line: &str) -> io::Result<()> {
+        if self.stream.is_none() && self.next_try.is_none_or(|t| Instant::now() >= t) {
+            match UnixStream::connect(&self.path) {
+                Ok(s) => {
+                    warn!("event socket {} is back", self.path.display());
+                    self.stream = Some(s);
+                }
+                Err(_) => self.next_try = Some(Instant::now() + Duration::from_secs(5)),
+            }
+        }
+        let Some(stream) = &mut self.stream else {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "socket away"));
+        };
+        let result = stream.write_all(line.as_bytes());
+        if let Err(e) = &result {
+            warn!("event socket {}: {e}; reconnecting", self.path.display());
+            self.stream = None;
+            self.next_try = Some(Instant::now() + Duration::from_secs(1));
+        }
+        result
+    }
+}
+
+fn write_lines(rx: &Receiver<String>, mut sink: Box<dyn Sink>, counters: &EventCounters) {
+    let mut said = false;
+    for line in rx {
+        match sink.write_line(&line) {
+            Ok(()) => {
+                counters.written.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                // A closed pipe (`slabtrace daemon | head`) is said once, not per line.
+                if said {
+                    debug!("cannot write an event: {e}");
+                } else {
+                    warn!("cannot write events: {e}; dropping them (counted in dropped_events)");
+                    said = true;
+                }
+            }
+        }
+    }
+}
+
+/// What the stream has done so far, for `self.stats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Lines written.
+    pub written: u64,
+    /// Lines dropped.
+    pub dropped: u64,
+}
+
+/// Fields every event has.
+#[derive(Serialize)]
+struct Envelope<'a, T: Serialize> {
+    schema: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    ts: String,
+    node: &'a str,
+    seq: u64,
+    #[serde(flatten)]
+    body: T,
+}
+
+/// Owner of a sample: a pod, a cgroup, interrupt context, or the rolled-up rest.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum SampleOwner<'a> {
+    Known(&'a Owner),
+    Other(OtherOwner),
+}
+
+#[derive(Serialize)]
+struct OtherOwner {
+    kind: &'static str,
+    rows: u64,
+}
+
+/// `slab.sample`.
+#[derive(Serialize)]
+struct Sample<'a> {
+    owner: SampleOwner<'a>,
+    /// Cache name; `null` for the rolled-up rest (many caches).
+    cache: Option<&'a str>,
+    object_size: Option<u64>,
+    interval_seconds: f64,
+    allocs: u64,
+    alloc_bytes: u64,
+    frees: u64,
+    live_objects_delta: Option<i64>,
+    live_bytes_delta: i64,
+    live_objects: Option<u64>,
+    live_bytes: u64,
+    live_objects_error: Option<u64>,
+    unaccounted_live_bytes: Option<u64>,
+    estimated: bool,
+}
+
+/// `pod.gone` and `cgroup.gone`.
+#[derive(Serialize)]
+struct Gone<'a> {
+    owner: &'a Owner,
+    /// Bytes its objects still hold (they outlive it).
+    live_bytes: u64,
+}
+
+/// `node.memory`.
+#[derive(Serialize)]
+struct NodeMemory {
+    #[serde(flatten)]
+    memory: KernelMemory,
+}
+
+/// `self.stats`.
+#[derive(Serialize)]
+struct SelfEvent<'a> {
+    interval_seconds: f64,
+    events_per_second: f64,
+    alloc_events: u64,
+    free_events: u64,
+    lost_events: u64,
+    counters_full: u64,
+    live_entries: u64,
+    live_capacity: u64,
+    evictions: u64,
+    map_bytes: u64,
+    cpu_seconds: f64,
+    rss_bytes: u64,
+    events_written: u64,
+    dropped_events: u64,
+    sample_rate: u64,
+    warnings: &'a [String],
+    last: bool,
+}
+
+/// The lines of one interval, in order: samples, gone owners, node memory, self stats.
+#[must_use]
+pub fn lines(interval: &Interval, top_n: usize, stream: StreamStats) -> Vec<String> {
+    let ts = humantime::format_rfc3339_millis(interval.ts).to_string();
+    let envelope = |kind: &'static str| (kind, ts.clone());
+    let mut out = Vec::new();
+    let mut push = |kind: &'static str, body: &dyn erased::Body| {
+        let (kind, ts) = envelope(kind);
+        match body.line(kind, ts, &interval.node, interval.seq) {
+            Ok(line) => out.push(line),
+            Err(e) => warn!("cannot encode a {kind} event: {e}"),
+        }
+    };
+    let (kept, rest) = top(interval.changes.clone(), top_n);
+    for change in &kept {
+        let Some(owner) = interval.frame.owners.get(&change.owner) else { continue };
+        push(
+            "slab.sample",
+            &sample(owner, change, interval.seconds, interval.report.sampling.estimated),
+        );
+    }
+    if let Some(rest) = rest {
+        push("slab.sample", &other(&rest, interval.seconds, interval.report.sampling.estimated));
+    }
+    let live_by_owner: std::collections::BTreeMap<&OwnerKey, u64> =
+        interval.frame.live_bytes_by_owner().into_iter().collect();
+    for owner in &interval.gone {
+        let kind = match owner {
+            Owner::Pod { .. } => "pod.gone",
+            Owner::Cgroup { .. } => "cgroup.gone",
+            Owner::Interrupt => continue,
+        };
+        let live_bytes = live_by_owner.get(&owner.key()).copied().unwrap_or(0);
+        push(kind, &Gone { owner, live_bytes });
+    }
+    if let Some(memory) = interval.meminfo {
+        push("node.memory", &NodeMemory { memory });
+    }
+    let s = &interval.report.self_stats;
+    push(
+        "self.stats",
+        &SelfEvent {
+            interval_seconds: interval.seconds,
+            events_per_second: interval.events_per_second,
+            alloc_events: s.alloc_events,
+            free_events: s.free_events,
+            lost_events: s.lost_events,
+            counters_full: s.counters_full,
+            live_entries: s.live_entries,
+            live_capacity: s.live_capacity,
+            evictions: s.evictions,
+            map_bytes: s.map_bytes,
+            cpu_seconds: interval.process.cpu_seconds,
+            rss_bytes: interval.process.rss_bytes,
+            events_written: stream.written,
+            dropped_events: stream.dropped,
+            sample_rate: s.sample_rate,
+            warnings: &s.warnings,
+            last: interval.last,
+        },
+    );
+    out
+}
+
+fn sample<'a>(owner: &'a Owner, c: &'a Change, seconds: f64, estimated: bool) -> Sample<'a> {
+    Sample {
+        owner: SampleOwner::Known(owner),
+        cache: Some(&c.cache),
+        object_size: Some(c.now.object_size),
+        interval_seconds: seconds,
+        allocs: c.allocs,
+        alloc_bytes: c.alloc_bytes,
+        frees: c.frees,
+        live_objects_delta: Some(c.live_objects_delta),
+        live_bytes_delta: c.live_bytes_delta,
+        live_objects: Some(c.now.live_objects),
+        live_bytes: c.now.live_bytes,
+        live_objects_error: Some(c.now.live_objects_error),
+        unaccounted_live_bytes: Some(c.now.unaccounted_live_bytes),
+        estimated,
+    }
+}
+
+fn other(rest: &Rest, seconds: f64, estimated: bool) -> Sample<'static> {
+    Sample {
+        owner: SampleOwner::Other(OtherOwner { kind: "other", rows: rest.rows }),
+        cache: None,
+        object_size: None,
+        interval_seconds: seconds,
+        allocs: rest.allocs,
+        alloc_bytes: rest.alloc_bytes,
+        frees: rest.frees,
+        live_objects_delta: None,
+        live_bytes_delta: rest.live_bytes_delta,
+        live_objects: None,
+        live_bytes: rest.live_bytes,
+        live_objects_error: None,
+        unaccounted_live_bytes: None,
+        estimated,
+    }
+}
+
+/// Serialising bodies of different types through one closure.
+mod erased {
+    use super::{EVENT_SCHEMA, Envelope};
+
+    pub trait Body {
+        fn line(
+            &self,
+            kind: &'static str,
+            ts: String,
+            node: &str,
+            seq: u64,
+        ) -> serde_json::Result<String>;
+    }
+
+    impl<T: serde::Serialize> Body for T {
+        fn line(
+            &self,
+            kind: &'static str,
+            ts: String,
+            node: &str,
+            seq: u64,
+        ) -> serde_json::Result<String> {
+            let mut line = serde_json::to_string(&Envelope {
+                schema: EVENT_SCHEMA,
+                kind,
+                ts,
+                node,
+                seq,
+                body: self,
+            })?;
+            line.push('\n');
+            Ok(line)
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The long-running half of slabtrace: a [`Session`] read every interval into an [`Interval`]
+//! (the cumulative report, its [`Frame`], what changed, who is gone, the node's books and
+//! slabtrace's own cost), which the daemon's sinks and `slabtrace top` consume.
+//!
+//! Counters are accumulated here from per-interval deltas rather than read whole from the
+//! maps, so keys the kernel side drops (a full map, a future clean-up of dead cgroups) do not
+//! make cumulative figures go backwards.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    time::{Duration, Instant, SystemTime},
+};
+
+use log::debug;
+use slabtrace_common::{CounterKey, Counters};
+
+use crate::{
+    frame::{self, Change, Frame, Owner},
+    maps::delta,
+    node::slabinfo::{SlabInfo, read_slabinfo},
+    output::report::{KernelMemory, Report},
+    session::{self, Session, SessionOptions, TraceError},
+};
+
+/// The live-object map is counted (a walk of the whole map, one syscall per entry) at most
+/// this often; in between the last count stands.
+const LIVE_COUNT_EVERY: Duration = Duration::from_mins(1);
+
+/// What one interval produced. Sinks get it behind an `Arc` and never reach back into the maps.
+#[derive(Debug)]
+pub struct Interval {
+    /// Which interval, from 1.
+    pub seq: u64,
+    /// This node's name.
+    pub node: String,
+    /// When the interval ended.
+    pub ts: SystemTime,
+    /// Its length in seconds (> 0).
+    pub seconds: f64,
+    /// Everything since the probes were attached (what `/report` serves).
+    pub report: Report,
+    /// Per owner × cache, cumulative.
+    pub frame: Frame,
+    /// Rows that changed in this interval, most important first.
+    pub changes: Vec<Change>,
+    /// Owners that went away in this interval (reported once).
+    pub gone: Vec<Owner>,
+    /// /proc/meminfo's kernel memory lines now.
+    pub meminfo: Option<KernelMemory>,
+    /// /proc/slabinfo now (empty if unreadable).
+    pub slabinfo: Vec<SlabInfo>,
+    /// slabtrace's own process.
+    pub process: ProcessUsage,
+    /// Events the BPF programs handled in this interval, per second.
+    pub events_per_second: f64,
+    /// The last interval before shutdown.
+    pub last: bool,
+}
+
+/// slabtrace's own CPU and memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ProcessUsage {
+    /// User + system CPU time since the process started, seconds.
+    pub cpu_seconds: f64,
+    /// Resident set size, bytes.
+    pub rss_bytes: u64,
+}
+
+/// A session read every interval.
+pub struct Pipeline {
+    session: Session,
+    proc_root: PathBuf,
+    node: String,
+    seq: u64,
+    /// Counters as last read from the maps.
+    read: BTreeMap<CounterKey, Counters>,
+    /// Counters accumulated from deltas since the start.
+    totals: BTreeMap<CounterKey, Counters>,
+    frame: Frame,
+    last_tick: Instant,
+    live_count: Option<(Instant, u64)>,
+    events: u64,
+}
+
+impl Pipeline {
+    /// Starts the session.
+    pub fn start(opts: SessionOptions<'_>) -> Result<Self, TraceError> {
+        let session = Session::start(opts)?;
+        let last_tick = session.started();
+        Ok(Self {
+            session,
+            proc_root: opts.roots.proc_root.clone(),
+            node: session::hostname(),
+            seq: 0,
+            read: BTreeMap::new(),
+            totals: BTreeMap::new(),
+            frame: Frame::default(),
+            last_tick,
+            live_count: None,
+            events: 0,
+        })
+    }
+
+    /// The session (for warnings and liveness).
+    pub fn session(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    /// Whether the probes are attached.
+    #[must_use]
+    pub fn attached(&self) -> bool {
+        self.session.attached()
+    }
+
+    /// Reads the maps between intervals, only to name cgroups while they exist.
+    pub fn peek(&mut self) -> Result<(), TraceError> {
+        self.session.read(false).map(drop)
+    }
+
+    /// Ends an interval: reads the maps, accumulates, builds the report and the frame, and
+    /// compares with the previous interval. `last` marks the final interval before shutdown.
+    pub fn tick(&mut self, last: bool) -> Result<Interval, TraceError> {
+        let now = Instant::now();
+        let count_live = last
+            || self.live_count.is_none_or(|(at, _)| now.duration_since(at) >= LIVE_COUNT_EVERY);
+        let mut snap = self.session.read(count_live)?;
+        match snap.live_entries {
+            Some(n) => self.live_count = Some((now, n)),
+            None => snap.live_entries = self.live_count.map(|(_, n)| n),
+        }
+        self.session.refresh();
+        let grown = delta(&self.read, &snap.counters);
+        for (key, d) in &grown {
+            let t = self.totals.entry(*key).or_default();
+            t.allocs += d.allocs;
+            t.sampled_allocs += d.sampled_allocs;
+            t.sampled_frees += d.sampled_frees;
+        }
+        self.read.clone_from(&snap.counters);
+
+        let report = self.session.report(&snap, &self.totals)?;
+        let frame = Frame::from_report(&report);
+        let changes = frame::changes(&self.frame, &frame);
+        let gone = frame.newly_gone(&self.frame).into_iter().cloned().collect();
+        let seconds = now.duration_since(self.last_tick).as_secs_f64().max(1e-3);
+        let events = report.self_stats.alloc_events + report.self_stats.free_events;
+        let events_per_second = events.saturating_sub(self.events) as f64 / seconds;
+        self.events = events;
+        self.last_tick = now;
+        self.frame = frame.clone();
+        self.seq += 1;
+        let slabinfo = read_slabinfo(&self.proc_root).unwrap_or_else(|e| {
+            debug!("no /proc/slabinfo: {e}");
+            Vec::new()
+        });
+        Ok(Interval {
+            seq: self.seq,
+            node: self.node.clone(),
+            ts: SystemTime::now(),
+            seconds,
+            meminfo: report.meminfo.map(|m| m.after),
+            report,
+            frame,
+            changes,
+            gone,
+            slabinfo,
+            process: process_usage(&self.proc_root),
+            events_per_second,
+            last,
+        })
+    }
+
+    /// Detaches the probes.
+    pub fn detach(&mut self) {
+        self.session.detach();
+    }
+}
+
+/// CPU time and RSS of this process from /proc/self/stat and /proc/self/status; zeros if
+/// unreadable (said at debug level: these are slabtrace's own figures, not the node's).
+#[must_use]
+pub fn process_usage(proc_root: &std::path::Path) -> ProcessUsage {
+    let stat = std::fs::read_to_string(proc_root.join("self/stat")).unwrap_or_default();
+    let status = std::fs::read_to_string(proc_root.join("self/status")).unwrap_or_default();
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    parse_process_usage(&stat, &status, if ticks > 0 { ticks as f64 } else { 100.0 })
+}
+
+/// The pure half of [`process_usage`]: utime and stime are fields 14 and 15 of
+/// /proc/self/stat, counted after the parenthesised command name (which may hold spaces).
+#[must_use]
+pub fn parse_process_usage(stat: &str, status: &str, ticks_per_second: f64) -> ProcessUsage {
+    let after_comm = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // Field 3 (state) is fields[0], so utime (14) and stime (15) are fields[11] and fields[12].
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let cpu_seconds = (tick(11) + tick(12)) as f64 / ticks_per_second;
+    let rss_bytes = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024);
+    ProcessUsage { cpu_seconds, rss_bytes }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_usage_from_proc_text() {
+        let stat = "4242 (slab trace) S 1 4242 4242 0 -1 4194560 1500 0 0 0 250 50 0 0 20 0 3 0";
+        let status = "Name:\tslabtrace\nVmRSS:\t   40960 kB\nThreads:\t3\n";
+        let u = parse_process_usage(stat, status, 100.0);
+        assert!((u.cpu_seconds - 3.0).abs() < 1e-9);
+        assert_eq!(u.rss_bytes, 40960 * 1024);
+        assert_eq!(parse_process_usage("", "", 100.0), ProcessUsage::default());
+    }
+}

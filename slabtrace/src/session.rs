@@ -1,0 +1,574 @@
+//! A tracing session: the probes attached, cgroup ids named while they exist, pod names asked
+//! of the runtime, and a [`Report`] built from whatever counters the caller hands in.
+//!
+//! `slabtrace report` runs one session for a window; `slabtrace daemon` and `slabtrace top`
+//! run one for as long as they live and build a report every interval. Both read the maps
+//! through [`Session::read`], which also names every cgroup it sees while its directory may
+//! still exist.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime},
+};
+
+use log::{debug, info, warn};
+use slabtrace_common::{
+    CounterKey, Counters, Stat,
+    key::{IRQ_CGROUP, UNTRACKED_CGROUP},
+};
+
+use crate::{
+    attribution::{self, Attribution, Context},
+    cgroup::{
+        kubepods::{Identity, identify},
+        mount::find_cgroup2_mount,
+        resolve::CgroupResolver,
+    },
+    cli::{Roots, RuntimeArgs, TracerArgs},
+    kernel::{btf::Btf, layout::KernelLayout},
+    maps::{Snapshot, fdinfo},
+    node::{aliases::read_aliases, meminfo::read_meminfo, slabinfo::read_slabinfo},
+    output::report::{
+        KernelMemory, MeminfoChange, NodeCache, Report, SCHEMA, Sampling, SelfStats, SlabinfoChange,
+    },
+    probe::{Limits, ProbeError, ProbeSet, Tracer},
+    rollup::{self, Directory},
+    runtime::cri::{CriClient, CriError},
+};
+
+/// Pods whose names are kept at most (the least recently listed are forgotten first).
+const MAX_KNOWN_PODS: usize = 10_000;
+
+/// How often the runtime is asked again while some pod has no name.
+const RUNTIME_RETRY: Duration = Duration::from_secs(1);
+
+/// The longest wait between tries while the runtime fails.
+const RUNTIME_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Why a session failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// BTF missing or unreadable.
+    #[error(
+        "cannot read the kernel's BTF at {path} ({source}): slabtrace needs a kernel built with \
+         CONFIG_DEBUG_INFO_BTF=y, or --btf with the path of this kernel's BTF"
+    )]
+    Btf {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: crate::kernel::btf::BtfError,
+    },
+    /// The kernel lacks something the probes need.
+    #[error(transparent)]
+    Layout(#[from] crate::kernel::layout::LayoutError),
+    /// Loading or attaching failed.
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    /// Reading a map failed.
+    #[error(transparent)]
+    Maps(#[from] crate::maps::snapshot::MapReadError),
+    /// No cgroup2 mount.
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::mount::CgroupError),
+    /// Writing output failed.
+    #[error("cannot write {what}: {source}")]
+    Write {
+        /// What.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Something else the user has to fix, said in one sentence.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// What a session needs from the command line.
+#[derive(Clone, Copy)]
+pub struct SessionOptions<'a> {
+    /// Filesystem roots.
+    pub roots: &'a Roots,
+    /// BPF-side settings.
+    pub tracer: &'a TracerArgs,
+    /// Pod names.
+    pub runtime: &'a RuntimeArgs,
+    /// Which programs.
+    pub set: ProbeSet,
+}
+
+/// A running session.
+pub struct Session {
+    layout: KernelLayout,
+    tracer: Option<Tracer>,
+    resolver: CgroupResolver,
+    runtime: Runtime,
+    warnings: Vec<String>,
+    sample: u64,
+    max_live: u64,
+    proc_root: PathBuf,
+    sys_root: PathBuf,
+    started: Instant,
+    started_wall: SystemTime,
+    slabinfo_before: BTreeMap<String, u64>,
+    meminfo_before: Option<KernelMemory>,
+    /// The footprint and lost events as of detaching (the tracer is gone after that).
+    detached: Option<(fdinfo::BpfFootprint, u64)>,
+}
+
+impl Session {
+    /// Reads the kernel's layout, attaches the probes and asks the runtime for pod names.
+    pub fn start(opts: SessionOptions<'_>) -> Result<Self, TraceError> {
+        let roots = opts.roots;
+        let btf = Btf::from_file(&roots.btf)
+            .map_err(|source| TraceError::Btf { path: roots.btf.clone(), source })?;
+        let layout = KernelLayout::from_btf(&btf)?;
+        drop(btf);
+        let cgroup_root = match &roots.cgroup_root {
+            Some(root) => root.clone(),
+            None => find_cgroup2_mount(&roots.proc_root)?,
+        };
+        let mut warnings = Vec::new();
+        let slabinfo_before = read_slabinfo_or_warn(&roots.proc_root, &mut warnings);
+        let meminfo_before = read_kernel_memory(&roots.proc_root);
+
+        let config = layout.config(opts.tracer.sample);
+        let limits = Limits { max_keys: opts.tracer.max_keys, max_live: opts.tracer.max_live };
+        let started_wall = SystemTime::now();
+        let tracer = Tracer::start(&layout, config, limits, &roots.btf, opts.set)?;
+        let started = Instant::now();
+
+        // Names now, while pods that may be deleted during the window still exist.
+        let runtime = Runtime::connect(opts.runtime, &mut warnings);
+        let mut session = Self {
+            layout,
+            tracer: Some(tracer),
+            resolver: CgroupResolver::new(cgroup_root),
+            runtime,
+            warnings,
+            sample: u64::from(opts.tracer.sample),
+            max_live: u64::from(opts.tracer.max_live),
+            proc_root: roots.proc_root.clone(),
+            sys_root: roots.sys_root.clone(),
+            started,
+            started_wall,
+            slabinfo_before,
+            meminfo_before,
+            detached: None,
+        };
+        session.runtime.list(&mut session.warnings);
+        Ok(session)
+    }
+
+    /// When the probes were attached.
+    #[must_use]
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Whether the probes are attached.
+    #[must_use]
+    pub fn attached(&self) -> bool {
+        self.tracer.is_some()
+    }
+
+    /// The sample rate N.
+    #[must_use]
+    pub fn sample(&self) -> u64 {
+        self.sample
+    }
+
+    /// Reads the maps, names every cgroup in them while it may still exist, and asks the
+    /// runtime about pods it has not named yet. `count_live` also counts the live-object map's
+    /// entries (a walk of the whole map).
+    pub fn read(&mut self, count_live: bool) -> Result<Snapshot, TraceError> {
+        let tracer = self.tracer.as_ref().ok_or_else(|| {
+            TraceError::Usage("the probes are detached; nothing more to read".to_owned())
+        })?;
+        let snap = Snapshot::read(tracer.ebpf(), count_live)?;
+        let pods = name_cgroups(snap.counters.keys(), &mut self.resolver);
+        self.runtime.name_pods(&pods, &mut self.warnings);
+        Ok(snap)
+    }
+
+    /// Brings liveness up to date: walks the cgroup tree again and asks the runtime for its
+    /// listing. Done at the end of a window and once per daemon interval.
+    pub fn refresh(&mut self) {
+        self.resolver.rescan();
+        self.runtime.list(&mut self.warnings);
+    }
+
+    /// Detaches the probes (the maps go with them), keeping the footprint for the report.
+    pub fn detach(&mut self) {
+        if let Some(tracer) = self.tracer.take() {
+            let footprint = fdinfo::read_self(&self.proc_root);
+            let lost = tracer.lost_events(&footprint);
+            self.detached = Some((footprint, lost));
+            info!("traced for {:.1}s", self.started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// A cgroup's last-known path and whether it exists (as of the latest scan).
+    pub fn cgroup(&mut self, id: u64) -> (Option<String>, bool) {
+        (self.resolver.resolve(id), self.resolver.is_alive(id))
+    }
+
+    /// Forgets the paths of vanished cgroups `keep` says nobody needs any more.
+    pub fn forget_cgroups(&mut self, keep: impl FnMut(u64) -> bool) {
+        self.resolver.retain_vanished(keep);
+    }
+
+    /// Adds a warning to the next reports (said once).
+    pub fn warn(&mut self, warning: String) {
+        warn_once(&mut self.warnings, warning);
+    }
+
+    /// The report of `totals` (counters per key since the session started, or whatever window
+    /// the caller accumulated), with the kernel's books as of now next to those at the start.
+    /// `snap` gives the caches, the BPF-side statistics and the live-map count.
+    pub fn report(
+        &mut self,
+        snap: &Snapshot,
+        totals: &BTreeMap<CounterKey, Counters>,
+    ) -> Result<Report, TraceError> {
+        let (footprint, lost_events) = match (&self.detached, &self.tracer) {
+            (Some(d), _) => d.clone(),
+            (None, Some(tracer)) => {
+                let footprint = fdinfo::read_self(&self.proc_root);
+                let lost = tracer.lost_events(&footprint);
+                (footprint, lost)
+            }
+            (None, None) => (fdinfo::BpfFootprint::default(), 0),
+        };
+        let mut warnings = self.warnings.clone();
+        let slabinfo_after = read_slabinfo_or_warn(&self.proc_root, &mut warnings);
+        let meminfo = match (self.meminfo_before, read_kernel_memory(&self.proc_root)) {
+            (Some(before), Some(after)) => Some(MeminfoChange::new(before, after)),
+            _ => None,
+        };
+        let aliases = read_aliases(&self.sys_root.join("kernel/slab")).unwrap_or_else(|e| {
+            debug!("no slab merge aliases: {e}");
+            BTreeMap::new()
+        });
+        let ctx =
+            Context { caches: &snap.caches, sample: self.sample, slab_flags: self.layout.slab };
+        let resolver = &mut self.resolver;
+        let attribution = attribution::attribute(totals, &ctx, |id| {
+            (resolver.resolve(id), resolver.is_alive(id))
+        });
+        let self_stats = self_stats(
+            snap,
+            &footprint,
+            lost_events,
+            (self.sample, self.max_live),
+            self.layout.task_stack.is_some(),
+            warnings,
+        );
+        let mut report = build_report(
+            attribution,
+            snap,
+            &self.layout,
+            &NodeBooks { before: &self.slabinfo_before, after: &slabinfo_after, aliases: &aliases },
+            &Window {
+                started: self.started_wall,
+                duration: self.started.elapsed(),
+                sample: self.sample,
+            },
+            self_stats,
+        );
+        rollup::apply_names(&mut report.pods, &self.runtime.directory);
+        report.meminfo = meminfo;
+        Ok(report)
+    }
+}
+
+/// Pod names from the container runtime, if there is one.
+struct Runtime {
+    cri: Option<CriClient>,
+    directory: Directory,
+    gone_pod_ttl: Duration,
+    last_asked: Instant,
+    retry: Duration,
+}
+
+impl Runtime {
+    /// The container runtime's client: the given socket, or the first usual one that answers.
+    /// Without one, pods keep their uids only; the warning says so once.
+    fn connect(args: &RuntimeArgs, warnings: &mut Vec<String>) -> Self {
+        let socket = args.cri_socket.as_deref();
+        let client = match socket {
+            Some(socket) => CriClient::connect(socket).and_then(|c| c.version().map(|v| (c, v))),
+            None => CriClient::detect().and_then(|c| c.version().map(|v| (c, v))),
+        };
+        let cri = match client {
+            Ok((client, version)) => {
+                info!("pod names from {version} at {}", client.socket().display());
+                Some(client)
+            }
+            Err(e) => {
+                // No runtime on a plain Linux host is normal: say it at info level there.
+                if socket.is_some() || !matches!(e, CriError::NotFound { .. }) {
+                    warn_once(warnings, e.to_string());
+                } else {
+                    info!("{e}");
+                }
+                None
+            }
+        };
+        Self {
+            cri,
+            directory: Directory::default(),
+            gone_pod_ttl: args.gone_pod_ttl(),
+            last_asked: Instant::now(),
+            retry: RUNTIME_RETRY,
+        }
+    }
+
+    /// Asks for the runtime's listing now and merges it; true if it answered.
+    fn list(&mut self, warnings: &mut Vec<String>) -> bool {
+        let Some(client) = &self.cri else { return false };
+        self.last_asked = Instant::now();
+        let listed = client.pods().and_then(|pods| client.containers().map(|c| (pods, c)));
+        let answered = match listed {
+            Ok((pods, containers)) => {
+                let listing = Directory {
+                    sandboxes: pods.iter().map(|p| p.sandbox_id.clone()).collect(),
+                    owner: pods
+                        .iter()
+                        .map(|p| (p.sandbox_id.clone(), p.uid.clone()))
+                        .chain(containers.iter().map(|c| (c.id.clone(), c.pod_uid.clone())))
+                        .collect(),
+                    pods: pods.into_iter().map(|p| (p.uid, (p.namespace, p.name))).collect(),
+                    containers: containers.into_iter().map(|c| (c.id, c.name)).collect(),
+                    seen: BTreeMap::new(),
+                };
+                self.directory.merge(listing, Instant::now());
+                true
+            }
+            Err(e) => {
+                warn_once(warnings, e.to_string());
+                false
+            }
+        };
+        self.directory.expire(Instant::now(), self.gone_pod_ttl, MAX_KNOWN_PODS);
+        answered
+    }
+
+    /// A pod the runtime has not named yet: ask now, while it exists (it may be gone by the
+    /// end). Its cgroup can show up while the runtime is still creating it, before it lists
+    /// it, so ask again later, at most every `RUNTIME_RETRY`; a runtime that fails is asked less
+    /// and less often (each try may wait for a timeout).
+    fn name_pods(&mut self, pods: &BTreeSet<String>, warnings: &mut Vec<String>) {
+        if self.cri.is_none() {
+            return;
+        }
+        let unknown: Vec<&String> =
+            pods.iter().filter(|uid| !self.directory.pods.contains_key(*uid)).collect();
+        if unknown.is_empty() || self.last_asked.elapsed() < self.retry {
+            return;
+        }
+        debug!("asking the runtime about pods {unknown:?}");
+        self.retry = if self.list(warnings) {
+            RUNTIME_RETRY
+        } else {
+            (self.retry * 2).min(RUNTIME_RETRY_MAX)
+        };
+    }
+}
+
+/// Logs `warning` and adds it to the report's warnings, unless it was said already: a failure
+/// that repeats every tick is said once.
+fn warn_once(warnings: &mut Vec<String>, warning: String) {
+    if !warnings.contains(&warning) {
+        warn!("{warning}");
+        warnings.push(warning);
+    }
+}
+
+/// Resolves every cgroup id among `keys` while its directory may still exist.
+/// Returns the uids of the pods those cgroups belong to.
+fn name_cgroups<'a>(
+    keys: impl Iterator<Item = &'a CounterKey>,
+    resolver: &mut CgroupResolver,
+) -> BTreeSet<String> {
+    let mut pods = BTreeSet::new();
+    let mut last = None;
+    for key in keys {
+        if last == Some(key.cgroup_id)
+            || key.cgroup_id == IRQ_CGROUP
+            || key.cgroup_id == UNTRACKED_CGROUP
+        {
+            continue;
+        }
+        last = Some(key.cgroup_id);
+        match resolver.resolve(key.cgroup_id) {
+            Some(path) => match identify(&path) {
+                Identity::Container { pod_uid, .. } | Identity::Pod { pod_uid, .. } => {
+                    pods.insert(pod_uid);
+                }
+                _ => {}
+            },
+            None => debug!("cgroup id {} has no directory under the cgroup2 mount", key.cgroup_id),
+        }
+    }
+    pods
+}
+
+fn read_slabinfo_or_warn(proc_root: &Path, warnings: &mut Vec<String>) -> BTreeMap<String, u64> {
+    match read_slabinfo(proc_root) {
+        Ok(entries) => entries.into_iter().map(|e| (e.name, e.active_objs)).collect(),
+        Err(e) => {
+            warn_once(warnings, format!("no /proc/slabinfo comparison: {e}"));
+            BTreeMap::new()
+        }
+    }
+}
+
+fn self_stats(
+    snap: &Snapshot,
+    footprint: &fdinfo::BpfFootprint,
+    lost_events: u64,
+    (sample, max_live): (u64, u64),
+    interrupt_detection: bool,
+    mut warnings: Vec<String>,
+) -> SelfStats {
+    let s = &snap.stats;
+    let live_entries = snap.live_entries.unwrap_or(0);
+    // Entries leave the LRU by a seen free (delete) or by eviction; what is neither is there.
+    // Without a count this interval, no eviction figure (rather than a wrong one).
+    let evictions = if snap.live_entries.is_some() {
+        s.get(Stat::LiveInserts)
+            .saturating_sub(s.get(Stat::LiveDeletes))
+            .saturating_sub(live_entries)
+    } else {
+        0
+    };
+    let counters_full = s.get(Stat::CountersFull);
+    if counters_full > 0 {
+        warnings.push(format!(
+            "{counters_full} events were not counted because the counters map was full: raise --max-keys"
+        ));
+    }
+    if evictions > 0 {
+        warnings.push(format!(
+            "{evictions} tracked objects were evicted from the full live-object map, so their frees count as untracked: raise --max-live or --sample"
+        ));
+    }
+    if !interrupt_detection {
+        warnings.push(
+            "allocations in interrupt context are charged to the interrupted task's cgroup: this kernel's architecture gives no way to tell them apart"
+                .to_owned(),
+        );
+    }
+    SelfStats {
+        sample_rate: sample,
+        map_bytes: footprint.map_bytes,
+        prog_bytes: footprint.prog_bytes,
+        alloc_events: s.get(Stat::AllocEvents),
+        free_events: s.get(Stat::FreeEvents),
+        lost_events,
+        live_entries,
+        live_capacity: max_live,
+        evictions,
+        missed_frees: s.get(Stat::MissedFrees),
+        counters_full,
+        caches_full: s.get(Stat::CachesFull),
+        live_insert_failed: s.get(Stat::LiveInsertFailed),
+        interrupt_detection,
+        warnings,
+    }
+}
+
+/// The kernel's books at both ends of the window.
+struct NodeBooks<'a> {
+    before: &'a BTreeMap<String, u64>,
+    after: &'a BTreeMap<String, u64>,
+    aliases: &'a BTreeMap<String, Vec<String>>,
+}
+
+/// When and how the window was traced.
+struct Window {
+    started: SystemTime,
+    duration: Duration,
+    sample: u64,
+}
+
+fn build_report(
+    attribution: Attribution,
+    snap: &Snapshot,
+    layout: &KernelLayout,
+    books: &NodeBooks<'_>,
+    window: &Window,
+    self_stats: SelfStats,
+) -> Report {
+    // Cache flags by name, for the node-wide view.
+    let flags: BTreeMap<String, u32> = snap
+        .caches
+        .values()
+        .filter_map(|info| attribution::cache_name(info).map(|n| (n, info.flags)))
+        .collect();
+    let caches = attribution
+        .caches
+        .into_iter()
+        .map(|mut totals| {
+            totals.aliases = books.aliases.get(&totals.cache).cloned().unwrap_or_default();
+            let f = flags.get(&totals.cache).copied().unwrap_or(0);
+            let slabinfo = match (books.before.get(&totals.cache), books.after.get(&totals.cache)) {
+                (Some(&b), Some(&a)) => Some(SlabinfoChange::new(b, a)),
+                _ => None,
+            };
+            let slab_account =
+                f & layout.slab.account != 0 || totals.cache.starts_with("kmalloc-cg-");
+            NodeCache {
+                slab_account,
+                reclaimable: f & layout.slab.reclaim_account != 0,
+                slabinfo,
+                totals,
+            }
+        })
+        .collect();
+    Report {
+        schema: SCHEMA,
+        node: hostname(),
+        started_at: humantime::format_rfc3339_seconds(window.started).to_string(),
+        duration_seconds: window.duration.as_secs_f64(),
+        sampling: Sampling {
+            rate: window.sample,
+            estimated: window.sample > 1,
+            error_bound: "live_objects_error is three standard deviations of the sampled estimate",
+        },
+        pods: rollup::pods(&attribution.cgroups, window.sample),
+        cgroups: attribution.cgroups,
+        interrupt: attribution.interrupt,
+        caches,
+        meminfo: None,
+        self_stats,
+    }
+}
+
+/// The kernel memory lines of /proc/meminfo, or None (logged) if unreadable.
+#[must_use]
+pub fn read_kernel_memory(proc_root: &Path) -> Option<KernelMemory> {
+    match read_meminfo(proc_root) {
+        Ok(m) => Some(KernelMemory::from_meminfo(&m)),
+        Err(e) => {
+            warn!("no /proc/meminfo figures: {e}");
+            None
+        }
+    }
+}
+
+/// This node's name: `$NODE_NAME` (the `DaemonSet` sets it from the downward API), else the
+/// hostname.
+#[must_use]
+pub fn hostname() -> String {
+    if let Ok(name) = std::env::var("NODE_NAME")
+        && !name.is_empty()
+    {
+        return name;
+    }
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_or_else(|_| "unknown".to_owned(), |h| h.trim().to_owned())
+}
