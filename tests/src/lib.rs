@@ -5,6 +5,7 @@
 //! in them, and asserts on what the real `slabtrace` binary reports.
 
 pub mod containerd;
+pub mod daemon;
 
 use std::{
     fs,

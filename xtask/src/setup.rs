@@ -14,9 +14,15 @@ const BPF_LINKER_VERSION: &str = "0.10.0";
 pub const BUILD_PACKAGES: &[(&str, &str)] = &[("protoc", "protobuf-compiler")];
 
 /// Debian packages the integration tests need: a real containerd with runc, and busybox for
-/// the test image.
-pub const TEST_PACKAGES: &[(&str, &str)] =
-    &[("containerd", "containerd"), ("runc", "runc"), ("busybox", "busybox-static")];
+/// the test image; a real Prometheus (and promtool) to scrape the daemon; tmux to drive
+/// `slabtrace top`.
+pub const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("containerd", "containerd"),
+    ("runc", "runc"),
+    ("busybox", "busybox-static"),
+    ("promtool", "prometheus"),
+    ("tmux", "tmux"),
+];
 
 /// Installs the Debian packages of `needed` (command, package) whose command is missing.
 pub fn ensure_packages(needed: &[(&str, &str)]) -> Result<()> {

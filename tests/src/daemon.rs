@@ -1,0 +1,187 @@
+//! A running `slabtrace daemon` for the tests: events to a file the test reads, HTTP on a free
+//! loopback port, stopped with a signal and timed.
+
+use std::{
+    fs,
+    io::{Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use serde_json::Value;
+
+use crate::slabtrace_bin;
+
+/// A running daemon; killed on drop.
+pub struct Daemon {
+    child: Child,
+    dir: PathBuf,
+    /// The HTTP address (`127.0.0.1:port`).
+    pub listen: String,
+}
+
+/// How a daemon ended.
+#[derive(Debug)]
+pub struct Stopped {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// From the signal to its exit.
+    pub took: Duration,
+    /// What it logged.
+    pub stderr: String,
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Daemon {
+    /// Starts `slabtrace daemon --events <file> --listen 127.0.0.1:<free port>` with `extra`
+    /// arguments and waits until its probes are attached. `tag` names its scratch directory.
+    pub fn start(tag: &str, extra: &[&str]) -> Result<Self> {
+        Self::start_with(tag, extra, |_| {})
+    }
+
+    /// Like [`Self::start`], with a hook to change the command (stdout, environment).
+    /// `--events` is only added when `extra` does not give it.
+    pub fn start_with(tag: &str, extra: &[&str], tweak: impl FnOnce(&mut Command)) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("slabtrace-test-{}-{tag}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir)?;
+        let ready = dir.join("ready");
+        let listen = format!("127.0.0.1:{}", free_port()?);
+        let mut cmd = Command::new(slabtrace_bin());
+        cmd.arg("daemon").arg("--ready-file").arg(&ready).args(["--listen", &listen]);
+        if !extra.contains(&"--events") {
+            cmd.arg("--events").arg(dir.join("events.ndjson"));
+        }
+        cmd.args(extra)
+            .env("RUST_LOG", std::env::var("SLABTRACE_TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(dir.join("stderr"))?);
+        tweak(&mut cmd);
+        let child = cmd.spawn().context("starting slabtrace daemon")?;
+        let mut me = Self { child, dir, listen };
+        let deadline = Instant::now() + Duration::from_mins(1);
+        while !ready.exists() {
+            if let Some(status) = me.child.try_wait()? {
+                bail!("slabtrace daemon exited before attaching ({status}): {}", me.stderr());
+            }
+            ensure!(Instant::now() < deadline, "slabtrace daemon did not attach within 60 s");
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(me)
+    }
+
+    /// Its scratch directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What it logged so far.
+    #[must_use]
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
+
+    /// Every event written to the events file so far (a partly written last line is left out).
+    pub fn events(&self) -> Result<Vec<Value>> {
+        let text = fs::read_to_string(self.dir.join("events.ndjson")).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).with_context(|| format!("not JSON: {l}")))
+            .take_while(Result::is_ok)
+            .collect()
+    }
+
+    /// Waits up to `timeout` for an event that `pred` accepts, and returns it.
+    pub fn wait_for_event(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.events()?.into_iter().find(&pred) {
+                return Ok(e);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "no matching event within {timeout:?}; stderr:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// GET `path` from the daemon's HTTP endpoint: (status code, body).
+    pub fn get(&self, path: &str) -> Result<(u16, String)> {
+        http_get(&self.listen, path)
+    }
+
+    /// Sends `signal` and waits up to `timeout` for the daemon to exit.
+    pub fn stop(mut self, signal: i32, timeout: Duration) -> Result<Stopped> {
+        let started = Instant::now();
+        // SAFETY: kill has no memory-safety preconditions.
+        unsafe { libc::kill(i32::try_from(self.child.id())?, signal) };
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Stopped { status, took: started.elapsed(), stderr: self.stderr() });
+            }
+            ensure!(
+                started.elapsed() < timeout,
+                "the daemon did not exit within {timeout:?} of signal {signal}; stderr:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A plain HTTP/1.1 GET (no client library: one request, `Connection: close`).
+pub fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").context("no HTTP header end")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("bad status line: {head}"))?;
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    Ok((status, if chunked { dechunk(body) } else { body.to_owned() }))
+}
+
+/// Decodes a chunked body.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
