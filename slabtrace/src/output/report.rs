@@ -12,7 +12,7 @@ use crate::{
 pub const SCHEMA: &str = "slabtrace.report.v1";
 
 /// A report over one tracing window.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
     /// Always [`SCHEMA`].
     pub schema: &'static str,
@@ -41,7 +41,7 @@ pub struct Report {
 }
 
 /// How the sampled figures were made.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Sampling {
     /// N: one object address in N is tracked from allocation to free.
     pub rate: u64,
