@@ -33,6 +33,8 @@ pub struct Stopped {
     pub took: Duration,
     /// What it logged.
     pub stderr: String,
+    /// Every event it wrote to the events file (none when events went elsewhere).
+    pub events: Vec<Value>,
 }
 
 /// A loopback port nobody listens on right now.
@@ -107,7 +109,11 @@ impl Daemon {
     }
 
     /// Waits up to `timeout` for an event that `pred` accepts, and returns it.
-    pub fn wait_for_event(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+    pub fn wait_for_event(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(e) = self.events()?.into_iter().find(&pred) {
@@ -134,7 +140,8 @@ impl Daemon {
         unsafe { libc::kill(i32::try_from(self.child.id())?, signal) };
         loop {
             if let Some(status) = self.child.try_wait()? {
-                return Ok(Stopped { status, took: started.elapsed(), stderr: self.stderr() });
+                let took = started.elapsed();
+                return Ok(Stopped { status, took, stderr: self.stderr(), events: self.events()? });
             }
             ensure!(
                 started.elapsed() < timeout,

@@ -352,7 +352,9 @@ struct SelfEvent<'a> {
     last: bool,
 }
 
-/// The lines of one interval, in order: samples, gone owners, node memory, self stats.
+/// The lines of one interval, most important first, because when the buffer is full the
+/// tail of an interval is what gets dropped: self stats (which say what was dropped), node
+/// memory, gone owners, then the samples.
 #[must_use]
 pub fn lines(interval: &Interval, top_n: usize, stream: StreamStats) -> Vec<String> {
     let ts = humantime::format_rfc3339_millis(interval.ts).to_string();
@@ -365,31 +367,6 @@ pub fn lines(interval: &Interval, top_n: usize, stream: StreamStats) -> Vec<Stri
             Err(e) => warn!("cannot encode a {kind} event: {e}"),
         }
     };
-    let (kept, rest) = top(interval.changes.clone(), top_n);
-    for change in &kept {
-        let Some(owner) = interval.frame.owners.get(&change.owner) else { continue };
-        push(
-            "slab.sample",
-            &sample(owner, change, interval.seconds, interval.report.sampling.estimated),
-        );
-    }
-    if let Some(rest) = rest {
-        push("slab.sample", &other(&rest, interval.seconds, interval.report.sampling.estimated));
-    }
-    let live_by_owner: std::collections::BTreeMap<&OwnerKey, u64> =
-        interval.frame.live_bytes_by_owner().into_iter().collect();
-    for owner in &interval.gone {
-        let kind = match owner {
-            Owner::Pod { .. } => "pod.gone",
-            Owner::Cgroup { .. } => "cgroup.gone",
-            Owner::Interrupt => continue,
-        };
-        let live_bytes = live_by_owner.get(&owner.key()).copied().unwrap_or(0);
-        push(kind, &Gone { owner, live_bytes });
-    }
-    if let Some(memory) = interval.meminfo {
-        push("node.memory", &NodeMemory { memory });
-    }
     let s = &interval.report.self_stats;
     push(
         "self.stats",
@@ -413,6 +390,31 @@ pub fn lines(interval: &Interval, top_n: usize, stream: StreamStats) -> Vec<Stri
             last: interval.last,
         },
     );
+    if let Some(memory) = interval.meminfo {
+        push("node.memory", &NodeMemory { memory });
+    }
+    let live_by_owner: std::collections::BTreeMap<&OwnerKey, u64> =
+        interval.frame.live_bytes_by_owner().into_iter().collect();
+    for owner in &interval.gone {
+        let kind = match owner {
+            Owner::Pod { .. } => "pod.gone",
+            Owner::Cgroup { .. } => "cgroup.gone",
+            Owner::Interrupt => continue,
+        };
+        let live_bytes = live_by_owner.get(&owner.key()).copied().unwrap_or(0);
+        push(kind, &Gone { owner, live_bytes });
+    }
+    let (kept, rest) = top(interval.changes.clone(), top_n);
+    for change in &kept {
+        let Some(owner) = interval.frame.owners.get(&change.owner) else { continue };
+        push(
+            "slab.sample",
+            &sample(owner, change, interval.seconds, interval.report.sampling.estimated),
+        );
+    }
+    if let Some(rest) = rest {
+        push("slab.sample", &other(&rest, interval.seconds, interval.report.sampling.estimated));
+    }
     out
 }
 
@@ -487,5 +489,168 @@ mod erased {
             line.push('\n');
             Ok(line)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::{
+        cgroup::kubepods::Qos,
+        frame::{Frame, Row, changes},
+        output::report::Report,
+        pipeline::ProcessUsage,
+    };
+
+    fn row(allocs: u64, live: u64) -> Row {
+        Row {
+            object_size: 100,
+            allocs,
+            alloc_bytes: allocs * 100,
+            frees: allocs - live,
+            live_objects: live,
+            live_bytes: live * 100,
+            ..Row::default()
+        }
+    }
+
+    /// An interval in which pod `web` grew, a service grew a little, and a cgroup went away.
+    fn interval() -> Interval {
+        let web = Owner::Pod {
+            namespace: Some("shop".into()),
+            name: Some("web-0".into()),
+            uid: "u-1".into(),
+            qos: Qos::Burstable,
+            deleted: false,
+        };
+        let svc = Owner::Cgroup {
+            cgroup_id: 7,
+            cgroup: Some("/system.slice/a.service".into()),
+            alive: true,
+        };
+        let gone =
+            Owner::Cgroup { cgroup_id: 8, cgroup: Some("/user.slice/x".into()), alive: false };
+        let mut frame = Frame::default();
+        for (owner, cache, r) in [
+            (&web, "dentry", row(1000, 900)),
+            (&svc, "filp", row(10, 2)),
+            (&gone, "dentry", row(5, 5)),
+        ] {
+            frame.owners.insert(owner.key(), owner.clone());
+            frame.rows.insert((owner.key(), cache.to_owned()), r);
+        }
+        let mut report = Report::default();
+        report.self_stats.sample_rate = 1;
+        Interval {
+            seq: 3,
+            node: "node-a".into(),
+            ts: SystemTime::UNIX_EPOCH + Duration::from_hours(500_000),
+            seconds: 10.0,
+            changes: changes(&Frame::default(), &frame),
+            gone: vec![gone],
+            frame,
+            report,
+            meminfo: Some(KernelMemory { slab: 1 << 30, ..KernelMemory::default() }),
+            slabinfo: Vec::new(),
+            process: ProcessUsage { cpu_seconds: 1.5, rss_bytes: 40 << 20 },
+            events_per_second: 1234.5,
+            last: false,
+        }
+    }
+
+    fn parse(lines: &[String]) -> Vec<Value> {
+        lines
+            .iter()
+            .map(|l| {
+                assert!(l.ends_with('\n') && !l[..l.len() - 1].contains('\n'), "not one line: {l}");
+                serde_json::from_str(l).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_event_has_the_envelope_and_comes_in_order_of_importance() {
+        let events = parse(&lines(&interval(), 10, StreamStats { written: 40, dropped: 2 }));
+        let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            types,
+            [
+                "self.stats",
+                "node.memory",
+                "cgroup.gone",
+                "slab.sample",
+                "slab.sample",
+                "slab.sample"
+            ]
+        );
+        for e in &events {
+            assert_eq!(e["schema"], EVENT_SCHEMA);
+            assert_eq!(e["node"], "node-a");
+            assert_eq!(e["seq"], 3);
+            assert_eq!(e["ts"], "2027-01-15T08:00:00.000Z");
+        }
+        assert_eq!(events[0]["dropped_events"], 2);
+        assert_eq!(events[0]["events_written"], 40);
+        assert_eq!(events[1]["slab"], 1u64 << 30);
+        assert_eq!(events[2]["owner"]["cgroup"], "/user.slice/x");
+        assert_eq!(events[2]["live_bytes"], 500);
+        // The largest change first: the pod's 900 live dentries.
+        let web = &events[3];
+        assert_eq!(web["owner"]["kind"], "pod");
+        assert_eq!(web["owner"]["name"], "web-0");
+        assert_eq!(web["owner"]["qos"], "burstable");
+        assert_eq!(
+            (web["allocs"].as_u64(), web["live_bytes"].as_u64()),
+            (Some(1000), Some(90_000))
+        );
+        assert_eq!(web["live_bytes_delta"], 90_000);
+    }
+
+    #[test]
+    fn samples_beyond_the_top_are_rolled_up() {
+        let events = parse(&lines(&interval(), 1, StreamStats::default()));
+        let samples: Vec<&Value> = events.iter().filter(|e| e["type"] == "slab.sample").collect();
+        assert_eq!(samples.len(), 2);
+        let other = samples[1];
+        assert_eq!(other["owner"], serde_json::json!({"kind": "other", "rows": 2}));
+        assert_eq!(other["cache"], Value::Null);
+        assert_eq!(other["allocs"], 15);
+        assert_eq!(other["live_bytes"], 700);
+    }
+
+    #[test]
+    fn targets_parse_from_the_flag() {
+        assert_eq!("-".parse(), Ok(EventTarget::Stdout));
+        assert_eq!("off".parse(), Ok(EventTarget::Off));
+        assert_eq!(
+            "unix:/run/vector.sock".parse(),
+            Ok(EventTarget::Unix("/run/vector.sock".into()))
+        );
+        assert_eq!(
+            "/var/log/slab.ndjson".parse(),
+            Ok(EventTarget::File("/var/log/slab.ndjson".into()))
+        );
+        assert!("unix:".parse::<EventTarget>().is_err());
+        assert!("".parse::<EventTarget>().is_err());
+    }
+
+    #[test]
+    fn a_full_buffer_drops_and_counts_instead_of_waiting() {
+        let dir =
+            std::env::temp_dir().join(format!("slabtrace-events-unit-{}", std::process::id()));
+        // A file target that always succeeds, and a buffer of 1: a burst of 6 lines cannot
+        // all fit, yet publish returns at once.
+        let stream = EventStream::open(&EventTarget::File(dir.clone()), 1, 10).unwrap().unwrap();
+        stream.publish(&interval());
+        let counters = stream.counters();
+        assert!(stream.close(std::time::Instant::now() + Duration::from_secs(5)));
+        assert_eq!(counters.written() + counters.dropped(), 6);
+        let written = std::fs::read_to_string(&dir).unwrap();
+        assert_eq!(written.lines().count() as u64, counters.written());
+        let _ = std::fs::remove_file(&dir);
     }
 }
