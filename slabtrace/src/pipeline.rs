@@ -12,12 +12,12 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use log::debug;
-use slabtrace_common::{CounterKey, Counters};
+use log::{debug, warn};
+use slabtrace_common::{CounterKey, Counters, Stat};
 
 use crate::{
     frame::{self, Change, Frame, Owner},
-    maps::delta,
+    maps::{delta, retire},
     node::slabinfo::{SlabInfo, read_slabinfo},
     output::report::{KernelMemory, Report},
     session::{self, Session, SessionOptions, TraceError},
@@ -79,8 +79,16 @@ pub struct Pipeline {
     totals: BTreeMap<CounterKey, Counters>,
     frame: Frame,
     last_tick: Instant,
-    live_count: Option<(Instant, u64)>,
+    /// The last count of the live-object map: when, how many entries, and the insert and
+    /// delete counters at that moment (evictions are derived from the three together).
+    live_count: Option<(Instant, u64, u64, u64)>,
     events: u64,
+    /// When each finished cgroup was first seen finished (see [`crate::maps::retire`]).
+    finished_at: BTreeMap<u64, Instant>,
+    /// How long finished cgroups are kept in userspace (`--gone-pod-ttl`).
+    grace: Duration,
+    /// Keys deleted from the counters map so far.
+    retired: u64,
 }
 
 impl Pipeline {
@@ -99,6 +107,9 @@ impl Pipeline {
             last_tick,
             live_count: None,
             events: 0,
+            finished_at: BTreeMap::new(),
+            grace: opts.runtime.gone_pod_ttl(),
+            retired: 0,
         })
     }
 
@@ -123,11 +134,23 @@ impl Pipeline {
     pub fn tick(&mut self, last: bool) -> Result<Interval, TraceError> {
         let now = Instant::now();
         let count_live = last
-            || self.live_count.is_none_or(|(at, _)| now.duration_since(at) >= LIVE_COUNT_EVERY);
+            || self.live_count.is_none_or(|(at, ..)| now.duration_since(at) >= LIVE_COUNT_EVERY);
         let mut snap = self.session.read(count_live)?;
         match snap.live_entries {
-            Some(n) => self.live_count = Some((now, n)),
-            None => snap.live_entries = self.live_count.map(|(_, n)| n),
+            Some(n) => {
+                let (inserts, deletes) =
+                    (snap.stats.get(Stat::LiveInserts), snap.stats.get(Stat::LiveDeletes));
+                self.live_count = Some((now, n, inserts, deletes));
+            }
+            // Between counts, the live-object figures are those of the last count, all three
+            // of them: today's inserts against an old count would look like evictions.
+            None => {
+                if let Some((_, n, inserts, deletes)) = self.live_count {
+                    snap.live_entries = Some(n);
+                    snap.stats.0[Stat::LiveInserts as usize] = inserts;
+                    snap.stats.0[Stat::LiveDeletes as usize] = deletes;
+                }
+            }
         }
         self.session.refresh();
         let grown = delta(&self.read, &snap.counters);
@@ -138,8 +161,10 @@ impl Pipeline {
             t.sampled_frees += d.sampled_frees;
         }
         self.read.clone_from(&snap.counters);
+        self.retire(now);
 
-        let report = self.session.report(&snap, &self.totals)?;
+        let mut report = self.session.report(&snap, &self.totals)?;
+        report.self_stats.retired_counters = self.retired;
         let frame = Frame::from_report(&report);
         let changes = frame::changes(&self.frame, &frame);
         let gone = frame.newly_gone(&self.frame).into_iter().cloned().collect();
@@ -169,6 +194,40 @@ impl Pipeline {
             events_per_second,
             last,
         })
+    }
+
+    /// Deletes finished keys from the kernel's map and forgets those finished for longer than
+    /// the grace period, with their cgroups' paths.
+    fn retire(&mut self, now: Instant) {
+        let session = &self.session;
+        let plan = retire::plan(
+            &self.read,
+            &self.totals,
+            |id| session.alive(id),
+            &mut self.finished_at,
+            now,
+            self.grace,
+        );
+        if !plan.delete.is_empty() {
+            match self.session.delete_counters(&plan.delete) {
+                Ok(n) => {
+                    debug!("retired {n} counters of gone cgroups");
+                    self.retired += n as u64;
+                }
+                Err(e) => warn!("cannot retire counters of gone cgroups: {e}"),
+            }
+            for key in &plan.delete {
+                self.read.remove(key);
+            }
+        }
+        if !plan.forget.is_empty() {
+            debug!("forgetting {} gone cgroups", plan.forget.len());
+            self.totals.retain(|k, _| !plan.forget.contains(&k.cgroup_id));
+            for id in &plan.forget {
+                self.finished_at.remove(id);
+            }
+            self.session.forget_cgroups(|id| !plan.forget.contains(&id));
+        }
     }
 
     /// Detaches the probes.

@@ -108,6 +108,7 @@ pub struct Session {
     warnings: Vec<String>,
     sample: u64,
     max_live: u64,
+    max_keys: u64,
     proc_root: PathBuf,
     sys_root: PathBuf,
     started: Instant,
@@ -150,6 +151,7 @@ impl Session {
             warnings,
             sample: u64::from(opts.tracer.sample),
             max_live: u64::from(opts.tracer.max_live),
+            max_keys: u64::from(opts.tracer.max_keys),
             proc_root: roots.proc_root.clone(),
             sys_root: roots.sys_root.clone(),
             started,
@@ -215,6 +217,20 @@ impl Session {
         (self.resolver.resolve(id), self.resolver.is_alive(id))
     }
 
+    /// Deletes finished keys from the counters map; returns how many were deleted.
+    pub fn delete_counters(&mut self, keys: &[CounterKey]) -> Result<usize, TraceError> {
+        match &mut self.tracer {
+            Some(tracer) => Ok(crate::maps::delete_counters(tracer.ebpf_mut(), keys)?),
+            None => Ok(0),
+        }
+    }
+
+    /// Whether a cgroup exists, as of the latest scan.
+    #[must_use]
+    pub fn alive(&self, id: u64) -> bool {
+        self.resolver.is_alive(id)
+    }
+
     /// Forgets the paths of vanished cgroups `keep` says nobody needs any more.
     pub fn forget_cgroups(&mut self, keep: impl FnMut(u64) -> bool) {
         self.resolver.retain_vanished(keep);
@@ -262,7 +278,7 @@ impl Session {
             snap,
             &footprint,
             lost_events,
-            (self.sample, self.max_live),
+            (self.sample, self.max_live, self.max_keys),
             self.layout.task_stack.is_some(),
             warnings,
         );
@@ -430,7 +446,7 @@ fn self_stats(
     snap: &Snapshot,
     footprint: &fdinfo::BpfFootprint,
     lost_events: u64,
-    (sample, max_live): (u64, u64),
+    (sample, max_live, max_keys): (u64, u64, u64),
     interrupt_detection: bool,
     mut warnings: Vec<String>,
 ) -> SelfStats {
@@ -474,6 +490,9 @@ fn self_stats(
         evictions,
         missed_frees: s.get(Stat::MissedFrees),
         counters_full,
+        counters_entries: snap.counters.len() as u64,
+        counters_capacity: max_keys,
+        retired_counters: 0,
         caches_full: s.get(Stat::CachesFull),
         live_insert_failed: s.get(Stat::LiveInsertFailed),
         interrupt_detection,

@@ -2,7 +2,8 @@
 
 pub mod delta;
 pub mod fdinfo;
+pub mod retire;
 pub mod snapshot;
 
 pub use delta::{CounterDelta, delta};
-pub use snapshot::{Snapshot, Stats};
+pub use snapshot::{Snapshot, Stats, delete_counters};

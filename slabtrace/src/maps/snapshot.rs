@@ -109,6 +109,23 @@ impl Snapshot {
     }
 }
 
+/// Deletes `keys` from the counters map (see [`super::retire`]); returns how many were there.
+pub fn delete_counters(ebpf: &mut Ebpf, keys: &[CounterKey]) -> Result<usize, MapReadError> {
+    let map = ebpf.map_mut("COUNTERS").ok_or(MapReadError::Missing("COUNTERS"))?;
+    let mut counters: PerCpuHashMap<_, CounterKey, Counters> =
+        PerCpuHashMap::try_from(map).map_err(read_err("COUNTERS"))?;
+    let mut deleted = 0;
+    for key in keys {
+        match counters.remove(key) {
+            Ok(()) => deleted += 1,
+            // Already gone: nothing to do.
+            Err(MapError::KeyNotFound | MapError::SyscallError(_)) => {}
+            Err(e) => return Err(read_err("COUNTERS")(e)),
+        }
+    }
+    Ok(deleted)
+}
+
 /// Sums per-CPU copies of a counters value.
 fn sum<'a>(values: impl Iterator<Item = &'a Counters>) -> Counters {
     values.fold(Counters::default(), |acc, c| Counters {

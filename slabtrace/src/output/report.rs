@@ -174,6 +174,13 @@ pub struct SelfStats {
     pub missed_frees: u64,
     /// New (cgroup, cache) keys dropped because the counters map was full (`--max-keys`).
     pub counters_full: u64,
+    /// (cgroup, cache) keys in the counters map now.
+    pub counters_entries: u64,
+    /// Its capacity (`--max-keys`).
+    pub counters_capacity: u64,
+    /// Keys of gone cgroups with nothing live, deleted from the counters map so far (the
+    /// daemon and `top` do this; `report` keeps everything).
+    pub retired_counters: u64,
     /// Caches left unnamed because the cache map was full.
     pub caches_full: u64,
     /// Failed insertions into the live-object map.

@@ -114,6 +114,11 @@ impl Tracer {
         &self.ebpf
     }
 
+    /// The BPF object, for the one writer of the maps (retiring finished counters).
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
     /// Events no program saw: the skipped runs of the programs that had no twin to take them.
     #[must_use]
     pub fn lost_events(&self, footprint: &BpfFootprint) -> u64 {

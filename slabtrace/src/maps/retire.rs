@@ -1,0 +1,148 @@
+//! Which counters a long-running daemon may retire, so that the counters map (bounded by
+//! `--max-keys`) and its own tables do not fill up with every pod the node ever ran.
+//!
+//! A key is *finished* when its cgroup is gone and none of its sampled objects is live: no
+//! allocation can come to it (cgroup ids are never reused), and no free can be credited to it
+//! (every tracked object of it was freed). A finished key is deleted from the kernel's map at
+//! once, and kept in userspace, so its owner's figures and its `gone` event still go out. A
+//! cgroup is forgotten in userspace once all its keys have been finished for the grace
+//! period; a gone cgroup that still holds live objects is never forgotten: that memory is
+//! still on the node.
+//! Pure: the caller supplies liveness and the clock.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant},
+};
+
+use slabtrace_common::{
+    CounterKey, Counters,
+    key::{IRQ_CGROUP, UNTRACKED_CGROUP},
+};
+
+/// What to do with finished keys now.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Retirement {
+    /// Keys to delete from the kernel's map now (finished, still in the map).
+    pub delete: Vec<CounterKey>,
+    /// Cgroups whose keys have all been finished for longer than the grace period: forget
+    /// their keys and their paths.
+    pub forget: BTreeSet<u64>,
+}
+
+/// Whether a key has no live sampled object.
+fn empty(c: &Counters) -> bool {
+    c.sampled_allocs <= c.sampled_frees
+}
+
+/// Plans the retirement. `in_map` is what the kernel's map holds now, `totals` what userspace
+/// keeps, `alive(id)` whether a cgroup exists, and `finished_at` (updated here) when each
+/// cgroup was first seen finished.
+pub fn plan(
+    in_map: &BTreeMap<CounterKey, Counters>,
+    totals: &BTreeMap<CounterKey, Counters>,
+    mut alive: impl FnMut(u64) -> bool,
+    finished_at: &mut BTreeMap<u64, Instant>,
+    now: Instant,
+    grace: Duration,
+) -> Retirement {
+    // Per cgroup: are all its keys empty?
+    let mut all_empty: BTreeMap<u64, bool> = BTreeMap::new();
+    for (key, c) in totals {
+        if key.cgroup_id == IRQ_CGROUP || key.cgroup_id == UNTRACKED_CGROUP {
+            continue;
+        }
+        *all_empty.entry(key.cgroup_id).or_insert(true) &= empty(c);
+    }
+    let finished: BTreeSet<u64> = all_empty
+        .into_iter()
+        .filter(|&(id, is_empty)| is_empty && !alive(id))
+        .map(|(id, _)| id)
+        .collect();
+    // A cgroup that is no longer finished (it cannot come back, but a late credited free of an
+    // evicted entry could make a key non-empty again on paper) starts over.
+    finished_at.retain(|id, _| finished.contains(id));
+    for &id in &finished {
+        finished_at.entry(id).or_insert(now);
+    }
+    let delete = in_map
+        .iter()
+        .filter(|(k, c)| {
+            k.cgroup_id != IRQ_CGROUP
+                && k.cgroup_id != UNTRACKED_CGROUP
+                && empty(c)
+                && !alive(k.cgroup_id)
+        })
+        .map(|(k, _)| *k)
+        .collect();
+    let forget = finished_at
+        .iter()
+        .filter(|&(_, &at)| now.saturating_duration_since(at) >= grace)
+        .map(|(&id, _)| id)
+        .collect();
+    Retirement { delete, forget }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(cgroup_id: u64, cache: u64) -> CounterKey {
+        CounterKey { cgroup_id, cache, flags: 0, padding: 0 }
+    }
+
+    fn c(sa: u64, sf: u64) -> Counters {
+        Counters { allocs: sa * 16, sampled_allocs: sa, sampled_frees: sf }
+    }
+
+    const GRACE: Duration = Duration::from_mins(10);
+
+    #[test]
+    fn a_gone_cgroup_with_nothing_live_is_deleted_then_forgotten() {
+        let map = BTreeMap::from([(key(5, 1), c(3, 3)), (key(5, 2), c(0, 0))]);
+        let mut at = BTreeMap::new();
+        let t0 = Instant::now();
+        let r = plan(&map, &map, |_| false, &mut at, t0, GRACE);
+        assert_eq!(r.delete, vec![key(5, 1), key(5, 2)]);
+        assert!(r.forget.is_empty());
+        // Deleted from the map; userspace still has it until the grace period is over.
+        let r = plan(&BTreeMap::new(), &map, |_| false, &mut at, t0 + GRACE, GRACE);
+        assert_eq!(r.delete, vec![]);
+        assert_eq!(r.forget, BTreeSet::from([5]));
+    }
+
+    #[test]
+    fn live_cgroups_and_live_objects_are_kept() {
+        let map = BTreeMap::from([
+            // Alive, nothing live: it may allocate again.
+            (key(1, 1), c(2, 2)),
+            // Gone, but one cache still has a live object: that key stays, and the cgroup is
+            // never forgotten.
+            (key(2, 1), c(2, 2)),
+            (key(2, 2), c(5, 4)),
+            // Interrupt context and untracked frees are nobody's to retire.
+            (key(IRQ_CGROUP, 1), c(0, 0)),
+            (key(UNTRACKED_CGROUP, 1), c(0, 0)),
+        ]);
+        let mut at = BTreeMap::new();
+        let later = Instant::now() + GRACE * 2;
+        let r = plan(&map, &map, |id| id == 1, &mut at, later, GRACE);
+        assert_eq!(r.delete, vec![key(2, 1)]);
+        assert!(r.forget.is_empty());
+        assert!(at.is_empty());
+    }
+
+    #[test]
+    fn the_clock_starts_when_the_cgroup_is_finished() {
+        let busy = BTreeMap::from([(key(7, 1), c(4, 1))]);
+        let done = BTreeMap::from([(key(7, 1), c(4, 4))]);
+        let mut at = BTreeMap::new();
+        let t0 = Instant::now();
+        assert_eq!(plan(&busy, &busy, |_| false, &mut at, t0, GRACE), Retirement::default());
+        let t1 = t0 + GRACE;
+        assert_eq!(plan(&done, &done, |_| false, &mut at, t1, GRACE).delete, vec![key(7, 1)]);
+        assert!(plan(&BTreeMap::new(), &done, |_| false, &mut at, t1, GRACE).forget.is_empty());
+        let r = plan(&BTreeMap::new(), &done, |_| false, &mut at, t1 + GRACE, GRACE);
+        assert_eq!(r.forget, BTreeSet::from([7]));
+    }
+}
