@@ -2,5 +2,6 @@
 //! /sys/kernel/slab. Parsers are pure and take text; readers take a configurable root.
 
 pub mod aliases;
+pub mod growth;
 pub mod meminfo;
 pub mod slabinfo;
