@@ -4,4 +4,5 @@
 pub mod aliases;
 pub mod growth;
 pub mod meminfo;
+pub mod reconcile;
 pub mod slabinfo;
