@@ -4,6 +4,7 @@
 //! [`kernel`] finds out what the running kernel looks like, [`probe`] loads and attaches the BPF
 //! programs, [`cgroup`] names cgroup ids, [`node`] reads the kernel's own books.
 
+pub mod advice;
 pub mod attribution;
 pub mod cgroup;
 pub mod cli;
