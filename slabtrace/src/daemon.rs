@@ -13,7 +13,10 @@ use log::{info, warn};
 
 use crate::{
     cli::DaemonArgs,
-    output::events::{EventStream, EventTarget},
+    output::{
+        events::{EventStream, EventTarget},
+        http::Http,
+    },
     pipeline::Pipeline,
     probe::ProbeSet,
     session::{SessionOptions, TraceError},
@@ -35,7 +38,8 @@ pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
     })?;
     let events = EventStream::open(&target, args.event_buffer, args.events_top)
         .map_err(|e| TraceError::Usage(e.to_string()))?;
-    // HTTP endpoints: started here once output/http.rs exists.
+    let http = Http::start(args, events.as_ref().map(EventStream::counters))
+        .map_err(|e| TraceError::Usage(e.to_string()))?;
     if let Some(path) = &args.ready_file {
         fs::write(path, b"attached\n")
             .map_err(|source| TraceError::Write { what: path.display().to_string(), source })?;
@@ -65,6 +69,9 @@ pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
             if let Some(events) = &events {
                 events.publish(&interval);
             }
+            if let Some(http) = &http {
+                http.publish(&interval);
+            }
             if stopping {
                 break;
             }
@@ -79,6 +86,9 @@ pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
         std::thread::sleep(Duration::from_millis(50).min(next.saturating_duration_since(now)));
     }
     pipeline.detach();
+    if let Some(http) = &http {
+        http.detached();
+    }
     let deadline = Instant::now() + args.shutdown_timeout;
     if let Some(events) = events {
         let flushed = events.close(deadline);

@@ -2,5 +2,7 @@
 //! stream, its Prometheus metrics and HTTP endpoints, and the live `top` view.
 
 pub mod events;
+pub mod http;
+pub mod metrics;
 pub mod report;
 pub mod table;

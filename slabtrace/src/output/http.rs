@@ -1,0 +1,550 @@
+//! The daemon's HTTP endpoints on `--listen`: `/metrics` (Prometheus), `/report` (the current
+//! JSON report), `/healthz` (whether the probes are attached and intervals are on time) and
+//! `/`, a short index.
+//!
+//! A small hyper HTTP/1.1 server on its own thread with a current-thread tokio runtime. The
+//! tracing loop only swaps an `Arc<Interval>` into [`Latest`]; everything is encoded when a
+//! request asks for it, so a slow or stuck client never holds up tracing. The address is bound
+//! before the daemon says it is ready, so a taken port fails `slabtrace daemon` at once.
+//!
+//! `/metrics` is `OpenMetrics` text when the client asks for it (Prometheus does), and
+//! Prometheus' text format 0.0.4 otherwise (curl, `promtool check metrics`): both are
+//! prometheus-client's encoding, see [`text_format`].
+
+use std::{
+    convert::Infallible,
+    io,
+    net::{SocketAddr, TcpListener},
+    sync::Arc,
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use http_body_util::Full;
+use hyper::{
+    Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    header::{ACCEPT, ALLOW, CONTENT_TYPE},
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use log::{debug, info, warn};
+use tokio::sync::oneshot;
+
+use crate::{
+    cli::DaemonArgs,
+    output::{
+        events::EventCounters,
+        metrics::{Exporter, ExporterOptions, Latest, text_format},
+    },
+    pipeline::Interval,
+};
+
+/// The content type of the `OpenMetrics` exposition.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The content type of Prometheus' text format.
+pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+const PLAIN: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
+
+/// A client gets this long to send its request headers (a connection that sends nothing is
+/// not kept forever).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `/healthz` fails once the last interval is older than three intervals and this.
+const STALE_GRACE: Duration = Duration::from_secs(5);
+
+/// The endpoints could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The address is taken, not local, or not an address.
+    #[error("cannot listen on {addr}: {reason}; pick another --listen, or --listen off")]
+    Listen {
+        /// `--listen`.
+        addr: String,
+        /// Why, in words.
+        reason: String,
+        /// The error behind it.
+        #[source]
+        source: io::Error,
+    },
+    /// No thread or runtime for the server.
+    #[error("cannot start the HTTP server: {0}; try --listen off")]
+    Start(#[source] io::Error),
+}
+
+/// `bind`'s error in words, without the `(os error N)` tail.
+fn listen_error(addr: &str, source: io::Error) -> HttpError {
+    let reason = match source.kind() {
+        io::ErrorKind::AddrInUse => "address in use".to_owned(),
+        io::ErrorKind::AddrNotAvailable => "no such address on this host".to_owned(),
+        io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        io::ErrorKind::InvalidInput => "not an ADDR:PORT".to_owned(),
+        _ => {
+            let text = source.to_string();
+            text.split(" (os error").next().unwrap_or(&text).to_owned()
+        }
+    };
+    HttpError::Listen { addr: addr.to_owned(), reason, source }
+}
+
+/// What a request gets back.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: String,
+}
+
+impl Reply {
+    fn new(status: u16, content_type: &'static str, body: impl Into<String>) -> Self {
+        Self { status, content_type, body: body.into() }
+    }
+}
+
+/// The routes, over what the tracing loop publishes.
+#[derive(Debug)]
+pub struct Endpoints {
+    latest: Arc<Latest>,
+    exporter: Exporter,
+    interval: Duration,
+}
+
+impl Endpoints {
+    /// The endpoints of a daemon that ends an interval every `interval`.
+    #[must_use]
+    pub fn new(latest: Arc<Latest>, exporter: Exporter, interval: Duration) -> Self {
+        Self { latest, exporter, interval }
+    }
+
+    /// The reply to `method path` with the request's `Accept` header, at `now`.
+    #[must_use]
+    pub fn reply(&self, method: &str, path: &str, accept: Option<&str>, now: Instant) -> Reply {
+        if method != "GET" && method != "HEAD" {
+            return Reply::new(405, PLAIN, format!("{method} is not served here; use GET\n"));
+        }
+        match path {
+            "/" => Reply::new(200, PLAIN, index()),
+            "/metrics" => self.metrics(accept),
+            "/report" => self.report(),
+            "/healthz" => {
+                let published = self.latest.get();
+                let since = |at: Instant| now.saturating_duration_since(at);
+                match health(
+                    self.latest.attached(),
+                    published.map(|p| since(p.at)),
+                    since(self.latest.started()),
+                    self.interval,
+                ) {
+                    Ok(()) => Reply::new(200, PLAIN, "ok\n"),
+                    Err(reason) => Reply::new(503, PLAIN, format!("{reason}\n")),
+                }
+            }
+            _ => Reply::new(
+                404,
+                PLAIN,
+                format!("no {path} here; try /metrics, /report or /healthz\n"),
+            ),
+        }
+    }
+
+    fn metrics(&self, accept: Option<&str>) -> Reply {
+        match self.exporter.openmetrics() {
+            Ok(text) if wants_openmetrics(accept) => Reply::new(200, OPENMETRICS, text),
+            Ok(text) => Reply::new(200, TEXT_FORMAT, text_format(&text)),
+            Err(e) => {
+                warn!("cannot encode the metrics: {e}");
+                Reply::new(500, PLAIN, "cannot encode the metrics; see slabtrace's log\n")
+            }
+        }
+    }
+
+    fn report(&self) -> Reply {
+        let Some(published) = self.latest.get() else {
+            return Reply::new(
+                503,
+                PLAIN,
+                format!(
+                    "no interval has ended yet; the first report comes {} after start\n",
+                    humantime::format_duration(self.interval)
+                ),
+            );
+        };
+        match serde_json::to_string_pretty(&published.interval.report) {
+            Ok(mut json) => {
+                json.push('\n');
+                Reply::new(200, JSON, json)
+            }
+            Err(e) => {
+                warn!("cannot encode the report: {e}");
+                Reply::new(500, PLAIN, "cannot encode the report; see slabtrace's log\n")
+            }
+        }
+    }
+}
+
+/// Whether an `Accept` header asks for `OpenMetrics` (Prometheus' does, first).
+#[must_use]
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|a| a.contains("application/openmetrics-text"))
+}
+
+/// Whether the daemon is healthy: the probes are attached and the last interval (or, before
+/// the first, the start) is no older than three intervals and [`STALE_GRACE`]. `Err` says why
+/// not, in one sentence.
+pub fn health(
+    attached: bool,
+    since_last: Option<Duration>,
+    since_start: Duration,
+    interval: Duration,
+) -> Result<(), String> {
+    if !attached {
+        return Err("the probes are detached: slabtrace is shutting down".to_owned());
+    }
+    let limit = interval.saturating_mul(3).saturating_add(STALE_GRACE);
+    let secs = |d: Duration| d.as_secs();
+    match since_last {
+        Some(age) if age > limit => Err(format!(
+            "the last interval ended {}s ago, more than 3 intervals of {}: reading the maps \
+             fails or hangs; see slabtrace's log",
+            secs(age),
+            humantime::format_duration(interval)
+        )),
+        None if since_start > limit => Err(format!(
+            "no interval has ended in the {}s since start (one every {}): reading the maps \
+             fails or hangs; see slabtrace's log",
+            secs(since_start),
+            humantime::format_duration(interval)
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn index() -> String {
+    format!(
+        "slabtrace {}\n\n\
+         /metrics  Prometheus metrics (OpenMetrics if asked for, else text format 0.0.4)\n\
+         /report   the report since start, JSON (schema slabtrace.report.v1)\n\
+         /healthz  200 while the probes are attached and intervals are on time\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// The HTTP server: a thread serving [`Endpoints`] until dropped.
+#[derive(Debug)]
+pub struct HttpServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HttpServer {
+    /// Binds `listen` now (so a taken port is an error here, not a log line later) and serves
+    /// `endpoints` on a thread of its own.
+    pub fn start(listen: &str, endpoints: Endpoints) -> Result<Self, HttpError> {
+        let listener = TcpListener::bind(listen).map_err(|e| listen_error(listen, e))?;
+        let addr = listener.local_addr().map_err(|e| listen_error(listen, e))?;
+        // tokio takes the socket over and needs it non-blocking.
+        listener.set_nonblocking(true).map_err(HttpError::Start)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(HttpError::Start)?;
+        let (stop, stopped) = oneshot::channel();
+        let endpoints = Arc::new(endpoints);
+        let thread = std::thread::Builder::new()
+            .name("http".to_owned())
+            .spawn(move || runtime.block_on(serve(listener, endpoints, stopped)))
+            .map_err(HttpError::Start)?;
+        Ok(Self { addr, stop: Some(stop), thread: Some(thread) })
+    }
+
+    /// The address it listens on.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // The accept loop ends at once; open connections end with the runtime.
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            warn!("the HTTP server thread panicked");
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, endpoints: Arc<Endpoints>, mut stop: oneshot::Receiver<()>) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!("cannot serve HTTP: {e}; /metrics, /report and /healthz are off");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    tokio::spawn(connection(stream, Arc::clone(&endpoints)));
+                }
+                // Out of file descriptors, most likely: wait rather than spin.
+                Err(e) => {
+                    warn!("cannot accept an HTTP connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+        }
+    }
+}
+
+async fn connection(stream: tokio::net::TcpStream, endpoints: Arc<Endpoints>) {
+    let service = service_fn(move |req: Request<Incoming>| {
+        let reply = respond(&endpoints, &req);
+        async move { Ok::<_, Infallible>(reply) }
+    });
+    let served = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(e) = served {
+        debug!("HTTP connection: {e}");
+    }
+}
+
+fn respond(endpoints: &Endpoints, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
+    let reply = endpoints.reply(req.method().as_str(), req.uri().path(), accept, Instant::now());
+    let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+    *response.status_mut() =
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(reply.content_type));
+    if reply.status == 405 {
+        headers.insert(ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD"));
+    }
+    response
+}
+
+/// The daemon's HTTP side: what the tracing loop hands over, and the server serving it.
+#[derive(Debug)]
+pub struct Http {
+    latest: Arc<Latest>,
+    server: HttpServer,
+}
+
+impl Http {
+    /// Starts the endpoints on `--listen`; `None` for `--listen off`. `stream` is the event
+    /// stream's counters, exported as metrics.
+    pub fn start(
+        args: &DaemonArgs,
+        stream: Option<Arc<EventCounters>>,
+    ) -> Result<Option<Self>, HttpError> {
+        if matches!(args.listen.as_str(), "off" | "none") {
+            return Ok(None);
+        }
+        let latest = Arc::new(Latest::new());
+        let options = ExporterOptions { top: args.metrics_top, stream, page_size: page_size() };
+        let exporter = Exporter::new(Arc::clone(&latest), options);
+        let endpoints = Endpoints::new(Arc::clone(&latest), exporter, args.interval);
+        let server = HttpServer::start(&args.listen, endpoints)?;
+        info!("serving /metrics, /report and /healthz on http://{}", server.addr());
+        Ok(Some(Self { latest, server }))
+    }
+
+    /// Hands an interval to the endpoints (a pointer swap).
+    pub fn publish(&self, interval: &Arc<Interval>) {
+        self.latest.publish(Arc::clone(interval));
+    }
+
+    /// Says the probes are detached (`/healthz` turns 503).
+    pub fn detached(&self) {
+        self.latest.detach();
+    }
+
+    /// The address the server listens on.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+}
+
+/// The page size, for /proc/slabinfo's slab counts.
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).ok().filter(|s| *s > 0).unwrap_or(4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{Read as _, Write as _},
+        net::TcpStream,
+        time::SystemTime,
+    };
+
+    use super::*;
+    use crate::{
+        frame::Frame,
+        output::report::{Report, SCHEMA},
+        pipeline::ProcessUsage,
+    };
+
+    const TEN: Duration = Duration::from_secs(10);
+
+    fn endpoints() -> (Arc<Latest>, Endpoints) {
+        let latest = Arc::new(Latest::new());
+        let options = ExporterOptions { top: 10, stream: None, page_size: 4096 };
+        let exporter = Exporter::new(Arc::clone(&latest), options);
+        (Arc::clone(&latest), Endpoints::new(latest, exporter, TEN))
+    }
+
+    fn interval() -> Arc<Interval> {
+        let mut report = Report { schema: SCHEMA, node: "node-a".into(), ..Report::default() };
+        report.self_stats.sample_rate = 1;
+        Arc::new(Interval {
+            seq: 1,
+            node: "node-a".into(),
+            ts: SystemTime::UNIX_EPOCH,
+            seconds: 10.0,
+            report,
+            frame: Frame::default(),
+            changes: Vec::new(),
+            gone: Vec::new(),
+            meminfo: None,
+            slabinfo: Vec::new(),
+            process: ProcessUsage::default(),
+            events_per_second: 0.0,
+            last: false,
+        })
+    }
+
+    #[test]
+    fn health_table() {
+        let s = Duration::from_secs;
+        let cases = [
+            ("on time", true, Some(s(9)), s(100), true),
+            ("just within 3 intervals and the grace", true, Some(s(35)), s(100), true),
+            ("stale", true, Some(s(36)), s(100), false),
+            ("starting", true, None, s(20), true),
+            ("no interval for too long", true, None, s(40), false),
+            ("detached", false, Some(s(1)), s(100), false),
+        ];
+        for (what, attached, last, start, ok) in cases {
+            assert_eq!(health(attached, last, start, TEN).is_ok(), ok, "{what}");
+        }
+        let why = health(true, Some(s(47)), s(100), TEN).unwrap_err();
+        assert_eq!(
+            why,
+            "the last interval ended 47s ago, more than 3 intervals of 10s: reading the maps \
+             fails or hangs; see slabtrace's log"
+        );
+    }
+
+    #[test]
+    fn routes() {
+        let (latest, ep) = endpoints();
+        let now = Instant::now();
+        let get = |path: &str| ep.reply("GET", path, None, now);
+        // Before the first interval.
+        let report = get("/report");
+        assert_eq!(report.status, 503);
+        assert_eq!(
+            report.body,
+            "no interval has ended yet; the first report comes 10s after start\n"
+        );
+        assert_eq!((get("/healthz").status, get("/healthz").body.as_str()), (200, "ok\n"));
+        latest.publish(interval());
+        let report = get("/report");
+        assert_eq!((report.status, report.content_type), (200, JSON));
+        let json: serde_json::Value = serde_json::from_str(&report.body).unwrap();
+        assert_eq!(json["schema"], SCHEMA);
+        let index = get("/");
+        assert!(index.body.contains("/metrics"), "{}", index.body);
+        assert_eq!(get("/nope").status, 404);
+        assert_eq!(ep.reply("POST", "/metrics", None, now).status, 405);
+        assert_eq!(ep.reply("HEAD", "/healthz", None, now).status, 200);
+        latest.detach();
+        let health = get("/healthz");
+        assert_eq!(
+            (health.status, health.body.as_str()),
+            (503, "the probes are detached: slabtrace is shutting down\n")
+        );
+    }
+
+    #[test]
+    fn metrics_are_negotiated() {
+        let (latest, ep) = endpoints();
+        latest.publish(interval());
+        let now = Instant::now();
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                          version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        let om = ep.reply("GET", "/metrics", Some(prometheus), now);
+        assert_eq!((om.status, om.content_type), (200, OPENMETRICS));
+        assert!(om.body.contains("# TYPE slabtrace_intervals counter\n"));
+        assert!(om.body.ends_with("# EOF\n"));
+        let plain = ep.reply("GET", "/metrics", None, now);
+        assert_eq!((plain.status, plain.content_type), (200, TEXT_FORMAT));
+        assert!(plain.body.contains("# TYPE slabtrace_intervals_total counter\n"));
+        assert!(!plain.body.contains("# EOF"));
+    }
+
+    fn raw(addr: SocketAddr, request: &str) -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn the_server_serves_and_a_taken_port_is_one_sentence() {
+        let (_latest, ep) = endpoints();
+        let server = HttpServer::start("127.0.0.1:0", ep).unwrap();
+        let addr = server.addr();
+        let ok = raw(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.ends_with("\r\n\r\nok\n"), "{ok}");
+        let post = raw(
+            addr,
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+        assert!(post.to_ascii_lowercase().contains("allow: get, head\r\n"), "{post}");
+
+        let (_, again) = endpoints();
+        let err = HttpServer::start(&addr.to_string(), again).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot listen on {addr}: address in use; pick another --listen, or --listen off"
+            )
+        );
+        let (_, bad) = endpoints();
+        let err = HttpServer::start("localhost", bad).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot listen on localhost: not an ADDR:PORT; pick another --listen, or --listen off"
+        );
+        drop(server);
+        // Stopped: the port is free again.
+        assert!(TcpListener::bind(addr).is_ok());
+    }
+}

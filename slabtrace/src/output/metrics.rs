@@ -1,0 +1,1423 @@
+//! The daemon's Prometheus metrics: a prometheus-client [`Registry`] with one [`Collector`]
+//! that encodes the latest [`Interval`] at scrape time. Series are not kept in the registry,
+//! so an owner that stops being exported simply stops appearing; nothing has to be removed.
+//!
+//! Families (every name has the `slabtrace_` prefix; counters get `_total` from the encoder):
+//! - node: /proc/meminfo's kernel lines (`slabtrace_node_*_bytes`);
+//! - per cache, node-wide: /proc/slabinfo's count (`slabtrace_slabinfo_*`) and what tracing saw
+//!   (`slabtrace_cache_*`), at most [`MAX_CACHES`] caches by name and the rest under
+//!   `cache="other"`;
+//! - per pod × cache (`slabtrace_pod_*{namespace,pod,cache}`, with `slabtrace_pod_info` and
+//!   `slabtrace_pod_deleted` for the pods shown) and per other cgroup × cache
+//!   (`slabtrace_cgroup_*{cgroup,cache}`: systemd services, sessions, the root, interrupt
+//!   context), each the top `--metrics-top` rows and the rest summed under `"other"`;
+//! - slabtrace itself (`slabtrace_events_total`, map fullness, its CPU and memory, ...).
+//!
+//! Cardinality is bounded by the top-N. The selection is sticky: a row keeps its series while
+//! it exists, and a row outside takes the place of the smallest one shown only when it holds
+//! more than [`DISPLACE_FACTOR`] times its live bytes plus [`DISPLACE_MARGIN`]. So a new leak
+//! shows by name within an interval, while rows of similar size do not trade places every
+//! interval (the cost: the top-N shown is not always exactly the N largest rows now).
+//! The counters of `"other"` are the growth of each row's counters while it was outside the
+//! top-N, so they never go down when rows move in or out of the top or expire.
+//!
+//! Expiry: an owner that is gone (a deleted pod, a removed cgroup) and holds no live bytes
+//! stops being exported. A gone owner still holding live bytes stays: that memory is still
+//! there, and "deleted pods still pinning slab" is what the metrics are for.
+//!
+//! Series are keyed by what people read: two pods with the same namespace and name (a
+//! `StatefulSet` pod deleted while its objects live on, and its successor) or two cgroups with
+//! the same path (a restarted service) are summed into one series.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt,
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Instant, UNIX_EPOCH},
+};
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{
+        DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeLabelSet, EncodeMetric, text,
+    },
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
+
+use crate::{
+    attribution::CacheTotals,
+    cgroup::kubepods::Qos,
+    frame::{Frame, Owner, OwnerKey, Row},
+    output::events::EventCounters,
+    pipeline::Interval,
+};
+
+/// Caches exported by name, node-wide (a node has a few hundred); the rest are summed under
+/// `cache="other"`.
+pub const MAX_CACHES: usize = 512;
+
+/// The label value of a rolled-up series (`pod`, `cgroup` and `cache`).
+pub const OTHER: &str = "other";
+
+/// A row outside the top-N takes the place of the smallest row shown when it holds more than
+/// this many times as many live bytes ...
+pub const DISPLACE_FACTOR: u64 = 2;
+
+/// ... plus this many, so that rows of a few kilobytes do not trade places all the time.
+pub const DISPLACE_MARGIN: u64 = 1 << 20;
+
+/// The latest interval as the tracing loop hands it over, and whether the probes are attached.
+/// Publishing is a swap of an `Arc` under a mutex held for nothing else, so a scrape never
+/// holds up tracing.
+#[derive(Debug)]
+pub struct Latest {
+    slot: Mutex<Option<Published>>,
+    attached: AtomicBool,
+    started: Instant,
+}
+
+/// An interval and when it was handed over.
+#[derive(Clone, Debug)]
+pub struct Published {
+    /// The interval.
+    pub interval: Arc<Interval>,
+    /// When it was published.
+    pub at: Instant,
+}
+
+impl Default for Latest {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Latest {
+    /// Nothing published yet; the probes are attached (the endpoints start after they are).
+    #[must_use]
+    pub fn new() -> Self {
+        Self { slot: Mutex::new(None), attached: AtomicBool::new(true), started: Instant::now() }
+    }
+
+    /// Hands over a new interval.
+    pub fn publish(&self, interval: Arc<Interval>) {
+        *lock(&self.slot) = Some(Published { interval, at: Instant::now() });
+    }
+
+    /// The latest interval, if any.
+    #[must_use]
+    pub fn get(&self) -> Option<Published> {
+        lock(&self.slot).clone()
+    }
+
+    /// Says the probes are detached.
+    pub fn detach(&self) {
+        self.attached.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the probes are attached.
+    #[must_use]
+    pub fn attached(&self) -> bool {
+        self.attached.load(Ordering::Relaxed)
+    }
+
+    /// When this was created (the endpoints' start).
+    #[must_use]
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+}
+
+/// A poisoned lock only means a scrape panicked; the data under it is whole.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the exporter needs besides the latest interval.
+#[derive(Debug)]
+pub struct ExporterOptions {
+    /// Pod × cache (and cgroup × cache) rows exported by name (`--metrics-top`).
+    pub top: usize,
+    /// The event stream's counters, when there is a stream.
+    pub stream: Option<Arc<EventCounters>>,
+    /// The page size, for /proc/slabinfo's slab counts.
+    pub page_size: u64,
+}
+
+/// The registry `/metrics` encodes.
+#[derive(Debug)]
+pub struct Exporter {
+    registry: Registry,
+}
+
+impl Exporter {
+    /// A registry over `latest`.
+    #[must_use]
+    pub fn new(latest: Arc<Latest>, options: ExporterOptions) -> Self {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(SlabCollector {
+            latest,
+            options,
+            view: Mutex::new(View::default()),
+        }));
+        Self { registry }
+    }
+
+    /// The `OpenMetrics` text exposition (what Prometheus asks for).
+    pub fn openmetrics(&self) -> Result<String, fmt::Error> {
+        let mut out = String::new();
+        text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// The same exposition in Prometheus' text format 0.0.4, for clients that do not ask for
+/// `OpenMetrics` (curl, `promtool check metrics`, older scrapers). For the types used here
+/// (gauges and counters, no exemplars, no units) the two differ only in that a counter
+/// family's `# HELP` and `# TYPE` name carries the `_total` suffix in 0.0.4, and in the
+/// `# EOF` line; the samples are the same.
+#[must_use]
+pub fn text_format(openmetrics: &str) -> String {
+    let counters: BTreeSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let (name, tail) = line.strip_prefix(prefix)?.split_once(' ')?;
+            counters.contains(name).then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// Whether an owner's series stop: it is gone and holds nothing live.
+#[must_use]
+pub fn expired(owner: &Owner, live_bytes: u64) -> bool {
+    owner.gone() && live_bytes == 0
+}
+
+/// The figures of one series: a row of the frame, a cache's totals, or a sum of them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Figures {
+    allocs: u64,
+    alloc_bytes: u64,
+    frees: u64,
+    live_bytes: u64,
+    unaccounted_live_bytes: u64,
+}
+
+impl Figures {
+    fn of_row(r: &Row) -> Self {
+        Self {
+            allocs: r.allocs,
+            alloc_bytes: r.alloc_bytes,
+            frees: r.frees,
+            live_bytes: r.live_bytes,
+            unaccounted_live_bytes: r.unaccounted_live_bytes,
+        }
+    }
+
+    fn of_cache(c: &CacheTotals) -> Self {
+        Self {
+            allocs: c.allocs,
+            alloc_bytes: c.alloc_bytes,
+            frees: c.frees,
+            live_bytes: c.live_bytes,
+            unaccounted_live_bytes: 0,
+        }
+    }
+
+    fn add(&mut self, o: &Self) {
+        self.allocs = self.allocs.saturating_add(o.allocs);
+        self.alloc_bytes = self.alloc_bytes.saturating_add(o.alloc_bytes);
+        self.frees = self.frees.saturating_add(o.frees);
+        self.live_bytes = self.live_bytes.saturating_add(o.live_bytes);
+        self.unaccounted_live_bytes =
+            self.unaccounted_live_bytes.saturating_add(o.unaccounted_live_bytes);
+    }
+
+    /// How much the counters grew since `then`; a counter that went down (its row was
+    /// forgotten and came back) counts from zero, never negative.
+    fn growth(&self, then: &Self) -> Self {
+        let g = |now: u64, before: u64| if now >= before { now - before } else { now };
+        Self {
+            allocs: g(self.allocs, then.allocs),
+            alloc_bytes: g(self.alloc_bytes, then.alloc_bytes),
+            frees: g(self.frees, then.frees),
+            live_bytes: 0,
+            unaccounted_live_bytes: 0,
+        }
+    }
+}
+
+/// The sticky top-`n` of `rows` by weight (live bytes, then a tie-breaker): the rows of
+/// `previous` that still exist keep their place; free places go to the heaviest others; then
+/// an outsider takes the place of the lightest row kept while it [`displaces`] it.
+fn select<'a, K: Ord + Clone + 'a>(
+    previous: &BTreeSet<K>,
+    rows: impl IntoIterator<Item = (&'a K, (u64, u64))>,
+    n: usize,
+) -> BTreeSet<K> {
+    let heaviest_first =
+        |a: &(&K, (u64, u64)), b: &(&K, (u64, u64))| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0));
+    let (mut kept, mut outside): (Vec<_>, Vec<_>) =
+        rows.into_iter().partition(|(k, _)| previous.contains(*k));
+    kept.sort_by(heaviest_first);
+    kept.truncate(n);
+    outside.sort_by(heaviest_first);
+    let mut outside = outside.into_iter();
+    while kept.len() < n {
+        let Some(row) = outside.next() else { break };
+        kept.push(row);
+    }
+    kept.sort_by(heaviest_first);
+    for candidate in outside {
+        // Outsiders come heaviest first: once one does not displace, none after it does.
+        if !kept.last().is_some_and(|lightest| displaces(candidate.1.0, lightest.1.0)) {
+            break;
+        }
+        kept.pop();
+        let at =
+            kept.partition_point(|r| heaviest_first(r, &candidate) == std::cmp::Ordering::Less);
+        kept.insert(at, candidate);
+    }
+    kept.into_iter().map(|(k, _)| k.clone()).collect()
+}
+
+/// Whether a row outside the top with `outsider` live bytes takes the place of one inside
+/// with `insider`.
+fn displaces(outsider: u64, insider: u64) -> bool {
+    outsider > insider.saturating_mul(DISPLACE_FACTOR).saturating_add(DISPLACE_MARGIN)
+}
+
+/// Rows of one family across intervals: which are shown by name, and the rest's counters.
+#[derive(Debug)]
+struct Rollup<K> {
+    selected: BTreeSet<K>,
+    /// Every row's figures as of the last update.
+    rows: BTreeMap<K, Figures>,
+    /// The growth of each row's counters while it was outside the top, summed.
+    rest: Figures,
+    /// Whether a row was ever outside the top: from then on the rest is exported, so its
+    /// counters never vanish.
+    has_rest: bool,
+}
+
+impl<K> Default for Rollup<K> {
+    fn default() -> Self {
+        Self {
+            selected: BTreeSet::new(),
+            rows: BTreeMap::new(),
+            rest: Figures::default(),
+            has_rest: false,
+        }
+    }
+}
+
+impl<K: Ord + Clone> Rollup<K> {
+    /// Takes the rows of a new interval (those still exported) and keeps the top `n`.
+    fn update(&mut self, rows: BTreeMap<K, Figures>, n: usize) {
+        self.selected =
+            select(&self.selected, rows.iter().map(|(k, f)| (k, (f.live_bytes, f.alloc_bytes))), n);
+        for (key, now) in &rows {
+            if self.selected.contains(key) {
+                continue;
+            }
+            self.has_rest = true;
+            let then = self.rows.get(key).copied().unwrap_or_default();
+            self.rest.add(&now.growth(&then));
+        }
+        self.rows = rows;
+    }
+
+    /// The rows shown by name, and the rest (gauges as of now, counters accumulated).
+    fn split(&self) -> (Vec<(&K, &Figures)>, Option<Figures>) {
+        let mut rest = Figures { live_bytes: 0, unaccounted_live_bytes: 0, ..self.rest };
+        let mut named = Vec::new();
+        for (key, f) in &self.rows {
+            if self.selected.contains(key) {
+                named.push((key, f));
+            } else {
+                rest.live_bytes = rest.live_bytes.saturating_add(f.live_bytes);
+                rest.unaccounted_live_bytes =
+                    rest.unaccounted_live_bytes.saturating_add(f.unaccounted_live_bytes);
+            }
+        }
+        (named, self.has_rest.then_some(rest))
+    }
+}
+
+/// A row of the frame: owner and cache.
+type RowKey = (OwnerKey, String);
+
+/// What is exported, as of the last interval a scrape saw.
+#[derive(Debug, Default)]
+struct View {
+    /// The interval this is of (0: none yet).
+    seq: u64,
+    pods: Rollup<RowKey>,
+    cgroups: Rollup<RowKey>,
+    caches: Rollup<String>,
+    slabinfo: BTreeSet<String>,
+}
+
+impl View {
+    /// Moves to `interval` unless it is the one already seen; the selection moves once per
+    /// interval, whatever the scrape rate.
+    fn update(&mut self, interval: &Interval, top: usize, page_size: u64) {
+        if interval.seq == self.seq {
+            return;
+        }
+        self.seq = interval.seq;
+        let (pods, cgroups) = owner_rows(&interval.frame);
+        self.pods.update(pods, top);
+        self.cgroups.update(cgroups, top);
+        let mut caches: BTreeMap<String, Figures> = BTreeMap::new();
+        for c in &interval.report.caches {
+            caches.entry(c.totals.cache.clone()).or_default().add(&Figures::of_cache(&c.totals));
+        }
+        self.caches.update(caches, MAX_CACHES);
+        self.slabinfo = select(
+            &self.slabinfo,
+            interval.slabinfo.iter().map(|s| (&s.name, (s.total_bytes(page_size), s.active_objs))),
+            MAX_CACHES,
+        );
+    }
+}
+
+/// The exported rows of a frame, pods apart from the rest; expired owners are left out.
+fn owner_rows(frame: &Frame) -> (BTreeMap<RowKey, Figures>, BTreeMap<RowKey, Figures>) {
+    let live: BTreeMap<&OwnerKey, u64> = frame.live_bytes_by_owner().into_iter().collect();
+    let (mut pods, mut cgroups) = (BTreeMap::new(), BTreeMap::new());
+    for ((key, cache), row) in &frame.rows {
+        let Some(owner) = frame.owners.get(key) else { continue };
+        if expired(owner, live.get(key).copied().unwrap_or(0)) {
+            continue;
+        }
+        let family = if matches!(owner, Owner::Pod { .. }) { &mut pods } else { &mut cgroups };
+        family.insert((key.clone(), cache.clone()), Figures::of_row(row));
+    }
+    (pods, cgroups)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct PodCacheLabels {
+    namespace: String,
+    pod: String,
+    cache: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct PodLabels {
+    namespace: String,
+    pod: String,
+    uid: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct PodInfoLabels {
+    namespace: String,
+    pod: String,
+    uid: String,
+    qos: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct CgroupCacheLabels {
+    cgroup: String,
+    cache: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct CacheLabels {
+    cache: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct VersionLabels {
+    version: &'static str,
+}
+
+/// The `qos` label: the report's spelling.
+fn qos_label(q: Qos) -> &'static str {
+    match q {
+        Qos::Guaranteed => "guaranteed",
+        Qos::Burstable => "burstable",
+        Qos::BestEffort => "best_effort",
+    }
+}
+
+/// Gauges are signed in prometheus-client; no byte count here comes near 2^63.
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// One family of gauges, written only if it has series.
+fn gauges<S: EncodeLabelSet, V: EncodeGaugeValue + Copy>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(&S, V)],
+) -> fmt::Result {
+    if series.is_empty() {
+        return Ok(());
+    }
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in series {
+        ConstGauge::new(*v).encode(family.encode_family(*labels)?)?;
+    }
+    Ok(())
+}
+
+/// One family of counters (the encoder adds `_total` to `name`), written only if it has
+/// series.
+fn counters<S: EncodeLabelSet, V: EncodeCounterValue + Copy>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(&S, V)],
+) -> fmt::Result {
+    if series.is_empty() {
+        return Ok(());
+    }
+    let mut family = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in series {
+        ConstCounter::new(*v).encode(family.encode_family(*labels)?)?;
+    }
+    Ok(())
+}
+
+/// A gauge without labels.
+fn gauge(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: impl EncodeGaugeValue,
+) -> fmt::Result {
+    ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+/// A counter without labels (the encoder adds `_total`).
+fn counter(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: impl EncodeCounterValue,
+) -> fmt::Result {
+    ConstCounter::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Counter)?)
+}
+
+/// The five families of a set of rows: `<prefix>_live_bytes`,
+/// `<prefix>_unaccounted_live_bytes` (unless `unaccounted` is false),
+/// `<prefix>_allocations_total`, `<prefix>_allocated_bytes_total`, `<prefix>_frees_total`.
+fn figure_families<S: EncodeLabelSet + Ord>(
+    enc: &mut DescriptorEncoder,
+    prefix: &str,
+    whose: &str,
+    series: &BTreeMap<S, Figures>,
+    unaccounted: bool,
+) -> fmt::Result {
+    let of = |f: fn(&Figures) -> u64| series.iter().map(|(s, v)| (s, f(v))).collect::<Vec<_>>();
+    let live: Vec<_> = series.iter().map(|(s, v)| (s, int(v.live_bytes))).collect();
+    gauges(
+        enc,
+        &format!("{prefix}_live_bytes"),
+        &format!(
+            "Bytes of slab objects allocated {whose} since slabtrace started and still live \
+             (an estimate when sampling)."
+        ),
+        &live,
+    )?;
+    if unaccounted {
+        let unaccounted: Vec<_> =
+            series.iter().map(|(s, v)| (s, int(v.unaccounted_live_bytes))).collect();
+        gauges(
+            enc,
+            &format!("{prefix}_unaccounted_live_bytes"),
+            &format!(
+                "Of the live bytes allocated {whose}, those charged to no memory cgroup: \
+                 invisible to container memory limits and metrics."
+            ),
+            &unaccounted,
+        )?;
+    }
+    counters(
+        enc,
+        &format!("{prefix}_allocations"),
+        &format!("Slab objects allocated {whose} since slabtrace started."),
+        &of(|f| f.allocs),
+    )?;
+    counters(
+        enc,
+        &format!("{prefix}_allocated_bytes"),
+        &format!("Bytes of slab objects allocated {whose} since slabtrace started."),
+        &of(|f| f.alloc_bytes),
+    )?;
+    counters(
+        enc,
+        &format!("{prefix}_frees"),
+        &format!(
+            "Slab objects allocated {whose} since slabtrace started that were freed since \
+             (by anyone; an estimate when sampling)."
+        ),
+        &of(|f| f.frees),
+    )
+}
+
+/// The collector: the latest interval, encoded at each scrape.
+#[derive(Debug)]
+struct SlabCollector {
+    latest: Arc<Latest>,
+    options: ExporterOptions,
+    view: Mutex<View>,
+}
+
+impl Collector for SlabCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        let published = self.latest.get();
+        let interval = published.as_ref().map(|p| &*p.interval);
+        let mut view = lock(&self.view);
+        if let Some(interval) = interval {
+            view.update(interval, self.options.top, self.options.page_size);
+            encode_node(&mut enc, interval)?;
+            encode_slabinfo(&mut enc, interval, &view.slabinfo, self.options.page_size)?;
+            encode_caches(&mut enc, &view.caches)?;
+            encode_pods(&mut enc, &interval.frame, &view.pods)?;
+            encode_cgroups(&mut enc, &interval.frame, &view.cgroups)?;
+        }
+        encode_self(&mut enc, interval, self.latest.attached(), self.options.stream.as_deref())
+    }
+}
+
+fn encode_node(enc: &mut DescriptorEncoder, interval: &Interval) -> fmt::Result {
+    let Some(m) = interval.meminfo else { return Ok(()) };
+    let lines = [
+        ("slabtrace_node_slab_bytes", "All slab caches (/proc/meminfo Slab).", m.slab),
+        (
+            "slabtrace_node_slab_reclaimable_bytes",
+            "Slab the kernel can reclaim under memory pressure (/proc/meminfo SReclaimable).",
+            m.sreclaimable,
+        ),
+        (
+            "slabtrace_node_slab_unreclaimable_bytes",
+            "Slab the kernel cannot reclaim (/proc/meminfo SUnreclaim).",
+            m.sunreclaim,
+        ),
+        ("slabtrace_node_kernel_stack_bytes", "Kernel stacks (/proc/meminfo KernelStack).", {
+            m.kernel_stack
+        }),
+        ("slabtrace_node_page_tables_bytes", "Page tables (/proc/meminfo PageTables).", {
+            m.page_tables
+        }),
+        (
+            "slabtrace_node_memory_available_bytes",
+            "Memory available for new work without swapping (/proc/meminfo MemAvailable).",
+            m.mem_available,
+        ),
+    ];
+    for (name, help, v) in lines {
+        gauge(enc, name, help, int(v))?;
+    }
+    Ok(())
+}
+
+fn encode_slabinfo(
+    enc: &mut DescriptorEncoder,
+    interval: &Interval,
+    selected: &BTreeSet<String>,
+    page_size: u64,
+) -> fmt::Result {
+    let mut series: BTreeMap<CacheLabels, (u64, u64)> = BTreeMap::new();
+    for s in &interval.slabinfo {
+        let cache = if selected.contains(&s.name) { s.name.clone() } else { OTHER.to_owned() };
+        let e = series.entry(CacheLabels { cache }).or_default();
+        e.0 = e.0.saturating_add(s.active_objs);
+        e.1 = e.1.saturating_add(s.total_bytes(page_size));
+    }
+    let objects: Vec<_> = series.iter().map(|(s, v)| (s, int(v.0))).collect();
+    let bytes: Vec<_> = series.iter().map(|(s, v)| (s, int(v.1))).collect();
+    gauges(
+        enc,
+        "slabtrace_slabinfo_active_objects",
+        "Objects the kernel counts as allocated in the cache, all of them, also those allocated \
+         before slabtrace started (/proc/slabinfo active_objs; SLUB counts per-CPU slabs as \
+         active).",
+        &objects,
+    )?;
+    gauges(
+        enc,
+        "slabtrace_slabinfo_bytes",
+        "Bytes the cache's slabs occupy (/proc/slabinfo num_slabs x pagesperslab x page size).",
+        &bytes,
+    )
+}
+
+fn encode_caches(enc: &mut DescriptorEncoder, rollup: &Rollup<String>) -> fmt::Result {
+    let (named, rest) = rollup.split();
+    let mut series: BTreeMap<CacheLabels, Figures> =
+        named.into_iter().map(|(cache, f)| (CacheLabels { cache: cache.clone() }, *f)).collect();
+    if let Some(rest) = rest {
+        series.entry(CacheLabels { cache: OTHER.to_owned() }).or_default().add(&rest);
+    }
+    figure_families(enc, "slabtrace_cache", "in the cache", &series, false)
+}
+
+fn encode_pods(enc: &mut DescriptorEncoder, frame: &Frame, rollup: &Rollup<RowKey>) -> fmt::Result {
+    let (named, rest) = rollup.split();
+    let mut series: BTreeMap<PodCacheLabels, Figures> = BTreeMap::new();
+    let mut info: BTreeSet<PodInfoLabels> = BTreeSet::new();
+    let mut deleted: BTreeMap<PodLabels, bool> = BTreeMap::new();
+    for ((key, cache), f) in named {
+        let Some(Owner::Pod { namespace, name, uid, qos, deleted: gone }) = frame.owners.get(key)
+        else {
+            continue;
+        };
+        let namespace = namespace.clone().unwrap_or_default();
+        let pod = name.clone().unwrap_or_else(|| uid.clone());
+        let labels =
+            PodCacheLabels { namespace: namespace.clone(), pod: pod.clone(), cache: cache.clone() };
+        series.entry(labels).or_default().add(f);
+        let pod_labels = PodLabels { namespace, pod, uid: uid.clone() };
+        info.insert(PodInfoLabels {
+            namespace: pod_labels.namespace.clone(),
+            pod: pod_labels.pod.clone(),
+            uid: uid.clone(),
+            qos: qos_label(*qos),
+        });
+        deleted.insert(pod_labels, *gone);
+    }
+    if let Some(rest) = rest {
+        let other = PodCacheLabels {
+            namespace: String::new(),
+            pod: OTHER.to_owned(),
+            cache: OTHER.to_owned(),
+        };
+        series.entry(other).or_default().add(&rest);
+    }
+    figure_families(enc, "slabtrace_pod", "by the pod", &series, true)?;
+    let info: Vec<_> = info.iter().map(|l| (l, 1_i64)).collect();
+    gauges(
+        enc,
+        "slabtrace_pod_info",
+        "Always 1: a pod shown in the slabtrace_pod_ series (pod is its uid until the runtime \
+         names it), with its uid and QoS class.",
+        &info,
+    )?;
+    let deleted: Vec<_> = deleted.iter().map(|(l, d)| (l, i64::from(*d))).collect();
+    gauges(
+        enc,
+        "slabtrace_pod_deleted",
+        "1 if every cgroup of the pod is gone while its slab objects live on, else 0.",
+        &deleted,
+    )
+}
+
+fn encode_cgroups(
+    enc: &mut DescriptorEncoder,
+    frame: &Frame,
+    rollup: &Rollup<RowKey>,
+) -> fmt::Result {
+    let (named, rest) = rollup.split();
+    let mut series: BTreeMap<CgroupCacheLabels, Figures> = BTreeMap::new();
+    for ((key, cache), f) in named {
+        let Some(owner) = frame.owners.get(key) else { continue };
+        let labels = CgroupCacheLabels { cgroup: owner.display(), cache: cache.clone() };
+        series.entry(labels).or_default().add(f);
+    }
+    if let Some(rest) = rest {
+        let other = CgroupCacheLabels { cgroup: OTHER.to_owned(), cache: OTHER.to_owned() };
+        series.entry(other).or_default().add(&rest);
+    }
+    figure_families(
+        enc,
+        "slabtrace_cgroup",
+        "by the cgroup (one outside Kubernetes pods, or interrupt context)",
+        &series,
+        true,
+    )
+}
+
+fn encode_self(
+    enc: &mut DescriptorEncoder,
+    interval: Option<&Interval>,
+    attached: bool,
+    stream: Option<&EventCounters>,
+) -> fmt::Result {
+    gauges(
+        enc,
+        "slabtrace_build_info",
+        "Always 1, with slabtrace's version.",
+        &[(&VersionLabels { version: env!("CARGO_PKG_VERSION") }, 1_i64)],
+    )?;
+    gauge(
+        enc,
+        "slabtrace_probes_attached",
+        "1 while the BPF programs are attached, 0 once they are detached.",
+        i64::from(attached),
+    )?;
+    counter(
+        enc,
+        "slabtrace_intervals",
+        "Intervals read from the BPF maps.",
+        interval.map_or(0, |i| i.seq),
+    )?;
+    if let Some(interval) = interval {
+        encode_self_stats(enc, interval)?;
+    }
+    if let Some(stream) = stream {
+        counter(
+            enc,
+            "slabtrace_stream_events_written",
+            "NDJSON events handed to the --events consumer.",
+            stream.written(),
+        )?;
+        counter(
+            enc,
+            "slabtrace_stream_events_dropped",
+            "NDJSON events dropped because the --events consumer was slow or away.",
+            stream.dropped(),
+        )?;
+    }
+    Ok(())
+}
+
+fn encode_self_stats(enc: &mut DescriptorEncoder, interval: &Interval) -> fmt::Result {
+    let s = &interval.report.self_stats;
+    counters(
+        enc,
+        "slabtrace_events",
+        "Allocation and free events the BPF programs handled.",
+        &[
+            (&KindLabels { kind: "alloc" }, s.alloc_events),
+            (&KindLabels { kind: "free" }, s.free_events),
+        ],
+    )?;
+    counter(
+        enc,
+        "slabtrace_lost_events",
+        "Events lost because a probe was already running on that CPU.",
+        s.lost_events,
+    )?;
+    counter(
+        enc,
+        "slabtrace_counters_full",
+        "New cgroup x cache keys dropped because the counters map was full (raise --max-keys).",
+        s.counters_full,
+    )?;
+    gauge(
+        enc,
+        "slabtrace_counters_keys",
+        "Cgroup x cache keys in the counters map.",
+        int(s.counters_entries),
+    )?;
+    gauge(
+        enc,
+        "slabtrace_counters_capacity",
+        "Capacity of the counters map (--max-keys).",
+        int(s.counters_capacity),
+    )?;
+    counter(
+        enc,
+        "slabtrace_counters_retired",
+        "Keys of gone cgroups with nothing live deleted from the counters map.",
+        s.retired_counters,
+    )?;
+    gauge(
+        enc,
+        "slabtrace_live_objects_tracked",
+        "Objects tracked from allocation to free in the live-object map (as of its last count).",
+        int(s.live_entries),
+    )?;
+    gauge(
+        enc,
+        "slabtrace_live_objects_capacity",
+        "Capacity of the live-object map (--max-live).",
+        int(s.live_capacity),
+    )?;
+    counter(
+        enc,
+        "slabtrace_live_evictions",
+        "Tracked objects pushed out of the full live-object map (their frees go unattributed).",
+        s.evictions,
+    )?;
+    gauge(
+        enc,
+        "slabtrace_bpf_map_bytes",
+        "Kernel memory held by slabtrace's BPF maps.",
+        int(s.map_bytes),
+    )?;
+    gauge(
+        enc,
+        "slabtrace_bpf_program_bytes",
+        "Kernel memory held by slabtrace's BPF programs.",
+        int(s.prog_bytes),
+    )?;
+    counter(
+        enc,
+        "slabtrace_process_cpu_seconds",
+        "CPU time slabtrace's own process used, user and system.",
+        interval.process.cpu_seconds,
+    )?;
+    gauge(
+        enc,
+        "slabtrace_process_resident_memory_bytes",
+        "Resident memory of slabtrace's own process.",
+        int(interval.process.rss_bytes),
+    )?;
+    gauge(
+        enc,
+        "slabtrace_sample_rate",
+        "N: one object address in N is tracked from allocation to free (1: exact figures).",
+        int(s.sample_rate),
+    )?;
+    gauge(
+        enc,
+        "slabtrace_warnings",
+        "Warnings about this run (their text is in /report under self.warnings).",
+        s.warnings.len(),
+    )?;
+    gauge(
+        enc,
+        "slabtrace_last_interval_timestamp_seconds",
+        "When the last interval ended, Unix time.",
+        interval.ts.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::{
+        frame::Frame,
+        node::slabinfo::SlabInfo,
+        output::report::{KernelMemory, NodeCache, Report},
+        pipeline::ProcessUsage,
+    };
+
+    fn row(allocs: u64, live: u64) -> Row {
+        Row {
+            object_size: 100,
+            allocs,
+            alloc_bytes: allocs * 100,
+            frees: allocs - live,
+            live_objects: live,
+            live_bytes: live * 100,
+            ..Row::default()
+        }
+    }
+
+    fn pod(uid: &str, name: Option<&str>, deleted: bool) -> Owner {
+        Owner::Pod {
+            namespace: name.map(|_| "shop".to_owned()),
+            name: name.map(str::to_owned),
+            uid: uid.into(),
+            qos: Qos::Burstable,
+            deleted,
+        }
+    }
+
+    fn frame(rows: &[(&Owner, &str, Row)]) -> Frame {
+        let mut f = Frame::default();
+        for (owner, cache, r) in rows {
+            f.owners.insert(owner.key(), (*owner).clone());
+            f.rows.insert((owner.key(), (*cache).to_owned()), *r);
+        }
+        f
+    }
+
+    fn interval(seq: u64, frame: Frame) -> Interval {
+        Interval {
+            seq,
+            node: "node-a".into(),
+            ts: SystemTime::UNIX_EPOCH + Duration::from_hours(500_000),
+            seconds: 10.0,
+            report: Report::default(),
+            frame,
+            changes: Vec::new(),
+            gone: Vec::new(),
+            meminfo: None,
+            slabinfo: Vec::new(),
+            process: ProcessUsage::default(),
+            events_per_second: 0.0,
+            last: false,
+        }
+    }
+
+    fn new_exporter(top: usize) -> (Arc<Latest>, Exporter) {
+        let latest = Arc::new(Latest::new());
+        let options = ExporterOptions { top, stream: None, page_size: 4096 };
+        (Arc::clone(&latest), Exporter::new(latest, options))
+    }
+
+    /// The exposition's sample lines of the families starting with `prefix`.
+    fn samples(text: &str, prefix: &str) -> Vec<String> {
+        text.lines().filter(|l| l.starts_with(prefix)).map(str::to_owned).collect()
+    }
+
+    /// An interval with every family in it: a named pod, a pod the runtime has not named, a
+    /// service, interrupt context, a gone cgroup with nothing live, the node's books, two
+    /// caches and slabtrace's own figures.
+    fn full_interval() -> Interval {
+        let web = pod("u-1", Some("web-0"), false);
+        let nameless = pod("u-2", None, true);
+        let svc = Owner::Cgroup {
+            cgroup_id: 7,
+            cgroup: Some("/system.slice/a.service".into()),
+            alive: true,
+        };
+        let gone =
+            Owner::Cgroup { cgroup_id: 8, cgroup: Some("/user.slice/x".into()), alive: false };
+        let mut unaccounted = row(10, 4);
+        unaccounted.unaccounted_live_bytes = 400;
+        let f = frame(&[
+            (&web, "dentry", row(1000, 900)),
+            (&web, "filp", row(20, 1)),
+            (&nameless, "dentry", row(50, 5)),
+            (&svc, "filp", row(10, 2)),
+            (&Owner::Interrupt, "skbuff_head_cache", unaccounted),
+            (&gone, "dentry", row(5, 0)),
+        ]);
+        let mut i = interval(3, f);
+        i.meminfo = Some(KernelMemory {
+            slab: 300 << 20,
+            sreclaimable: 200 << 20,
+            sunreclaim: 100 << 20,
+            kernel_stack: 16 << 20,
+            page_tables: 8 << 20,
+            mem_available: 4 << 30,
+        });
+        let cache = |name: &str, allocs: u64, live: u64| NodeCache {
+            totals: CacheTotals {
+                cache: name.into(),
+                object_size: 100,
+                allocs,
+                alloc_bytes: allocs * 100,
+                frees: allocs - live,
+                live_objects: live,
+                live_bytes: live * 100,
+                ..CacheTotals::default()
+            },
+            slab_account: true,
+            reclaimable: false,
+            slabinfo: None,
+        };
+        i.report.caches = vec![cache("dentry", 1055, 905), cache("filp", 30, 3)];
+        let slab = |name: &str, active: u64, slabs: u64| SlabInfo {
+            name: name.into(),
+            active_objs: active,
+            num_objs: active + 10,
+            objsize: 192,
+            objperslab: 21,
+            pagesperslab: 1,
+            active_slabs: slabs,
+            num_slabs: slabs,
+        };
+        i.slabinfo = vec![slab("dentry", 42_000, 2_100), slab("filp", 1_000, 50)];
+        let s = &mut i.report.self_stats;
+        s.sample_rate = 1;
+        s.alloc_events = 5000;
+        s.free_events = 4000;
+        s.lost_events = 1;
+        s.counters_entries = 12;
+        s.counters_capacity = 65_536;
+        s.live_entries = 900;
+        s.live_capacity = 1 << 20;
+        s.map_bytes = 50 << 20;
+        s.prog_bytes = 64 << 10;
+        s.warnings = vec!["something to know".into()];
+        i.process = ProcessUsage { cpu_seconds: 1.5, rss_bytes: 40 << 20 };
+        i
+    }
+
+    const GOLDEN: &str = r#"# HELP slabtrace_node_slab_bytes All slab caches (/proc/meminfo Slab).
+# TYPE slabtrace_node_slab_bytes gauge
+slabtrace_node_slab_bytes 314572800
+# HELP slabtrace_node_slab_reclaimable_bytes Slab the kernel can reclaim under memory pressure (/proc/meminfo SReclaimable).
+# TYPE slabtrace_node_slab_reclaimable_bytes gauge
+slabtrace_node_slab_reclaimable_bytes 209715200
+# HELP slabtrace_node_slab_unreclaimable_bytes Slab the kernel cannot reclaim (/proc/meminfo SUnreclaim).
+# TYPE slabtrace_node_slab_unreclaimable_bytes gauge
+slabtrace_node_slab_unreclaimable_bytes 104857600
+# HELP slabtrace_node_kernel_stack_bytes Kernel stacks (/proc/meminfo KernelStack).
+# TYPE slabtrace_node_kernel_stack_bytes gauge
+slabtrace_node_kernel_stack_bytes 16777216
+# HELP slabtrace_node_page_tables_bytes Page tables (/proc/meminfo PageTables).
+# TYPE slabtrace_node_page_tables_bytes gauge
+slabtrace_node_page_tables_bytes 8388608
+# HELP slabtrace_node_memory_available_bytes Memory available for new work without swapping (/proc/meminfo MemAvailable).
+# TYPE slabtrace_node_memory_available_bytes gauge
+slabtrace_node_memory_available_bytes 4294967296
+# HELP slabtrace_slabinfo_active_objects Objects the kernel counts as allocated in the cache, all of them, also those allocated before slabtrace started (/proc/slabinfo active_objs; SLUB counts per-CPU slabs as active).
+# TYPE slabtrace_slabinfo_active_objects gauge
+slabtrace_slabinfo_active_objects{cache="dentry"} 42000
+slabtrace_slabinfo_active_objects{cache="filp"} 1000
+# HELP slabtrace_slabinfo_bytes Bytes the cache's slabs occupy (/proc/slabinfo num_slabs x pagesperslab x page size).
+# TYPE slabtrace_slabinfo_bytes gauge
+slabtrace_slabinfo_bytes{cache="dentry"} 8601600
+slabtrace_slabinfo_bytes{cache="filp"} 204800
+# HELP slabtrace_cache_live_bytes Bytes of slab objects allocated in the cache since slabtrace started and still live (an estimate when sampling).
+# TYPE slabtrace_cache_live_bytes gauge
+slabtrace_cache_live_bytes{cache="dentry"} 90500
+slabtrace_cache_live_bytes{cache="filp"} 300
+# HELP slabtrace_cache_allocations Slab objects allocated in the cache since slabtrace started.
+# TYPE slabtrace_cache_allocations counter
+slabtrace_cache_allocations_total{cache="dentry"} 1055
+slabtrace_cache_allocations_total{cache="filp"} 30
+# HELP slabtrace_cache_allocated_bytes Bytes of slab objects allocated in the cache since slabtrace started.
+# TYPE slabtrace_cache_allocated_bytes counter
+slabtrace_cache_allocated_bytes_total{cache="dentry"} 105500
+slabtrace_cache_allocated_bytes_total{cache="filp"} 3000
+# HELP slabtrace_cache_frees Slab objects allocated in the cache since slabtrace started that were freed since (by anyone; an estimate when sampling).
+# TYPE slabtrace_cache_frees counter
+slabtrace_cache_frees_total{cache="dentry"} 150
+slabtrace_cache_frees_total{cache="filp"} 27
+# HELP slabtrace_pod_live_bytes Bytes of slab objects allocated by the pod since slabtrace started and still live (an estimate when sampling).
+# TYPE slabtrace_pod_live_bytes gauge
+slabtrace_pod_live_bytes{namespace="",pod="u-2",cache="dentry"} 500
+slabtrace_pod_live_bytes{namespace="shop",pod="web-0",cache="dentry"} 90000
+slabtrace_pod_live_bytes{namespace="shop",pod="web-0",cache="filp"} 100
+# HELP slabtrace_pod_unaccounted_live_bytes Of the live bytes allocated by the pod, those charged to no memory cgroup: invisible to container memory limits and metrics.
+# TYPE slabtrace_pod_unaccounted_live_bytes gauge
+slabtrace_pod_unaccounted_live_bytes{namespace="",pod="u-2",cache="dentry"} 0
+slabtrace_pod_unaccounted_live_bytes{namespace="shop",pod="web-0",cache="dentry"} 0
+slabtrace_pod_unaccounted_live_bytes{namespace="shop",pod="web-0",cache="filp"} 0
+# HELP slabtrace_pod_allocations Slab objects allocated by the pod since slabtrace started.
+# TYPE slabtrace_pod_allocations counter
+slabtrace_pod_allocations_total{namespace="",pod="u-2",cache="dentry"} 50
+slabtrace_pod_allocations_total{namespace="shop",pod="web-0",cache="dentry"} 1000
+slabtrace_pod_allocations_total{namespace="shop",pod="web-0",cache="filp"} 20
+# HELP slabtrace_pod_allocated_bytes Bytes of slab objects allocated by the pod since slabtrace started.
+# TYPE slabtrace_pod_allocated_bytes counter
+slabtrace_pod_allocated_bytes_total{namespace="",pod="u-2",cache="dentry"} 5000
+slabtrace_pod_allocated_bytes_total{namespace="shop",pod="web-0",cache="dentry"} 100000
+slabtrace_pod_allocated_bytes_total{namespace="shop",pod="web-0",cache="filp"} 2000
+# HELP slabtrace_pod_frees Slab objects allocated by the pod since slabtrace started that were freed since (by anyone; an estimate when sampling).
+# TYPE slabtrace_pod_frees counter
+slabtrace_pod_frees_total{namespace="",pod="u-2",cache="dentry"} 45
+slabtrace_pod_frees_total{namespace="shop",pod="web-0",cache="dentry"} 100
+slabtrace_pod_frees_total{namespace="shop",pod="web-0",cache="filp"} 19
+# HELP slabtrace_pod_info Always 1: a pod shown in the slabtrace_pod_ series (pod is its uid until the runtime names it), with its uid and QoS class.
+# TYPE slabtrace_pod_info gauge
+slabtrace_pod_info{namespace="",pod="u-2",uid="u-2",qos="burstable"} 1
+slabtrace_pod_info{namespace="shop",pod="web-0",uid="u-1",qos="burstable"} 1
+# HELP slabtrace_pod_deleted 1 if every cgroup of the pod is gone while its slab objects live on, else 0.
+# TYPE slabtrace_pod_deleted gauge
+slabtrace_pod_deleted{namespace="",pod="u-2",uid="u-2"} 1
+slabtrace_pod_deleted{namespace="shop",pod="web-0",uid="u-1"} 0
+# HELP slabtrace_cgroup_live_bytes Bytes of slab objects allocated by the cgroup (one outside Kubernetes pods, or interrupt context) since slabtrace started and still live (an estimate when sampling).
+# TYPE slabtrace_cgroup_live_bytes gauge
+slabtrace_cgroup_live_bytes{cgroup="(interrupt context)",cache="skbuff_head_cache"} 400
+slabtrace_cgroup_live_bytes{cgroup="/system.slice/a.service",cache="filp"} 200
+# HELP slabtrace_cgroup_unaccounted_live_bytes Of the live bytes allocated by the cgroup (one outside Kubernetes pods, or interrupt context), those charged to no memory cgroup: invisible to container memory limits and metrics.
+# TYPE slabtrace_cgroup_unaccounted_live_bytes gauge
+slabtrace_cgroup_unaccounted_live_bytes{cgroup="(interrupt context)",cache="skbuff_head_cache"} 400
+slabtrace_cgroup_unaccounted_live_bytes{cgroup="/system.slice/a.service",cache="filp"} 0
+# HELP slabtrace_cgroup_allocations Slab objects allocated by the cgroup (one outside Kubernetes pods, or interrupt context) since slabtrace started.
+# TYPE slabtrace_cgroup_allocations counter
+slabtrace_cgroup_allocations_total{cgroup="(interrupt context)",cache="skbuff_head_cache"} 10
+slabtrace_cgroup_allocations_total{cgroup="/system.slice/a.service",cache="filp"} 10
+# HELP slabtrace_cgroup_allocated_bytes Bytes of slab objects allocated by the cgroup (one outside Kubernetes pods, or interrupt context) since slabtrace started.
+# TYPE slabtrace_cgroup_allocated_bytes counter
+slabtrace_cgroup_allocated_bytes_total{cgroup="(interrupt context)",cache="skbuff_head_cache"} 1000
+slabtrace_cgroup_allocated_bytes_total{cgroup="/system.slice/a.service",cache="filp"} 1000
+# HELP slabtrace_cgroup_frees Slab objects allocated by the cgroup (one outside Kubernetes pods, or interrupt context) since slabtrace started that were freed since (by anyone; an estimate when sampling).
+# TYPE slabtrace_cgroup_frees counter
+slabtrace_cgroup_frees_total{cgroup="(interrupt context)",cache="skbuff_head_cache"} 6
+slabtrace_cgroup_frees_total{cgroup="/system.slice/a.service",cache="filp"} 8
+# HELP slabtrace_build_info Always 1, with slabtrace's version.
+# TYPE slabtrace_build_info gauge
+slabtrace_build_info{version="VERSION"} 1
+# HELP slabtrace_probes_attached 1 while the BPF programs are attached, 0 once they are detached.
+# TYPE slabtrace_probes_attached gauge
+slabtrace_probes_attached 1
+# HELP slabtrace_intervals Intervals read from the BPF maps.
+# TYPE slabtrace_intervals counter
+slabtrace_intervals_total 3
+# HELP slabtrace_events Allocation and free events the BPF programs handled.
+# TYPE slabtrace_events counter
+slabtrace_events_total{kind="alloc"} 5000
+slabtrace_events_total{kind="free"} 4000
+# HELP slabtrace_lost_events Events lost because a probe was already running on that CPU.
+# TYPE slabtrace_lost_events counter
+slabtrace_lost_events_total 1
+# HELP slabtrace_counters_full New cgroup x cache keys dropped because the counters map was full (raise --max-keys).
+# TYPE slabtrace_counters_full counter
+slabtrace_counters_full_total 0
+# HELP slabtrace_counters_keys Cgroup x cache keys in the counters map.
+# TYPE slabtrace_counters_keys gauge
+slabtrace_counters_keys 12
+# HELP slabtrace_counters_capacity Capacity of the counters map (--max-keys).
+# TYPE slabtrace_counters_capacity gauge
+slabtrace_counters_capacity 65536
+# HELP slabtrace_counters_retired Keys of gone cgroups with nothing live deleted from the counters map.
+# TYPE slabtrace_counters_retired counter
+slabtrace_counters_retired_total 0
+# HELP slabtrace_live_objects_tracked Objects tracked from allocation to free in the live-object map (as of its last count).
+# TYPE slabtrace_live_objects_tracked gauge
+slabtrace_live_objects_tracked 900
+# HELP slabtrace_live_objects_capacity Capacity of the live-object map (--max-live).
+# TYPE slabtrace_live_objects_capacity gauge
+slabtrace_live_objects_capacity 1048576
+# HELP slabtrace_live_evictions Tracked objects pushed out of the full live-object map (their frees go unattributed).
+# TYPE slabtrace_live_evictions counter
+slabtrace_live_evictions_total 0
+# HELP slabtrace_bpf_map_bytes Kernel memory held by slabtrace's BPF maps.
+# TYPE slabtrace_bpf_map_bytes gauge
+slabtrace_bpf_map_bytes 52428800
+# HELP slabtrace_bpf_program_bytes Kernel memory held by slabtrace's BPF programs.
+# TYPE slabtrace_bpf_program_bytes gauge
+slabtrace_bpf_program_bytes 65536
+# HELP slabtrace_process_cpu_seconds CPU time slabtrace's own process used, user and system.
+# TYPE slabtrace_process_cpu_seconds counter
+slabtrace_process_cpu_seconds_total 1.5
+# HELP slabtrace_process_resident_memory_bytes Resident memory of slabtrace's own process.
+# TYPE slabtrace_process_resident_memory_bytes gauge
+slabtrace_process_resident_memory_bytes 41943040
+# HELP slabtrace_sample_rate N: one object address in N is tracked from allocation to free (1: exact figures).
+# TYPE slabtrace_sample_rate gauge
+slabtrace_sample_rate 1
+# HELP slabtrace_warnings Warnings about this run (their text is in /report under self.warnings).
+# TYPE slabtrace_warnings gauge
+slabtrace_warnings 1
+# HELP slabtrace_last_interval_timestamp_seconds When the last interval ended, Unix time.
+# TYPE slabtrace_last_interval_timestamp_seconds gauge
+slabtrace_last_interval_timestamp_seconds 1800000000.0
+# EOF
+"#;
+
+    #[test]
+    fn the_exposition_of_an_interval() {
+        let (latest, exporter) = new_exporter(10);
+        latest.publish(Arc::new(full_interval()));
+        let text = exporter.openmetrics().unwrap();
+        let text = text.replace(env!("CARGO_PKG_VERSION"), "VERSION");
+        if text != GOLDEN {
+            // The whole text on failure, so a deliberate change is one copy away.
+            eprintln!("{text}");
+        }
+        assert_eq!(text, GOLDEN);
+    }
+
+    #[test]
+    fn before_the_first_interval_only_self_metrics() {
+        let latest = Arc::new(Latest::new());
+        let stream = Arc::new(EventCounters::default());
+        let options = ExporterOptions { top: 10, stream: Some(stream), page_size: 4096 };
+        let exporter = Exporter::new(Arc::clone(&latest), options);
+        latest.detach();
+        let text = exporter.openmetrics().unwrap();
+        assert_eq!(
+            samples(&text, "slabtrace_"),
+            [
+                format!("slabtrace_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION")),
+                "slabtrace_probes_attached 0".to_owned(),
+                "slabtrace_intervals_total 0".to_owned(),
+                "slabtrace_stream_events_written_total 0".to_owned(),
+                "slabtrace_stream_events_dropped_total 0".to_owned(),
+            ]
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn rows_beyond_the_top_are_summed_into_other() {
+        let (a, b, c) =
+            (pod("a", Some("a"), false), pod("b", Some("b"), false), pod("c", None, false));
+        let f = frame(&[
+            (&a, "dentry", row(1000, 900)),
+            (&b, "dentry", row(10, 10)),
+            (&c, "filp", row(5, 1)),
+        ]);
+        let (latest, exporter) = new_exporter(1);
+        latest.publish(Arc::new(interval(1, f)));
+        let text = exporter.openmetrics().unwrap();
+        assert_eq!(
+            samples(&text, "slabtrace_pod_live_bytes"),
+            [
+                "slabtrace_pod_live_bytes{namespace=\"\",pod=\"other\",cache=\"other\"} 1100",
+                "slabtrace_pod_live_bytes{namespace=\"shop\",pod=\"a\",cache=\"dentry\"} 90000",
+            ]
+        );
+        assert_eq!(
+            samples(&text, "slabtrace_pod_allocations_total"),
+            [
+                "slabtrace_pod_allocations_total{namespace=\"\",pod=\"other\",cache=\"other\"} 15",
+                "slabtrace_pod_allocations_total{namespace=\"shop\",pod=\"a\",cache=\"dentry\"} 1000",
+            ]
+        );
+        // Only the pods shown have an info series.
+        assert_eq!(
+            samples(&text, "slabtrace_pod_info"),
+            ["slabtrace_pod_info{namespace=\"shop\",pod=\"a\",uid=\"a\",qos=\"burstable\"} 1"]
+        );
+        // No top at all: everything is other.
+        let (latest, exporter) = new_exporter(0);
+        latest.publish(Arc::new(interval(1, frame(&[(&a, "dentry", row(3, 1))]))));
+        assert_eq!(
+            samples(&exporter.openmetrics().unwrap(), "slabtrace_pod_live_bytes"),
+            ["slabtrace_pod_live_bytes{namespace=\"\",pod=\"other\",cache=\"other\"} 100"]
+        );
+    }
+
+    fn weights<'a>(rows: &'a [(&'a str, u64)]) -> Vec<(&'a &'a str, (u64, u64))> {
+        rows.iter().map(|(k, w)| (k, (*w, 0))).collect()
+    }
+
+    fn set<'a>(keys: &[&'a str]) -> BTreeSet<&'a str> {
+        keys.iter().copied().collect()
+    }
+
+    #[test]
+    fn the_selection_is_sticky_until_an_outsider_is_much_larger() {
+        const MIB: u64 = 1 << 20;
+        // (what, exported before, rows and their live bytes, n, exported now)
+        type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, u64)], usize, &'a [&'a str]);
+        let cases: &[Case] = &[
+            ("first pick: heaviest", &[], &[("a", 5), ("b", 9), ("c", 1)], 2, &["a", "b"]),
+            ("ties by key", &[], &[("b", 1), ("a", 1), ("c", 1)], 2, &["a", "b"]),
+            ("kept while it exists", &["c"], &[("a", 5), ("b", 9), ("c", 1)], 2, &["b", "c"]),
+            ("gone rows free places", &["x", "y"], &[("a", 5), ("y", 0)], 2, &["a", "y"]),
+            ("a little larger stays out", &["a"], &[("a", 4 * MIB), ("b", 8 * MIB)], 1, &["a"]),
+            ("much larger gets in", &["a"], &[("a", 4 * MIB), ("b", 10 * MIB)], 1, &["b"]),
+            ("kb rows do not trade", &["a"], &[("a", 0), ("b", MIB)], 1, &["a"]),
+            (
+                "each outsider against the lightest",
+                &["a", "b", "c"],
+                &[("a", 30 * MIB), ("b", 0), ("c", MIB), ("d", 50 * MIB), ("e", 4 * MIB)],
+                3,
+                &["a", "d", "e"],
+            ),
+            ("n = 0", &["a"], &[("a", 1)], 0, &[]),
+            ("empty", &["a"], &[], 3, &[]),
+        ];
+        for (what, previous, rows, n, want) in cases {
+            let got = select(&set(previous), weights(rows), *n);
+            assert_eq!(got, set(want), "{what}");
+        }
+    }
+
+    #[test]
+    fn other_counters_never_go_down() {
+        let mut r: Rollup<&str> = Rollup::default();
+        let f = |allocs: u64, frees: u64, live: u64| Figures {
+            allocs,
+            alloc_bytes: allocs,
+            frees,
+            live_bytes: live,
+            unaccounted_live_bytes: 0,
+        };
+        let rows = |v: &[(&'static str, Figures)]| v.iter().copied().collect::<BTreeMap<_, _>>();
+        r.update(rows(&[("a", f(100, 50, 50)), ("b", f(10, 5, 5))]), 1);
+        assert_eq!(r.split().1.map(|o| (o.allocs, o.live_bytes)), Some((10, 5)));
+        // b outgrows a by far and takes its place: other does not jump by a's 100 allocations,
+        // it grows by what a allocated since (20).
+        r.update(rows(&[("a", f(120, 70, 50)), ("b", f(10, 5, 10 << 20))]), 1);
+        assert_eq!(r.selected, set(&["b"]));
+        assert_eq!(r.split().1.map(|o| (o.allocs, o.live_bytes)), Some((30, 50)));
+        // a expires: other's gauge drops, its counters stay.
+        r.update(rows(&[("b", f(10, 5, 10 << 20))]), 1);
+        assert_eq!(r.split().1.map(|o| (o.allocs, o.frees, o.live_bytes)), Some((30, 25, 0)));
+        // The rest stays exported once it existed.
+        assert!(r.split().1.is_some());
+    }
+
+    #[test]
+    fn gone_owners_expire_once_nothing_of_theirs_lives() {
+        let deleted_empty = pod("d1", Some("old-job"), true);
+        let deleted_pinning = pod("d2", Some("old-web"), true);
+        let removed =
+            Owner::Cgroup { cgroup_id: 9, cgroup: Some("/x.service".into()), alive: false };
+        let f = frame(&[
+            (&deleted_empty, "dentry", row(10, 0)),
+            (&deleted_empty, "filp", row(10, 0)),
+            (&deleted_pinning, "dentry", row(10, 0)),
+            (&deleted_pinning, "inode_cache", row(10, 3)),
+            (&removed, "dentry", row(4, 0)),
+        ]);
+        assert!(expired(&deleted_empty, 0));
+        assert!(!expired(&deleted_pinning, 300));
+        assert!(!expired(&pod("a", None, false), 0));
+        assert!(!expired(&Owner::Interrupt, 0));
+        let (latest, exporter) = new_exporter(10);
+        latest.publish(Arc::new(interval(1, f)));
+        let text = exporter.openmetrics().unwrap();
+        // All rows of the pod that still pins memory stay (its 0-byte row too); nothing else.
+        assert_eq!(
+            samples(&text, "slabtrace_pod_live_bytes"),
+            [
+                "slabtrace_pod_live_bytes{namespace=\"shop\",pod=\"old-web\",cache=\"dentry\"} 0",
+                "slabtrace_pod_live_bytes{namespace=\"shop\",pod=\"old-web\",cache=\"inode_cache\"} 300",
+            ]
+        );
+        assert_eq!(
+            samples(&text, "slabtrace_pod_deleted"),
+            ["slabtrace_pod_deleted{namespace=\"shop\",pod=\"old-web\",uid=\"d2\"} 1"]
+        );
+        assert!(samples(&text, "slabtrace_cgroup_").is_empty(), "{text}");
+    }
+
+    #[test]
+    fn pods_with_the_same_name_are_one_series() {
+        let old = pod("u-old", Some("web-0"), true);
+        let new = pod("u-new", Some("web-0"), false);
+        let f = frame(&[(&old, "dentry", row(10, 4)), (&new, "dentry", row(20, 6))]);
+        let (latest, exporter) = new_exporter(10);
+        latest.publish(Arc::new(interval(1, f)));
+        let text = exporter.openmetrics().unwrap();
+        assert_eq!(
+            samples(&text, "slabtrace_pod_live_bytes"),
+            ["slabtrace_pod_live_bytes{namespace=\"shop\",pod=\"web-0\",cache=\"dentry\"} 1000"]
+        );
+        assert_eq!(samples(&text, "slabtrace_pod_info").len(), 2);
+    }
+
+    #[test]
+    fn the_selection_moves_once_per_interval() {
+        let (a, b) = (pod("a", Some("a"), false), pod("b", Some("b"), false));
+        let (latest, exporter) = new_exporter(1);
+        latest.publish(Arc::new(interval(
+            1,
+            frame(&[(&a, "dentry", row(10, 10)), (&b, "dentry", row(5, 5))]),
+        )));
+        let first = exporter.openmetrics().unwrap();
+        // Scraping the same interval again changes nothing, the other counters included.
+        assert_eq!(exporter.openmetrics().unwrap(), first);
+        assert_eq!(
+            samples(&first, "slabtrace_pod_allocations_total{namespace=\"\""),
+            ["slabtrace_pod_allocations_total{namespace=\"\",pod=\"other\",cache=\"other\"} 5"]
+        );
+    }
+
+    #[test]
+    fn text_format_names_counters_with_total() {
+        let om = "# HELP x_events Events.\n# TYPE x_events counter\nx_events_total{kind=\"a\"} 1\n\
+                  # HELP x_bytes Bytes.\n# TYPE x_bytes gauge\n# UNIT x_bytes bytes\nx_bytes 3\n\
+                  # HELP x_events_rate Not a counter.\n# TYPE x_events_rate gauge\nx_events_rate 2\n\
+                  # EOF\n";
+        assert_eq!(
+            text_format(om),
+            "# HELP x_events_total Events.\n# TYPE x_events_total counter\n\
+             x_events_total{kind=\"a\"} 1\n# HELP x_bytes Bytes.\n# TYPE x_bytes gauge\nx_bytes 3\n\
+             # HELP x_events_rate Not a counter.\n# TYPE x_events_rate gauge\nx_events_rate 2\n"
+        );
+        assert_eq!(text_format(""), "");
+        assert_eq!(text_format("# EOF\n"), "");
+    }
+}
