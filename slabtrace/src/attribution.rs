@@ -141,8 +141,12 @@ pub struct CacheTotals {
     pub live_objects: u64,
     /// `live_objects × object_size`.
     pub live_bytes: u64,
-    /// Change in the cache's object count that slabtrace saw: `allocs − frees −
-    /// untracked_frees`; compare with /proc/slabinfo's change.
+    /// Change in the cache's object count that slabtrace saw: `live_objects −
+    /// untracked_frees` (= `allocs − frees − untracked_frees` when exact); compare with
+    /// /proc/slabinfo's change. Built from the live estimate rather than from exact
+    /// allocations minus estimated frees, so that both sides of the difference come from the
+    /// same sample: a cache that recycles a few hot slots, none of them sampled, would
+    /// otherwise look as if it never freed anything.
     pub net_objects: i64,
     /// Whether frees and live figures are estimates.
     pub estimated: bool,
@@ -312,8 +316,8 @@ pub fn attribute(
             let u = raw.usage(name, n);
             let untracked_frees = untracked * n;
             CacheTotals {
-                net_objects: i64::try_from(u.allocs).unwrap_or(i64::MAX)
-                    - i64::try_from(u.frees + untracked_frees).unwrap_or(i64::MAX),
+                net_objects: i64::try_from(u.live_objects).unwrap_or(i64::MAX)
+                    - i64::try_from(untracked_frees).unwrap_or(i64::MAX),
                 cache: u.cache,
                 object_size: u.object_size,
                 aliases: Vec::new(),
@@ -464,6 +468,7 @@ mod tests {
         let dentry = a.caches.iter().find(|c| c.cache == "dentry").unwrap();
         assert_eq!((dentry.allocs, dentry.frees, dentry.untracked_frees), (15, 2, 7));
         assert_eq!(dentry.net_objects, 15 - 2 - 7);
+        assert_eq!(dentry.net_objects, i64::try_from(dentry.live_objects).unwrap() - 7);
         let unknown = a.caches.iter().find(|c| c.cache == UNKNOWN_CACHE).unwrap();
         assert_eq!(unknown.untracked_frees, 4);
     }

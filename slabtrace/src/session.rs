@@ -29,7 +29,12 @@ use crate::{
     cli::{Roots, RuntimeArgs, TracerArgs},
     kernel::{btf::Btf, layout::KernelLayout},
     maps::{Snapshot, fdinfo},
-    node::{aliases::read_aliases, meminfo::read_meminfo, slabinfo::read_slabinfo},
+    node::{
+        aliases::read_aliases,
+        meminfo::read_meminfo,
+        reconcile::{self, CacheBooks, CacheReconciliation, Reconciliation},
+        slabinfo::read_slabinfo,
+    },
     output::report::{
         KernelMemory, MeminfoChange, NodeCache, Report, SCHEMA, Sampling, SelfStats, SlabinfoChange,
     },
@@ -113,7 +118,7 @@ pub struct Session {
     sys_root: PathBuf,
     started: Instant,
     started_wall: SystemTime,
-    slabinfo_before: BTreeMap<String, u64>,
+    slabinfo_before: BTreeMap<String, SlabinfoLine>,
     meminfo_before: Option<KernelMemory>,
     /// The footprint and lost events as of detaching (the tracer is gone after that).
     detached: Option<(fdinfo::BpfFootprint, u64)>,
@@ -296,6 +301,10 @@ impl Session {
         );
         rollup::apply_names(&mut report.pods, &self.runtime.directory);
         report.meminfo = meminfo;
+        report.reconciliation = reconcile_books(
+            &report,
+            &NodeBooks { before: &self.slabinfo_before, after: &slabinfo_after, aliases: &aliases },
+        );
         Ok(report)
     }
 }
@@ -432,9 +441,27 @@ fn name_cgroups<'a>(
     pods
 }
 
-fn read_slabinfo_or_warn(proc_root: &Path, warnings: &mut Vec<String>) -> BTreeMap<String, u64> {
+/// What the report needs of one /proc/slabinfo line.
+#[derive(Clone, Copy, Debug)]
+struct SlabinfoLine {
+    active_objs: u64,
+    objects_per_slab: u64,
+}
+
+fn read_slabinfo_or_warn(
+    proc_root: &Path,
+    warnings: &mut Vec<String>,
+) -> BTreeMap<String, SlabinfoLine> {
     match read_slabinfo(proc_root) {
-        Ok(entries) => entries.into_iter().map(|e| (e.name, e.active_objs)).collect(),
+        Ok(entries) => entries
+            .into_iter()
+            .map(|e| {
+                (
+                    e.name,
+                    SlabinfoLine { active_objs: e.active_objs, objects_per_slab: e.objperslab },
+                )
+            })
+            .collect(),
         Err(e) => {
             warn_once(warnings, format!("no /proc/slabinfo comparison: {e}"));
             BTreeMap::new()
@@ -502,8 +529,8 @@ fn self_stats(
 
 /// The kernel's books at both ends of the window.
 struct NodeBooks<'a> {
-    before: &'a BTreeMap<String, u64>,
-    after: &'a BTreeMap<String, u64>,
+    before: &'a BTreeMap<String, SlabinfoLine>,
+    after: &'a BTreeMap<String, SlabinfoLine>,
     aliases: &'a BTreeMap<String, Vec<String>>,
 }
 
@@ -535,7 +562,7 @@ fn build_report(
             totals.aliases = books.aliases.get(&totals.cache).cloned().unwrap_or_default();
             let f = flags.get(&totals.cache).copied().unwrap_or(0);
             let slabinfo = match (books.before.get(&totals.cache), books.after.get(&totals.cache)) {
-                (Some(&b), Some(&a)) => Some(SlabinfoChange::new(b, a)),
+                (Some(b), Some(a)) => Some(SlabinfoChange::new(b.active_objs, a.active_objs)),
                 _ => None,
             };
             let slab_account =
@@ -563,8 +590,46 @@ fn build_report(
         interrupt: attribution.interrupt,
         caches,
         meminfo: None,
+        reconciliation: Reconciliation::default(),
         self_stats,
     }
+}
+
+/// The report's figures against the kernel's books over the same window.
+fn reconcile_books(report: &Report, books: &NodeBooks<'_>) -> Reconciliation {
+    // SAFETY: sysconf has no preconditions.
+    let cpus = u64::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).unwrap_or(1);
+    let all: Vec<(&str, CacheBooks)> = report
+        .caches
+        .iter()
+        .map(|c| {
+            let t = &c.totals;
+            let books = CacheBooks {
+                object_size: t.object_size,
+                slabinfo: c.slabinfo.map(|s| (s.active_objs_before, s.active_objs_after)),
+                objects_per_slab: books.after.get(&t.cache).map_or(0, |l| l.objects_per_slab),
+                traced_net_objects: t.net_objects,
+                error_objects: attribution::error_bound(
+                    t.frees + t.untracked_frees,
+                    report.sampling.rate,
+                ),
+                kmalloc: t.cache.contains("kmalloc-"),
+            };
+            (t.cache.as_str(), books)
+        })
+        .collect();
+    let mut caches: Vec<CacheReconciliation> = all
+        .iter()
+        .filter_map(|(name, books)| reconcile::cache(name, books, cpus))
+        .filter(|r| r.kernel_delta_objects != 0 || r.traced_net_objects != 0)
+        .collect();
+    caches.sort_by_key(|r| std::cmp::Reverse(r.kernel_delta_objects.unsigned_abs()));
+    let attributed =
+        report.cgroups.iter().chain(&report.interrupt).map(|c| c.totals.live_bytes).sum();
+    let books: Vec<CacheBooks> = all.into_iter().map(|(_, b)| b).collect();
+    let total =
+        report.meminfo.map(|m| reconcile::total((m.before.slab, m.after.slab), &books, attributed));
+    Reconciliation { total, caches }
 }
 
 /// The kernel memory lines of /proc/meminfo, or None (logged) if unreadable.

@@ -35,6 +35,9 @@ pub struct Report {
     /// The kernel's memory figures (/proc/meminfo) when tracing started and ended; `null` if
     /// unreadable.
     pub meminfo: Option<MeminfoChange>,
+    /// How much of the kernel's own books (slabinfo per cache, meminfo's Slab) slabtrace's
+    /// figures explain over the window.
+    pub reconciliation: crate::node::reconcile::Reconciliation,
     /// slabtrace's own cost and health.
     #[serde(rename = "self")]
     pub self_stats: SelfStats,

@@ -126,6 +126,26 @@ pub fn render(report: &Report, limits: TableLimits) -> String {
     render_rows(&mut out, report, limits);
     let _ = writeln!(out);
     render_node(&mut out, report, limits);
+    if let Some(t) = &report.reconciliation.total {
+        let signed =
+            |b: i64| format!("{}{}", if b < 0 { "-" } else { "+" }, human_bytes(b.unsigned_abs()));
+        let coverage = t.coverage_pct.map_or_else(
+            || "(a change within 1 MiB: no coverage figure)".to_owned(),
+            |p| format!("({p:.0}% of it)"),
+        );
+        let _ = writeln!(
+            out,
+            "\nkernel's books: Slab {} over the window; named caches {} in slabinfo, {} traced \
+             {coverage}; live slab attributed now: {} of {} ({:.0}%; objects from before \
+             tracing are nobody's)",
+            signed(t.kernel_slab_delta_bytes),
+            signed(t.kernel_delta_bytes),
+            signed(t.traced_net_bytes),
+            human_bytes(t.attributed_live_bytes),
+            human_bytes(t.node_slab_bytes),
+            t.attributed_share_pct,
+        );
+    }
     let me = &report.self_stats;
     let _ = writeln!(out);
     let _ = writeln!(
