@@ -528,6 +528,8 @@ mod tests {
         );
         assert!(post.starts_with("HTTP/1.1 405"), "{post}");
         assert!(post.to_ascii_lowercase().contains("allow: get, head\r\n"), "{post}");
+        let head = raw(addr, "HEAD /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"), "{head}");
 
         let (_, again) = endpoints();
         let err = HttpServer::start(&addr.to_string(), again).unwrap_err();
