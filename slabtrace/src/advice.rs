@@ -16,9 +16,26 @@
 //!
 //! Pure: a history of node samples in, advice with its evidence out.
 
+use std::collections::BTreeSet;
+
 use serde::Serialize;
 
+use crate::{
+    cgroup::kubepods::{Identity, identify},
+    output::report::Report,
+};
+
 const MI: u64 = 1 << 20;
+
+/// systemd units of the kubelet and the container runtimes: their slab is the kernel share
+/// of `kubeReserved`.
+const KUBE_UNITS: &[&str] = &[
+    "kubelet.service",
+    "containerd.service",
+    "crio.service",
+    "docker.service",
+    "cri-docker.service",
+];
 
 /// The kubelet's default `evictionHard` `memory.available`.
 pub const KUBELET_DEFAULT_EVICTION: u64 = 100 * MI;
@@ -48,6 +65,51 @@ impl NodeSample {
     pub fn uncharged(&self) -> u64 {
         self.sunreclaim.saturating_sub(self.pods_charged_unreclaimable)
     }
+}
+
+/// `nr_dentry` and `nr_negative` from the text of /proc/sys/fs/dentry-state (the first and
+/// the fifth field; kernels before 5.8 have no negative count and give None).
+#[must_use]
+pub fn parse_dentry_state(text: &str) -> Option<(u64, u64)> {
+    let f: Vec<u64> = text.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    (f.len() >= 5).then(|| (f[0], f[4]))
+}
+
+/// The node sample of a report taken `t` seconds after tracing started: its end-of-window
+/// meminfo, the unreclaimable live slab charged to pods (memcg-accounted live bytes of caches
+/// without `SLAB_RECLAIM_ACCOUNT`), the kubelet's and runtimes' slab, and `dentries`. None
+/// without meminfo.
+#[must_use]
+pub fn node_sample(report: &Report, t: f64, dentries: Option<(u64, u64)>) -> Option<NodeSample> {
+    let m = report.meminfo?.after;
+    let reclaimable: BTreeSet<&str> =
+        report.caches.iter().filter(|c| c.reclaimable).map(|c| c.totals.cache.as_str()).collect();
+    let pods_charged_unreclaimable = report
+        .pods
+        .iter()
+        .flat_map(|p| &p.caches)
+        .filter(|c| !reclaimable.contains(c.cache.as_str()))
+        .map(|c| c.accounted_live_bytes)
+        .sum();
+    let kube_components_slab = report
+        .cgroups
+        .iter()
+        .filter(|c| {
+            c.cgroup.as_deref().is_some_and(|path| {
+                matches!(identify(path), Identity::SystemUnit { unit, .. } if KUBE_UNITS.contains(&unit.as_str()))
+            })
+        })
+        .map(|c| c.totals.live_bytes)
+        .sum();
+    Some(NodeSample {
+        t,
+        slab: m.slab,
+        sreclaimable: m.sreclaimable,
+        sunreclaim: m.sunreclaim,
+        pods_charged_unreclaimable,
+        kube_components_slab,
+        dentries,
+    })
 }
 
 /// Settings the advice depends on.
@@ -264,6 +326,16 @@ mod tests {
         assert_eq!((a.samples, a.observed_seconds), (4, 90.0));
         assert!(a.notes.is_empty());
         assert!(a.settings.iter().all(|s| s.name != "vm.vfs_cache_pressure"));
+    }
+
+    #[test]
+    fn dentry_state_has_the_negative_count_fifth() {
+        assert_eq!(
+            parse_dentry_state("194219\t192721\t45\t0\t91431\t0\n"),
+            Some((194_219, 91_431))
+        );
+        assert_eq!(parse_dentry_state("100 50 45 0"), None);
+        assert_eq!(parse_dentry_state(""), None);
     }
 
     #[test]
