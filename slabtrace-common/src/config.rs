@@ -32,8 +32,38 @@ pub struct Config {
     pub off_task_stack: u32,
     /// Size of a task's kernel stack (`THREAD_SIZE`); 0 turns interrupt detection off.
     pub thread_size: u32,
+    /// Offset of `task_struct.tgid` (`pid_t`). This and the offsets below are read only by the
+    /// OOM programs, which are not attached when BTF lacks any of them.
+    pub off_task_tgid: u32,
+    /// Offset of `task_struct.pid` (`pid_t`).
+    pub off_task_pid: u32,
+    /// Offset of `task_struct.comm` (`char[TASK_COMM_LEN]`).
+    pub off_task_comm: u32,
+    /// Offset of `task_struct.cgroups` (`struct css_set *`).
+    pub off_task_cgroups: u32,
+    /// Offset of `task_struct.signal` (`struct signal_struct *`).
+    pub off_task_signal: u32,
+    /// Offset of `signal_struct.oom_score_adj` (short).
+    pub off_signal_oom_score_adj: u32,
+    /// Offset of `css_set.dfl_cgrp` (`struct cgroup *`): the task's cgroup2 cgroup.
+    pub off_css_set_dfl_cgrp: u32,
+    /// Offset of `cgroup.kn` (`struct kernfs_node *`).
+    pub off_cgroup_kn: u32,
+    /// Offset of `kernfs_node.id` (u64): the cgroup id, its directory's inode number.
+    pub off_kernfs_node_id: u32,
+    /// Offset of `task_struct.reclaim_state` (`struct reclaim_state *`): during a reclaim, the
+    /// one embedded in that reclaim's `struct scan_control`.
+    pub off_task_reclaim_state: u32,
+    /// Offset of `scan_control.reclaim_state` (embedded), to get from it to its `scan_control`.
+    pub off_sc_reclaim_state: u32,
+    /// Offset of `scan_control.target_mem_cgroup` (`struct mem_cgroup *`).
+    pub off_sc_target_memcg: u32,
+    /// Offset of `mem_cgroup.css.cgroup` (`struct cgroup *`; `css` is embedded).
+    pub off_memcg_cgroup: u32,
+    /// Zero (keeps the size a multiple of 8 with no implicit padding).
+    pub padding: u32,
 }
-assert_size!(Config, 56);
+assert_size!(Config, 112);
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: u64 and u32 fields, no padding (size asserted).

@@ -85,12 +85,22 @@ pub enum Stat {
     LiveInsertFailed,
     /// Allocations counted in the interrupt bucket.
     IrqAllocs,
+    /// Tasks the kernel marked as OOM victims.
+    OomVictims,
+    /// OOM victims whose event did not fit in the ring buffer: userspace never saw them.
+    OomEventsLost,
+    /// A kernel read for an OOM event or a memcg reclaim failed: that event lacks a field.
+    OomReadFailed,
+    /// `bpf_get_stack` failed for an OOM victim: its OOM's scope is unknown.
+    OomStackFailed,
 }
 
 impl Stat {
     /// Number of statistics (the array's size).
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 13;
 }
+// The last variant's index plus one: a variant added without raising COUNT fails to build.
+const _: () = assert!(Stat::OomStackFailed as u32 + 1 == Stat::COUNT);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -9,10 +9,12 @@
 pub mod config;
 pub mod counters;
 pub mod key;
+pub mod oom;
 
 pub use config::Config;
 pub use counters::{CACHE_NAME_LEN, CacheInfo, Counters, LiveObject, Stat};
 pub use key::{CacheId, CounterKey};
+pub use oom::OomEvent;
 
 /// Asserts at compile time that a type shared with the kernel has the size we documented.
 macro_rules! assert_size {

@@ -19,6 +19,20 @@ static CONFIG: Config = Config {
     off_cache_flags: 0,
     off_task_stack: 0,
     thread_size: 0,
+    off_task_tgid: 0,
+    off_task_pid: 0,
+    off_task_comm: 0,
+    off_task_cgroups: 0,
+    off_task_signal: 0,
+    off_signal_oom_score_adj: 0,
+    off_css_set_dfl_cgrp: 0,
+    off_cgroup_kn: 0,
+    off_kernfs_node_id: 0,
+    off_task_reclaim_state: 0,
+    off_sc_reclaim_state: 0,
+    off_sc_target_memcg: 0,
+    off_memcg_cgroup: 0,
+    padding: 0,
 };
 
 macro_rules! field {
@@ -41,3 +55,16 @@ field!(off_cache_object_size, u32);
 field!(off_cache_flags, u32);
 field!(off_task_stack, u32);
 field!(thread_size, u32);
+field!(off_task_tgid, u32);
+field!(off_task_pid, u32);
+field!(off_task_comm, u32);
+field!(off_task_cgroups, u32);
+field!(off_task_signal, u32);
+field!(off_signal_oom_score_adj, u32);
+field!(off_css_set_dfl_cgrp, u32);
+field!(off_cgroup_kn, u32);
+field!(off_kernfs_node_id, u32);
+field!(off_task_reclaim_state, u32);
+field!(off_sc_reclaim_state, u32);
+field!(off_sc_target_memcg, u32);
+field!(off_memcg_cgroup, u32);

@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use slabtrace_common::{CacheInfo, CounterKey, Counters, LiveObject, Stat};
 
@@ -28,6 +28,17 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 
 /// took last, so the second one does not count it again. See `account::Context`.
 #[map(name = "IRQ_FREE_SEEN")]
 pub static IRQ_FREE_SEEN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// OOM victims on their way to userspace, one [`slabtrace_common::OomEvent`] (264 bytes plus
+/// an 8-byte header) each: 64 KiB holds 240, far more than the kernel kills between two reads.
+#[map(name = "OOM_EVENTS")]
+pub static OOM_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
+
+/// Per task (`pid_tgid`): the id of the memcg its latest memcg reclaim targeted. An LRU, because
+/// tasks exit without saying so; 8192 tasks reclaiming between one task's last reclaim and its
+/// OOM kill (microseconds to a second) would be needed to evict an entry still wanted.
+#[map(name = "OOM_RECLAIMS")]
+pub static OOM_RECLAIMS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(8192, 0);
 
 /// Adds one to a statistic.
 #[inline(always)]

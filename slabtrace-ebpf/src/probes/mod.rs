@@ -5,3 +5,4 @@ mod kfree;
 mod kmalloc;
 mod kmem_cache_alloc;
 mod kmem_cache_free;
+mod oom;

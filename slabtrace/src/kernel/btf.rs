@@ -710,11 +710,12 @@ impl Btf {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// Writes BTF blobs: strings are interned, types are appended in id order from 1.
-    struct Builder {
+    /// Writes BTF blobs: strings are interned, types are appended in id order from 1. Shared
+    /// with the layout tests, which build kernels that lack what slabtrace reads.
+    pub(crate) struct Builder {
         strings: Vec<u8>,
         types: Vec<u8>,
         next_id: u32,
@@ -722,7 +723,7 @@ mod tests {
     }
 
     impl Builder {
-        fn new() -> Self {
+        pub(crate) fn new() -> Self {
             Builder { strings: vec![0], types: Vec::new(), next_id: 1, big_endian: false }
         }
 
@@ -730,7 +731,7 @@ mod tests {
             if self.big_endian { v.to_be_bytes() } else { v.to_le_bytes() }
         }
 
-        fn str(&mut self, s: &str) -> u32 {
+        pub(crate) fn str(&mut self, s: &str) -> u32 {
             if s.is_empty() {
                 return 0;
             }
@@ -748,7 +749,7 @@ mod tests {
         }
 
         /// Appends a type header plus trailing words; returns the new type id.
-        fn ty(
+        pub(crate) fn ty(
             &mut self,
             name: &str,
             kind: u32,
@@ -765,24 +766,24 @@ mod tests {
             self.next_id - 1
         }
 
-        fn int(&mut self, name: &str, size: u32) -> u32 {
+        pub(crate) fn int(&mut self, name: &str, size: u32) -> u32 {
             self.ty(name, 1, false, 0, size, &[size * 8])
         }
 
-        fn ptr(&mut self, target: u32) -> u32 {
+        pub(crate) fn ptr(&mut self, target: u32) -> u32 {
             self.ty("", 2, false, 0, target, &[])
         }
 
-        fn konst(&mut self, target: u32) -> u32 {
+        pub(crate) fn konst(&mut self, target: u32) -> u32 {
             self.ty("", 10, false, 0, target, &[])
         }
 
-        fn typedef(&mut self, name: &str, target: u32) -> u32 {
+        pub(crate) fn typedef(&mut self, name: &str, target: u32) -> u32 {
             self.ty(name, 8, false, 0, target, &[])
         }
 
         /// Members as (name, type id, raw offset word).
-        fn composite(
+        pub(crate) fn composite(
             &mut self,
             name: &str,
             union: bool,
@@ -798,12 +799,12 @@ mod tests {
             self.ty(name, kind, kind_flag, u32::try_from(members.len()).unwrap(), size, &data)
         }
 
-        fn func_proto(&mut self, ret: u32, params: &[u32]) -> u32 {
+        pub(crate) fn func_proto(&mut self, ret: u32, params: &[u32]) -> u32 {
             let data: Vec<u32> = params.iter().flat_map(|&t| [0, t]).collect();
             self.ty("", 13, false, u32::try_from(params.len()).unwrap(), ret, &data)
         }
 
-        fn build(&self) -> Vec<u8> {
+        pub(crate) fn build(&self) -> Vec<u8> {
             let mut out = Vec::new();
             out.extend_from_slice(&self.word(0xeb9f)[if self.big_endian { 2..4 } else { 0..2 }]);
             out.extend_from_slice(&[1, 0]);
@@ -1066,5 +1067,14 @@ mod tests {
             btf.tracepoint_args("kmem_cache_free").unwrap(),
             ["unsigned long", "const void *", "const struct kmem_cache *"]
         );
+        // The OOM programs' tracepoints and the fields they follow to cgroups: a static
+        // struct of mm/vmscan.c is in BTF too.
+        assert_eq!(btf.tracepoint_args("mark_victim").unwrap(), ["struct task_struct *", "uid_t"]);
+        assert_eq!(btf.tracepoint_args("mm_vmscan_memcg_reclaim_begin").unwrap(), ["int", "gfp_t"]);
+        assert_eq!(btf.member_size("task_struct", "comm"), Some(16));
+        assert_eq!(btf.member_size("kernfs_node", "id"), Some(8));
+        assert_eq!(btf.member_offset("cgroup_subsys_state", "cgroup"), Some(0));
+        assert_eq!(btf.member_size("scan_control", "target_mem_cgroup"), Some(8));
+        assert!(btf.member_offset("scan_control", "reclaim_state").is_some());
     }
 }

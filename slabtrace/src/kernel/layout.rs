@@ -1,8 +1,10 @@
 //! The kernel facts the BPF programs depend on, read from BTF: the tracepoints' signatures,
-//! `struct kmem_cache` field offsets, and GFP and slab flag bits.
+//! `struct kmem_cache` field offsets, and GFP and slab flag bits; and, for the optional OOM
+//! programs, the task, cgroup and `oom_control` fields they follow from a victim to its cgroups.
 //!
 //! Probe the feature, then fall back, then say so: flag bits that older kernels define only as
-//! macros (and so not in BTF) fall back to their long-stable values, with a log line.
+//! macros (and so not in BTF) fall back to their long-stable values, with a log line. A kernel
+//! without what the OOM programs read still traces slab; [`KernelLayout::oom`] says why not.
 
 use log::warn;
 use slabtrace_common::Config;
@@ -53,6 +55,20 @@ pub const TRACEPOINTS: [Tracepoint; 4] = [
     },
 ];
 
+/// The OOM victim tracepoint and the leading arguments its program reads (as
+/// [`Btf::tracepoint_args`] spells them), as on Linux 6.18; until at least 6.8 it took only
+/// `int pid`.
+pub const OOM_TRACEPOINT: Tracepoint = Tracepoint {
+    name: "mark_victim",
+    irq: &[],
+    floor: "",
+    args: &["struct task_struct *", "uid_t"],
+};
+
+/// The tracepoint at the start of every memcg reclaim (`try_to_free_mem_cgroup_pages`); its
+/// program reads no argument, only `current->reclaim_state`.
+pub const OOM_RECLAIM_TRACEPOINT: &str = "mm_vmscan_memcg_reclaim_begin";
+
 /// A kernel slabtrace cannot trace, said in one sentence.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LayoutError {
@@ -98,6 +114,141 @@ pub struct KernelLayout {
     /// told apart by the stack the probe runs on (x86-64, where interrupts have their own
     /// stacks); None elsewhere.
     pub task_stack: Option<(u32, u32)>,
+    /// What the OOM programs read, or why they cannot run on this kernel.
+    pub oom: Result<OomLayout, OomLayoutError>,
+}
+
+/// Why the OOM programs cannot run on this kernel (slab tracing still can), in one sentence.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum OomLayoutError {
+    /// No `btf_trace_<name>`.
+    #[error("the kernel has no tracepoint {0} in its BTF")]
+    MissingTracepoint(&'static str),
+    /// The older `mark_victim(int pid)`, or something newer.
+    #[error(
+        "tracepoint oom:mark_victim has arguments ({found}) but slabtrace reads ({expected}), as \
+         on Linux 6.18"
+    )]
+    TracepointLayout {
+        /// What BTF says.
+        found: String,
+        /// What the program reads.
+        expected: String,
+    },
+    /// A field the OOM programs read is not in BTF.
+    #[error("the kernel's BTF has no field {0}, which the OOM programs read")]
+    MissingField(&'static str),
+    /// A field the OOM programs read has another size than they read.
+    #[error("{field} is {found} bytes in the kernel's BTF, but the OOM programs read {expected}")]
+    FieldSize {
+        /// Which field.
+        field: &'static str,
+        /// Its size in BTF (0 if BTF does not say).
+        found: u32,
+        /// The size read.
+        expected: u32,
+    },
+}
+
+/// Field offsets the OOM programs read, each checked for the size they read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomLayout {
+    /// `task_struct.tgid`.
+    pub task_tgid: u32,
+    /// `task_struct.pid`.
+    pub task_pid: u32,
+    /// `task_struct.comm`.
+    pub task_comm: u32,
+    /// `task_struct.cgroups`.
+    pub task_cgroups: u32,
+    /// `task_struct.signal`.
+    pub task_signal: u32,
+    /// `signal_struct.oom_score_adj`.
+    pub signal_oom_score_adj: u32,
+    /// `css_set.dfl_cgrp`.
+    pub css_set_dfl_cgrp: u32,
+    /// `cgroup.kn`.
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id`.
+    pub kernfs_node_id: u32,
+    /// `task_struct.reclaim_state`.
+    pub task_reclaim_state: u32,
+    /// `scan_control.reclaim_state` (embedded).
+    pub sc_reclaim_state: u32,
+    /// `scan_control.target_mem_cgroup`.
+    pub sc_target_memcg: u32,
+    /// `mem_cgroup.css` + `cgroup_subsys_state.cgroup`.
+    pub memcg_cgroup: u32,
+}
+
+impl OomLayout {
+    /// Reads the OOM programs' facts from `btf`: both tracepoints and every field, with the
+    /// size the programs read (pointers are read as 8 bytes).
+    pub fn from_btf(btf: &Btf) -> Result<Self, OomLayoutError> {
+        let found = btf
+            .tracepoint_args(OOM_TRACEPOINT.name)
+            .ok_or(OomLayoutError::MissingTracepoint("oom:mark_victim"))?;
+        let expected = OOM_TRACEPOINT.args;
+        if found.len() < expected.len() || found.iter().zip(expected).any(|(f, e)| f != e) {
+            return Err(OomLayoutError::TracepointLayout {
+                found: found.join(", "),
+                expected: expected.join(", "),
+            });
+        }
+        btf.tracepoint_args(OOM_RECLAIM_TRACEPOINT)
+            .ok_or(OomLayoutError::MissingTracepoint("vmscan:mm_vmscan_memcg_reclaim_begin"))?;
+        let field = |s: &str, m: &str, what: &'static str, size: u32| {
+            let offset = btf.member_offset(s, m).ok_or(OomLayoutError::MissingField(what))?;
+            match btf.member_size(s, m) {
+                Some(found) if found == size => Ok(offset),
+                found => Err(OomLayoutError::FieldSize {
+                    field: what,
+                    found: found.unwrap_or(0),
+                    expected: size,
+                }),
+            }
+        };
+        // Embedded structs: only their offsets matter.
+        let embedded = |s: &str, m: &str, what: &'static str| {
+            btf.member_offset(s, m).ok_or(OomLayoutError::MissingField(what))
+        };
+        let memcg_css = embedded("mem_cgroup", "css", "mem_cgroup.css")?;
+        let css_cgroup = field("cgroup_subsys_state", "cgroup", "cgroup_subsys_state.cgroup", 8)?;
+        Ok(Self {
+            task_tgid: field("task_struct", "tgid", "task_struct.tgid", 4)?,
+            task_pid: field("task_struct", "pid", "task_struct.pid", 4)?,
+            task_comm: field("task_struct", "comm", "task_struct.comm", 16)?,
+            task_cgroups: field("task_struct", "cgroups", "task_struct.cgroups", 8)?,
+            task_signal: field("task_struct", "signal", "task_struct.signal", 8)?,
+            signal_oom_score_adj: field(
+                "signal_struct",
+                "oom_score_adj",
+                "signal_struct.oom_score_adj",
+                2,
+            )?,
+            css_set_dfl_cgrp: field("css_set", "dfl_cgrp", "css_set.dfl_cgrp", 8)?,
+            cgroup_kn: field("cgroup", "kn", "cgroup.kn", 8)?,
+            kernfs_node_id: field("kernfs_node", "id", "kernfs_node.id", 8)?,
+            task_reclaim_state: field(
+                "task_struct",
+                "reclaim_state",
+                "task_struct.reclaim_state",
+                8,
+            )?,
+            sc_reclaim_state: embedded(
+                "scan_control",
+                "reclaim_state",
+                "scan_control.reclaim_state",
+            )?,
+            sc_target_memcg: field(
+                "scan_control",
+                "target_mem_cgroup",
+                "scan_control.target_mem_cgroup",
+                8,
+            )?,
+            memcg_cgroup: memcg_css + css_cgroup,
+        })
+    }
 }
 
 /// x86-64's `THREAD_SIZE`: 16 KiB, doubled under KASAN.
@@ -169,7 +320,8 @@ impl KernelLayout {
                 "cannot tell interrupt context apart on this kernel: allocations in interrupts are charged to the interrupted task's cgroup"
             );
         }
-        Ok(Self { tracepoint_args, cache_offsets, gfp, slab, task_stack })
+        let oom = OomLayout::from_btf(btf);
+        Ok(Self { tracepoint_args, cache_offsets, gfp, slab, task_stack, oom })
     }
 
     /// Fails unless tracepoint `name` exists with the arguments its program reads.
@@ -198,6 +350,7 @@ impl KernelLayout {
     #[must_use]
     pub fn config(&self, sample: u32) -> Config {
         let [name, size, object_size, flags] = self.cache_offsets;
+        let oom = self.oom.as_ref().ok();
         Config {
             sample_mask: u64::from(sample.max(1) - 1),
             gfp_account: self.gfp.account,
@@ -209,6 +362,21 @@ impl KernelLayout {
             off_cache_flags: flags,
             off_task_stack: self.task_stack.map_or(0, |(off, _)| off),
             thread_size: self.task_stack.map_or(0, |(_, size)| size),
+            // Zeros when the OOM programs cannot run: they are not attached then.
+            off_task_tgid: oom.map_or(0, |o| o.task_tgid),
+            off_task_pid: oom.map_or(0, |o| o.task_pid),
+            off_task_comm: oom.map_or(0, |o| o.task_comm),
+            off_task_cgroups: oom.map_or(0, |o| o.task_cgroups),
+            off_task_signal: oom.map_or(0, |o| o.task_signal),
+            off_signal_oom_score_adj: oom.map_or(0, |o| o.signal_oom_score_adj),
+            off_css_set_dfl_cgrp: oom.map_or(0, |o| o.css_set_dfl_cgrp),
+            off_cgroup_kn: oom.map_or(0, |o| o.cgroup_kn),
+            off_kernfs_node_id: oom.map_or(0, |o| o.kernfs_node_id),
+            off_task_reclaim_state: oom.map_or(0, |o| o.task_reclaim_state),
+            off_sc_reclaim_state: oom.map_or(0, |o| o.sc_reclaim_state),
+            off_sc_target_memcg: oom.map_or(0, |o| o.sc_target_memcg),
+            off_memcg_cgroup: oom.map_or(0, |o| o.memcg_cgroup),
+            padding: 0,
         }
     }
 }
@@ -224,6 +392,7 @@ mod tests {
             gfp: GfpBits { account: 1 << 22, reclaimable: 1 << 4, dma: 1 },
             slab: SlabFlags { account: 1 << 26, reclaim_account: 1 << 17 },
             task_stack: Some((32, 16384)),
+            oom: Err(OomLayoutError::MissingTracepoint("oom:mark_victim")),
         }
     }
 
@@ -280,6 +449,164 @@ mod tests {
     }
 
     #[test]
+    fn config_carries_oom_offsets_only_when_the_oom_programs_can_run() {
+        let no_oom = layout(vec![]).config(1);
+        assert_eq!(
+            (no_oom.off_task_tgid, no_oom.off_sc_target_memcg, no_oom.off_memcg_cgroup),
+            (0, 0, 0)
+        );
+        let oom = OomLayout::from_btf(&oom_btf(OomKernel::Current)).expect("oom layout");
+        let c = KernelLayout { oom: Ok(oom), ..layout(vec![]) }.config(1);
+        assert_eq!((c.off_task_pid, c.off_task_tgid, c.off_task_comm), (0, 4, 8));
+        assert_eq!(
+            (c.off_task_cgroups, c.off_task_signal, c.off_signal_oom_score_adj),
+            (24, 32, 8)
+        );
+        assert_eq!((c.off_css_set_dfl_cgrp, c.off_cgroup_kn, c.off_kernfs_node_id), (16, 64, 32));
+        assert_eq!(
+            (c.off_task_reclaim_state, c.off_sc_reclaim_state, c.off_sc_target_memcg),
+            (40, 112, 16)
+        );
+        assert_eq!((c.off_memcg_cgroup, c.padding), (8 + 16, 0));
+        // The kmem half is untouched.
+        assert_eq!((c.off_cache_name, c.thread_size), (96, 16384));
+    }
+
+    /// Kernels the OOM layout is read from: 6.18's shape and the ways others differ.
+    #[derive(Clone, Copy, Debug)]
+    enum OomKernel {
+        Current,
+        /// `mark_victim(int pid)`, as until at least 6.8.
+        PidOnly,
+        NoTracepoint,
+        NoReclaimTracepoint,
+        /// A `kernfs_node` without `id`.
+        NoKernfsId,
+        /// `oom_score_adj` as an int.
+        WideScoreAdj,
+    }
+
+    /// A BTF blob with just the types the OOM programs read, shaped like `kernel`.
+    fn oom_btf(kernel: OomKernel) -> Btf {
+        use crate::kernel::btf::tests::Builder;
+        let mut b = Builder::new();
+        let int = b.int("int", 4);
+        let uint = b.int("unsigned int", 4);
+        let short = b.int("short", 2);
+        let u64_ = b.int("long long unsigned int", 8);
+        let ulong = b.int("long unsigned int", 8);
+        let char_ = b.int("char", 1);
+        let comm = b.ty("", 3, false, 0, 0, &[char_, int, 16]);
+        let void_ptr = b.ptr(0);
+        let kn_id = if matches!(kernel, OomKernel::NoKernfsId) { "ino" } else { "id" };
+        let kn = b.composite("kernfs_node", false, false, 64, &[(kn_id, u64_, 256)]);
+        let kn_ptr = b.ptr(kn);
+        let cgroup = b.composite("cgroup", false, false, 128, &[("kn", kn_ptr, 512)]);
+        let cgroup_ptr = b.ptr(cgroup);
+        let css_set = b.composite("css_set", false, false, 64, &[("dfl_cgrp", cgroup_ptr, 128)]);
+        let css_set_ptr = b.ptr(css_set);
+        let css =
+            b.composite("cgroup_subsys_state", false, false, 32, &[("cgroup", cgroup_ptr, 128)]);
+        let memcg =
+            b.composite("mem_cgroup", false, false, 64, &[("id", ulong, 0), ("css", css, 64)]);
+        let memcg_ptr = b.ptr(memcg);
+        let adj = if matches!(kernel, OomKernel::WideScoreAdj) { int } else { short };
+        let signal = b.composite("signal_struct", false, false, 16, &[("oom_score_adj", adj, 64)]);
+        let signal_ptr = b.ptr(signal);
+        let reclaim_state =
+            b.composite("reclaim_state", false, false, 8, &[("reclaimed", ulong, 0)]);
+        let reclaim_state_ptr = b.ptr(reclaim_state);
+        b.composite(
+            "scan_control",
+            false,
+            false,
+            120,
+            &[
+                ("nr_to_reclaim", ulong, 0),
+                ("target_mem_cgroup", memcg_ptr, 128),
+                ("reclaim_state", reclaim_state, 896),
+            ],
+        );
+        let task = b.composite(
+            "task_struct",
+            false,
+            false,
+            48,
+            &[
+                ("pid", int, 0),
+                ("tgid", int, 32),
+                ("comm", comm, 64),
+                ("cgroups", css_set_ptr, 192),
+                ("signal", signal_ptr, 256),
+                ("reclaim_state", reclaim_state_ptr, 320),
+            ],
+        );
+        let task_ptr = b.ptr(task);
+        let uid_t = b.typedef("uid_t", uint);
+        let gfp_t = b.typedef("gfp_t", uint);
+        let params: &[u32] = match kernel {
+            OomKernel::PidOnly => &[void_ptr, int],
+            _ => &[void_ptr, task_ptr, uid_t],
+        };
+        let proto = b.func_proto(0, params);
+        let proto_ptr = b.ptr(proto);
+        if !matches!(kernel, OomKernel::NoTracepoint) {
+            b.typedef("btf_trace_mark_victim", proto_ptr);
+        }
+        let reclaim = b.func_proto(0, &[void_ptr, int, gfp_t]);
+        let reclaim_ptr = b.ptr(reclaim);
+        if !matches!(kernel, OomKernel::NoReclaimTracepoint) {
+            b.typedef("btf_trace_mm_vmscan_memcg_reclaim_begin", reclaim_ptr);
+        }
+        Btf::parse(&b.build()).expect("fixture BTF")
+    }
+
+    #[test]
+    fn oom_layout_reads_or_says_why_not() {
+        let cases: [(OomKernel, Result<(), OomLayoutError>); 6] = [
+            (OomKernel::Current, Ok(())),
+            (
+                OomKernel::PidOnly,
+                Err(OomLayoutError::TracepointLayout {
+                    found: "int".into(),
+                    expected: "struct task_struct *, uid_t".into(),
+                }),
+            ),
+            (OomKernel::NoTracepoint, Err(OomLayoutError::MissingTracepoint("oom:mark_victim"))),
+            (
+                OomKernel::NoReclaimTracepoint,
+                Err(OomLayoutError::MissingTracepoint("vmscan:mm_vmscan_memcg_reclaim_begin")),
+            ),
+            (OomKernel::NoKernfsId, Err(OomLayoutError::MissingField("kernfs_node.id"))),
+            (
+                OomKernel::WideScoreAdj,
+                Err(OomLayoutError::FieldSize {
+                    field: "signal_struct.oom_score_adj",
+                    found: 4,
+                    expected: 2,
+                }),
+            ),
+        ];
+        for (kernel, expected) in cases {
+            let got = OomLayout::from_btf(&oom_btf(kernel)).map(|_| ());
+            assert_eq!(got, expected, "{kernel:?}");
+        }
+    }
+
+    #[test]
+    fn oom_layout_errors_are_one_sentence() {
+        let e = OomLayoutError::TracepointLayout { found: "int".into(), expected: "x".into() };
+        assert_eq!(
+            e.to_string(),
+            "tracepoint oom:mark_victim has arguments (int) but slabtrace reads (x), as on Linux 6.18"
+        );
+        assert_eq!(
+            OomLayoutError::MissingTracepoint("oom:mark_victim").to_string(),
+            "the kernel has no tracepoint oom:mark_victim in its BTF"
+        );
+    }
+
+    #[test]
     fn reads_the_running_kernel() {
         let path = std::path::Path::new("/sys/kernel/btf/vmlinux");
         if !path.exists() {
@@ -294,5 +621,14 @@ mod tests {
         let [name, size, object_size, flags] = l.cache_offsets;
         assert!(name != size && size != object_size && object_size != flags);
         assert_eq!(l.gfp.account.count_ones(), 1);
+        // The OOM programs' fields resolve too (Linux 6.18 here: tgid 1268, comm 1752,
+        // cgroups 2376, reclaim_state 2112; css_set.dfl_cgrp 112, cgroup.kn 256,
+        // kernfs_node.id 96; scan_control.target_mem_cgroup 16, .reclaim_state 112).
+        let oom = l.oom.as_ref().expect("the OOM programs can run on this kernel");
+        assert!(oom.task_tgid == oom.task_pid + 4, "{oom:?}");
+        assert!(oom.task_comm > oom.task_tgid && oom.task_cgroups > 0, "{oom:?}");
+        assert!(oom.sc_reclaim_state != oom.sc_target_memcg, "{oom:?}");
+        let c = l.config(1);
+        assert_eq!((c.off_task_tgid, c.off_kernfs_node_id), (oom.task_tgid, oom.kernfs_node_id));
     }
 }

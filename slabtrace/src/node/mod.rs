@@ -4,5 +4,6 @@
 pub mod aliases;
 pub mod growth;
 pub mod meminfo;
+pub mod oom;
 pub mod reconcile;
 pub mod slabinfo;

@@ -1,21 +1,66 @@
 //! Load the BPF object, size its maps, write the load-time constant, attach the probes, and
 //! turn every way that can fail into one sentence that says what to do.
+//!
+//! The OOM programs are optional: a kernel that cannot run them still traces slab, with one
+//! warning saying why OOM kills will not be reported.
 
 pub mod caps;
 mod error;
 
-use std::path::Path;
+use std::{
+    os::fd::{AsFd as _, BorrowedFd},
+    path::Path,
+};
 
-use aya::{Btf as AyaBtf, Ebpf, EbpfLoader, programs::BtfTracePoint};
-use log::{debug, info};
+use aya::{
+    Btf as AyaBtf, Ebpf, EbpfLoader,
+    programs::{BtfTracePoint, ProgramError},
+};
+use log::{debug, info, warn};
 use slabtrace_common::Config;
 
 pub use error::ProbeError;
 
 use crate::{
-    kernel::layout::{KernelLayout, TRACEPOINTS},
+    kernel::layout::{
+        KernelLayout, OOM_RECLAIM_TRACEPOINT, OOM_TRACEPOINT, OomLayoutError, TRACEPOINTS,
+    },
     maps::fdinfo::BpfFootprint,
+    node::oom::{OomKill, OomReader, OomReaderError, OomSymbols, find_memcg_root},
 };
+
+/// The OOM programs, in the order they are attached: the reclaim program first, so that the
+/// memcg of every memcg OOM `mark_victim` sees is on record.
+const OOM_PROGRAMS: [(&str, &str); 2] =
+    [("oom_memcg_reclaim", OOM_RECLAIM_TRACEPOINT), ("mark_victim", OOM_TRACEPOINT.name)];
+
+/// Why OOM kills are not reported on this kernel (slab tracing is unaffected), in one sentence.
+#[derive(Debug, thiserror::Error)]
+pub enum OomUnavailable {
+    /// BTF lacks what the programs read.
+    #[error(transparent)]
+    Layout(#[from] OomLayoutError),
+    /// A build problem.
+    #[error("the BPF object has no program {0}; rebuild slabtrace")]
+    MissingProgram(&'static str),
+    /// The verifier refused a program, or attaching failed.
+    #[error("cannot load or attach the BPF program {program} on tp_btf/{target}: {source}")]
+    Program {
+        /// Which program.
+        program: &'static str,
+        /// The tracepoint it goes on.
+        target: &'static str,
+        /// Why.
+        #[source]
+        source: ProgramError,
+    },
+    /// The ring buffer could not be mapped.
+    #[error(transparent)]
+    Reader(#[from] OomReaderError),
+    /// The bench's floor programs were asked for, which have no OOM twin.
+    #[error("the overhead floor measures the kmem programs alone")]
+    Floor,
+}
 
 /// The BPF object built by build.rs from `slabtrace-ebpf`.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/slabtrace"));
@@ -47,11 +92,16 @@ pub struct Tracer {
     /// tracepoint. (A skipped run of one of `kmem_cache_free`'s programs is a nested interrupt
     /// event, which one of the others takes.)
     lossy: Vec<u32>,
+    /// The OOM victims' reader, or why the OOM programs are not attached.
+    oom: Result<OomReader, OomUnavailable>,
 }
 
 impl Tracer {
     /// Checks privileges, loads the BPF object with `config` and `limits`, and attaches every
     /// probe. `btf_path` is the kernel's BTF (normally /sys/kernel/btf/vmlinux).
+    ///
+    /// The OOM programs are attached too when the kernel allows (with [`ProbeSet::Slabtrace`]);
+    /// if it does not, one warning says why and tracing goes on without them.
     pub fn start(
         layout: &KernelLayout,
         config: Config,
@@ -105,7 +155,44 @@ impl Tracer {
             "tracing kmem tracepoints; tracking 1 in {} objects' addresses",
             config.sample_mask + 1
         );
-        Ok(Self { ebpf, config, lossy })
+        let oom = match set {
+            ProbeSet::Slabtrace => attach_oom(&mut ebpf, layout, &btf).inspect_err(|e| {
+                warn!("not reporting OOM kills on this kernel: {e}");
+            }),
+            // The bench measures the kmem programs alone.
+            ProbeSet::Floor => Err(OomUnavailable::Floor),
+        };
+        Ok(Self { ebpf, config, lossy, oom })
+    }
+
+    /// Whether the OOM programs are attached, so that [`Self::oom_kills`] can report kills.
+    #[must_use]
+    pub fn oom_attached(&self) -> bool {
+        self.oom.is_ok()
+    }
+
+    /// Why the OOM programs are not attached, if they are not.
+    #[must_use]
+    pub fn oom_unavailable(&self) -> Option<&OomUnavailable> {
+        self.oom.as_ref().err()
+    }
+
+    /// Every OOM victim since the last call, oldest first, without blocking; always empty when
+    /// the OOM programs are not attached. Victims the ring buffer had no room for are counted
+    /// in `Stat::OomEventsLost`.
+    pub fn oom_kills(&mut self) -> Vec<OomKill> {
+        self.oom.as_mut().map_or_else(|_| Vec::new(), OomReader::drain)
+    }
+
+    /// The OOM reader (to name memcgs under another root, say), if the programs are attached.
+    pub fn oom_reader_mut(&mut self) -> Option<&mut OomReader> {
+        self.oom.as_mut().ok()
+    }
+
+    /// A descriptor that polls readable while OOM victims wait to be drained.
+    #[must_use]
+    pub fn oom_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.oom.as_ref().ok().map(|reader| reader.as_fd())
     }
 
     /// The BPF object, for the map readers.
@@ -130,6 +217,56 @@ impl Tracer {
     pub fn config(&self) -> &Config {
         &self.config
     }
+}
+
+/// Loads and attaches the OOM programs and opens their ring buffer. On failure the programs
+/// already loaded are unloaded again, so nothing runs for a feature that is off.
+fn attach_oom(
+    ebpf: &mut Ebpf,
+    layout: &KernelLayout,
+    btf: &AyaBtf,
+) -> Result<OomReader, OomUnavailable> {
+    layout.oom.as_ref().map_err(|e| OomUnavailable::Layout(e.clone()))?;
+    let result = attach_oom_programs(ebpf, btf).and_then(|()| {
+        let proc_root = Path::new("/proc");
+        let symbols = OomSymbols::read(proc_root);
+        if symbols.is_none() {
+            warn!(
+                "cannot read kernel symbol addresses from /proc/kallsyms: OOM kills will be reported with an unknown scope"
+            );
+        }
+        Ok(OomReader::new(ebpf, symbols, find_memcg_root(proc_root))?)
+    });
+    match &result {
+        Ok(_) => debug!("attached the OOM programs"),
+        Err(_) => {
+            for (name, _) in OOM_PROGRAMS {
+                let program: Option<&mut BtfTracePoint> =
+                    ebpf.program_mut(name).and_then(|p| p.try_into().ok());
+                // Not loaded yet is an error too, and as good as unloaded.
+                let _ = program.map(BtfTracePoint::unload);
+            }
+        }
+    }
+    result
+}
+
+fn attach_oom_programs(ebpf: &mut Ebpf, btf: &AyaBtf) -> Result<(), OomUnavailable> {
+    for (program, target) in OOM_PROGRAMS {
+        let failed = |source: ProgramError| {
+            if let ProgramError::LoadError { verifier_log, .. } = &source {
+                debug!("verifier log of {program}:\n{verifier_log}");
+            }
+            OomUnavailable::Program { program, target, source }
+        };
+        let tp: &mut BtfTracePoint = ebpf
+            .program_mut(program)
+            .ok_or(OomUnavailable::MissingProgram(program))?
+            .try_into()
+            .map_err(failed)?;
+        tp.load(target, btf).and_then(|()| tp.attach().map(drop)).map_err(failed)?;
+    }
+    Ok(())
 }
 
 /// Kernels before 5.11 charge BPF maps against `RLIMIT_MEMLOCK`; later ones use memcg and ignore
