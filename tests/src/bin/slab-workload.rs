@@ -7,12 +7,15 @@
 //! slab-workload stat-missing DIR N        stat N names that do not exist (negative dentries)
 //! slab-workload eventfd N HOLD_MS         open N eventfds, hold them, close them
 //! slab-workload tcp-connect N             N loopback TCP connections, accepted and closed
+//! slab-workload hog MB                    touch MB MiB of anonymous memory, then exit
 //! ```
 //! A loopback TCP handshake is processed in the network receive softirq: the request socket
 //! and the accepted child socket are allocated in interrupt context, not by the connecting
 //! task.
 //! File names are `f<index>` padded with `x` to `NAME_LEN` (default: no padding); names longer
 //! than the dentry's inline space (about 40 bytes) get a kmalloc'd external name.
+//! `hog` writes every page it allocates, so each one is really charged: in a memory cgroup with
+//! a lower limit it is OOM-killed (and exits 0 only if nothing stopped it).
 
 use std::{fs, io, path::Path, process::ExitCode, thread, time::Duration};
 
@@ -96,14 +99,29 @@ fn run(args: &[String]) -> Result<(), String> {
                 drop(server);
             }
         }
+        Some("hog") => {
+            let mb: usize = arg(args, 1, "MB")?;
+            hog(mb);
+        }
         _ => {
             return Err(
-                "usage: slab-workload create|unlink|churn|stat-missing|eventfd|tcp-connect …"
+                "usage: slab-workload create|unlink|churn|stat-missing|eventfd|tcp-connect|hog …"
                     .into(),
             );
         }
     }
     Ok(())
+}
+
+/// Allocates `mb` MiB a MiB at a time, writing every byte of it, and keeps it all.
+fn hog(mb: usize) {
+    const MIB: usize = 1 << 20;
+    let mut kept: Vec<Vec<u8>> = Vec::with_capacity(mb);
+    for _ in 0..mb {
+        // Filled with ones, not zeros: calloc'd zero pages would be mapped but never touched.
+        kept.push(std::hint::black_box(vec![1u8; MIB]));
+    }
+    std::hint::black_box(&kept);
 }
 
 fn main() -> ExitCode {
