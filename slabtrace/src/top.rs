@@ -313,13 +313,15 @@ impl LogCapture {
     }
 }
 
-/// `s` without terminal escape sequences (the logger colours its lines for a terminal).
+/// `s` without terminal escape sequences (the logger colours its lines for a terminal) and
+/// with other control characters as spaces: a tab would move the terminal's cursor behind
+/// ratatui's back.
 fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
         if c != '\x1b' {
-            out.push(c);
+            out.push(if c.is_control() { ' ' } else { c });
             continue;
         }
         // CSI: ESC [ parameters, then one final byte in @..~.
@@ -345,6 +347,7 @@ mod tests {
             ("\x1b[33mWARN\x1b[0m slabtrace", "WARN slabtrace"),
             ("[\x1b[1;31mERROR\x1b[0m]", "[ERROR]"),
             ("cut \x1b[3", "cut "),
+            ("a\tb\rc", "a b c"),
         ];
         for (input, output) in cases {
             assert_eq!(strip_ansi(input), output, "{input:?}");
