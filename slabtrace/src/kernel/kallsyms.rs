@@ -1,0 +1,148 @@
+//! Kernel addresses to names, from /proc/kallsyms: the `call_site` of an allocation
+//! (`ext4_alloc_inode+0x1d`) and a shrinker's scan function (`super_cache_scan`).
+//!
+//! Addresses read as zero unless the reader may see them (`kptr_restrict`; root with
+//! `CAP_SYSLOG` may); then nothing can be named and [`Kallsyms::read`] says so. Only text
+//! symbols (`t`/`T`) are kept: call sites and callbacks are code.
+
+use std::{fmt, path::Path};
+
+/// A sorted table of kernel text symbols.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Kallsyms {
+    /// (address, name), sorted by address.
+    symbols: Vec<(u64, String)>,
+}
+
+/// A symbol and the offset into it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Symbol<'a> {
+    /// Function name (with `[module]` for module symbols).
+    pub name: &'a str,
+    /// Bytes past its start.
+    pub offset: u64,
+}
+
+impl fmt::Display for Symbol<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}+{:#x}", self.name, self.offset)
+    }
+}
+
+/// /proc/kallsyms could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KallsymsError {
+    /// Unreadable.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// Where.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Every address is zero.
+    #[error(
+        "/proc/kallsyms shows no addresses (kptr_restrict): kernel call sites stay unnamed; run \
+         slabtrace as root with CAP_SYSLOG, or set kernel.kptr_restrict=1"
+    )]
+    Restricted,
+}
+
+impl Kallsyms {
+    /// Parses the text of /proc/kallsyms (`address type name [module]` per line).
+    #[must_use]
+    pub fn parse(text: &str) -> Self {
+        let mut symbols: Vec<(u64, String)> = text
+            .lines()
+            .filter_map(|line| {
+                let mut f = line.split_whitespace();
+                let addr = u64::from_str_radix(f.next()?, 16).ok()?;
+                let kind = f.next()?;
+                let name = f.next()?;
+                if addr == 0 || !matches!(kind, "t" | "T") {
+                    return None;
+                }
+                Some((
+                    addr,
+                    match f.next() {
+                        Some(module) => format!("{name} {module}"),
+                        None => name.to_owned(),
+                    },
+                ))
+            })
+            .collect();
+        symbols.sort_by_key(|(a, _)| *a);
+        symbols.dedup_by_key(|(a, _)| *a);
+        Self { symbols }
+    }
+
+    /// Reads `<proc_root>/kallsyms`.
+    pub fn read(proc_root: &Path) -> Result<Self, KallsymsError> {
+        let path = proc_root.join("kallsyms");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|source| KallsymsError::Read { path: path.display().to_string(), source })?;
+        let table = Self::parse(&text);
+        if table.symbols.is_empty() {
+            return Err(KallsymsError::Restricted);
+        }
+        Ok(table)
+    }
+
+    /// The symbol `addr` lies in, if any.
+    #[must_use]
+    pub fn lookup(&self, addr: u64) -> Option<Symbol<'_>> {
+        let i = self.symbols.partition_point(|(a, _)| *a <= addr).checked_sub(1)?;
+        let (start, name) = &self.symbols[i];
+        Some(Symbol { name, offset: addr - start })
+    }
+
+    /// `addr` as `name+0xoff`, or as hex when unknown.
+    #[must_use]
+    pub fn name(&self, addr: u64) -> String {
+        self.lookup(addr).map_or_else(|| format!("{addr:#x}"), |s| s.to_string())
+    }
+
+    /// How many symbols the table has.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.symbols.len()
+    }
+
+    /// Whether the table is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.symbols.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "\
+ffffffff81000000 T _stext
+ffffffff81234500 t ext4_alloc_inode
+ffffffff81234600 T super_cache_scan
+ffffffff81300000 D some_data
+ffffffffc0001000 t xfs_fs_alloc_inode\t[xfs]
+0000000000000000 T hidden
+";
+
+    #[test]
+    fn addresses_resolve_to_the_enclosing_text_symbol() {
+        let k = Kallsyms::parse(TEXT);
+        assert_eq!(k.len(), 4);
+        assert_eq!(k.name(0xffff_ffff_8123_451d), "ext4_alloc_inode+0x1d");
+        assert_eq!(k.name(0xffff_ffff_8123_4600), "super_cache_scan+0x0");
+        assert_eq!(k.name(0xffff_ffff_c000_1010), "xfs_fs_alloc_inode [xfs]+0x10");
+        // Before the first symbol: unknown, shown as hex.
+        assert_eq!(k.name(0x1000), "0x1000");
+    }
+
+    #[test]
+    fn a_restricted_table_is_empty() {
+        let k = Kallsyms::parse("0000000000000000 T _stext\n0000000000000000 t foo\n");
+        assert!(k.is_empty());
+        assert_eq!(k.lookup(0xffff_ffff_8100_0000), None);
+    }
+}
