@@ -82,6 +82,10 @@ pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
             if let Err(e) = pipeline.peek() {
                 warn!("cannot read the maps: {e}");
             }
+            // An OOM kill ends the interval now, so its slab picture is that of the moment.
+            if pipeline.poll_oom() {
+                next = now;
+            }
         }
         std::thread::sleep(Duration::from_millis(50).min(next.saturating_duration_since(now)));
     }

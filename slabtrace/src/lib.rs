@@ -13,6 +13,7 @@ pub mod frame;
 pub mod kernel;
 pub mod maps;
 pub mod node;
+pub mod oom_report;
 pub mod output;
 pub mod pipeline;
 pub mod probe;

@@ -7,7 +7,7 @@
 //! make cumulative figures go backwards.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     path::PathBuf,
     time::{Duration, Instant, SystemTime},
 };
@@ -18,10 +18,20 @@ use slabtrace_common::{CounterKey, Counters, Stat};
 use crate::{
     frame::{self, Change, Frame, Owner},
     maps::{delta, retire},
-    node::slabinfo::{SlabInfo, read_slabinfo},
+    node::{
+        oom::OomKill,
+        slabinfo::{SlabInfo, read_slabinfo},
+    },
+    oom_report::{self, OomReport},
     output::report::{KernelMemory, Report},
     session::{self, Session, SessionOptions, TraceError},
 };
+
+/// OOM kills kept for the report.
+const OOM_HISTORY: usize = 100;
+
+/// Holders listed with an OOM kill.
+const OOM_HOLDERS: usize = 10;
 
 /// The live-object map is counted (a walk of the whole map, one syscall per entry) at most
 /// this often; in between the last count stands.
@@ -56,6 +66,8 @@ pub struct Interval {
     pub events_per_second: f64,
     /// The last interval before shutdown.
     pub last: bool,
+    /// OOM kills drained in this interval, with the slab picture.
+    pub oom_kills: Vec<OomReport>,
 }
 
 /// slabtrace's own CPU and memory.
@@ -89,6 +101,10 @@ pub struct Pipeline {
     grace: Duration,
     /// Keys deleted from the counters map so far.
     retired: u64,
+    /// OOM kills drained but not yet reported, with meminfo when they were drained.
+    pending_oom: Vec<(OomKill, Option<KernelMemory>)>,
+    /// The last [`OOM_HISTORY`] OOM kills.
+    oom_history: VecDeque<OomReport>,
 }
 
 impl Pipeline {
@@ -110,6 +126,8 @@ impl Pipeline {
             finished_at: BTreeMap::new(),
             grace: opts.runtime.gone_pod_ttl(),
             retired: 0,
+            pending_oom: Vec::new(),
+            oom_history: VecDeque::new(),
         })
     }
 
@@ -127,6 +145,17 @@ impl Pipeline {
     /// Reads the maps between intervals, only to name cgroups while they exist.
     pub fn peek(&mut self) -> Result<(), TraceError> {
         self.session.read(false).map(drop)
+    }
+
+    /// Drains OOM kills, noting /proc/meminfo as it is now; true if some wait to be
+    /// reported (the daemon then ends the interval early, so their slab picture is fresh).
+    pub fn poll_oom(&mut self) -> bool {
+        let kills = self.session.oom_kills();
+        if !kills.is_empty() {
+            let meminfo = session::read_kernel_memory(&self.proc_root);
+            self.pending_oom.extend(kills.into_iter().map(|k| (k, meminfo)));
+        }
+        !self.pending_oom.is_empty()
     }
 
     /// Ends an interval: reads the maps, accumulates, builds the report and the frame, and
@@ -163,9 +192,38 @@ impl Pipeline {
         self.read.clone_from(&snap.counters);
         self.retire(now);
 
+        self.poll_oom();
         let mut report = self.session.report(&snap, &self.totals)?;
         report.self_stats.retired_counters = self.retired;
         let frame = Frame::from_report(&report);
+        let session = &mut self.session;
+        let oom_kills: Vec<OomReport> = std::mem::take(&mut self.pending_oom)
+            .into_iter()
+            .map(|(kill, meminfo)| {
+                oom_report::join(
+                    &kill,
+                    meminfo,
+                    &report,
+                    &frame,
+                    |id| session.cgroup(id).0,
+                    OOM_HOLDERS,
+                )
+            })
+            .collect();
+        for kill in &oom_kills {
+            log::warn!(
+                "OOM kill ({} scope): {} (pid {}) in {}",
+                kill.scope,
+                kill.comm,
+                kill.victim.pid,
+                kill.victim.cgroup.as_deref().unwrap_or("an unknown cgroup")
+            );
+            if self.oom_history.len() == OOM_HISTORY {
+                self.oom_history.pop_front();
+            }
+            self.oom_history.push_back(kill.clone());
+        }
+        report.oom_kills = self.oom_history.iter().cloned().collect();
         let changes = frame::changes(&self.frame, &frame);
         let gone = frame.newly_gone(&self.frame).into_iter().cloned().collect();
         let seconds = now.duration_since(self.last_tick).as_secs_f64().max(1e-3);
@@ -193,6 +251,7 @@ impl Pipeline {
             process: process_usage(&self.proc_root),
             events_per_second,
             last,
+            oom_kills,
         })
     }
 

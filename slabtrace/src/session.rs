@@ -230,6 +230,11 @@ impl Session {
         }
     }
 
+    /// OOM kills since the last call (empty when the OOM programs are not attached).
+    pub fn oom_kills(&mut self) -> Vec<crate::node::oom::OomKill> {
+        self.tracer.as_mut().map(Tracer::oom_kills).unwrap_or_default()
+    }
+
     /// Whether a cgroup exists, as of the latest scan.
     #[must_use]
     pub fn alive(&self, id: u64) -> bool {
@@ -591,6 +596,7 @@ fn build_report(
         caches,
         meminfo: None,
         reconciliation: Reconciliation::default(),
+        oom_kills: Vec::new(),
         self_stats,
     }
 }

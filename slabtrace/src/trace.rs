@@ -7,6 +7,7 @@ use std::{
     collections::BTreeMap,
     fs,
     io::Write as _,
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -19,9 +20,12 @@ use log::warn;
 pub use crate::session::TraceError;
 use crate::{
     cli::{Format, ReportArgs},
+    frame::Frame,
     maps::delta,
+    node::oom::OomKill,
+    oom_report,
     output::{
-        report::Report,
+        report::{KernelMemory, Report},
         table::{self, TableLimits},
     },
     probe::ProbeSet,
@@ -46,6 +50,8 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
             .map_err(|source| TraceError::Write { what: path.display().to_string(), source })?;
     }
 
+    // OOM kills with /proc/meminfo as it was when each was seen.
+    let mut kills = Vec::new();
     let stop = stop_flag();
     let deadline = session.started() + Duration::from_secs(args.duration);
     let mut next_tick = session.started() + TICK;
@@ -54,16 +60,41 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
         if Instant::now() >= next_tick {
             next_tick += TICK;
             session.read(false)?;
+            drain_oom(&mut session, &args.roots.proc_root, &mut kills);
         }
     }
     let snap = session.read(true)?;
+    drain_oom(&mut session, &args.roots.proc_root, &mut kills);
     session.detach();
     // Liveness as of now: cgroups removed during the window keep their path, marked gone; and
     // the runtime's names as of now.
     session.refresh();
     let totals = delta(&BTreeMap::new(), &snap.counters);
-    let report = session.report(&snap, &totals)?;
+    let mut report = session.report(&snap, &totals)?;
+    let frame = Frame::from_report(&report);
+    report.oom_kills = kills
+        .iter()
+        .map(|(kill, meminfo)| {
+            oom_report::join(kill, *meminfo, &report, &frame, |id| session.cgroup(id).0, 10)
+        })
+        .collect();
     write_report(&report, args)
+}
+
+/// Adds the OOM kills seen since the last call, with /proc/meminfo as it is now.
+fn drain_oom(
+    session: &mut Session,
+    proc_root: &Path,
+    kills: &mut Vec<(OomKill, Option<KernelMemory>)>,
+) {
+    let new = session.oom_kills();
+    if !new.is_empty() {
+        let meminfo = crate::session::read_kernel_memory(proc_root);
+        for kill in new {
+            warn!("OOM kill: {} (pid {})", kill.comm, kill.pid);
+            kills.push((kill, meminfo));
+        }
+    }
 }
 
 /// Sets a flag on SIGINT or SIGTERM.

@@ -19,7 +19,9 @@ use serde_json::Value;
 use slabtrace_integration::{
     Cgroup, Tmpfs,
     daemon::{Daemon, Stopped},
-    fresh_uid, require_root, workload,
+    fresh_uid,
+    memcg::{Memcg, ensure_killed},
+    require_root, workload,
 };
 
 /// The schema file users' pipelines are told to validate against.
@@ -277,6 +279,7 @@ fn hand_built_events_of_every_kind_validate() -> Result<()> {
         process: ProcessUsage::default(),
         events_per_second: 0.0,
         last: true,
+        oom_kills: Vec::new(),
     };
     let events: Vec<Value> = lines(&interval, 2, StreamStats::default())
         .iter()
@@ -305,4 +308,34 @@ fn with(event: &Value, change: impl FnOnce(&mut Value)) -> Value {
     let mut e = event.clone();
     change(&mut e);
     e
+}
+
+/// A real memcg OOM kill while the daemon runs: an `oom` event right away (not at the end of
+/// the interval), naming the victim's cgroup, the memcg over its limit, and who held slab then.
+#[test]
+fn an_oom_kill_is_an_event_with_the_slab_picture() -> Result<()> {
+    require_root()?;
+    let fs = Tmpfs::mount("events-oom")?;
+    let memcg = Memcg::create("events-oom", 64 << 20)?;
+    let cg2 = Cgroup::create("events-oom")?;
+    // A long interval: the event must come from the early interval an OOM kill starts.
+    let daemon = Daemon::start("events-oom", &["--interval", "10m"])?;
+    create_files(&cg2, fs.path(), 3_000)?;
+    let mut child = memcg.spawn(&cg2, Command::new(workload()).args(["hog", "512"]))?;
+    let pid = child.id();
+    ensure_killed(&mut child)?;
+    let oom = daemon.wait_for_event(Duration::from_secs(15), |e| {
+        e["type"] == "oom" && e["victim"]["pid"] == pid
+    })?;
+    eprintln!("{oom}");
+    ensure!(oom["scope"] == "memcg" && oom["memcg"] == memcg.relative(), "{oom}");
+    ensure!(oom["comm"] == "slab-workload" && oom["victim"]["cgroup"] == cg2.relative(), "{oom}");
+    ensure!(oom["meminfo"]["slab"].as_u64() > Some(0), "{oom}");
+    let holders = oom["slab"]["top_holders"].as_array().context("no holders")?;
+    ensure!(!holders.is_empty(), "{oom}");
+    // The victim's cgroup holds the 3,000 inodes it created.
+    ensure!(oom["slab"]["victim_live_bytes"].as_u64() > Some(1 << 20), "{oom}");
+    let (_, events) = daemon_stop(daemon)?;
+    validate_all(&events)?;
+    Ok(())
 }

@@ -5,8 +5,9 @@
 //!
 //! Types, per interval: `slab.sample` (one pod or cgroup × cache that changed, the top N of
 //! them, plus one with owner kind `other` summing the rest), `node.memory` (/proc/meminfo's
-//! kernel lines), `pod.gone` / `cgroup.gone` (once, when an owner goes away), and
-//! `self.stats` (slabtrace's own cost and health; `last: true` on the final interval).
+//! kernel lines), `oom` (an OOM kill with its victim, scope and the slab picture),
+//! `pod.gone` / `cgroup.gone` (once, when an owner goes away), and `self.stats` (slabtrace's
+//! own cost and health; `last: true` on the final interval).
 //!
 //! A consumer that reads slowly or not at all never stalls tracing: lines go through a bounded
 //! buffer to a writer thread, and lines that do not fit are dropped and counted
@@ -399,6 +400,9 @@ pub fn lines(interval: &Interval, top_n: usize, stream: StreamStats) -> Vec<Stri
     if let Some(memory) = interval.meminfo {
         push("node.memory", &NodeMemory { memory });
     }
+    for kill in &interval.oom_kills {
+        push("oom", kill);
+    }
     let live_by_owner: std::collections::BTreeMap<&OwnerKey, u64> =
         interval.frame.live_bytes_by_owner().into_iter().collect();
     for owner in &interval.gone {
@@ -565,6 +569,7 @@ mod tests {
             process: ProcessUsage { cpu_seconds: 1.5, rss_bytes: 40 << 20 },
             events_per_second: 1234.5,
             last: false,
+            oom_kills: Vec::new(),
         }
     }
 

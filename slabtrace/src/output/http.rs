@@ -432,6 +432,7 @@ mod tests {
             process: ProcessUsage::default(),
             events_per_second: 0.0,
             last: false,
+            oom_kills: Vec::new(),
         })
     }
 

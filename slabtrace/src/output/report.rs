@@ -38,6 +38,8 @@ pub struct Report {
     /// How much of the kernel's own books (slabinfo per cache, meminfo's Slab) slabtrace's
     /// figures explain over the window.
     pub reconciliation: crate::node::reconcile::Reconciliation,
+    /// OOM kills while tracing (the last 100), each with the slab picture at the time.
+    pub oom_kills: Vec<crate::oom_report::OomReport>,
     /// slabtrace's own cost and health.
     #[serde(rename = "self")]
     pub self_stats: SelfStats,

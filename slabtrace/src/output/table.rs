@@ -163,6 +163,35 @@ pub fn render(report: &Report, limits: TableLimits) -> String {
     for w in &me.warnings {
         let _ = writeln!(out, "warning: {w}");
     }
+    for kill in &report.oom_kills {
+        let whose = match (&kill.victim.pod, &kill.victim.cgroup) {
+            (Some(pod), _) => match (&pod.namespace, &pod.name) {
+                (Some(ns), Some(name)) => format!("pod {ns}/{name}"),
+                _ => format!("pod {}", pod.uid),
+            },
+            (None, Some(path)) => path.clone(),
+            (None, None) => format!("cgroup {}", kill.victim.cgroup_id),
+        };
+        let scope = match &kill.memcg {
+            Some(memcg) => format!("memcg {memcg} over its limit"),
+            None => format!("{} OOM", kill.scope),
+        };
+        let top = kill
+            .slab
+            .top_holders
+            .first()
+            .map(|h| format!("; largest slab holder {} in {}", human_bytes(h.live_bytes), h.cache))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "OOM kill at {}: {} (pid {}) in {whose}, {scope}; slab attributed then {} ({:.0}% charged to no memcg){top}",
+            kill.at,
+            kill.comm,
+            kill.victim.pid,
+            human_bytes(kill.slab.attributed_live_bytes),
+            kill.slab.unaccounted_share_pct,
+        );
+    }
     out
 }
 

@@ -732,6 +732,7 @@ mod tests {
             process: ProcessUsage { cpu_seconds: 1.0, rss_bytes: 40 << 20 },
             events_per_second: 12_345.0,
             last: false,
+            oom_kills: Vec::new(),
         }
     }
 
