@@ -243,9 +243,15 @@ pub enum Transition {
 }
 
 /// Remembers which keys have a problematic finding, so each start and end is said once.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Tracker<K: Ord> {
     open: BTreeMap<K, Finding>,
+}
+
+impl<K: Ord> Default for Tracker<K> {
+    fn default() -> Self {
+        Self { open: BTreeMap::new() }
+    }
 }
 
 impl<K: Ord + Clone> Tracker<K> {
@@ -340,10 +346,7 @@ mod tests {
         let flat = series(&[50, 51, 49, 50, 52], 60.0);
         let f = classify(&flat, false, Reclaim::default(), &th()).unwrap();
         assert_eq!((f.verdict, f.reason), (Verdict::Healthy, Reason::Stable));
-        assert_eq!(
-            classify(&series(&[0, 90, 180], 1.0), false, Reclaim::default(), &th()),
-            None
-        );
+        assert_eq!(classify(&series(&[0, 90, 180], 1.0), false, Reclaim::default(), &th()), None);
         assert_eq!(classify(&series(&[0, 90], 600.0), false, Reclaim::default(), &th()), None);
         assert_eq!(classify(&[], false, Reclaim::default(), &th()), None);
     }
@@ -390,5 +393,177 @@ mod tests {
         let closed = t.close_gone(|_| false);
         assert_eq!(closed.len(), 1);
         assert_eq!(t.open().count(), 0);
+    }
+}
+
+/// What a growth event or the report says about one series.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GrowthFinding<O> {
+    /// Whose objects (a pod or cgroup), or `null` for a cache node-wide.
+    pub owner: Option<O>,
+    /// The cache.
+    pub cache: String,
+    /// The finding.
+    #[serde(flatten)]
+    pub finding: Finding,
+}
+
+/// A finding that started or ended.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GrowthEvent<O> {
+    /// `started` or `ended`.
+    pub state: Transition,
+    /// The finding (when it ended: the last problematic one, or the healthy one that ended
+    /// it).
+    #[serde(flatten)]
+    pub subject: GrowthFinding<O>,
+}
+
+/// Series per owner × cache and per cache, classified every interval.
+#[derive(Clone, Debug)]
+pub struct Watch<K: Ord + Clone> {
+    rows: History<(K, String)>,
+    caches: History<String>,
+    row_findings: Tracker<(K, String)>,
+    cache_findings: Tracker<String>,
+    thresholds: Thresholds,
+}
+
+/// One interval's input to a [`Watch`].
+pub struct Observation<'a, K> {
+    /// Seconds since tracing started.
+    pub t: f64,
+    /// Live bytes per owner × cache (slabtrace's attribution).
+    pub rows: Vec<(&'a K, &'a str, u64)>,
+    /// Live bytes per cache node-wide (the kernel's books: slabinfo).
+    pub caches: Vec<(&'a str, u64)>,
+}
+
+impl<K: Ord + Clone> Watch<K> {
+    /// A watch over `window` seconds (series keep at most `capacity` points, at most
+    /// `max_series` series of each kind).
+    #[must_use]
+    pub fn new(thresholds: Thresholds, window: f64, capacity: usize, max_series: usize) -> Self {
+        Self {
+            rows: History::new(window, capacity, max_series),
+            caches: History::new(window, capacity, max_series),
+            row_findings: Tracker::default(),
+            cache_findings: Tracker::default(),
+            thresholds,
+        }
+    }
+
+    /// Adds an interval and classifies every series. `reclaim(cache)` says what reclaim did
+    /// to a cache over the window and whether the cache is reclaimable. Returns the findings
+    /// that started or ended; `owner` turns a key into what events carry.
+    pub fn observe<O>(
+        &mut self,
+        obs: &Observation<'_, K>,
+        mut reclaim: impl FnMut(&str) -> (bool, Reclaim),
+        mut owner: impl FnMut(&K) -> Option<O>,
+    ) -> Vec<GrowthEvent<O>> {
+        for (key, cache, live) in &obs.rows {
+            self.rows
+                .push(((*key).clone(), (*cache).to_owned()), Point { t: obs.t, live_bytes: *live });
+        }
+        for (cache, live) in &obs.caches {
+            self.caches.push((*cache).to_owned(), Point { t: obs.t, live_bytes: *live });
+        }
+        self.rows.prune(obs.t);
+        self.caches.prune(obs.t);
+        let mut events = Vec::new();
+        let keys: Vec<(K, String)> = self.rows.keys().cloned().collect();
+        for key in keys {
+            let (reclaimable, r) = reclaim(&key.1);
+            let finding = classify(&self.rows.points(&key), reclaimable, r, &self.thresholds);
+            if let Some(state) = self.row_findings.update(&key, finding.as_ref())
+                && let Some(finding) = finding
+            {
+                let subject = GrowthFinding { owner: owner(&key.0), cache: key.1.clone(), finding };
+                events.push(GrowthEvent { state, subject });
+            }
+        }
+        let caches: Vec<String> = self.caches.keys().cloned().collect();
+        for cache in caches {
+            let (reclaimable, r) = reclaim(&cache);
+            let finding = classify(&self.caches.points(&cache), reclaimable, r, &self.thresholds);
+            if let Some(state) = self.cache_findings.update(&cache, finding.as_ref())
+                && let Some(finding) = finding
+            {
+                events.push(GrowthEvent {
+                    state,
+                    subject: GrowthFinding { owner: None, cache, finding },
+                });
+            }
+        }
+        // Series that left the window: their open findings end with their last state.
+        let rows = &self.rows;
+        for ((k, cache), finding) in
+            self.row_findings.close_gone(|key| rows.series.contains_key(key))
+        {
+            let subject = GrowthFinding { owner: owner(&k), cache, finding };
+            events.push(GrowthEvent { state: Transition::Ended, subject });
+        }
+        let caches = &self.caches;
+        for (cache, finding) in self.cache_findings.close_gone(|c| caches.series.contains_key(c)) {
+            events.push(GrowthEvent {
+                state: Transition::Ended,
+                subject: GrowthFinding { owner: None, cache, finding },
+            });
+        }
+        events
+    }
+
+    /// The open problematic findings, per owner × cache and per cache.
+    pub fn open<O>(&self, mut owner: impl FnMut(&K) -> Option<O>) -> Vec<GrowthFinding<O>> {
+        let rows = self.row_findings.open().map(|((k, cache), f)| GrowthFinding {
+            owner: owner(k),
+            cache: cache.clone(),
+            finding: *f,
+        });
+        let caches = self.cache_findings.open().map(|(cache, f)| GrowthFinding {
+            owner: None,
+            cache: cache.clone(),
+            finding: *f,
+        });
+        let mut all: Vec<GrowthFinding<O>> = rows.chain(caches).collect();
+        all.sort_by(|a, b| b.finding.rate_mb_per_hour.total_cmp(&a.finding.rate_mb_per_hour));
+        all
+    }
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+
+    #[test]
+    fn a_growing_row_starts_a_finding_and_a_reclaimed_one_ends_it() {
+        let th = Thresholds { min_span: 2.0, min_growth_bytes: 1000, ..Thresholds::default() };
+        let mut w: Watch<u32> = Watch::new(th, 60.0, 100, 100);
+        let owner = |k: &u32| Some(*k);
+        let mut events = Vec::new();
+        // Pod 7's dentries grow 1 kB a second for 5 s; reclaim never runs.
+        for i in 0u32..6 {
+            let obs = Observation {
+                t: f64::from(i),
+                rows: vec![(&7, "dentry", u64::from(i) * 1000)],
+                caches: vec![("dentry", 50_000 + u64::from(i) * 1000)],
+            };
+            events.extend(w.observe(&obs, |_| (true, Reclaim::default()), owner));
+        }
+        let started: Vec<_> = events.iter().filter(|e| e.state == Transition::Started).collect();
+        assert_eq!(started.len(), 2, "{events:#?}");
+        assert_eq!(started[0].subject.owner, Some(7));
+        assert_eq!(started[0].subject.finding.reason, Reason::ReclaimNotRun);
+        assert_eq!(started[1].subject.owner, None);
+        assert_eq!(w.open(owner).len(), 2);
+        // drop_caches: reclaim ran and took the dentries back.
+        let obs =
+            Observation { t: 6.0, rows: vec![(&7, "dentry", 0)], caches: vec![("dentry", 50_000)] };
+        let ended = w.observe(&obs, |_| (true, Reclaim { scanned: 9000, freed: 8000 }), owner);
+        assert_eq!(ended.len(), 2, "{ended:#?}");
+        assert!(ended.iter().all(|e| e.state == Transition::Ended));
+        assert_eq!(ended[0].subject.finding.reason, Reason::Returned);
+        assert!(w.open(owner).is_empty());
     }
 }
