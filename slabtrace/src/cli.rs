@@ -84,6 +84,14 @@ pub struct DaemonArgs {
     /// under `pod="other"`), which bounds the metrics' label cardinality.
     #[arg(long, default_value_t = 100, value_name = "N", env = "SLABTRACE_METRICS_TOP")]
     pub metrics_top: usize,
+    /// The window over which growth is judged: a pod's or cache's live slab that grew over it
+    /// and did not come back is reported as problematic (`slab.growth` events). A verdict
+    /// needs half a window of history.
+    #[arg(long, default_value = "30m", value_name = "DURATION", value_parser = parse_interval, env = "SLABTRACE_GROWTH_WINDOW")]
+    pub growth_window: std::time::Duration,
+    /// Growth smaller than this (MiB over the window) is never a finding.
+    #[arg(long, default_value_t = 1, value_name = "MIB", env = "SLABTRACE_GROWTH_MIN_MIB")]
+    pub growth_min_mib: u64,
     /// How long to wait on shutdown for the last interval to be written before exiting.
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_interval, env = "SLABTRACE_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: std::time::Duration,

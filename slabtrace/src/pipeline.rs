@@ -7,7 +7,7 @@
 //! make cumulative figures go backwards.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     path::PathBuf,
     time::{Duration, Instant, SystemTime},
 };
@@ -16,9 +16,10 @@ use log::{debug, warn};
 use slabtrace_common::{CounterKey, Counters, Stat};
 
 use crate::{
-    frame::{self, Change, Frame, Owner},
+    frame::{self, Change, Frame, Owner, OwnerKey},
     maps::{delta, retire},
     node::{
+        growth::{GrowthEvent, Observation, Reclaim, Thresholds, Watch},
         oom::OomKill,
         slabinfo::{SlabInfo, read_slabinfo},
     },
@@ -26,6 +27,15 @@ use crate::{
     output::report::{KernelMemory, Report},
     session::{self, Session, SessionOptions, TraceError},
 };
+
+/// Growth is judged over this window unless the caller says otherwise.
+pub const DEFAULT_GROWTH_WINDOW: Duration = Duration::from_mins(30);
+
+/// Points per growth series at most (an interval of 10 s over 30 min needs 180).
+const GROWTH_POINTS: usize = 720;
+
+/// Growth series of each kind at most.
+const GROWTH_SERIES: usize = 5_000;
 
 /// OOM kills kept for the report.
 const OOM_HISTORY: usize = 100;
@@ -68,6 +78,8 @@ pub struct Interval {
     pub last: bool,
     /// OOM kills drained in this interval, with the slab picture.
     pub oom_kills: Vec<OomReport>,
+    /// Growth findings that started or ended in this interval.
+    pub growth: Vec<GrowthEvent<Owner>>,
 }
 
 /// slabtrace's own CPU and memory.
@@ -105,6 +117,8 @@ pub struct Pipeline {
     pending_oom: Vec<(OomKill, Option<KernelMemory>)>,
     /// The last [`OOM_HISTORY`] OOM kills.
     oom_history: VecDeque<OomReport>,
+    /// Growth series and findings.
+    watch: Watch<OwnerKey>,
 }
 
 impl Pipeline {
@@ -128,7 +142,14 @@ impl Pipeline {
             retired: 0,
             pending_oom: Vec::new(),
             oom_history: VecDeque::new(),
+            watch: growth_watch(DEFAULT_GROWTH_WINDOW, 1 << 20),
         })
+    }
+
+    /// Judges growth over `window`, ignoring growth below `min_bytes` (by default 30 minutes
+    /// and 1 MiB). A verdict needs half a window of history.
+    pub fn set_growth(&mut self, window: Duration, min_bytes: u64) {
+        self.watch = growth_watch(window, min_bytes);
     }
 
     /// The session (for warnings and liveness).
@@ -193,6 +214,10 @@ impl Pipeline {
         self.retire(now);
 
         self.poll_oom();
+        let slabinfo = read_slabinfo(&self.proc_root).unwrap_or_else(|e| {
+            debug!("no /proc/slabinfo: {e}");
+            Vec::new()
+        });
         let mut report = self.session.report(&snap, &self.totals)?;
         report.self_stats.retired_counters = self.retired;
         let frame = Frame::from_report(&report);
@@ -224,6 +249,9 @@ impl Pipeline {
             self.oom_history.push_back(kill.clone());
         }
         report.oom_kills = self.oom_history.iter().cloned().collect();
+        let growth = self.observe_growth(&report, &frame, &slabinfo);
+        let owners = &frame.owners;
+        report.growth = self.watch.open(|k| owners.get(k).cloned());
         let changes = frame::changes(&self.frame, &frame);
         let gone = frame.newly_gone(&self.frame).into_iter().cloned().collect();
         let seconds = now.duration_since(self.last_tick).as_secs_f64().max(1e-3);
@@ -233,10 +261,6 @@ impl Pipeline {
         self.last_tick = now;
         self.frame = frame.clone();
         self.seq += 1;
-        let slabinfo = read_slabinfo(&self.proc_root).unwrap_or_else(|e| {
-            debug!("no /proc/slabinfo: {e}");
-            Vec::new()
-        });
         Ok(Interval {
             seq: self.seq,
             node: self.node.clone(),
@@ -252,6 +276,7 @@ impl Pipeline {
             events_per_second,
             last,
             oom_kills,
+            growth,
         })
     }
 
@@ -289,10 +314,47 @@ impl Pipeline {
         }
     }
 
+    /// Adds this interval's live bytes to the growth series and classifies them.
+    fn observe_growth(
+        &mut self,
+        report: &Report,
+        frame: &Frame,
+        slabinfo: &[SlabInfo],
+    ) -> Vec<GrowthEvent<Owner>> {
+        let t = self.session.started().elapsed().as_secs_f64();
+        let obs = Observation {
+            t,
+            rows: frame
+                .rows
+                .iter()
+                .map(|((k, cache), r)| (k, cache.as_str(), r.live_bytes))
+                .collect(),
+            caches: slabinfo
+                .iter()
+                .map(|s| (s.name.as_str(), s.active_objs.saturating_mul(s.objsize)))
+                .collect(),
+        };
+        let reclaimable: BTreeSet<&str> = report
+            .caches
+            .iter()
+            .filter(|c| c.reclaimable)
+            .map(|c| c.totals.cache.as_str())
+            .collect();
+        let reclaim = |cache: &str| (reclaimable.contains(cache), Reclaim::default());
+        self.watch.observe(&obs, reclaim, |k| frame.owners.get(k).cloned())
+    }
+
     /// Detaches the probes.
     pub fn detach(&mut self) {
         self.session.detach();
     }
+}
+
+fn growth_watch(window: Duration, min_bytes: u64) -> Watch<OwnerKey> {
+    let window = window.as_secs_f64();
+    let thresholds =
+        Thresholds { min_span: window / 2.0, min_growth_bytes: min_bytes, ..Thresholds::default() };
+    Watch::new(thresholds, window, GROWTH_POINTS, GROWTH_SERIES)
 }
 
 /// CPU time and RSS of this process from /proc/self/stat and /proc/self/status; zeros if

@@ -597,6 +597,7 @@ fn build_report(
         meminfo: None,
         reconciliation: Reconciliation::default(),
         oom_kills: Vec::new(),
+        growth: Vec::new(),
         self_stats,
     }
 }

@@ -97,3 +97,119 @@ fn gone_cgroups_with_nothing_live_leave_the_kernel_map() -> Result<()> {
     ensure!(stopped.status.success(), "{}", stopped.stderr);
     Ok(())
 }
+
+/// A directory on the root filesystem, removed on drop.
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn new(tag: &str) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("slabtrace-test-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `args` of slab-workload in `cg` every `pause` until `until`, each round in a new
+/// subdirectory of `dir`.
+fn keep_running(cg: &Cgroup, dir: &std::path::Path, args: &[&str], until: Instant) -> Result<()> {
+    let mut round = 0;
+    while Instant::now() < until {
+        let sub = dir.join(format!("r{round}"));
+        std::fs::create_dir_all(&sub)?;
+        cg.run(Command::new(workload()).arg(args[0]).arg(&sub).args(&args[1..]))?;
+        round += 1;
+        thread::sleep(Duration::from_millis(300));
+    }
+    Ok(())
+}
+
+fn growth_event<'a>(
+    events: &'a [Value],
+    state: &str,
+    path: &str,
+    cache: &str,
+) -> Option<&'a Value> {
+    events.iter().find(|e| {
+        e["type"] == "slab.growth"
+            && e["state"] == state
+            && e["owner"]["cgroup"] == path
+            && e["cache"] == cache
+    })
+}
+
+/// Growth that nothing returns is a finding; churn is not; reclaim ends a finding on a
+/// reclaimable cache.
+#[test]
+fn growth_is_classified_and_reclaim_turns_it_back() -> Result<()> {
+    require_root()?;
+    let fs = Tmpfs::mount("growth")?;
+    let keeper = Cgroup::create("growth-keep")?;
+    let churner = Cgroup::create("growth-churn")?;
+    let looker = Cgroup::create("growth-look")?;
+    let daemon = Daemon::start(
+        "growth",
+        &["--interval", "1s", "--growth-window", "8s", "--growth-min-mib", "1"],
+    )?;
+    let until = Instant::now() + Duration::from_secs(7);
+    // Negative dentries need a disk filesystem: tmpfs does not keep them.
+    let look = ScratchDir::new("growth-look")?;
+    let (keep_dir, churn_dir, look_dir) =
+        (fs.path().join("keep"), fs.path().join("churn"), look.0.clone());
+    thread::scope(|s| -> Result<()> {
+        let a = s.spawn(|| keep_running(&keeper, &keep_dir, &["create", "2000"], until));
+        let b = s.spawn(|| keep_running(&churner, &churn_dir, &["churn", "2000"], until));
+        let c = s.spawn(|| keep_running(&looker, &look_dir, &["stat-missing", "20000"], until));
+        for h in [a, b, c] {
+            h.join().map_err(|_| anyhow::anyhow!("a workload thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    // Files kept on a tmpfs: their inodes cannot be reclaimed.
+    let kept = daemon.wait_for_event(Duration::from_secs(10), |e| {
+        e["type"] == "slab.growth"
+            && e["state"] == "started"
+            && e["owner"]["cgroup"] == keeper.relative()
+            && e["cache"] == "shmem_inode_cache"
+    })?;
+    eprintln!("kept: {kept}");
+    assert_eq!(kept["verdict"], "problematic");
+    assert_eq!(kept["reason"]["kind"], "unreclaimable");
+    assert!(kept["rate_mb_per_hour"].as_f64() > Some(100.0), "{kept}");
+    // Negative dentries: reclaimable, and nothing has reclaimed them yet.
+    let looked = daemon.wait_for_event(Duration::from_secs(10), |e| {
+        e["type"] == "slab.growth"
+            && e["state"] == "started"
+            && e["owner"]["cgroup"] == looker.relative()
+            && e["cache"] == "dentry"
+    })?;
+    eprintln!("looked: {looked}");
+    assert_eq!(looked["reason"]["kind"], "reclaim_not_run");
+    // Reclaim: the negative dentries go, and the finding ends.
+    std::fs::write("/proc/sys/vm/drop_caches", "2")?;
+    let ended = daemon.wait_for_event(Duration::from_secs(15), |e| {
+        e["type"] == "slab.growth"
+            && e["state"] == "ended"
+            && e["owner"]["cgroup"] == looker.relative()
+            && e["cache"] == "dentry"
+    })?;
+    eprintln!("ended: {ended}");
+    assert_eq!(ended["verdict"], "healthy");
+    assert_eq!(ended["reason"]["kind"], "returned");
+    let stopped = daemon.stop(libc::SIGTERM, Duration::from_secs(10))?;
+    ensure!(stopped.status.success(), "{}", stopped.stderr);
+    // Churn came back every time: never a finding.
+    let churned = stopped
+        .events
+        .iter()
+        .find(|e| e["type"] == "slab.growth" && e["owner"]["cgroup"] == churner.relative());
+    ensure!(churned.is_none(), "churn was a finding: {churned:?}");
+    let _ = growth_event(&stopped.events, "started", keeper.relative(), "shmem_inode_cache")
+        .context("the kept files' finding is not in the final stream")?;
+    Ok(())
+}

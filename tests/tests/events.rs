@@ -280,6 +280,7 @@ fn hand_built_events_of_every_kind_validate() -> Result<()> {
         events_per_second: 0.0,
         last: true,
         oom_kills: Vec::new(),
+        growth: Vec::new(),
     };
     let events: Vec<Value> = lines(&interval, 2, StreamStats::default())
         .iter()

@@ -6,6 +6,7 @@
 //! Types, per interval: `slab.sample` (one pod or cgroup × cache that changed, the top N of
 //! them, plus one with owner kind `other` summing the rest), `node.memory` (/proc/meminfo's
 //! kernel lines), `oom` (an OOM kill with its victim, scope and the slab picture),
+//! `slab.growth` (a problematic growth finding started or ended),
 //! `pod.gone` / `cgroup.gone` (once, when an owner goes away), and `self.stats` (slabtrace's
 //! own cost and health; `last: true` on the final interval).
 //!
@@ -403,6 +404,9 @@ pub fn lines(interval: &Interval, top_n: usize, stream: StreamStats) -> Vec<Stri
     for kill in &interval.oom_kills {
         push("oom", kill);
     }
+    for growth in &interval.growth {
+        push("slab.growth", growth);
+    }
     let live_by_owner: std::collections::BTreeMap<&OwnerKey, u64> =
         interval.frame.live_bytes_by_owner().into_iter().collect();
     for owner in &interval.gone {
@@ -570,6 +574,7 @@ mod tests {
             events_per_second: 1234.5,
             last: false,
             oom_kills: Vec::new(),
+            growth: Vec::new(),
         }
     }
 

@@ -958,6 +958,7 @@ mod tests {
             events_per_second: 0.0,
             last: false,
             oom_kills: Vec::new(),
+            growth: Vec::new(),
         }
     }
 

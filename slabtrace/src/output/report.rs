@@ -38,6 +38,10 @@ pub struct Report {
     /// How much of the kernel's own books (slabinfo per cache, meminfo's Slab) slabtrace's
     /// figures explain over the window.
     pub reconciliation: crate::node::reconcile::Reconciliation,
+    /// Problematic growth found so far, still open: per pod or cgroup × cache (`owner`) and
+    /// per cache node-wide (`owner: null`), fastest first. Only the daemon and `top` watch
+    /// growth (it needs a history); `report` leaves this empty.
+    pub growth: Vec<crate::node::growth::GrowthFinding<crate::frame::Owner>>,
     /// OOM kills while tracing (the last 100), each with the slab picture at the time.
     pub oom_kills: Vec<crate::oom_report::OomReport>,
     /// slabtrace's own cost and health.

@@ -733,6 +733,7 @@ mod tests {
             events_per_second: 12_345.0,
             last: false,
             oom_kills: Vec::new(),
+            growth: Vec::new(),
         }
     }
 
