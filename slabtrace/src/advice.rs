@@ -18,7 +18,7 @@
 
 use std::collections::BTreeSet;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     cgroup::kubepods::{Identity, identify},
@@ -128,10 +128,10 @@ impl Default for Policy {
 }
 
 /// One recommended setting and the figure it comes from.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Setting {
     /// The setting, as the kubelet or sysctl names it.
-    pub name: &'static str,
+    pub name: String,
     /// The value to set (`512Mi`, `200`).
     pub value: String,
     /// Bytes, for settings that are sizes.
@@ -141,7 +141,7 @@ pub struct Setting {
 }
 
 /// The advice.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Advice {
     /// How long the history spans, seconds.
     pub observed_seconds: f64,
@@ -199,7 +199,7 @@ pub fn advise(samples: &[NodeSample], policy: &Policy) -> Option<Advice> {
     let peak = samples.iter().max_by_key(|s| s.uncharged()).copied().unwrap_or_default();
     let (system_bytes, system) = quantity(with_margin(peak.uncharged(), policy.margin));
     settings.push(Setting {
-        name: "systemReserved.memory",
+        name: "systemReserved.memory".to_owned(),
         value: system.clone(),
         bytes: Some(system_bytes),
         evidence: format!(
@@ -214,7 +214,7 @@ pub fn advise(samples: &[NodeSample], policy: &Policy) -> Option<Advice> {
     let kube_peak = samples.iter().map(|s| s.kube_components_slab).max().unwrap_or(0);
     let (kube_bytes, kube) = quantity(with_margin(kube_peak, policy.margin));
     settings.push(Setting {
-        name: "kubeReserved.memory",
+        name: "kubeReserved.memory".to_owned(),
         value: kube.clone(),
         bytes: Some(kube_bytes),
         evidence: format!(
@@ -227,7 +227,7 @@ pub fn advise(samples: &[NodeSample], policy: &Policy) -> Option<Advice> {
     let (eviction_bytes, eviction) =
         quantity(with_margin(rise, policy.margin).max(KUBELET_DEFAULT_EVICTION));
     settings.push(Setting {
-        name: "evictionHard.memory.available",
+        name: "evictionHard.memory.available".to_owned(),
         value: eviction.clone(),
         bytes: Some(eviction_bytes),
         evidence: format!(
@@ -246,7 +246,7 @@ pub fn advise(samples: &[NodeSample], policy: &Policy) -> Option<Advice> {
     };
     if share >= 0.6 && reclaimable_peak.sreclaimable >= 1 << 30 {
         settings.push(Setting {
-            name: "vm.vfs_cache_pressure",
+            name: "vm.vfs_cache_pressure".to_owned(),
             value: "200".to_owned(),
             bytes: None,
             evidence: format!(

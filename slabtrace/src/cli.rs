@@ -47,6 +47,14 @@ pub enum Command {
     /// Example: `sudo slabtrace daemon --interval 10s | jq 'select(.type == "slab.sample")'`,
     /// and `curl -s localhost:9477/metrics`.
     Daemon(DaemonArgs),
+    /// Kubelet reservations (`systemReserved`, `kubeReserved`, `evictionHard`) sized from the
+    /// kernel memory no pod is charged for, each with its evidence and a ready
+    /// `KubeletConfiguration` snippet.
+    ///
+    /// With `--from`, asks a running daemon (its advice covers everything it has seen: the
+    /// peak since it started); otherwise traces for `--duration` and advises from that window,
+    /// which only sees the peaks that happen in it.
+    Advise(AdviseArgs),
     /// A live view like slabtop, per pod (or cgroup) and cache: live bytes, allocations and
     /// frees per second, growth. Keys change the order; `q` quits.
     Top(TopArgs),
@@ -89,6 +97,9 @@ pub struct DaemonArgs {
     /// needs half a window of history.
     #[arg(long, default_value = "30m", value_name = "DURATION", value_parser = parse_interval, env = "SLABTRACE_GROWTH_WINDOW")]
     pub growth_window: std::time::Duration,
+    /// The margin the advice in `/report` adds to observed peaks, in percent.
+    #[arg(long, default_value_t = 25, value_name = "PERCENT", env = "SLABTRACE_ADVICE_MARGIN")]
+    pub advice_margin: u32,
     /// Growth smaller than this (MiB over the window) is never a finding.
     #[arg(long, default_value_t = 1, value_name = "MIB", env = "SLABTRACE_GROWTH_MIN_MIB")]
     pub growth_min_mib: u64,
@@ -98,6 +109,33 @@ pub struct DaemonArgs {
     /// Create this file once the probes are attached.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+    /// Tracing settings.
+    #[command(flatten)]
+    pub tracer: TracerArgs,
+    /// Where the kernel's files are.
+    #[command(flatten)]
+    pub roots: Roots,
+    /// Pod and container names.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// `slabtrace advise`.
+#[derive(Debug, Args)]
+pub struct AdviseArgs {
+    /// A running daemon's address (`127.0.0.1:9477` or `http://127.0.0.1:9477`): use the
+    /// advice it has built from its whole history.
+    #[arg(long, value_name = "ADDR")]
+    pub from: Option<String>,
+    /// Without `--from`: seconds to trace, sampling the node every second.
+    #[arg(long, short, default_value_t = 60, value_name = "SECONDS")]
+    pub duration: u64,
+    /// Without `--from`: the margin added to observed peaks, in percent.
+    #[arg(long, default_value_t = 25, value_name = "PERCENT")]
+    pub margin: u32,
+    /// Text with the snippet, or the advice as JSON.
+    #[arg(long, short, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
     /// Tracing settings.
     #[command(flatten)]
     pub tracer: TracerArgs,

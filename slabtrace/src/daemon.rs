@@ -37,6 +37,7 @@ pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
         set: ProbeSet::Slabtrace,
     })?;
     pipeline.set_growth(args.growth_window, args.growth_min_mib << 20);
+    pipeline.set_advice_margin(f64::from(args.advice_margin) / 100.0);
     let events = EventStream::open(&target, args.event_buffer, args.events_top)
         .map_err(|e| TraceError::Usage(e.to_string()))?;
     let http = Http::start(args, events.as_ref().map(EventStream::counters))

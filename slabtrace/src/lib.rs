@@ -5,6 +5,7 @@
 //! programs, [`cgroup`] names cgroup ids, [`node`] reads the kernel's own books.
 
 pub mod advice;
+pub mod advise;
 pub mod attribution;
 pub mod cgroup;
 pub mod cli;

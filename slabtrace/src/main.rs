@@ -3,7 +3,7 @@
 use clap::Parser as _;
 use slabtrace::{
     cli::{Cli, Command},
-    daemon, top, trace,
+    advise, daemon, top, trace,
 };
 
 fn main() -> std::process::ExitCode {
@@ -12,6 +12,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Report(args) => trace::report(&args),
         Command::Daemon(args) => daemon::run(&args),
+        Command::Advise(args) => advise::run(&args),
         Command::Top(args) => top::run(&args),
     };
     match result {

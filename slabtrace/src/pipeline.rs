@@ -16,6 +16,7 @@ use log::{debug, warn};
 use slabtrace_common::{CounterKey, Counters, Stat};
 
 use crate::{
+    advice::{self, Advice, NodeSample, Policy},
     frame::{self, Change, Frame, Owner, OwnerKey},
     maps::{delta, retire},
     node::{
@@ -36,6 +37,10 @@ const GROWTH_POINTS: usize = 720;
 
 /// Growth series of each kind at most.
 const GROWTH_SERIES: usize = 5_000;
+
+/// Node samples kept for the advice: a day at a 10 s interval. The highest sample since the
+/// start is kept besides, so the advice never forgets the peak.
+const NODE_SAMPLES: usize = 8_640;
 
 /// OOM kills kept for the report.
 const OOM_HISTORY: usize = 100;
@@ -119,6 +124,10 @@ pub struct Pipeline {
     oom_history: VecDeque<OomReport>,
     /// Growth series and findings.
     watch: Watch<OwnerKey>,
+    /// Node samples for the advice, and the one with the most uncharged kernel memory.
+    samples: VecDeque<NodeSample>,
+    peak_sample: Option<NodeSample>,
+    policy: Policy,
 }
 
 impl Pipeline {
@@ -143,7 +152,15 @@ impl Pipeline {
             pending_oom: Vec::new(),
             oom_history: VecDeque::new(),
             watch: growth_watch(DEFAULT_GROWTH_WINDOW, 1 << 20),
+            samples: VecDeque::new(),
+            peak_sample: None,
+            policy: Policy::default(),
         })
+    }
+
+    /// The margin the advice adds to observed peaks (0.25 = 25 %).
+    pub fn set_advice_margin(&mut self, margin: f64) {
+        self.policy.margin = margin;
     }
 
     /// Judges growth over `window`, ignoring growth below `min_bytes` (by default 30 minutes
@@ -252,6 +269,7 @@ impl Pipeline {
         let growth = self.observe_growth(&report, &frame, &slabinfo);
         let owners = &frame.owners;
         report.growth = self.watch.open(|k| owners.get(k).cloned());
+        report.advice = self.advise(&report);
         let changes = frame::changes(&self.frame, &frame);
         let gone = frame.newly_gone(&self.frame).into_iter().cloned().collect();
         let seconds = now.duration_since(self.last_tick).as_secs_f64().max(1e-3);
@@ -312,6 +330,30 @@ impl Pipeline {
             }
             self.session.forget_cgroups(|id| !plan.forget.contains(&id));
         }
+    }
+
+    /// Adds this interval's node sample and sizes the kubelet reservations from the history.
+    fn advise(&mut self, report: &Report) -> Option<Advice> {
+        let t = self.session.started().elapsed().as_secs_f64();
+        let dentries = std::fs::read_to_string(self.proc_root.join("sys/fs/dentry-state"))
+            .ok()
+            .and_then(|text| advice::parse_dentry_state(&text));
+        if let Some(sample) = advice::node_sample(report, t, dentries) {
+            if self.samples.len() == NODE_SAMPLES {
+                self.samples.pop_front();
+            }
+            self.samples.push_back(sample);
+            if self.peak_sample.is_none_or(|p| sample.uncharged() > p.uncharged()) {
+                self.peak_sample = Some(sample);
+            }
+        }
+        let mut history: Vec<NodeSample> = self.samples.iter().copied().collect();
+        if let Some(peak) = self.peak_sample
+            && history.first().is_some_and(|first| peak.t < first.t)
+        {
+            history.insert(0, peak);
+        }
+        advice::advise(&history, &self.policy)
     }
 
     /// Adds this interval's live bytes to the growth series and classifies them.

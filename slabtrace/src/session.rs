@@ -598,6 +598,7 @@ fn build_report(
         reconciliation: Reconciliation::default(),
         oom_kills: Vec::new(),
         growth: Vec::new(),
+        advice: None,
         self_stats,
     }
 }

@@ -42,6 +42,9 @@ pub struct Report {
     /// per cache node-wide (`owner: null`), fastest first. Only the daemon and `top` watch
     /// growth (it needs a history); `report` leaves this empty.
     pub growth: Vec<crate::node::growth::GrowthFinding<crate::frame::Owner>>,
+    /// Kubelet reservations sized from the kernel memory no pod was charged for while
+    /// tracing (the daemon: over the last day, and its peak since start), with the evidence.
+    pub advice: Option<crate::advice::Advice>,
     /// OOM kills while tracing (the last 100), each with the slab picture at the time.
     pub oom_kills: Vec<crate::oom_report::OomReport>,
     /// slabtrace's own cost and health.

@@ -1,0 +1,121 @@
+//! `slabtrace advise`: the advice of a running daemon (`--from`), or of a window traced now,
+//! printed with its evidence and a `KubeletConfiguration` snippet.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    advice::Advice,
+    cli::{AdviseArgs, Format},
+    pipeline::Pipeline,
+    probe::ProbeSet,
+    session::{SessionOptions, TraceError},
+    trace::stop_flag,
+};
+
+/// `slabtrace advise`.
+pub fn run(args: &AdviseArgs) -> Result<(), TraceError> {
+    let advice = match &args.from {
+        Some(addr) => from_daemon(addr)?,
+        None => traced(args)?,
+    };
+    let text = match args.format {
+        Format::Json => serde_json::to_string_pretty(&advice)
+            .map(|s| s + "\n")
+            .map_err(|e| TraceError::Write { what: "the advice".to_owned(), source: e.into() })?,
+        Format::Table => render(&advice),
+    };
+    std::io::stdout()
+        .lock()
+        .write_all(text.as_bytes())
+        .map_err(|source| TraceError::Write { what: "standard output".to_owned(), source })
+}
+
+/// Traces for `--duration`, a node sample a second, and advises from that.
+fn traced(args: &AdviseArgs) -> Result<Advice, TraceError> {
+    let mut pipeline = Pipeline::start(SessionOptions {
+        roots: &args.roots,
+        tracer: &args.tracer,
+        runtime: &args.runtime,
+        set: ProbeSet::Slabtrace,
+    })?;
+    pipeline.set_advice_margin(f64::from(args.margin) / 100.0);
+    let stop = stop_flag();
+    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let mut advice = None;
+    loop {
+        std::thread::sleep(
+            Duration::from_secs(1).min(deadline.saturating_duration_since(Instant::now())),
+        );
+        let last = Instant::now() >= deadline || stop.load(Ordering::Relaxed);
+        let interval = pipeline.tick(last)?;
+        advice = interval.report.advice.or(advice);
+        if last {
+            break;
+        }
+    }
+    pipeline.detach();
+    advice.ok_or_else(|| {
+        TraceError::Usage("no advice: /proc/meminfo could not be read while tracing".to_owned())
+    })
+}
+
+/// The advice in a running daemon's `/report`.
+fn from_daemon(addr: &str) -> Result<Advice, TraceError> {
+    let host = addr.trim_start_matches("http://").trim_end_matches('/');
+    let fail = |why: String| {
+        TraceError::Usage(format!(
+            "cannot get the advice from the daemon at {host}: {why}; is `slabtrace daemon` running with --listen there?"
+        ))
+    };
+    let mut stream = TcpStream::connect(host).map_err(|e| fail(e.to_string()))?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    write!(stream, "GET /report HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+        .map_err(|e| fail(e.to_string()))?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(|e| fail(e.to_string()))?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) =
+        text.split_once("\r\n\r\n").ok_or_else(|| fail("no HTTP response".into()))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(fail(head.lines().next().unwrap_or_default().to_owned() + ": " + body.trim()));
+    }
+    // The daemon answers /report in one piece; a chunked body would start with its size.
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body.split_once("\r\n").map_or(body, |(_, rest)| rest)
+    } else {
+        body
+    };
+    let report: serde_json::Value = serde_json::from_str(body.trim_end_matches(|c: char| c != '}'))
+        .map_err(|e| fail(format!("not a JSON report ({e})")))?;
+    let advice = report.get("advice").filter(|a| !a.is_null()).ok_or_else(|| {
+        fail("its report has no advice yet (it needs /proc/meminfo and one interval)".to_owned())
+    })?;
+    serde_json::from_value(advice.clone()).map_err(|e| fail(format!("unexpected advice ({e})")))
+}
+
+/// The advice as text: each setting with its evidence, notes, and the snippet.
+#[must_use]
+pub fn render(advice: &Advice) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "slabtrace advice from {:.0}s of observation ({} samples), margin {:.0}% on every peak\n",
+        advice.observed_seconds,
+        advice.samples,
+        advice.margin * 100.0
+    );
+    for s in &advice.settings {
+        let _ = writeln!(out, "{:<31} {:<8} {}", s.name, s.value, s.evidence);
+    }
+    for n in &advice.notes {
+        let _ = writeln!(out, "\nnote: {n}");
+    }
+    let _ = writeln!(out, "\n{}", advice.kubelet_config);
+    out
+}
