@@ -109,15 +109,9 @@ pub struct DaemonArgs {
     /// Create this file once the probes are attached.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
-    /// Tracing settings.
+    /// Tracing, roots and names.
     #[command(flatten)]
-    pub tracer: TracerArgs,
-    /// Where the kernel's files are.
-    #[command(flatten)]
-    pub roots: Roots,
-    /// Pod and container names.
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
+    pub session: SessionArgs,
 }
 
 /// `slabtrace advise`.
@@ -136,15 +130,9 @@ pub struct AdviseArgs {
     /// Text with the snippet, or the advice as JSON.
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Tracing settings.
+    /// Tracing, roots and names.
     #[command(flatten)]
-    pub tracer: TracerArgs,
-    /// Where the kernel's files are.
-    #[command(flatten)]
-    pub roots: Roots,
-    /// Pod and container names.
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
+    pub session: SessionArgs,
 }
 
 /// `slabtrace top`.
@@ -156,15 +144,9 @@ pub struct TopArgs {
     /// Create this file once the probes are attached.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
-    /// Tracing settings.
+    /// Tracing, roots and names.
     #[command(flatten)]
-    pub tracer: TracerArgs,
-    /// Where the kernel's files are.
-    #[command(flatten)]
-    pub roots: Roots,
-    /// Pod and container names.
-    #[command(flatten)]
-    pub runtime: RuntimeArgs,
+    pub session: SessionArgs,
 }
 
 /// `slabtrace report`.
@@ -187,18 +169,40 @@ pub struct ReportArgs {
     /// Create this file once the probes are attached, so a script can start its workload.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
-    /// Tracing settings.
-    #[command(flatten)]
-    pub tracer: TracerArgs,
     /// Attach empty programs instead of slabtrace's (the overhead floor; `cargo xtask bench`).
     #[arg(long, hide = true)]
     pub floor: bool,
+    /// Tracing, roots and names.
+    #[command(flatten)]
+    pub session: SessionArgs,
+}
+
+/// What every tracing command takes: the BPF side's settings, where the kernel's files are,
+/// and where pod names come from.
+#[derive(Debug, Args, Clone)]
+pub struct SessionArgs {
+    /// Tracing settings.
+    #[command(flatten)]
+    pub tracer: TracerArgs,
     /// Where the kernel's files are.
     #[command(flatten)]
     pub roots: Roots,
     /// Pod and container names.
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+impl SessionArgs {
+    /// The session options these arguments give, with the programs of `set`.
+    #[must_use]
+    pub fn options(&self, set: crate::probe::ProbeSet) -> crate::session::SessionOptions<'_> {
+        crate::session::SessionOptions {
+            roots: &self.roots,
+            tracer: &self.tracer,
+            runtime: &self.runtime,
+            set,
+        }
+    }
 }
 
 /// Settings of the BPF side.
@@ -321,7 +325,7 @@ mod tests {
         let Command::Report(args) = cli.command else { panic!("not report") };
         assert_eq!(args.duration, 10);
         assert_eq!(args.format, Format::Table);
-        assert_eq!(args.tracer.sample, DEFAULT_SAMPLE);
+        assert_eq!(args.session.tracer.sample, DEFAULT_SAMPLE);
     }
 
     #[test]

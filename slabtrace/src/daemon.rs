@@ -19,7 +19,7 @@ use crate::{
     },
     pipeline::Pipeline,
     probe::ProbeSet,
-    session::{SessionOptions, TraceError},
+    session::TraceError,
     trace::stop_flag,
 };
 
@@ -30,12 +30,7 @@ const PEEK: Duration = Duration::from_secs(1);
 pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
     let target: EventTarget = args.events.parse().map_err(TraceError::Usage)?;
     let stop = stop_flag();
-    let mut pipeline = Pipeline::start(SessionOptions {
-        roots: &args.roots,
-        tracer: &args.tracer,
-        runtime: &args.runtime,
-        set: ProbeSet::Slabtrace,
-    })?;
+    let mut pipeline = Pipeline::start(args.session.options(ProbeSet::Slabtrace))?;
     pipeline.set_growth(args.growth_window, args.growth_min_mib << 20);
     pipeline.set_advice_margin(f64::from(args.advice_margin) / 100.0);
     let events = EventStream::open(&target, args.event_buffer, args.events_top)

@@ -29,7 +29,7 @@ use crate::{
         table::{self, TableLimits},
     },
     probe::ProbeSet,
-    session::{Session, SessionOptions},
+    session::Session,
 };
 
 /// How often the session looks at the maps while it runs (to name new cgroups).
@@ -39,12 +39,7 @@ const TICK: Duration = Duration::from_secs(1);
 /// the report.
 pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
     let set = if args.floor { ProbeSet::Floor } else { ProbeSet::Slabtrace };
-    let mut session = Session::start(SessionOptions {
-        roots: &args.roots,
-        tracer: &args.tracer,
-        runtime: &args.runtime,
-        set,
-    })?;
+    let mut session = Session::start(args.session.options(set))?;
     if let Some(path) = &args.ready_file {
         fs::write(path, b"attached\n")
             .map_err(|source| TraceError::Write { what: path.display().to_string(), source })?;
@@ -60,11 +55,11 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
         if Instant::now() >= next_tick {
             next_tick += TICK;
             session.read(false)?;
-            drain_oom(&mut session, &args.roots.proc_root, &mut kills);
+            drain_oom(&mut session, &args.session.roots.proc_root, &mut kills);
         }
     }
     let snap = session.read(true)?;
-    drain_oom(&mut session, &args.roots.proc_root, &mut kills);
+    drain_oom(&mut session, &args.session.roots.proc_root, &mut kills);
     session.detach();
     // Liveness as of now: cgroups removed during the window keep their path, marked gone; and
     // the runtime's names as of now.
