@@ -62,8 +62,17 @@ pub struct Config {
     pub off_memcg_cgroup: u32,
     /// Zero (keeps the size a multiple of 8 with no implicit padding).
     pub padding: u32,
+    /// Offset of `shrinker.scan_objects` (a function pointer). This and the two below are read
+    /// only by the shrinker programs, which are not attached when BTF lacks it.
+    pub off_shrinker_scan_objects: u32,
+    /// Offset of `shrinker.name` (`const char *`), valid when [`Self::shrinker_has_name`] is 1.
+    pub off_shrinker_name: u32,
+    /// 1 when `struct shrinker` has `name` (`CONFIG_SHRINKER_DEBUG`), else 0.
+    pub shrinker_has_name: u32,
+    /// Zero.
+    pub padding2: u32,
 }
-assert_size!(Config, 112);
+assert_size!(Config, 128);
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: u64 and u32 fields, no padding (size asserted).

@@ -93,14 +93,18 @@ pub enum Stat {
     OomReadFailed,
     /// `bpf_get_stack` failed for an OOM victim: its OOM's scope is unknown.
     OomStackFailed,
+    /// A shrinker could not be added to the shrinker map: its reclaim goes uncounted.
+    ShrinkerInsertFailed,
+    /// Reading a shrinker's scan function or name failed: it shows unnamed.
+    ShrinkerReadFailed,
 }
 
 impl Stat {
     /// Number of statistics (the array's size).
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 15;
 }
 // The last variant's index plus one: a variant added without raising COUNT fails to build.
-const _: () = assert!(Stat::OomStackFailed as u32 + 1 == Stat::COUNT);
+const _: () = assert!(Stat::ShrinkerReadFailed as u32 + 1 == Stat::COUNT);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -10,11 +10,13 @@ pub mod config;
 pub mod counters;
 pub mod key;
 pub mod oom;
+pub mod shrinker;
 
 pub use config::Config;
 pub use counters::{CACHE_NAME_LEN, CacheInfo, Counters, LiveObject, Stat};
 pub use key::{CacheId, CounterKey};
 pub use oom::OomEvent;
+pub use shrinker::ShrinkerStats;
 
 /// Asserts at compile time that a type shared with the kernel has the size we documented.
 macro_rules! assert_size {

@@ -33,6 +33,10 @@ static CONFIG: Config = Config {
     off_sc_target_memcg: 0,
     off_memcg_cgroup: 0,
     padding: 0,
+    off_shrinker_scan_objects: 0,
+    off_shrinker_name: 0,
+    shrinker_has_name: 0,
+    padding2: 0,
 };
 
 macro_rules! field {
@@ -68,3 +72,6 @@ field!(off_task_reclaim_state, u32);
 field!(off_sc_reclaim_state, u32);
 field!(off_sc_target_memcg, u32);
 field!(off_memcg_cgroup, u32);
+field!(off_shrinker_scan_objects, u32);
+field!(off_shrinker_name, u32);
+field!(shrinker_has_name, u32);

@@ -3,9 +3,9 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use slabtrace_common::{CacheInfo, CounterKey, Counters, LiveObject, Stat};
+use slabtrace_common::{CacheInfo, CounterKey, Counters, LiveObject, ShrinkerStats, Stat};
 
 /// Per-(cgroup, cache) counters; per-CPU so the hot path needs no atomics.
 #[map(name = "COUNTERS")]
@@ -39,6 +39,17 @@ pub static OOM_EVENTS: RingBuf = RingBuf::with_byte_size(64 * 1024, 0);
 /// OOM kill (microseconds to a second) would be needed to evict an entry still wanted.
 #[map(name = "OOM_RECLAIMS")]
 pub static OOM_RECLAIMS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(8192, 0);
+
+/// `struct shrinker *` → its reclaim totals, per CPU so that no update needs an atomic (the BPF
+/// target has no atomic add in Rust) and concurrent reclaimers of one shrinker lose nothing.
+/// An LRU, because shrinkers are freed without a tracepoint (every unmount frees its
+/// superblock's): gone shrinkers' entries are evicted before those reclaim still calls. Only
+/// shrinkers with something to free reach the tracepoint: tens on a quiet node, one per busy
+/// superblock on a dense one. 1024 entries of 72 bytes: 72 KiB per CPU, like `COUNTERS`'s
+/// order of magnitude.
+#[map(name = "SHRINKERS")]
+pub static SHRINKERS: LruPerCpuHashMap<u64, ShrinkerStats> =
+    LruPerCpuHashMap::with_max_entries(1024, 0);
 
 /// Adds one to a statistic.
 #[inline(always)]

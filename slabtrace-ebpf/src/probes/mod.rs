@@ -6,3 +6,4 @@ mod kmalloc;
 mod kmem_cache_alloc;
 mod kmem_cache_free;
 mod oom;
+mod shrink_slab;

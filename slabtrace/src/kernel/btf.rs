@@ -1076,5 +1076,23 @@ pub(crate) mod tests {
         assert_eq!(btf.member_offset("cgroup_subsys_state", "cgroup"), Some(0));
         assert_eq!(btf.member_size("scan_control", "target_mem_cgroup"), Some(8));
         assert!(btf.member_offset("scan_control", "reclaim_state").is_some());
+        // The shrinker programs' tracepoints, spelled as the layout check expects them.
+        assert_eq!(
+            btf.tracepoint_args("mm_shrink_slab_start").unwrap(),
+            [
+                "struct shrinker *",
+                "struct shrink_control *",
+                "long",
+                "unsigned long",
+                "unsigned long long",
+                "unsigned long",
+                "int"
+            ]
+        );
+        assert_eq!(
+            btf.tracepoint_args("mm_shrink_slab_end").unwrap(),
+            ["struct shrinker *", "int", "int", "long", "long", "long"]
+        );
+        assert_eq!(btf.member_size("shrinker", "scan_objects"), Some(8));
     }
 }

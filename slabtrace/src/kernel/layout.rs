@@ -1,6 +1,7 @@
 //! The kernel facts the BPF programs depend on, read from BTF: the tracepoints' signatures,
 //! `struct kmem_cache` field offsets, and GFP and slab flag bits; and, for the optional OOM
-//! programs, the task, cgroup and `oom_control` fields they follow from a victim to its cgroups.
+//! programs, the task, cgroup and `oom_control` fields they follow from a victim to its cgroups;
+//! for the optional shrinker programs, the shrinker tracepoints and `struct shrinker`'s fields.
 //!
 //! Probe the feature, then fall back, then say so: flag bits that older kernels define only as
 //! macros (and so not in BTF) fall back to their long-stable values, with a log line. A kernel
@@ -69,6 +70,32 @@ pub const OOM_TRACEPOINT: Tracepoint = Tracepoint {
 /// program reads no argument, only `current->reclaim_state`.
 pub const OOM_RECLAIM_TRACEPOINT: &str = "mm_vmscan_memcg_reclaim_begin";
 
+/// The shrinker tracepoints and the leading arguments their programs read (as
+/// [`Btf::tracepoint_args`] spells them), as on Linux 6.18 and long before: the start program
+/// reads the shrinker and `total_scan`, the end program the shrinker, the objects freed and
+/// `total_scan`; the arguments in between are checked so that those are where it reads them.
+pub const SHRINKER_TRACEPOINTS: [Tracepoint; 2] = [
+    Tracepoint {
+        name: "mm_shrink_slab_start",
+        irq: &[],
+        floor: "",
+        args: &[
+            "struct shrinker *",
+            "struct shrink_control *",
+            "long",
+            "unsigned long",
+            "unsigned long long",
+            "unsigned long",
+        ],
+    },
+    Tracepoint {
+        name: "mm_shrink_slab_end",
+        irq: &[],
+        floor: "",
+        args: &["struct shrinker *", "int", "int", "long", "long", "long"],
+    },
+];
+
 /// A kernel slabtrace cannot trace, said in one sentence.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LayoutError {
@@ -116,6 +143,70 @@ pub struct KernelLayout {
     pub task_stack: Option<(u32, u32)>,
     /// What the OOM programs read, or why they cannot run on this kernel.
     pub oom: Result<OomLayout, OomLayoutError>,
+    /// What the shrinker programs read, or why they cannot run on this kernel.
+    pub shrinker: Result<ShrinkerLayout, ShrinkerLayoutError>,
+}
+
+/// Why the shrinker programs cannot run on this kernel (slab tracing still can), in one
+/// sentence.
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ShrinkerLayoutError {
+    /// No `btf_trace_<name>`.
+    #[error("the kernel has no tracepoint vmscan:{0} in its BTF")]
+    MissingTracepoint(&'static str),
+    /// Another signature than the programs read.
+    #[error(
+        "tracepoint vmscan:{name} has arguments ({found}) but slabtrace reads ({expected}), as on \
+         Linux 6.18"
+    )]
+    TracepointLayout {
+        /// Which tracepoint.
+        name: &'static str,
+        /// What BTF says.
+        found: String,
+        /// What the program reads.
+        expected: String,
+    },
+    /// `struct shrinker` has no `scan_objects`, or not a pointer.
+    #[error(
+        "the kernel's BTF has no pointer field shrinker.scan_objects, which the shrinker programs read"
+    )]
+    MissingScanObjects,
+}
+
+/// Field offsets the shrinker programs read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShrinkerLayout {
+    /// `shrinker.scan_objects`.
+    pub scan_objects: u32,
+    /// `shrinker.name`, which exists only with `CONFIG_SHRINKER_DEBUG` (Linux 6.0 and later).
+    pub name: Option<u32>,
+}
+
+impl ShrinkerLayout {
+    /// Reads the shrinker programs' facts from `btf`: both tracepoints' signatures, and
+    /// `scan_objects` (and `name`, if there) as 8-byte pointers.
+    pub fn from_btf(btf: &Btf) -> Result<Self, ShrinkerLayoutError> {
+        for tp in &SHRINKER_TRACEPOINTS {
+            let found = btf
+                .tracepoint_args(tp.name)
+                .ok_or(ShrinkerLayoutError::MissingTracepoint(tp.name))?;
+            if found.len() < tp.args.len() || found.iter().zip(tp.args).any(|(f, e)| f != e) {
+                return Err(ShrinkerLayoutError::TracepointLayout {
+                    name: tp.name,
+                    found: found.join(", "),
+                    expected: tp.args.join(", "),
+                });
+            }
+        }
+        let pointer = |member: &str| {
+            let offset = btf.member_offset("shrinker", member)?;
+            (btf.member_size("shrinker", member) == Some(8)).then_some(offset)
+        };
+        let scan_objects =
+            pointer("scan_objects").ok_or(ShrinkerLayoutError::MissingScanObjects)?;
+        Ok(Self { scan_objects, name: pointer("name") })
+    }
 }
 
 /// Why the OOM programs cannot run on this kernel (slab tracing still can), in one sentence.
@@ -321,7 +412,8 @@ impl KernelLayout {
             );
         }
         let oom = OomLayout::from_btf(btf);
-        Ok(Self { tracepoint_args, cache_offsets, gfp, slab, task_stack, oom })
+        let shrinker = ShrinkerLayout::from_btf(btf);
+        Ok(Self { tracepoint_args, cache_offsets, gfp, slab, task_stack, oom, shrinker })
     }
 
     /// Fails unless tracepoint `name` exists with the arguments its program reads.
@@ -351,6 +443,7 @@ impl KernelLayout {
     pub fn config(&self, sample: u32) -> Config {
         let [name, size, object_size, flags] = self.cache_offsets;
         let oom = self.oom.as_ref().ok();
+        let shrinker = self.shrinker.as_ref().ok();
         Config {
             sample_mask: u64::from(sample.max(1) - 1),
             gfp_account: self.gfp.account,
@@ -377,6 +470,11 @@ impl KernelLayout {
             off_sc_target_memcg: oom.map_or(0, |o| o.sc_target_memcg),
             off_memcg_cgroup: oom.map_or(0, |o| o.memcg_cgroup),
             padding: 0,
+            // Zeros when the shrinker programs cannot run: they are not attached then.
+            off_shrinker_scan_objects: shrinker.map_or(0, |s| s.scan_objects),
+            off_shrinker_name: shrinker.and_then(|s| s.name).unwrap_or(0),
+            shrinker_has_name: u32::from(shrinker.is_some_and(|s| s.name.is_some())),
+            padding2: 0,
         }
     }
 }
@@ -393,6 +491,7 @@ mod tests {
             slab: SlabFlags { account: 1 << 26, reclaim_account: 1 << 17 },
             task_stack: Some((32, 16384)),
             oom: Err(OomLayoutError::MissingTracepoint("oom:mark_victim")),
+            shrinker: Err(ShrinkerLayoutError::MissingScanObjects),
         }
     }
 
@@ -606,6 +705,124 @@ mod tests {
         );
     }
 
+    /// Kernels the shrinker layout is read from: 6.18's shape and the ways others differ.
+    #[derive(Clone, Copy, Debug)]
+    enum ShrinkerKernel {
+        /// Linux 6.18 without `CONFIG_SHRINKER_DEBUG`, as on the test machine.
+        Current,
+        /// With `CONFIG_SHRINKER_DEBUG`: `shrinker.name`.
+        Debug,
+        NoEndTracepoint,
+        /// `mm_shrink_slab_end` before `nid` was added: the program would read the wrong
+        /// arguments.
+        EndWithoutNid,
+        /// `scan_objects` under another name.
+        NoScanObjects,
+    }
+
+    /// A BTF blob with just the types the shrinker programs read, shaped like `kernel`.
+    fn shrinker_btf(kernel: ShrinkerKernel) -> Btf {
+        use crate::kernel::btf::tests::Builder;
+        let mut b = Builder::new();
+        let int = b.int("int", 4);
+        let long = b.int("long int", 8);
+        let ulong = b.int("long unsigned int", 8);
+        let u64_ = b.int("long long unsigned int", 8);
+        let char_ = b.int("char", 1);
+        let const_char = b.konst(char_);
+        let name_ptr = b.ptr(const_char);
+        let void_ptr = b.ptr(0);
+        let sc = b.composite("shrink_control", false, false, 8, &[("nr_to_scan", ulong, 0)]);
+        let sc_ptr = b.ptr(sc);
+        // The callbacks' prototypes only matter as pointers here.
+        let scan_proto = b.func_proto(ulong, &[]);
+        let scan_ptr = b.ptr(scan_proto);
+        let scan_member =
+            if matches!(kernel, ShrinkerKernel::NoScanObjects) { "scan" } else { "scan_objects" };
+        let mut members = vec![("count_objects", scan_ptr, 0), (scan_member, scan_ptr, 64)];
+        members.push(("batch", long, 128));
+        if matches!(kernel, ShrinkerKernel::Debug) {
+            members.push(("name", name_ptr, 192));
+        }
+        let shrinker = b.composite("shrinker", false, false, 32, &members);
+        let shrinker_ptr = b.ptr(shrinker);
+        let start =
+            b.func_proto(0, &[void_ptr, shrinker_ptr, sc_ptr, long, ulong, u64_, ulong, int]);
+        let start_ptr = b.ptr(start);
+        b.typedef("btf_trace_mm_shrink_slab_start", start_ptr);
+        let end_params: &[u32] = match kernel {
+            ShrinkerKernel::EndWithoutNid => &[void_ptr, shrinker_ptr, int, long, long, long],
+            _ => &[void_ptr, shrinker_ptr, int, int, long, long, long],
+        };
+        let end = b.func_proto(0, end_params);
+        let end_ptr = b.ptr(end);
+        if !matches!(kernel, ShrinkerKernel::NoEndTracepoint) {
+            b.typedef("btf_trace_mm_shrink_slab_end", end_ptr);
+        }
+        Btf::parse(&b.build()).expect("fixture BTF")
+    }
+
+    #[test]
+    fn shrinker_layout_reads_or_says_why_not() {
+        let cases: [(ShrinkerKernel, Result<ShrinkerLayout, ShrinkerLayoutError>); 5] = [
+            (ShrinkerKernel::Current, Ok(ShrinkerLayout { scan_objects: 8, name: None })),
+            (ShrinkerKernel::Debug, Ok(ShrinkerLayout { scan_objects: 8, name: Some(24) })),
+            (
+                ShrinkerKernel::NoEndTracepoint,
+                Err(ShrinkerLayoutError::MissingTracepoint("mm_shrink_slab_end")),
+            ),
+            (
+                ShrinkerKernel::EndWithoutNid,
+                Err(ShrinkerLayoutError::TracepointLayout {
+                    name: "mm_shrink_slab_end",
+                    found: "struct shrinker *, int, long, long, long".into(),
+                    expected: "struct shrinker *, int, int, long, long, long".into(),
+                }),
+            ),
+            (ShrinkerKernel::NoScanObjects, Err(ShrinkerLayoutError::MissingScanObjects)),
+        ];
+        for (kernel, expected) in cases {
+            assert_eq!(ShrinkerLayout::from_btf(&shrinker_btf(kernel)), expected, "{kernel:?}");
+        }
+    }
+
+    #[test]
+    fn config_carries_shrinker_offsets_only_when_the_shrinker_programs_can_run() {
+        let none = layout(vec![]).config(1);
+        assert_eq!(
+            (none.off_shrinker_scan_objects, none.off_shrinker_name, none.shrinker_has_name),
+            (0, 0, 0)
+        );
+        let unnamed = ShrinkerLayout { scan_objects: 8, name: None };
+        let c = KernelLayout { shrinker: Ok(unnamed), ..layout(vec![]) }.config(1);
+        assert_eq!(
+            (c.off_shrinker_scan_objects, c.off_shrinker_name, c.shrinker_has_name),
+            (8, 0, 0)
+        );
+        let named = ShrinkerLayout { scan_objects: 8, name: Some(24) };
+        let c = KernelLayout { shrinker: Ok(named), ..layout(vec![]) }.config(1);
+        assert_eq!(
+            (c.off_shrinker_scan_objects, c.off_shrinker_name, c.shrinker_has_name, c.padding2),
+            (8, 24, 1, 0)
+        );
+        // The kmem half is untouched.
+        assert_eq!((c.off_cache_name, c.thread_size), (96, 16384));
+    }
+
+    #[test]
+    fn shrinker_layout_errors_are_one_sentence() {
+        let e = ShrinkerLayoutError::TracepointLayout {
+            name: "mm_shrink_slab_end",
+            found: "a".into(),
+            expected: "b".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "tracepoint vmscan:mm_shrink_slab_end has arguments (a) but slabtrace reads (b), as on \
+             Linux 6.18"
+        );
+    }
+
     #[test]
     fn reads_the_running_kernel() {
         let path = std::path::Path::new("/sys/kernel/btf/vmlinux");
@@ -630,5 +847,11 @@ mod tests {
         assert!(oom.sc_reclaim_state != oom.sc_target_memcg, "{oom:?}");
         let c = l.config(1);
         assert_eq!((c.off_task_tgid, c.off_kernfs_node_id), (oom.task_tgid, oom.kernfs_node_id));
+        // And the shrinker programs' (Linux 6.18: scan_objects 8; no name without
+        // CONFIG_SHRINKER_DEBUG, which this kernel lacks).
+        let shrinker = l.shrinker.as_ref().expect("the shrinker programs can run on this kernel");
+        assert_eq!(shrinker.scan_objects, btf.member_offset("shrinker", "scan_objects").unwrap());
+        assert_eq!(shrinker.name, btf.member_offset("shrinker", "name"));
+        assert_eq!(c.off_shrinker_scan_objects, shrinker.scan_objects);
     }
 }

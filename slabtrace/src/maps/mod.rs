@@ -3,6 +3,7 @@
 pub mod delta;
 pub mod fdinfo;
 pub mod retire;
+pub mod shrinkers;
 pub mod snapshot;
 
 pub use delta::{CounterDelta, delta};

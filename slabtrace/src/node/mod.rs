@@ -6,4 +6,5 @@ pub mod growth;
 pub mod meminfo;
 pub mod oom;
 pub mod reconcile;
+pub mod shrinkers;
 pub mod slabinfo;

@@ -2,12 +2,14 @@
 //! turn every way that can fail into one sentence that says what to do.
 //!
 //! The OOM programs are optional: a kernel that cannot run them still traces slab, with one
-//! warning saying why OOM kills will not be reported.
+//! warning saying why OOM kills will not be reported. So are the shrinker programs, with one
+//! warning saying reclaim activity will not be reported.
 
 pub mod caps;
 mod error;
 
 use std::{
+    collections::BTreeMap,
     os::fd::{AsFd as _, BorrowedFd},
     path::Path,
 };
@@ -17,15 +19,16 @@ use aya::{
     programs::{BtfTracePoint, ProgramError},
 };
 use log::{debug, info, warn};
-use slabtrace_common::Config;
+use slabtrace_common::{Config, ShrinkerStats};
 
 pub use error::ProbeError;
 
 use crate::{
     kernel::layout::{
-        KernelLayout, OOM_RECLAIM_TRACEPOINT, OOM_TRACEPOINT, OomLayoutError, TRACEPOINTS,
+        KernelLayout, OOM_RECLAIM_TRACEPOINT, OOM_TRACEPOINT, OomLayoutError, SHRINKER_TRACEPOINTS,
+        ShrinkerLayoutError, TRACEPOINTS,
     },
-    maps::fdinfo::BpfFootprint,
+    maps::{fdinfo::BpfFootprint, shrinkers::read_shrinkers, snapshot::MapReadError},
     node::oom::{OomKill, OomReader, OomReaderError, OomSymbols, find_memcg_root},
 };
 
@@ -62,6 +65,39 @@ pub enum OomUnavailable {
     Floor,
 }
 
+/// The shrinker programs, in the order they are attached: the end program first, so that every
+/// call whose start is counted has its end counted too (an end without a start adds nothing).
+const SHRINKER_PROGRAMS: [(&str, &str); 2] = [
+    ("shrink_slab_end", SHRINKER_TRACEPOINTS[1].name),
+    ("shrink_slab_start", SHRINKER_TRACEPOINTS[0].name),
+];
+
+/// Why shrinker activity is not reported on this kernel (slab tracing is unaffected), in one
+/// sentence.
+#[derive(Debug, thiserror::Error)]
+pub enum ShrinkersUnavailable {
+    /// BTF lacks what the programs read.
+    #[error(transparent)]
+    Layout(#[from] ShrinkerLayoutError),
+    /// A build problem.
+    #[error("the BPF object has no program {0}; rebuild slabtrace")]
+    MissingProgram(&'static str),
+    /// The verifier refused a program, or attaching failed.
+    #[error("cannot load or attach the BPF program {program} on tp_btf/{target}: {source}")]
+    Program {
+        /// Which program.
+        program: &'static str,
+        /// The tracepoint it goes on.
+        target: &'static str,
+        /// Why.
+        #[source]
+        source: ProgramError,
+    },
+    /// The bench's floor programs were asked for, which have no shrinker twin.
+    #[error("the overhead floor measures the kmem programs alone")]
+    Floor,
+}
+
 /// The BPF object built by build.rs from `slabtrace-ebpf`.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/slabtrace"));
 
@@ -94,14 +130,17 @@ pub struct Tracer {
     lossy: Vec<u32>,
     /// The OOM victims' reader, or why the OOM programs are not attached.
     oom: Result<OomReader, OomUnavailable>,
+    /// Whether the shrinker programs are attached, or why not.
+    shrinkers: Result<(), ShrinkersUnavailable>,
 }
 
 impl Tracer {
     /// Checks privileges, loads the BPF object with `config` and `limits`, and attaches every
     /// probe. `btf_path` is the kernel's BTF (normally /sys/kernel/btf/vmlinux).
     ///
-    /// The OOM programs are attached too when the kernel allows (with [`ProbeSet::Slabtrace`]);
-    /// if it does not, one warning says why and tracing goes on without them.
+    /// The OOM and shrinker programs are attached too when the kernel allows (with
+    /// [`ProbeSet::Slabtrace`]); if it does not, one warning each says why and tracing goes on
+    /// without them.
     pub fn start(
         layout: &KernelLayout,
         config: Config,
@@ -162,7 +201,35 @@ impl Tracer {
             // The bench measures the kmem programs alone.
             ProbeSet::Floor => Err(OomUnavailable::Floor),
         };
-        Ok(Self { ebpf, config, lossy, oom })
+        let shrinkers = match set {
+            ProbeSet::Slabtrace => attach_shrinkers(&mut ebpf, layout, &btf).inspect_err(|e| {
+                warn!("not reporting shrinker activity (reclaim) on this kernel: {e}");
+            }),
+            ProbeSet::Floor => Err(ShrinkersUnavailable::Floor),
+        };
+        Ok(Self { ebpf, config, lossy, oom, shrinkers })
+    }
+
+    /// Whether the shrinker programs are attached, so that [`Self::shrinkers`] sees reclaim.
+    #[must_use]
+    pub fn shrinkers_attached(&self) -> bool {
+        self.shrinkers.is_ok()
+    }
+
+    /// Why the shrinker programs are not attached, if they are not.
+    #[must_use]
+    pub fn shrinkers_unavailable(&self) -> Option<&ShrinkersUnavailable> {
+        self.shrinkers.as_ref().err()
+    }
+
+    /// Every shrinker's totals so far, by `struct shrinker *` (see
+    /// [`crate::node::shrinkers`] for deltas and names); empty when the shrinker programs are
+    /// not attached.
+    pub fn shrinkers(&self) -> Result<BTreeMap<u64, ShrinkerStats>, MapReadError> {
+        if self.shrinkers.is_err() {
+            return Ok(BTreeMap::new());
+        }
+        read_shrinkers(&self.ebpf)
     }
 
     /// Whether the OOM programs are attached, so that [`Self::oom_kills`] can report kills.
@@ -267,6 +334,42 @@ fn attach_oom_programs(ebpf: &mut Ebpf, btf: &AyaBtf) -> Result<(), OomUnavailab
         tp.load(target, btf).and_then(|()| tp.attach().map(drop)).map_err(failed)?;
     }
     Ok(())
+}
+
+/// Loads and attaches the shrinker programs. On failure the programs already loaded are
+/// unloaded again, so nothing runs for a feature that is off.
+fn attach_shrinkers(
+    ebpf: &mut Ebpf,
+    layout: &KernelLayout,
+    btf: &AyaBtf,
+) -> Result<(), ShrinkersUnavailable> {
+    layout.shrinker.as_ref().map_err(|e| ShrinkersUnavailable::Layout(e.clone()))?;
+    let result = SHRINKER_PROGRAMS.iter().try_for_each(|&(program, target)| {
+        let failed = |source: ProgramError| {
+            if let ProgramError::LoadError { verifier_log, .. } = &source {
+                debug!("verifier log of {program}:\n{verifier_log}");
+            }
+            ShrinkersUnavailable::Program { program, target, source }
+        };
+        let tp: &mut BtfTracePoint = ebpf
+            .program_mut(program)
+            .ok_or(ShrinkersUnavailable::MissingProgram(program))?
+            .try_into()
+            .map_err(failed)?;
+        tp.load(target, btf).and_then(|()| tp.attach().map(drop)).map_err(failed)
+    });
+    match &result {
+        Ok(()) => debug!("attached the shrinker programs"),
+        Err(_) => {
+            for (name, _) in SHRINKER_PROGRAMS {
+                let program: Option<&mut BtfTracePoint> =
+                    ebpf.program_mut(name).and_then(|p| p.try_into().ok());
+                // Not loaded yet is an error too, and as good as unloaded.
+                let _ = program.map(BtfTracePoint::unload);
+            }
+        }
+    }
+    result
 }
 
 /// Kernels before 5.11 charge BPF maps against `RLIMIT_MEMLOCK`; later ones use memcg and ignore
