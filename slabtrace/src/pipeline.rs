@@ -13,15 +13,17 @@ use std::{
 };
 
 use log::{debug, warn};
-use slabtrace_common::{CounterKey, Counters, Stat};
+use slabtrace_common::{CounterKey, Counters, ShrinkerStats, Stat};
 
 use crate::{
     advice::{self, Advice, NodeSample, Policy},
     frame::{self, Change, Frame, Owner, OwnerKey},
+    kernel::kallsyms::Kallsyms,
     maps::{delta, retire},
     node::{
         growth::{GrowthEvent, Observation, Reclaim, Thresholds, Watch},
         oom::OomKill,
+        shrinkers::{self, NamedShrinkerDelta},
         slabinfo::{SlabInfo, read_slabinfo},
     },
     oom_report::{self, OomReport},
@@ -124,6 +126,12 @@ pub struct Pipeline {
     oom_history: VecDeque<OomReport>,
     /// Growth series and findings.
     watch: Watch<OwnerKey>,
+    /// Shrinker totals as last read, the scan functions' names, and what reclaim did in each
+    /// interval of the growth window (mostly nothing: only shrinkers that ran are kept).
+    shrinkers_read: BTreeMap<u64, ShrinkerStats>,
+    kallsyms: Option<Kallsyms>,
+    reclaim_history: VecDeque<(f64, Vec<NamedShrinkerDelta>)>,
+    growth_window: f64,
     /// Node samples for the advice, and the one with the most uncharged kernel memory.
     samples: VecDeque<NodeSample>,
     peak_sample: Option<NodeSample>,
@@ -152,6 +160,12 @@ impl Pipeline {
             pending_oom: Vec::new(),
             oom_history: VecDeque::new(),
             watch: growth_watch(DEFAULT_GROWTH_WINDOW, 1 << 20),
+            shrinkers_read: BTreeMap::new(),
+            kallsyms: Kallsyms::read(&opts.roots.proc_root)
+                .map_err(|e| log::warn!("shrinker callbacks and OOM frames stay unnamed: {e}"))
+                .ok(),
+            reclaim_history: VecDeque::new(),
+            growth_window: DEFAULT_GROWTH_WINDOW.as_secs_f64(),
             samples: VecDeque::new(),
             peak_sample: None,
             policy: Policy::default(),
@@ -167,6 +181,7 @@ impl Pipeline {
     /// and 1 MiB). A verdict needs half a window of history.
     pub fn set_growth(&mut self, window: Duration, min_bytes: u64) {
         self.watch = growth_watch(window, min_bytes);
+        self.growth_window = window.as_secs_f64();
     }
 
     /// The session (for warnings and liveness).
@@ -269,6 +284,9 @@ impl Pipeline {
         let growth = self.observe_growth(&report, &frame, &slabinfo);
         let owners = &frame.owners;
         report.growth = self.watch.open(|k| owners.get(k).cloned());
+        let window: Vec<NamedShrinkerDelta> =
+            self.reclaim_history.iter().flat_map(|(_, ran)| ran.iter().cloned()).collect();
+        report.reclaim = shrinkers::summarize(&window);
         report.advice = self.advise(&report);
         let changes = frame::changes(&self.frame, &frame);
         let gone = frame.newly_gone(&self.frame).into_iter().cloned().collect();
@@ -382,7 +400,28 @@ impl Pipeline {
             .filter(|c| c.reclaimable)
             .map(|c| c.totals.cache.as_str())
             .collect();
-        let reclaim = |cache: &str| (reclaimable.contains(cache), Reclaim::default());
+        // What reclaim did over the window, per cache, from the shrinker tracepoints.
+        let now = self.session.shrinkers();
+        let ran = shrinkers::symbolize(
+            &shrinkers::delta(&self.shrinkers_read, &now),
+            self.kallsyms.as_ref(),
+        );
+        self.shrinkers_read = now;
+        self.reclaim_history.push_back((t, ran));
+        while self.reclaim_history.front().is_some_and(|(at, _)| t - at > self.growth_window) {
+            self.reclaim_history.pop_front();
+        }
+        let history = &self.reclaim_history;
+        let reclaim = |cache: &str| {
+            let is = reclaimable.contains(cache);
+            let mut sum = Reclaim::default();
+            for (_, ran) in history {
+                let r = shrinkers::reclaim_for_cache(cache, is, ran);
+                sum.scanned += r.scanned;
+                sum.freed += r.freed;
+            }
+            (is, sum)
+        };
         self.watch.observe(&obs, reclaim, |k| frame.owners.get(k).cloned())
     }
 

@@ -230,6 +230,20 @@ impl Session {
         }
     }
 
+    /// Every shrinker's totals so far (empty when the shrinker programs are not attached or
+    /// the map cannot be read, which is logged).
+    #[must_use]
+    pub fn shrinkers(&self) -> std::collections::BTreeMap<u64, slabtrace_common::ShrinkerStats> {
+        match self.tracer.as_ref().map(Tracer::shrinkers) {
+            Some(Ok(stats)) => stats,
+            Some(Err(e)) => {
+                debug!("no shrinker figures this interval: {e}");
+                std::collections::BTreeMap::new()
+            }
+            None => std::collections::BTreeMap::new(),
+        }
+    }
+
     /// OOM kills since the last call (empty when the OOM programs are not attached).
     pub fn oom_kills(&mut self) -> Vec<crate::node::oom::OomKill> {
         self.tracer.as_mut().map(Tracer::oom_kills).unwrap_or_default()
@@ -599,6 +613,7 @@ fn build_report(
         oom_kills: Vec::new(),
         growth: Vec::new(),
         advice: None,
+        reclaim: Vec::new(),
         self_stats,
     }
 }

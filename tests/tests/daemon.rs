@@ -201,6 +201,9 @@ fn growth_is_classified_and_reclaim_turns_it_back() -> Result<()> {
     eprintln!("ended: {ended}");
     assert_eq!(ended["verdict"], "healthy");
     assert_eq!(ended["reason"]["kind"], "returned");
+    // The shrinker tracepoints saw reclaim run on the dentries: the evidence is in the event.
+    assert!(ended["reclaim"]["scanned"].as_u64() > Some(0), "{ended}");
+    assert!(ended["reclaim"]["freed"].as_u64() > Some(0), "{ended}");
     let stopped = daemon.stop(libc::SIGTERM, Duration::from_secs(10))?;
     ensure!(stopped.status.success(), "{}", stopped.stderr);
     // Churn came back every time: never a finding.

@@ -42,6 +42,10 @@ pub struct Report {
     /// per cache node-wide (`owner: null`), fastest first. Only the daemon and `top` watch
     /// growth (it needs a history); `report` leaves this empty.
     pub growth: Vec<crate::node::growth::GrowthFinding<crate::frame::Owner>>,
+    /// What reclaim did over the growth window (daemon and `top`), per kind of shrinker, the
+    /// most scanned first: `scan_fn` (`super_cache_scan` shrinks a filesystem's dentries and
+    /// inodes), `shrinkers`, `calls`, `scanned`, `freed`.
+    pub reclaim: Vec<crate::node::shrinkers::ShrinkerSummary>,
     /// Kubelet reservations sized from the kernel memory no pod was charged for while
     /// tracing (the daemon: over the last day, and its peak since start), with the evidence.
     pub advice: Option<crate::advice::Advice>,
