@@ -122,8 +122,9 @@ pub struct Pipeline {
     retired: u64,
     /// OOM kills drained but not yet reported, with meminfo when they were drained.
     pending_oom: Vec<(OomKill, Option<KernelMemory>)>,
-    /// The last [`OOM_HISTORY`] OOM kills.
+    /// The last [`OOM_HISTORY`] OOM kills, and how many there were by scope.
     oom_history: VecDeque<OomReport>,
+    oom_total: BTreeMap<String, u64>,
     /// Growth series and findings.
     watch: Watch<OwnerKey>,
     /// Shrinker totals as last read, the scan functions' names, and what reclaim did in each
@@ -159,6 +160,7 @@ impl Pipeline {
             retired: 0,
             pending_oom: Vec::new(),
             oom_history: VecDeque::new(),
+            oom_total: ["global", "memcg", "unknown"].map(|s| (s.to_owned(), 0)).into(),
             watch: growth_watch(DEFAULT_GROWTH_WINDOW, 1 << 20),
             shrinkers_read: BTreeMap::new(),
             kallsyms: Kallsyms::read(&opts.roots.proc_root)
@@ -279,7 +281,9 @@ impl Pipeline {
                 self.oom_history.pop_front();
             }
             self.oom_history.push_back(kill.clone());
+            *self.oom_total.entry(kill.scope.to_owned()).or_default() += 1;
         }
+        report.oom_kills_total.clone_from(&self.oom_total);
         report.oom_kills = self.oom_history.iter().cloned().collect();
         let growth = self.observe_growth(&report, &frame, &slabinfo);
         let owners = &frame.owners;

@@ -611,6 +611,7 @@ fn build_report(
         meminfo: None,
         reconciliation: Reconciliation::default(),
         oom_kills: Vec::new(),
+        oom_kills_total: BTreeMap::new(),
         growth: Vec::new(),
         advice: None,
         reclaim: Vec::new(),

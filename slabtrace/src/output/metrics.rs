@@ -599,9 +599,69 @@ impl Collector for SlabCollector {
             encode_caches(&mut enc, &view.caches)?;
             encode_pods(&mut enc, &interval.frame, &view.pods)?;
             encode_cgroups(&mut enc, &interval.frame, &view.cgroups)?;
+            encode_findings(&mut enc, interval)?;
         }
         encode_self(&mut enc, interval, self.latest.attached(), self.options.stream.as_deref())
     }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct ScopeLabels {
+    scope: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct GrowthLabels {
+    owner: String,
+    cache: String,
+    reason: &'static str,
+}
+
+/// Open problematic growth findings exported at most (the fastest).
+const MAX_FINDINGS: usize = 100;
+
+/// OOM kills by scope, and the open problematic growth findings with their rate.
+fn encode_findings(enc: &mut DescriptorEncoder, interval: &Interval) -> fmt::Result {
+    let report = &interval.report;
+    let scopes: Vec<(ScopeLabels, u64)> = report
+        .oom_kills_total
+        .iter()
+        .map(|(scope, n)| (ScopeLabels { scope: scope.clone() }, *n))
+        .collect();
+    let scopes: Vec<(&ScopeLabels, u64)> = scopes.iter().map(|(l, n)| (l, *n)).collect();
+    counters(
+        enc,
+        "slabtrace_oom_kills",
+        "Processes the kernel OOM-killed, by scope (global: the node ran out; memcg: a memory cgroup hit its limit).",
+        &scopes,
+    )?;
+    let findings: Vec<(GrowthLabels, f64)> = report
+        .growth
+        .iter()
+        .take(MAX_FINDINGS)
+        .map(|g| {
+            let owner = g.owner.as_ref().map_or_else(String::new, crate::frame::Owner::display);
+            let reason = match g.finding.reason {
+                crate::node::growth::Reason::Unreclaimable => "unreclaimable",
+                crate::node::growth::Reason::ReclaimFailed => "reclaim_failed",
+                crate::node::growth::Reason::ReclaimNotRun => "reclaim_not_run",
+                crate::node::growth::Reason::Returned => "returned",
+                crate::node::growth::Reason::Stable => "stable",
+                crate::node::growth::Reason::Irregular => "irregular",
+            };
+            (
+                GrowthLabels { owner, cache: g.cache.clone(), reason },
+                g.finding.rate_mb_per_hour * 1e6 / 3600.0,
+            )
+        })
+        .collect();
+    let findings: Vec<(&GrowthLabels, f64)> = findings.iter().map(|(l, v)| (l, *v)).collect();
+    gauges(
+        enc,
+        "slabtrace_problematic_growth_bytes_per_second",
+        "Open problematic growth findings (sustained growth nothing returned) and their rate; owner is empty for a cache node-wide.",
+        &findings,
+    )
 }
 
 fn encode_node(enc: &mut DescriptorEncoder, interval: &Interval) -> fmt::Result {
@@ -1203,6 +1263,41 @@ slabtrace_warnings 1
 slabtrace_last_interval_timestamp_seconds 1800000000.0
 # EOF
 "#;
+
+    #[test]
+    fn oom_kills_and_growth_findings_are_exported() {
+        use crate::node::growth::{Finding, GrowthFinding, Reason, Reclaim, Verdict};
+        let (latest, exporter) = new_exporter(10);
+        let mut interval = full_interval();
+        interval.report.oom_kills_total =
+            [("global".to_owned(), 0), ("memcg".to_owned(), 2)].into();
+        interval.report.growth = vec![GrowthFinding {
+            owner: None,
+            cache: "dentry".into(),
+            finding: Finding {
+                verdict: Verdict::Problematic,
+                reason: Reason::ReclaimNotRun,
+                rate_mb_per_hour: 36.0,
+                growth_bytes: 1 << 20,
+                live_bytes: 1 << 21,
+                peak_bytes: 1 << 21,
+                rising_share: 1.0,
+                window_seconds: 600.0,
+                reclaimable: true,
+                reclaim: Reclaim::default(),
+            },
+        }];
+        latest.publish(Arc::new(interval));
+        let text = exporter.openmetrics().unwrap();
+        assert!(text.contains("slabtrace_oom_kills_total{scope=\"memcg\"} 2\n"), "{text}");
+        assert!(text.contains("slabtrace_oom_kills_total{scope=\"global\"} 0\n"), "{text}");
+        assert!(
+            text.contains(
+                "slabtrace_problematic_growth_bytes_per_second{owner=\"\",cache=\"dentry\",reason=\"reclaim_not_run\"} 10000.0\n"
+            ),
+            "{text}"
+        );
+    }
 
     #[test]
     fn the_exposition_of_an_interval() {

@@ -49,6 +49,8 @@ pub struct Report {
     /// Kubelet reservations sized from the kernel memory no pod was charged for while
     /// tracing (the daemon: over the last day, and its peak since start), with the evidence.
     pub advice: Option<crate::advice::Advice>,
+    /// OOM kills since tracing started, by scope (`global`, `memcg`, `unknown`).
+    pub oom_kills_total: std::collections::BTreeMap<String, u64>,
     /// OOM kills while tracing (the last 100), each with the slab picture at the time.
     pub oom_kills: Vec<crate::oom_report::OomReport>,
     /// slabtrace's own cost and health.
