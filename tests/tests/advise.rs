@@ -1,6 +1,6 @@
 //! `slabtrace advise` on the real node: from a traced window and from a running daemon, the
 //! reservations come with their evidence and a `KubeletConfiguration` snippet, sized from the
-//! node's own SUnreclaim; a daemon that is not there is one sentence.
+//! node's own `SUnreclaim`; a daemon that is not there is one sentence.
 
 use std::{process::Command, time::Duration};
 

@@ -182,14 +182,14 @@ fn growth_is_classified_and_reclaim_turns_it_back() -> Result<()> {
     assert_eq!(kept["reason"]["kind"], "unreclaimable");
     assert!(kept["rate_mb_per_hour"].as_f64() > Some(100.0), "{kept}");
     // Negative dentries: reclaimable, and nothing has reclaimed them yet.
-    let looked = daemon.wait_for_event(Duration::from_secs(10), |e| {
+    let dentry_growth = daemon.wait_for_event(Duration::from_secs(10), |e| {
         e["type"] == "slab.growth"
             && e["state"] == "started"
             && e["owner"]["cgroup"] == looker.relative()
             && e["cache"] == "dentry"
     })?;
-    eprintln!("looked: {looked}");
-    assert_eq!(looked["reason"]["kind"], "reclaim_not_run");
+    eprintln!("dentry growth: {dentry_growth}");
+    assert_eq!(dentry_growth["reason"]["kind"], "reclaim_not_run");
     // Reclaim: the negative dentries go, and the finding ends.
     std::fs::write("/proc/sys/vm/drop_caches", "2")?;
     let ended = daemon.wait_for_event(Duration::from_secs(15), |e| {
@@ -207,11 +207,11 @@ fn growth_is_classified_and_reclaim_turns_it_back() -> Result<()> {
     let stopped = daemon.stop(libc::SIGTERM, Duration::from_secs(10))?;
     ensure!(stopped.status.success(), "{}", stopped.stderr);
     // Churn came back every time: never a finding.
-    let churned = stopped
+    let churn_finding = stopped
         .events
         .iter()
         .find(|e| e["type"] == "slab.growth" && e["owner"]["cgroup"] == churner.relative());
-    ensure!(churned.is_none(), "churn was a finding: {churned:?}");
+    ensure!(churn_finding.is_none(), "churn was a finding: {churn_finding:?}");
     let _ = growth_event(&stopped.events, "started", keeper.relative(), "shmem_inode_cache")
         .context("the kept files' finding is not in the final stream")?;
     Ok(())
