@@ -69,8 +69,9 @@ pub struct Config {
     pub off_shrinker_name: u32,
     /// 1 when `struct shrinker` has `name` (`CONFIG_SHRINKER_DEBUG`), else 0.
     pub shrinker_has_name: u32,
-    /// Zero.
-    pub padding2: u32,
+    /// 1 to count allocations per kernel call site too (`--call-sites`), else 0. The verifier
+    /// sees the constant, so with 0 the call-site code is not even in the compiled program.
+    pub call_sites: u32,
 }
 assert_size!(Config, 128);
 

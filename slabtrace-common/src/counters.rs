@@ -97,14 +97,16 @@ pub enum Stat {
     ShrinkerInsertFailed,
     /// Reading a shrinker's scan function or name failed: it shows unnamed.
     ShrinkerReadFailed,
+    /// A new (cgroup, cache, call site) did not fit in the call-site map: not counted there.
+    CallSitesFull,
 }
 
 impl Stat {
     /// Number of statistics (the array's size).
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 16;
 }
 // The last variant's index plus one: a variant added without raising COUNT fails to build.
-const _: () = assert!(Stat::ShrinkerReadFailed as u32 + 1 == Stat::COUNT);
+const _: () = assert!(Stat::CallSitesFull as u32 + 1 == Stat::COUNT);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -26,6 +26,19 @@ pub struct CounterKey {
 }
 assert_size!(CounterKey, 24);
 
+/// Key of the per-(cgroup, cache, call site) allocation counts (`--call-sites`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallSiteKey {
+    /// As in [`CounterKey::cgroup_id`].
+    pub cgroup_id: u64,
+    /// As in [`CounterKey::cache`].
+    pub cache: u64,
+    /// The kernel address that called the allocator (the tracepoint's `call_site`).
+    pub call_site: u64,
+}
+assert_size!(CallSiteKey, 24);
+
 /// [`CounterKey::flags`] bit: the allocation had `__GFP_ACCOUNT`. (A kmalloc id carries the
 /// same fact in its family bits; the kernel pointer of a named cache cannot, because the
 /// verifier forbids arithmetic on it.)
@@ -85,3 +98,7 @@ impl CacheId {
 #[cfg(feature = "user")]
 // SAFETY: plain old data: integer fields, padding explicit (size asserted).
 unsafe impl aya::Pod for CounterKey {}
+
+#[cfg(feature = "user")]
+// SAFETY: plain old data: three u64, no padding (size asserted).
+unsafe impl aya::Pod for CallSiteKey {}

@@ -14,7 +14,7 @@ pub mod shrinker;
 
 pub use config::Config;
 pub use counters::{CACHE_NAME_LEN, CacheInfo, Counters, LiveObject, Stat};
-pub use key::{CacheId, CounterKey};
+pub use key::{CacheId, CallSiteKey, CounterKey};
 pub use oom::OomEvent;
 pub use shrinker::ShrinkerStats;
 

@@ -9,13 +9,13 @@ use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, generated::bpf_get_current_task_btf},
 };
 use slabtrace_common::{
-    CounterKey, Counters, LiveObject, Stat,
+    CallSiteKey, CounterKey, Counters, LiveObject, Stat,
     key::{IRQ_CGROUP, UNTRACKED_CGROUP},
 };
 
 use crate::{
     config,
-    maps::{COUNTERS, IRQ_FREE_SEEN, LIVE, bump},
+    maps::{CALL_SITES, COUNTERS, IRQ_FREE_SEEN, LIVE, bump},
 };
 
 /// Whether the object at `addr` is in the deterministic sample. Alloc and free of one address
@@ -216,4 +216,23 @@ fn add_existing(key: &CounterKey, delta: &Counters) -> bool {
         (*c).sampled_frees += delta.sampled_frees;
     }
     true
+}
+
+/// With `--call-sites`, counts the allocation under its kernel call site too. The option is a
+/// load-time constant: when it is off the verifier drops this code from the program.
+#[inline(always)]
+pub fn record_call_site(cgroup_id: u64, cache: u64, call_site: u64) {
+    if config::call_sites() == 0 {
+        return;
+    }
+    let key = CallSiteKey { cgroup_id, cache, call_site };
+    match CALL_SITES.get_ptr_mut(&key) {
+        // SAFETY: this CPU's copy; programs of one type do not nest on a CPU.
+        Some(n) => unsafe { *n += 1 },
+        None => {
+            if CALL_SITES.insert(&key, &1, u64::from(BPF_NOEXIST)).is_err() {
+                bump(Stat::CallSitesFull);
+            }
+        }
+    }
 }

@@ -36,7 +36,7 @@ static CONFIG: Config = Config {
     off_shrinker_scan_objects: 0,
     off_shrinker_name: 0,
     shrinker_has_name: 0,
-    padding2: 0,
+    call_sites: 0,
 };
 
 macro_rules! field {
@@ -75,3 +75,4 @@ field!(off_memcg_cgroup, u32);
 field!(off_shrinker_scan_objects, u32);
 field!(off_shrinker_name, u32);
 field!(shrinker_has_name, u32);
+field!(call_sites, u32);

@@ -5,7 +5,9 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use slabtrace_common::{CacheInfo, CounterKey, Counters, LiveObject, ShrinkerStats, Stat};
+use slabtrace_common::{
+    CacheInfo, CallSiteKey, CounterKey, Counters, LiveObject, ShrinkerStats, Stat,
+};
 
 /// Per-(cgroup, cache) counters; per-CPU so the hot path needs no atomics.
 #[map(name = "COUNTERS")]
@@ -19,6 +21,12 @@ pub static LIVE: LruHashMap<u64, LiveObject> = LruHashMap::with_max_entries(262_
 /// `struct kmem_cache *` → name, sizes and flags, filled the first time a cache is seen.
 #[map(name = "CACHES")]
 pub static CACHES: HashMap<u64, CacheInfo> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
+
+/// Allocations per (cgroup, cache, kernel call site), only with `--call-sites`. Per-CPU, and
+/// allocated as keys appear: it costs nothing when the option is off.
+#[map(name = "CALL_SITES")]
+pub static CALL_SITES: PerCpuHashMap<CallSiteKey, u64> =
+    PerCpuHashMap::with_max_entries(16_384, BPF_F_NO_PREALLOC);
 
 /// slabtrace's own counters, indexed by [`Stat`].
 #[map(name = "STATS")]

@@ -51,6 +51,65 @@ pub struct CacheUsage {
     pub unaccounted_live_bytes: u64,
     /// Whether `frees` and `live_*` are sampled estimates.
     pub estimated: bool,
+    /// With `--call-sites`: the kernel functions that allocated most of these objects, most
+    /// first (at most [`CALL_SITES_SHOWN`]); absent otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub call_sites: Vec<CallSite>,
+}
+
+/// Call sites listed per cgroup (or pod) × cache.
+pub const CALL_SITES_SHOWN: usize = 3;
+
+/// Allocations from one kernel call site.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CallSite {
+    /// `function+0xoffset` from /proc/kallsyms, or the address in hex.
+    pub site: String,
+    /// Allocations from there (exact, since the start).
+    pub allocs: u64,
+}
+
+/// Adds `from` into `into` by site, then keeps the largest [`CALL_SITES_SHOWN`].
+pub fn merge_call_sites(into: &mut Vec<CallSite>, from: &[CallSite]) {
+    for s in from {
+        match into.iter_mut().find(|c| c.site == s.site) {
+            Some(c) => c.allocs += s.allocs,
+            None => into.push(s.clone()),
+        }
+    }
+    into.sort_by(|a, b| b.allocs.cmp(&a.allocs).then_with(|| a.site.cmp(&b.site)));
+    into.truncate(CALL_SITES_SHOWN);
+}
+
+/// Fills in the call sites of every cgroup's caches from the call-site counts (`--call-sites`),
+/// named with `name(address)`.
+pub fn apply_call_sites(
+    cgroups: &mut [CgroupUsage],
+    interrupt: Option<&mut CgroupUsage>,
+    sites: &BTreeMap<slabtrace_common::CallSiteKey, u64>,
+    ctx: &Context<'_>,
+    mut name: impl FnMut(u64) -> String,
+) {
+    if sites.is_empty() {
+        return;
+    }
+    let mut by: BTreeMap<(u64, String), BTreeMap<u64, u64>> = BTreeMap::new();
+    for (key, n) in sites {
+        let counter = CounterKey { cgroup_id: key.cgroup_id, cache: key.cache, flags: 0, padding: 0 };
+        let (cache, ..) = describe(ctx, &counter);
+        *by.entry((key.cgroup_id, cache)).or_default().entry(key.call_site).or_default() += n;
+    }
+    for cg in cgroups.iter_mut().chain(interrupt) {
+        for c in &mut cg.caches {
+            if let Some(per_site) = by.get(&(cg.cgroup_id, c.cache.clone())) {
+                let all: Vec<CallSite> = per_site
+                    .iter()
+                    .map(|(&addr, &allocs)| CallSite { site: name(addr), allocs })
+                    .collect();
+                merge_call_sites(&mut c.call_sites, &all);
+            }
+        }
+    }
 }
 
 /// The order of every list in the report: most live bytes first, then most allocated bytes.
@@ -243,6 +302,7 @@ impl Raw {
             accounted_live_bytes: accounted_live * self.object_size,
             unaccounted_live_bytes: (live_objects - accounted_live) * self.object_size,
             estimated: n > 1,
+            call_sites: Vec::new(),
         }
     }
 }

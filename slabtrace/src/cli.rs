@@ -217,6 +217,11 @@ pub struct TracerArgs {
     /// full, the oldest tracked objects are evicted and counted.
     #[arg(long, default_value_t = 262_144, value_name = "ENTRIES", env = "SLABTRACE_MAX_LIVE")]
     pub max_live: u32,
+    /// Also count allocations per kernel call site (`ext4_alloc_inode+0x1d`), shown as the top
+    /// call sites of every cgroup's and pod's caches. Costs about one more per-CPU hash update
+    /// per allocation (see README, "Overhead"); off by default.
+    #[arg(long, env = "SLABTRACE_CALL_SITES")]
+    pub call_sites: bool,
     /// Capacity of the (cgroup, cache) counters map. New keys beyond it are dropped and
     /// counted.
     #[arg(long, default_value_t = 16_384, value_name = "ENTRIES", env = "SLABTRACE_MAX_KEYS")]

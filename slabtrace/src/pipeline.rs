@@ -18,7 +18,6 @@ use slabtrace_common::{CounterKey, Counters, ShrinkerStats, Stat};
 use crate::{
     advice::{self, Advice, NodeSample, Policy},
     frame::{self, Change, Frame, Owner, OwnerKey},
-    kernel::kallsyms::Kallsyms,
     maps::{delta, retire},
     node::{
         growth::{GrowthEvent, Observation, Reclaim, Thresholds, Watch},
@@ -130,7 +129,6 @@ pub struct Pipeline {
     /// Shrinker totals as last read, the scan functions' names, and what reclaim did in each
     /// interval of the growth window (mostly nothing: only shrinkers that ran are kept).
     shrinkers_read: BTreeMap<u64, ShrinkerStats>,
-    kallsyms: Option<Kallsyms>,
     reclaim_history: VecDeque<(f64, Vec<NamedShrinkerDelta>)>,
     growth_window: f64,
     /// Node samples for the advice, and the one with the most uncharged kernel memory.
@@ -163,9 +161,6 @@ impl Pipeline {
             oom_total: ["global", "memcg", "unknown"].map(|s| (s.to_owned(), 0)).into(),
             watch: growth_watch(DEFAULT_GROWTH_WINDOW, 1 << 20),
             shrinkers_read: BTreeMap::new(),
-            kallsyms: Kallsyms::read(&opts.roots.proc_root)
-                .map_err(|e| log::warn!("shrinker callbacks and OOM frames stay unnamed: {e}"))
-                .ok(),
             reclaim_history: VecDeque::new(),
             growth_window: DEFAULT_GROWTH_WINDOW.as_secs_f64(),
             samples: VecDeque::new(),
@@ -408,7 +403,7 @@ impl Pipeline {
         let now = self.session.shrinkers();
         let ran = shrinkers::symbolize(
             &shrinkers::delta(&self.shrinkers_read, &now),
-            self.kallsyms.as_ref(),
+            self.session.kallsyms(),
         );
         self.shrinkers_read = now;
         self.reclaim_history.push_back((t, ran));

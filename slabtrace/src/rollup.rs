@@ -77,6 +77,7 @@ fn merge(into: &mut BTreeMap<String, CacheUsage>, from: &[CacheUsage]) {
         e.accounted_live_bytes += c.accounted_live_bytes;
         e.unaccounted_live_bytes += c.unaccounted_live_bytes;
         e.estimated |= c.estimated;
+        crate::attribution::merge_call_sites(&mut e.call_sites, &c.call_sites);
     }
 }
 

@@ -122,6 +122,8 @@ pub struct Session {
     meminfo_before: Option<KernelMemory>,
     /// The footprint and lost events as of detaching (the tracer is gone after that).
     detached: Option<(fdinfo::BpfFootprint, u64)>,
+    /// Kernel symbols, to name call sites and shrinker callbacks; None when restricted.
+    kallsyms: Option<crate::kernel::kallsyms::Kallsyms>,
 }
 
 impl Session {
@@ -140,7 +142,8 @@ impl Session {
         let slabinfo_before = read_slabinfo_or_warn(&roots.proc_root, &mut warnings);
         let meminfo_before = read_kernel_memory(&roots.proc_root);
 
-        let config = layout.config(opts.tracer.sample);
+        let mut config = layout.config(opts.tracer.sample);
+        config.call_sites = u32::from(opts.tracer.call_sites);
         let limits = Limits { max_keys: opts.tracer.max_keys, max_live: opts.tracer.max_live };
         let started_wall = SystemTime::now();
         let tracer = Tracer::start(&layout, config, limits, &roots.btf, opts.set)?;
@@ -164,6 +167,9 @@ impl Session {
             slabinfo_before,
             meminfo_before,
             detached: None,
+            kallsyms: crate::kernel::kallsyms::Kallsyms::read(&roots.proc_root)
+                .map_err(|e| warn!("kernel call sites and shrinker callbacks stay unnamed: {e}"))
+                .ok(),
         };
         session.runtime.list(&mut session.warnings);
         Ok(session)
@@ -249,6 +255,12 @@ impl Session {
         self.tracer.as_mut().map(Tracer::oom_kills).unwrap_or_default()
     }
 
+    /// Kernel symbols, if /proc/kallsyms shows addresses.
+    #[must_use]
+    pub fn kallsyms(&self) -> Option<&crate::kernel::kallsyms::Kallsyms> {
+        self.kallsyms.as_ref()
+    }
+
     /// Whether a cgroup exists, as of the latest scan.
     #[must_use]
     pub fn alive(&self, id: u64) -> bool {
@@ -295,9 +307,17 @@ impl Session {
         let ctx =
             Context { caches: &snap.caches, sample: self.sample, slab_flags: self.layout.slab };
         let resolver = &mut self.resolver;
-        let attribution = attribution::attribute(totals, &ctx, |id| {
+        let mut attribution = attribution::attribute(totals, &ctx, |id| {
             (resolver.resolve(id), resolver.is_alive(id))
         });
+        let kallsyms = self.kallsyms.as_ref();
+        attribution::apply_call_sites(
+            &mut attribution.cgroups,
+            attribution.interrupt.as_mut(),
+            &snap.call_sites,
+            &ctx,
+            |addr| kallsyms.map_or_else(|| format!("{addr:#x}"), |k| k.name(addr)),
+        );
         let self_stats = self_stats(
             snap,
             &footprint,

@@ -343,3 +343,37 @@ fn reconciliation_explains_a_known_workload() -> Result<()> {
     assert!(total["attributed_share_pct"].as_f64() > Some(0.0), "{total}");
     Ok(())
 }
+
+#[test]
+fn call_sites_name_the_kernel_functions_that_allocated() -> Result<()> {
+    const CREATED: u64 = 3_000;
+    require_root()?;
+    let a = Cgroup::create("callsites")?;
+    let fs = Tmpfs::mount("callsites")?;
+    let tracer = Slabtrace::start(&["--call-sites"])?;
+    create(&a, fs.path(), CREATED, 0)?;
+    let report = tracer.finish()?;
+    let inodes = cache_of(cgroup(&report, a.relative()), INODE_CACHE);
+    let sites = inodes.map(|c| c["call_sites"].clone()).unwrap_or_default();
+    eprintln!("{INODE_CACHE} call sites: {sites}");
+    // tmpfs inodes come from shmem_alloc_inode, every one of them (allocations are exact).
+    let top = &sites[0];
+    assert!(top["site"].as_str().is_some_and(|s| s.starts_with("shmem_alloc_inode+")), "{sites}");
+    assert!(top["allocs"].as_u64() >= Some(CREATED), "{sites}");
+    let dentries = cache_of(cgroup(&report, a.relative()), "dentry");
+    let site = dentries.map(|c| c["call_sites"][0]["site"].clone()).unwrap_or_default();
+    assert!(site.as_str().is_some_and(|s| s.contains("d_alloc")), "{site}");
+
+    // Off by default: no call sites in the report at all.
+    let plain = Slabtrace::start(&[])?;
+    create(&a, fs.path(), 0, 0)?;
+    let report = plain.finish()?;
+    let any = report["cgroups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["caches"].as_array().into_iter().flatten())
+        .any(|c| c.get("call_sites").is_some());
+    assert!(!any, "call sites without --call-sites");
+    Ok(())
+}

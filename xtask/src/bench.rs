@@ -31,7 +31,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const NOISY_SPREAD: f64 = 0.2;
 /// Settings slabtrace reads from the environment: unset for the tracer, so the bench measures
 /// slabtrace's defaults and not whatever the calling shell exports.
-const TRACER_ENV: [&str; 3] = ["SLABTRACE_SAMPLE", "SLABTRACE_MAX_LIVE", "SLABTRACE_MAX_KEYS"];
+const TRACER_ENV: [&str; 4] =
+    ["SLABTRACE_SAMPLE", "SLABTRACE_MAX_LIVE", "SLABTRACE_MAX_KEYS", "SLABTRACE_CALL_SITES"];
 
 /// `cargo xtask bench`.
 #[derive(Debug, clap::Args)]
@@ -45,6 +46,9 @@ pub struct BenchArgs {
     /// slabtrace's `--sample` for the slabtrace runs (default: slabtrace's own default).
     #[arg(long, value_name = "N", value_parser = parse_sample)]
     pub sample: Option<u32>,
+    /// Run slabtrace with `--call-sites` (to measure what counting call sites costs).
+    #[arg(long)]
+    pub call_sites: bool,
     /// Also write the summary as JSON (schema `slabtrace.bench.v1`) to this file, to compare
     /// runs later.
     #[arg(long, value_name = "PATH")]
@@ -73,6 +77,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         scratch: Scratch::new()?,
         ops: args.ops,
         sample: args.sample,
+        call_sites: args.call_sites,
         clock_ticks: clock_ticks_per_second()?,
     };
 
@@ -168,6 +173,7 @@ struct Bench {
     scratch: Scratch,
     ops: u64,
     sample: Option<u32>,
+    call_sites: bool,
     clock_ticks: f64,
 }
 
@@ -178,7 +184,8 @@ impl Bench {
             let wall = self.workload()?;
             return Ok(Run { rep, mode, wall_ms: ms(wall), tracer: None });
         }
-        let tracer = Tracer::start(&self.slabtrace, mode, self.sample, &self.scratch.base)?;
+        let tracer =
+            Tracer::start(&self.slabtrace, mode, self.sample, self.call_sites, &self.scratch.base)?;
         let cpu_ready = tracer.cpu_ticks()?;
         let wall = self.workload()?;
         // Read before SIGINT: building the report afterwards costs CPU that is not tracing.
@@ -231,7 +238,13 @@ struct Tracer {
 
 impl Tracer {
     /// Starts slabtrace in `mode` and waits until its programs are attached.
-    fn start(bin: &Path, mode: Mode, sample: Option<u32>, dir: &Path) -> Result<Self> {
+    fn start(
+        bin: &Path,
+        mode: Mode,
+        sample: Option<u32>,
+        call_sites: bool,
+        dir: &Path,
+    ) -> Result<Self> {
         let ready = dir.join("ready");
         let log = dir.join("slabtrace.log");
         remove_if_present(&ready)?;
@@ -247,6 +260,9 @@ impl Tracer {
             (Mode::Slabtrace, Some(n)) => _ = command.arg("--sample").arg(n.to_string()),
             (Mode::Slabtrace, None) => {}
             (Mode::None, _) => bail!("the `none` mode runs no tracer"),
+        }
+        if call_sites && mode == Mode::Slabtrace {
+            command.arg("--call-sites");
         }
         // Its logs go to a file: shown only if it fails, and a pipe nobody reads could fill.
         let log_file =

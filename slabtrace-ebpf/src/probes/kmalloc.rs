@@ -47,5 +47,7 @@ fn try_kmalloc(ctx: &BtfTracePointContext) {
     }
     #[expect(clippy::cast_possible_truncation, reason = "kmalloc sizes fit in 32 bits")]
     let cache = CacheId::kmalloc(family, bytes as u32);
-    account::record_alloc(Context::of(ctx.as_ptr()).cgroup(), cache, 0, ptr);
+    let cgroup = Context::of(ctx.as_ptr()).cgroup();
+    account::record_alloc(cgroup, cache, 0, ptr);
+    account::record_call_site(cgroup, cache, ctx.arg(0));
 }

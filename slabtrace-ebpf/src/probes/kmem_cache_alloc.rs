@@ -33,7 +33,9 @@ fn try_kmem_cache_alloc(ctx: &BtfTracePointContext) {
     let cache: u64 = ctx.arg(2);
     let gfp: u32 = ctx.arg(3);
     let flags = if u64::from(gfp) & config::gfp_account() != 0 { KEY_GFP_ACCOUNTED } else { 0 };
-    if account::record_alloc(Context::of(ctx.as_ptr()).cgroup(), cache, flags, ptr) {
+    let cgroup = Context::of(ctx.as_ptr()).cgroup();
+    if account::record_alloc(cgroup, cache, flags, ptr) {
         caches::remember(cache);
     }
+    account::record_call_site(cgroup, cache, ctx.arg(0));
 }

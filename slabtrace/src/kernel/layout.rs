@@ -474,7 +474,7 @@ impl KernelLayout {
             off_shrinker_scan_objects: shrinker.map_or(0, |s| s.scan_objects),
             off_shrinker_name: shrinker.and_then(|s| s.name).unwrap_or(0),
             shrinker_has_name: u32::from(shrinker.is_some_and(|s| s.name.is_some())),
-            padding2: 0,
+            call_sites: 0,
         }
     }
 }
@@ -802,7 +802,7 @@ mod tests {
         let named = ShrinkerLayout { scan_objects: 8, name: Some(24) };
         let c = KernelLayout { shrinker: Ok(named), ..layout(vec![]) }.config(1);
         assert_eq!(
-            (c.off_shrinker_scan_objects, c.off_shrinker_name, c.shrinker_has_name, c.padding2),
+            (c.off_shrinker_scan_objects, c.off_shrinker_name, c.shrinker_has_name, c.call_sites),
             (8, 24, 1, 0)
         );
         // The kmem half is untouched.

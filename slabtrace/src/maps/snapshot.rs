@@ -9,7 +9,7 @@ use aya::{
     Ebpf,
     maps::{HashMap, MapError, PerCpuArray, PerCpuHashMap},
 };
-use slabtrace_common::{CacheInfo, CounterKey, Counters, LiveObject, Stat};
+use slabtrace_common::{CacheInfo, CallSiteKey, CounterKey, Counters, LiveObject, Stat};
 
 /// slabtrace's own counters from the BPF side, indexed by [`Stat`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -34,6 +34,9 @@ pub struct Snapshot {
     pub stats: Stats,
     /// Entries in the live-object map, if counted (a walk of the whole map).
     pub live_entries: Option<u64>,
+    /// Allocations per (cgroup, cache, call site), summed over CPUs (`--call-sites`; empty
+    /// otherwise).
+    pub call_sites: BTreeMap<CallSiteKey, u64>,
 }
 
 /// A map could not be read.
@@ -105,7 +108,18 @@ impl Snapshot {
             None
         };
 
-        Ok(Self { counters, caches, stats, live_entries })
+        let sites_map: PerCpuHashMap<_, CallSiteKey, u64> =
+            PerCpuHashMap::try_from(map("CALL_SITES")?).map_err(read_err("CALL_SITES"))?;
+        let mut call_sites = BTreeMap::new();
+        for entry in &sites_map {
+            match entry {
+                Ok((key, per_cpu)) => _ = call_sites.insert(key, per_cpu.iter().sum()),
+                Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(read_err("CALL_SITES")(e)),
+            }
+        }
+
+        Ok(Self { counters, caches, stats, live_entries, call_sites })
     }
 }
 

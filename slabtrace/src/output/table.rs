@@ -240,6 +240,10 @@ fn render_rows(out: &mut String, report: &Report, limits: TableLimits) {
                 human_bytes(c.live_bytes),
                 human_bytes(c.unaccounted_live_bytes),
             );
+            // With --call-sites: where in the kernel these came from.
+            for site in &c.call_sites {
+                let _ = writeln!(out, "{:<46}from {} ({})", "", site.site, site.allocs);
+            }
         }
     }
     if rows.len() > limits.rows {
