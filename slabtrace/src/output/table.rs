@@ -126,6 +126,29 @@ pub fn render(report: &Report, limits: TableLimits) -> String {
     render_rows(&mut out, report, limits);
     let _ = writeln!(out);
     render_node(&mut out, report, limits);
+    render_findings(&mut out, report);
+    let me = &report.self_stats;
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "self: {} alloc + {} free events, {} lost; live map {}/{} entries, {} evicted, {} missed frees; BPF maps {}",
+        me.alloc_events,
+        me.free_events,
+        me.lost_events,
+        me.live_entries,
+        me.live_capacity,
+        me.evictions,
+        me.missed_frees,
+        human_bytes(me.map_bytes),
+    );
+    for w in &me.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    out
+}
+
+/// What the kernel's books say, growth findings, advice and OOM kills, a line each.
+fn render_findings(out: &mut String, report: &Report) {
     if let Some(t) = &report.reconciliation.total {
         let signed =
             |b: i64| format!("{}{}", if b < 0 { "-" } else { "+" }, human_bytes(b.unsigned_abs()));
@@ -146,22 +169,30 @@ pub fn render(report: &Report, limits: TableLimits) -> String {
             t.attributed_share_pct,
         );
     }
-    let me = &report.self_stats;
-    let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "self: {} alloc + {} free events, {} lost; live map {}/{} entries, {} evicted, {} missed frees; BPF maps {}",
-        me.alloc_events,
-        me.free_events,
-        me.lost_events,
-        me.live_entries,
-        me.live_capacity,
-        me.evictions,
-        me.missed_frees,
-        human_bytes(me.map_bytes),
-    );
-    for w in &me.warnings {
-        let _ = writeln!(out, "warning: {w}");
+    for g in report.growth.iter().take(5) {
+        let whose =
+            g.owner.as_ref().map_or_else(|| "node-wide".to_owned(), crate::frame::Owner::display);
+        let _ = writeln!(
+            out,
+            "problematic growth: {whose} {}: +{} over {:.0}s ({:.1} MB/h), {:?}; reclaim scanned {} freed {}",
+            g.cache,
+            human_bytes(g.finding.growth_bytes.unsigned_abs()),
+            g.finding.window_seconds,
+            g.finding.rate_mb_per_hour,
+            g.finding.reason,
+            g.finding.reclaim.scanned,
+            g.finding.reclaim.freed,
+        );
+    }
+    if let Some(advice) = &report.advice {
+        let settings: Vec<String> =
+            advice.settings.iter().map(|s| format!("{}={}", s.name, s.value)).collect();
+        let _ = writeln!(
+            out,
+            "advice (from {:.0}s, `slabtrace advise` explains): {}",
+            advice.observed_seconds,
+            settings.join(" ")
+        );
     }
     for kill in &report.oom_kills {
         let whose = match (&kill.victim.pod, &kill.victim.cgroup) {
@@ -192,7 +223,6 @@ pub fn render(report: &Report, limits: TableLimits) -> String {
             kill.slab.unaccounted_share_pct,
         );
     }
-    out
 }
 
 /// One line per row (cgroup, pod or container), its top caches beneath it.
