@@ -62,6 +62,19 @@ pub fn require_root() -> Result<()> {
     Ok(())
 }
 
+/// slabtrace's tracer, started in this process through the library as the daemon starts it
+/// (1 in 16 addresses tracked), for tests of the kernel side that need no binary.
+pub fn library_tracer() -> Result<slabtrace::probe::Tracer> {
+    use slabtrace::{
+        kernel::{btf::Btf, layout::KernelLayout},
+        probe::{Limits, ProbeSet, Tracer},
+    };
+    let vmlinux = Path::new("/sys/kernel/btf/vmlinux");
+    let layout = KernelLayout::from_btf(&Btf::from_file(vmlinux)?)?;
+    let limits = Limits { max_keys: 16_384, max_live: 65_536 };
+    Ok(Tracer::start(&layout, layout.config(16), limits, vmlinux, ProbeSet::Slabtrace)?)
+}
+
 /// The cgroup2 mount point, from /proc/self/mountinfo.
 pub fn cgroup2_root() -> Result<PathBuf> {
     // slabtrace's own finder: the tests must agree with it on where cgroup2 is.

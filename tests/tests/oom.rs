@@ -15,13 +15,12 @@ use std::{
 
 use anyhow::{Context as _, Result, ensure};
 use slabtrace::{
-    kernel::{btf::Btf, layout::KernelLayout},
     maps::Snapshot,
     node::oom::{OomKill, OomScope, OomStats, OomTrigger},
-    probe::{Limits, ProbeSet, Tracer},
+    probe::Tracer,
 };
 use slabtrace_integration::{
-    Cgroup,
+    Cgroup, library_tracer,
     memcg::{Memcg, ensure_killed},
     workload,
 };
@@ -40,11 +39,7 @@ fn require_root() -> Result<()> {
 }
 
 fn start_tracer() -> Result<Tracer> {
-    let btf = Btf::from_file(Path::new(VMLINUX))?;
-    let layout = KernelLayout::from_btf(&btf)?;
-    let limits = Limits { max_keys: 16_384, max_live: 65_536 };
-    let tracer =
-        Tracer::start(&layout, layout.config(16), limits, Path::new(VMLINUX), ProbeSet::Slabtrace)?;
+    let tracer = library_tracer()?;
     ensure!(
         tracer.oom_attached(),
         "the OOM programs did not attach: {}",

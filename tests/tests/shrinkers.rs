@@ -23,7 +23,7 @@ use std::{
 
 use anyhow::{Context as _, Result, ensure};
 use slabtrace::{
-    kernel::{btf::Btf, kallsyms::Kallsyms, layout::KernelLayout},
+    kernel::kallsyms::Kallsyms,
     maps::Snapshot,
     node::{
         growth::Reclaim,
@@ -31,9 +31,9 @@ use slabtrace::{
             NamedShrinkerDelta, ShrinkerLosses, delta, reclaim_for_cache, summarize, symbolize,
         },
     },
-    probe::{Limits, ProbeSet, Tracer},
+    probe::Tracer,
 };
-use slabtrace_integration::{Cgroup, workload};
+use slabtrace_integration::{Cgroup, library_tracer, workload};
 
 const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 /// Negative dentries the workload leaves.
@@ -53,11 +53,7 @@ fn require_root() -> Result<()> {
 }
 
 fn start_tracer() -> Result<Tracer> {
-    let btf = Btf::from_file(Path::new(VMLINUX))?;
-    let layout = KernelLayout::from_btf(&btf)?;
-    let limits = Limits { max_keys: 16_384, max_live: 65_536 };
-    let tracer =
-        Tracer::start(&layout, layout.config(16), limits, Path::new(VMLINUX), ProbeSet::Slabtrace)?;
+    let tracer = library_tracer()?;
     ensure!(
         tracer.shrinkers_attached(),
         "the shrinker programs did not attach: {}",
