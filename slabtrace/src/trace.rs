@@ -4,8 +4,10 @@
 //! report is written keeps the path it had.
 
 use std::{
+    collections::BTreeMap,
     fs,
     io::Write as _,
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -18,48 +20,76 @@ use log::warn;
 pub use crate::session::TraceError;
 use crate::{
     cli::{Format, ReportArgs},
+    frame::Frame,
+    maps::delta,
+    node::oom::OomKill,
+    oom_report,
     output::{
-        report::Report,
+        report::{KernelMemory, Report},
         table::{self, TableLimits},
     },
-    pipeline::Pipeline,
     probe::ProbeSet,
+    session::Session,
 };
 
-/// How often the report's pipeline reads the maps while it runs: cgroups are named while they
-/// exist, and growth and the advice get a point a second.
+/// How often the session looks at the maps while it runs (to name new cgroups).
 const TICK: Duration = Duration::from_secs(1);
 
 /// `slabtrace report`: trace for `args.duration` seconds (or until SIGINT/SIGTERM), then print
-/// the report: the same pipeline as the daemon's, read every second, so the report has growth
-/// findings over its window and advice from its samples too.
+/// the report.
 pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
     let set = if args.floor { ProbeSet::Floor } else { ProbeSet::Slabtrace };
-    let mut pipeline = Pipeline::start(args.session.options(set))?;
-    // Growth is judged over the whole window (a verdict needs half of it).
-    pipeline.set_growth(Duration::from_secs(args.duration.max(1)), 1 << 20);
+    let mut session = Session::start(args.session.options(set))?;
     if let Some(path) = &args.ready_file {
         fs::write(path, b"attached\n")
             .map_err(|source| TraceError::Write { what: path.display().to_string(), source })?;
     }
+
+    // OOM kills with /proc/meminfo as it was when each was seen.
+    let mut kills = Vec::new();
     let stop = stop_flag();
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.duration);
-    let mut next_tick = started + TICK;
-    let interval = loop {
+    let deadline = session.started() + Duration::from_secs(args.duration);
+    let mut next_tick = session.started() + TICK;
+    while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(50));
-        let now = Instant::now();
-        let last = now >= deadline || stop.load(Ordering::Relaxed);
-        if last || now >= next_tick {
+        if Instant::now() >= next_tick {
             next_tick += TICK;
-            let interval = pipeline.tick(last)?;
-            if last {
-                break interval;
-            }
+            session.read(false)?;
+            drain_oom(&mut session, &args.session.roots.proc_root, &mut kills);
         }
-    };
-    pipeline.detach();
-    write_report(&interval.report, args)
+    }
+    let snap = session.read(true)?;
+    drain_oom(&mut session, &args.session.roots.proc_root, &mut kills);
+    session.detach();
+    // Liveness as of now: cgroups removed during the window keep their path, marked gone; and
+    // the runtime's names as of now.
+    session.refresh();
+    let totals = delta(&BTreeMap::new(), &snap.counters);
+    let mut report = session.report(&snap, &totals)?;
+    let frame = Frame::from_report(&report);
+    report.oom_kills = kills
+        .iter()
+        .map(|(kill, meminfo)| {
+            oom_report::join(kill, *meminfo, &report, &frame, |id| session.cgroup(id).0, 10)
+        })
+        .collect();
+    write_report(&report, args)
+}
+
+/// Adds the OOM kills seen since the last call, with /proc/meminfo as it is now.
+fn drain_oom(
+    session: &mut Session,
+    proc_root: &Path,
+    kills: &mut Vec<(OomKill, Option<KernelMemory>)>,
+) {
+    let new = session.oom_kills();
+    if !new.is_empty() {
+        let meminfo = crate::session::read_kernel_memory(proc_root);
+        for kill in new {
+            warn!("OOM kill: {} (pid {})", kill.comm, kill.pid);
+            kills.push((kill, meminfo));
+        }
+    }
 }
 
 /// Sets a flag on SIGINT or SIGTERM.
