@@ -216,3 +216,41 @@ fn growth_is_classified_and_reclaim_turns_it_back() -> Result<()> {
         .context("the kept files' finding is not in the final stream")?;
     Ok(())
 }
+
+/// The daemon's figures come from deltas summed every interval, with finished keys retired
+/// along the way: over the exact scenario of the one-shot report (A creates, B unlinks, the
+/// frees come in RCU callbacks), its `/report` must credit A the same frees, exactly.
+#[test]
+fn the_daemons_cumulative_report_credits_frees_exactly() -> Result<()> {
+    const CREATED: u64 = 20_000;
+    const UNLINKED: u64 = 12_000;
+    require_root()?;
+    let fs = Tmpfs::mount("daemon-exact")?;
+    let a = Cgroup::create("daemon-exact-a")?;
+    let b = Cgroup::create("daemon-exact-b")?;
+    let daemon = Daemon::start("daemon-exact", &["--interval", "1s", "--sample", "1"])?;
+    a.run(Command::new(workload()).arg("create").arg(fs.path()).arg(CREATED.to_string()))?;
+    b.run(
+        Command::new(workload()).arg("unlink").arg(fs.path()).arg("0").arg(UNLINKED.to_string()),
+    )?;
+    thread::sleep(slabtrace_integration::RCU_SETTLE + Duration::from_secs(2));
+    let (status, body) = daemon.get("/report")?;
+    ensure!(status == 200, "/report answered {status}: {body}");
+    let report: Value = serde_json::from_str(&body)?;
+    let in_a = slabtrace_integration::cache_of(
+        slabtrace_integration::cgroup(&report, a.relative()),
+        "shmem_inode_cache",
+    );
+    let (allocs, frees) =
+        (slabtrace_integration::num(in_a, "allocs"), slabtrace_integration::num(in_a, "frees"));
+    ensure!((CREATED..CREATED + 50).contains(&allocs), "A allocated {allocs}: {in_a:?}");
+    ensure!(
+        (UNLINKED * 95 / 100..=UNLINKED).contains(&frees),
+        "the daemon credited A {frees} frees, expected about {UNLINKED}: {in_a:?}; self: {}",
+        report["self"]
+    );
+    ensure!(slabtrace_integration::num(in_a, "live_objects") == allocs - frees, "{in_a:?}");
+    let stopped = daemon.stop(libc::SIGTERM, Duration::from_secs(10))?;
+    ensure!(stopped.status.success(), "{}", stopped.stderr);
+    Ok(())
+}
