@@ -43,20 +43,9 @@ pub enum OomUnavailable {
     /// BTF lacks what the programs read.
     #[error(transparent)]
     Layout(#[from] OomLayoutError),
-    /// A build problem.
-    #[error("the BPF object has no program {0}; rebuild slabtrace")]
-    MissingProgram(&'static str),
-    /// The verifier refused a program, or attaching failed.
-    #[error("cannot load or attach the BPF program {program} on tp_btf/{target}: {source}")]
-    Program {
-        /// Which program.
-        program: &'static str,
-        /// The tracepoint it goes on.
-        target: &'static str,
-        /// Why.
-        #[source]
-        source: ProgramError,
-    },
+    /// Loading or attaching a program failed.
+    #[error(transparent)]
+    Attach(#[from] AttachError),
     /// The ring buffer could not be mapped.
     #[error(transparent)]
     Reader(#[from] OomReaderError),
@@ -79,6 +68,17 @@ pub enum ShrinkersUnavailable {
     /// BTF lacks what the programs read.
     #[error(transparent)]
     Layout(#[from] ShrinkerLayoutError),
+    /// Loading or attaching a program failed.
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    /// The bench's floor programs were asked for, which have no shrinker twin.
+    #[error("the overhead floor measures the kmem programs alone")]
+    Floor,
+}
+
+/// An optional program group could not be loaded or attached.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
     /// A build problem.
     #[error("the BPF object has no program {0}; rebuild slabtrace")]
     MissingProgram(&'static str),
@@ -93,9 +93,6 @@ pub enum ShrinkersUnavailable {
         #[source]
         source: ProgramError,
     },
-    /// The bench's floor programs were asked for, which have no shrinker twin.
-    #[error("the overhead floor measures the kmem programs alone")]
-    Floor,
 }
 
 /// The BPF object built by build.rs from `slabtrace-ebpf`.
@@ -294,46 +291,61 @@ fn attach_oom(
     btf: &AyaBtf,
 ) -> Result<OomReader, OomUnavailable> {
     layout.oom.as_ref().map_err(|e| OomUnavailable::Layout(e.clone()))?;
-    let result = attach_oom_programs(ebpf, btf).and_then(|()| {
-        let proc_root = Path::new("/proc");
-        let symbols = OomSymbols::read(proc_root);
-        if symbols.is_none() {
-            warn!(
-                "cannot read kernel symbol addresses from /proc/kallsyms: OOM kills will be reported with an unknown scope"
-            );
+    attach_group(ebpf, btf, &OOM_PROGRAMS)?;
+    let proc_root = Path::new("/proc");
+    let symbols = OomSymbols::read(proc_root);
+    if symbols.is_none() {
+        warn!(
+            "cannot read kernel symbol addresses from /proc/kallsyms: OOM kills will be reported with an unknown scope"
+        );
+    }
+    match OomReader::new(ebpf, symbols, find_memcg_root(proc_root)) {
+        Ok(reader) => {
+            debug!("attached the OOM programs");
+            Ok(reader)
         }
-        Ok(OomReader::new(ebpf, symbols, find_memcg_root(proc_root))?)
-    });
-    match &result {
-        Ok(_) => debug!("attached the OOM programs"),
-        Err(_) => {
-            for (name, _) in OOM_PROGRAMS {
-                let program: Option<&mut BtfTracePoint> =
-                    ebpf.program_mut(name).and_then(|p| p.try_into().ok());
-                // Not loaded yet is an error too, and as good as unloaded.
-                let _ = program.map(BtfTracePoint::unload);
-            }
+        Err(e) => {
+            unload_group(ebpf, &OOM_PROGRAMS);
+            Err(e.into())
         }
     }
-    result
 }
 
-fn attach_oom_programs(ebpf: &mut Ebpf, btf: &AyaBtf) -> Result<(), OomUnavailable> {
-    for (program, target) in OOM_PROGRAMS {
+/// Loads and attaches every program of `group` (program, tracepoint), in order; if one fails,
+/// unloads them all again, so nothing runs for a feature that is off.
+fn attach_group(
+    ebpf: &mut Ebpf,
+    btf: &AyaBtf,
+    group: &[(&'static str, &'static str)],
+) -> Result<(), AttachError> {
+    let result = group.iter().try_for_each(|&(program, target)| {
         let failed = |source: ProgramError| {
             if let ProgramError::LoadError { verifier_log, .. } = &source {
                 debug!("verifier log of {program}:\n{verifier_log}");
             }
-            OomUnavailable::Program { program, target, source }
+            AttachError::Program { program, target, source }
         };
         let tp: &mut BtfTracePoint = ebpf
             .program_mut(program)
-            .ok_or(OomUnavailable::MissingProgram(program))?
+            .ok_or(AttachError::MissingProgram(program))?
             .try_into()
             .map_err(failed)?;
-        tp.load(target, btf).and_then(|()| tp.attach().map(drop)).map_err(failed)?;
+        tp.load(target, btf).and_then(|()| tp.attach().map(drop)).map_err(failed)
+    });
+    if result.is_err() {
+        unload_group(ebpf, group);
     }
-    Ok(())
+    result
+}
+
+/// Unloads (and so detaches) the programs of `group` that are loaded.
+fn unload_group(ebpf: &mut Ebpf, group: &[(&'static str, &'static str)]) {
+    for (name, _) in group {
+        let program: Option<&mut BtfTracePoint> =
+            ebpf.program_mut(name).and_then(|p| p.try_into().ok());
+        // Not loaded yet is an error too, and as good as unloaded.
+        let _ = program.map(BtfTracePoint::unload);
+    }
 }
 
 /// Loads and attaches the shrinker programs. On failure the programs already loaded are
@@ -344,32 +356,9 @@ fn attach_shrinkers(
     btf: &AyaBtf,
 ) -> Result<(), ShrinkersUnavailable> {
     layout.shrinker.as_ref().map_err(|e| ShrinkersUnavailable::Layout(e.clone()))?;
-    let result = SHRINKER_PROGRAMS.iter().try_for_each(|&(program, target)| {
-        let failed = |source: ProgramError| {
-            if let ProgramError::LoadError { verifier_log, .. } = &source {
-                debug!("verifier log of {program}:\n{verifier_log}");
-            }
-            ShrinkersUnavailable::Program { program, target, source }
-        };
-        let tp: &mut BtfTracePoint = ebpf
-            .program_mut(program)
-            .ok_or(ShrinkersUnavailable::MissingProgram(program))?
-            .try_into()
-            .map_err(failed)?;
-        tp.load(target, btf).and_then(|()| tp.attach().map(drop)).map_err(failed)
-    });
-    match &result {
-        Ok(()) => debug!("attached the shrinker programs"),
-        Err(_) => {
-            for (name, _) in SHRINKER_PROGRAMS {
-                let program: Option<&mut BtfTracePoint> =
-                    ebpf.program_mut(name).and_then(|p| p.try_into().ok());
-                // Not loaded yet is an error too, and as good as unloaded.
-                let _ = program.map(BtfTracePoint::unload);
-            }
-        }
-    }
-    result
+    attach_group(ebpf, btf, &SHRINKER_PROGRAMS)?;
+    debug!("attached the shrinker programs");
+    Ok(())
 }
 
 /// Kernels before 5.11 charge BPF maps against `RLIMIT_MEMLOCK`; later ones use memcg and ignore
