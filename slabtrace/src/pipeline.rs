@@ -401,10 +401,13 @@ impl Pipeline {
             .collect();
         // What reclaim did over the window, per cache, from the shrinker tracepoints.
         let now = self.session.shrinkers();
-        let ran = shrinkers::symbolize(
-            &shrinkers::delta(&self.shrinkers_read, &now),
-            self.session.kallsyms(),
-        );
+        let called = shrinkers::delta(&self.shrinkers_read, &now);
+        // Names only when some shrinker ran: most intervals see no reclaim at all.
+        let ran = if called.is_empty() {
+            Vec::new()
+        } else {
+            shrinkers::symbolize(&called, self.session.kallsyms())
+        };
         self.shrinkers_read = now;
         self.reclaim_history.push_back((t, ran));
         while self.reclaim_history.front().is_some_and(|(at, _)| t - at > self.growth_window) {

@@ -123,7 +123,8 @@ pub struct Session {
     /// The footprint and lost events as of detaching (the tracer is gone after that).
     detached: Option<(fdinfo::BpfFootprint, u64)>,
     /// Kernel symbols, to name call sites and shrinker callbacks; None when restricted.
-    kallsyms: Option<crate::kernel::kallsyms::Kallsyms>,
+    /// Read on first use: only call sites and shrinker names need it (a few MiB to parse).
+    kallsyms: std::cell::OnceCell<Option<crate::kernel::kallsyms::Kallsyms>>,
 }
 
 impl Session {
@@ -167,9 +168,7 @@ impl Session {
             slabinfo_before,
             meminfo_before,
             detached: None,
-            kallsyms: crate::kernel::kallsyms::Kallsyms::read(&roots.proc_root)
-                .map_err(|e| warn!("kernel call sites and shrinker callbacks stay unnamed: {e}"))
-                .ok(),
+            kallsyms: std::cell::OnceCell::new(),
         };
         session.runtime.list(&mut session.warnings);
         Ok(session)
@@ -258,7 +257,15 @@ impl Session {
     /// Kernel symbols, if /proc/kallsyms shows addresses.
     #[must_use]
     pub fn kallsyms(&self) -> Option<&crate::kernel::kallsyms::Kallsyms> {
-        self.kallsyms.as_ref()
+        self.kallsyms
+            .get_or_init(|| {
+                crate::kernel::kallsyms::Kallsyms::read(&self.proc_root)
+                    .map_err(|e| {
+                        warn!("kernel call sites and shrinker callbacks stay unnamed: {e}");
+                    })
+                    .ok()
+            })
+            .as_ref()
     }
 
     /// Whether a cgroup exists, as of the latest scan.
@@ -310,7 +317,7 @@ impl Session {
         let mut attribution = attribution::attribute(totals, &ctx, |id| {
             (resolver.resolve(id), resolver.is_alive(id))
         });
-        let kallsyms = self.kallsyms.as_ref();
+        let kallsyms = if snap.call_sites.is_empty() { None } else { self.kallsyms() };
         attribution::apply_call_sites(
             &mut attribution.cgroups,
             attribution.interrupt.as_mut(),
