@@ -18,6 +18,12 @@ pub use key::{CacheId, CallSiteKey, CounterKey};
 pub use oom::OomEvent;
 pub use shrinker::ShrinkerStats;
 
+/// The version of what the pinned maps (counters, live objects, caches) hold. A daemon keeps
+/// its maps on the BPF filesystem across restarts and reuses those of this version only, so
+/// bump it whenever [`CounterKey`], [`Counters`], [`LiveObject`] or [`CacheInfo`] changes
+/// meaning, even at the same size.
+pub const MAP_LAYOUT_VERSION: u32 = 1;
+
 /// Asserts at compile time that a type shared with the kernel has the size we documented.
 macro_rules! assert_size {
     ($t:ty, $n:expr) => {

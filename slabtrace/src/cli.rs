@@ -109,9 +109,47 @@ pub struct DaemonArgs {
     /// Create this file once the probes are attached.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+    /// Keep the live-object, counter and cache maps pinned in this directory on the BPF
+    /// filesystem, so that a restarted or upgraded daemon picks up where this one stopped:
+    /// objects allocated before the restart are still credited to their cgroups when freed.
+    /// Maps pinned by an incompatible version (or another `--sample` or map size) are replaced,
+    /// with a warning. One daemon per directory. `off` keeps no state across restarts. When not
+    /// given: /sys/fs/bpf/slabtrace if a BPF filesystem is mounted at /sys/fs/bpf, else no
+    /// pinning (with a warning). To free the maps for good: stop the daemon and `rm -r` the
+    /// directory.
+    #[arg(long, value_name = "DIR|off", env = "SLABTRACE_PIN_PATH")]
+    pub pin_path: Option<String>,
     /// Tracing, roots and names.
     #[command(flatten)]
     pub session: SessionArgs,
+}
+
+/// Default directory of the daemon's pinned maps.
+pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/slabtrace";
+
+impl DaemonArgs {
+    /// Where to pin the maps: `--pin-path`; None for `off`; when not given, the default if a
+    /// BPF filesystem is there to pin in (else None, with a warning).
+    #[must_use]
+    pub fn pin_path(&self) -> Option<&std::path::Path> {
+        match self.pin_path.as_deref() {
+            Some("off") => None,
+            Some(path) => Some(std::path::Path::new(path)),
+            None => {
+                let default = std::path::Path::new(DEFAULT_PIN_PATH);
+                if crate::probe::pin::on_bpffs(default) {
+                    Some(default)
+                } else {
+                    log::warn!(
+                        "not keeping live-object state across restarts: no BPF filesystem is \
+                         mounted at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf, or mount the \
+                         host's into the container; --pin-path off silences this)"
+                    );
+                    None
+                }
+            }
+        }
+    }
 }
 
 /// `slabtrace advise`.
@@ -201,6 +239,7 @@ impl SessionArgs {
             tracer: &self.tracer,
             runtime: &self.runtime,
             set,
+            pin_path: None,
         }
     }
 }

@@ -30,7 +30,9 @@ const PEEK: Duration = Duration::from_secs(1);
 pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
     let target: EventTarget = args.events.parse().map_err(TraceError::Usage)?;
     let stop = stop_flag();
-    let mut pipeline = Pipeline::start(args.session.options(ProbeSet::Slabtrace))?;
+    let mut options = args.session.options(ProbeSet::Slabtrace);
+    options.pin_path = args.pin_path();
+    let mut pipeline = Pipeline::start(options)?;
     pipeline.set_growth(args.growth_window, args.growth_min_mib << 20);
     pipeline.set_advice_margin(f64::from(args.advice_margin) / 100.0);
     let events = EventStream::open(&target, args.event_buffer, args.events_top)

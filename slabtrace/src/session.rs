@@ -102,6 +102,9 @@ pub struct SessionOptions<'a> {
     pub runtime: &'a RuntimeArgs,
     /// Which programs.
     pub set: ProbeSet,
+    /// Where to pin the maps that outlive a restart (the daemon's `--pin-path`); None keeps
+    /// them private to this process.
+    pub pin_path: Option<&'a Path>,
 }
 
 /// A running session.
@@ -125,6 +128,10 @@ pub struct Session {
     /// Kernel symbols, to name call sites and shrinker callbacks; None when restricted.
     /// Read on first use: only call sites and shrinker names need it (a few MiB to parse).
     kallsyms: std::cell::OnceCell<Option<crate::kernel::kallsyms::Kallsyms>>,
+    /// Per cache, the net objects the counters already held at the start, when they were
+    /// resumed from an earlier daemon's pinned maps: the kernel's books (slabinfo at this
+    /// start) know nothing of them, so the reconciliation leaves them out.
+    resumed_net: BTreeMap<String, i64>,
 }
 
 impl Session {
@@ -147,7 +154,7 @@ impl Session {
         config.call_sites = u32::from(opts.tracer.call_sites);
         let limits = Limits { max_keys: opts.tracer.max_keys, max_live: opts.tracer.max_live };
         let started_wall = SystemTime::now();
-        let tracer = Tracer::start(&layout, config, limits, &roots.btf, opts.set)?;
+        let tracer = Tracer::start(&layout, config, limits, &roots.btf, opts.set, opts.pin_path)?;
         let started = Instant::now();
 
         // Names now, while pods that may be deleted during the window still exist.
@@ -169,8 +176,15 @@ impl Session {
             meminfo_before,
             detached: None,
             kallsyms: std::cell::OnceCell::new(),
+            resumed_net: BTreeMap::new(),
         };
         session.runtime.list(&mut session.warnings);
+        if session.tracer.as_ref().is_some_and(Tracer::resumed) {
+            let snap = session.read(false)?;
+            let report = session.report(&snap, &snap.counters)?;
+            session.resumed_net =
+                report.caches.into_iter().map(|c| (c.totals.cache, c.totals.net_objects)).collect();
+        }
         Ok(session)
     }
 
@@ -350,6 +364,7 @@ impl Session {
         report.reconciliation = reconcile_books(
             &report,
             &NodeBooks { before: &self.slabinfo_before, after: &slabinfo_after, aliases: &aliases },
+            &self.resumed_net,
         );
         Ok(report)
     }
@@ -646,8 +661,13 @@ fn build_report(
     }
 }
 
-/// The report's figures against the kernel's books over the same window.
-fn reconcile_books(report: &Report, books: &NodeBooks<'_>) -> Reconciliation {
+/// The report's figures against the kernel's books over the same window; `resumed_net` is what
+/// each cache's net objects were at the start (nonzero only for resumed pinned counters).
+fn reconcile_books(
+    report: &Report,
+    books: &NodeBooks<'_>,
+    resumed_net: &BTreeMap<String, i64>,
+) -> Reconciliation {
     // SAFETY: sysconf has no preconditions.
     let cpus = u64::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).unwrap_or(1);
     let all: Vec<(&str, CacheBooks)> = report
@@ -659,7 +679,8 @@ fn reconcile_books(report: &Report, books: &NodeBooks<'_>) -> Reconciliation {
                 object_size: t.object_size,
                 slabinfo: c.slabinfo.map(|s| (s.active_objs_before, s.active_objs_after)),
                 objects_per_slab: books.after.get(&t.cache).map_or(0, |l| l.objects_per_slab),
-                traced_net_objects: t.net_objects,
+                traced_net_objects: t.net_objects
+                    - resumed_net.get(&t.cache).copied().unwrap_or(0),
                 error_objects: attribution::error_bound(
                     t.frees + t.untracked_frees,
                     report.sampling.rate,

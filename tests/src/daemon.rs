@@ -43,24 +43,47 @@ pub fn free_port() -> Result<u16> {
 }
 
 impl Daemon {
-    /// Starts `slabtrace daemon --events <file> --listen 127.0.0.1:<free port>` with `extra`
-    /// arguments and waits until its probes are attached. `tag` names its scratch directory.
+    /// Starts `slabtrace daemon --events <file> --listen 127.0.0.1:<free port> --pin-path off`
+    /// with `extra` arguments and waits until its probes are attached. `tag` names its scratch directory.
     pub fn start(tag: &str, extra: &[&str]) -> Result<Self> {
         Self::start_with(tag, extra, |_| {})
     }
 
     /// Like [`Self::start`], with a hook to change the command (stdout, environment).
-    /// `--events` is only added when `extra` does not give it.
+    /// `--events` and `--pin-path` are only added when `extra` does not give them.
     pub fn start_with(tag: &str, extra: &[&str], tweak: impl FnOnce(&mut Command)) -> Result<Self> {
+        Self::start_under(tag, &[], extra, tweak)
+    }
+
+    /// Like [`Self::start_with`], run by `wrapper` (a program and its arguments, such as
+    /// `setpriv` with a capability set), which is given slabtrace's path and arguments.
+    pub fn start_under(
+        tag: &str,
+        wrapper: &[&str],
+        extra: &[&str],
+        tweak: impl FnOnce(&mut Command),
+    ) -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("slabtrace-test-{}-{tag}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir)?;
         let ready = dir.join("ready");
         let listen = format!("127.0.0.1:{}", free_port()?);
-        let mut cmd = Command::new(slabtrace_bin());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(slabtrace_bin());
+                cmd
+            }
+            None => Command::new(slabtrace_bin()),
+        };
         cmd.arg("daemon").arg("--ready-file").arg(&ready).args(["--listen", &listen]);
         if !extra.contains(&"--events") {
             cmd.arg("--events").arg(dir.join("events.ndjson"));
+        }
+        // Each test starts from empty maps, and tests run side by side: no shared pins unless
+        // the test asks for them.
+        if !extra.contains(&"--pin-path") {
+            cmd.args(["--pin-path", "off"]);
         }
         cmd.args(extra)
             .env("RUST_LOG", std::env::var("SLABTRACE_TEST_LOG").unwrap_or_else(|_| "info".into()))

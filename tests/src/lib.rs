@@ -72,7 +72,7 @@ pub fn library_tracer() -> Result<slabtrace::probe::Tracer> {
     let vmlinux = Path::new("/sys/kernel/btf/vmlinux");
     let layout = KernelLayout::from_btf(&Btf::from_file(vmlinux)?)?;
     let limits = Limits { max_keys: 16_384, max_live: 65_536 };
-    Ok(Tracer::start(&layout, layout.config(16), limits, vmlinux, ProbeSet::Slabtrace)?)
+    Ok(Tracer::start(&layout, layout.config(16), limits, vmlinux, ProbeSet::Slabtrace, None)?)
 }
 
 /// The cgroup2 mount point, from /proc/self/mountinfo.
@@ -327,4 +327,16 @@ pub fn reported_pod<'a>(report: &'a Value, uid: &str) -> Result<&'a Value> {
 /// A fresh pod uid, shaped like Kubernetes' (a random UUID).
 pub fn fresh_uid() -> Result<String> {
     Ok(fs::read_to_string("/proc/sys/kernel/random/uuid")?.trim().to_owned())
+}
+
+/// Mounts the BPF filesystem at /sys/fs/bpf if nothing is mounted there, as systemd does at
+/// boot on most distributions (this VM boots without it).
+pub fn ensure_bpffs() -> Result<()> {
+    let mounts = fs::read_to_string("/proc/self/mounts")?;
+    if mounts.lines().any(|l| l.split(' ').nth(1) == Some("/sys/fs/bpf")) {
+        return Ok(());
+    }
+    let status = Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]).status()?;
+    ensure!(status.success(), "cannot mount the BPF filesystem at /sys/fs/bpf");
+    Ok(())
 }

@@ -129,7 +129,7 @@ fn a_taken_listen_port_fails_the_daemon_in_one_sentence() -> Result<()> {
     let addr = taken.local_addr()?.to_string();
     let mut daemon = Running(
         Command::new(slabtrace_bin())
-            .args(["daemon", "--listen", &addr, "--events", "off"])
+            .args(["daemon", "--listen", &addr, "--events", "off", "--pin-path", "off"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

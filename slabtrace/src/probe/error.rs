@@ -71,6 +71,9 @@ pub enum ProbeError {
     /// The object is missing a program: a build problem, not a user's.
     #[error("the BPF object has no program {0}; rebuild slabtrace")]
     MissingProgram(&'static str),
+    /// The maps could not be pinned or their pins reused.
+    #[error(transparent)]
+    Pin(#[from] super::PinError),
     /// Anything else aya reports while loading the object.
     #[error("cannot load slabtrace's BPF object: {0}")]
     Load(#[source] EbpfError),

@@ -7,6 +7,7 @@
 
 pub mod caps;
 mod error;
+pub mod pin;
 
 use std::{
     collections::BTreeMap,
@@ -22,6 +23,7 @@ use log::{debug, info, warn};
 use slabtrace_common::{Config, ShrinkerStats};
 
 pub use error::ProbeError;
+pub use pin::PinError;
 
 use crate::{
     kernel::layout::{
@@ -129,11 +131,15 @@ pub struct Tracer {
     oom: Result<OomReader, OomUnavailable>,
     /// Whether the shrinker programs are attached, or why not.
     shrinkers: Result<(), ShrinkersUnavailable>,
+    /// The pinned maps' directory and its lock, when the maps are pinned.
+    pins: Option<pin::Pins>,
 }
 
 impl Tracer {
     /// Checks privileges, loads the BPF object with `config` and `limits`, and attaches every
-    /// probe. `btf_path` is the kernel's BTF (normally /sys/kernel/btf/vmlinux).
+    /// probe. `btf_path` is the kernel's BTF (normally /sys/kernel/btf/vmlinux). With
+    /// `pin_path`, the live-object, counter and cache maps are pinned there, and maps a
+    /// compatible slabtrace pinned there before are reused (see [`pin`]).
     ///
     /// The OOM and shrinker programs are attached too when the kernel allows (with
     /// [`ProbeSet::Slabtrace`]); if it does not, one warning each says why and tracing goes on
@@ -144,18 +150,27 @@ impl Tracer {
         limits: Limits,
         btf_path: &Path,
         set: ProbeSet,
+        pin_path: Option<&Path>,
     ) -> Result<Self, ProbeError> {
         caps::check()?;
         raise_memlock_limit();
         let btf = AyaBtf::parse_file(btf_path, aya::Endianness::default())
             .map_err(|source| ProbeError::Btf { path: btf_path.to_owned(), source })?;
-        let mut ebpf = EbpfLoader::new()
+        let pins = pin_path
+            .map(|root| pin::Pins::prepare(root, config.sample_mask + 1, limits))
+            .transpose()?;
+        let mut loader = EbpfLoader::new();
+        loader
             .btf(Some(&btf))
             .override_global("CONFIG", &config, true)
             .map_max_entries("COUNTERS", limits.max_keys)
-            .map_max_entries("LIVE", limits.max_live)
-            .load(BPF_OBJECT)
-            .map_err(ProbeError::from_load)?;
+            .map_max_entries("LIVE", limits.max_live);
+        if let Some(pins) = &pins {
+            for (name, _) in pin::pinned_maps(limits) {
+                loader.map_pin_path(name, pins.path_of(name));
+            }
+        }
+        let mut ebpf = loader.load(BPF_OBJECT).map_err(ProbeError::from_load)?;
         let mut lossy = Vec::new();
         for tp in TRACEPOINTS {
             layout.check_tracepoint(tp.name)?;
@@ -204,7 +219,14 @@ impl Tracer {
             }),
             ProbeSet::Floor => Err(ShrinkersUnavailable::Floor),
         };
-        Ok(Self { ebpf, config, lossy, oom, shrinkers })
+        Ok(Self { ebpf, config, lossy, oom, shrinkers, pins })
+    }
+
+    /// Whether the maps were pinned by an earlier slabtrace and are reused: the counters then
+    /// hold what it counted, and its live objects are credited when freed.
+    #[must_use]
+    pub fn resumed(&self) -> bool {
+        self.pins.as_ref().is_some_and(|p| p.resumed)
     }
 
     /// Whether the shrinker programs are attached, so that [`Self::shrinkers`] sees reclaim.
@@ -296,7 +318,8 @@ fn attach_oom(
     let symbols = OomSymbols::read(proc_root);
     if symbols.is_none() {
         warn!(
-            "cannot read kernel symbol addresses from /proc/kallsyms: OOM kills will be reported with an unknown scope"
+            "cannot read kernel symbol addresses from /proc/kallsyms (they need CAP_SYSLOG, or \
+             kernel.kptr_restrict=0): OOM kills will be reported with an unknown scope"
         );
     }
     match OomReader::new(ebpf, symbols, find_memcg_root(proc_root)) {

@@ -1,0 +1,134 @@
+//! The least privilege that works, found by trying: the daemon runs as UID 0 with only
+//! `CAP_BPF`, `CAP_PERFMON` and `CAP_SYSLOG` (what the `DaemonSet` grants), pins its maps and
+//! attributes a workload; each capability taken away either stops it with one sentence naming
+//! that capability or, for `CAP_SYSLOG`, costs only the kernel symbol names, with a warning that
+//! says so.
+//!
+//! UID 0 rather than a user: /proc/slabinfo is 0400 root, pinning writes root's /sys/fs/bpf,
+//! and the CRI socket is root's; a non-root daemon would need `CAP_DAC_OVERRIDE` on top, which
+//! grants more than UID 0 without it. Capabilities are dropped with util-linux's `setpriv`.
+
+use std::{
+    fs,
+    path::PathBuf,
+    process::{Command, Output},
+    thread,
+    time::Duration,
+};
+
+use anyhow::{Result, ensure};
+use serde_json::Value;
+use slabtrace_integration::{
+    Cgroup, Tmpfs, cache_of, cgroup, daemon::Daemon, ensure_bpffs, num, require_root,
+    slabtrace_bin, workload,
+};
+
+/// The `DaemonSet`'s capabilities (deploy/kubernetes/daemonset.yaml).
+const DAEMONSET_CAPS: &[&str] = &["bpf", "perfmon", "syslog"];
+
+/// Capability bits (include/uapi/linux/capability.h).
+fn bit(cap: &str) -> u64 {
+    match cap {
+        "syslog" => 1 << 34,
+        "perfmon" => 1 << 38,
+        "bpf" => 1 << 39,
+        other => panic!("no bit for {other}"),
+    }
+}
+
+/// `setpriv` keeping exactly `caps` (as root: the bounding set limits what exec grants).
+fn setpriv(caps: &[&str]) -> Vec<String> {
+    let keep: String = caps.iter().flat_map(|c| [",+", c]).collect();
+    vec![
+        "setpriv".into(),
+        "--inh-caps=-all".into(),
+        "--ambient-caps=-all".into(),
+        format!("--bounding-set=-all{keep}"),
+        "--".into(),
+    ]
+}
+
+/// `slabtrace report --duration 1` with exactly `caps`.
+fn report_with(caps: &[&str]) -> Result<Output> {
+    let wrapper = setpriv(caps);
+    Ok(Command::new(&wrapper[0])
+        .args(&wrapper[1..])
+        .arg(slabtrace_bin())
+        .args(["report", "--duration", "1"])
+        .env("RUST_LOG", "warn")
+        .output()?)
+}
+
+/// The effective capabilities of process `pid`.
+fn cap_eff(pid: u32) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap_or_default();
+    Ok(u64::from_str_radix(hex.trim(), 16)?)
+}
+
+#[test]
+fn the_daemonset_capabilities_are_enough_for_the_daemon() -> Result<()> {
+    require_root()?;
+    ensure_bpffs()?;
+    let pins = PathBuf::from(format!("/sys/fs/bpf/slabtrace-test-{}-caps", std::process::id()));
+    let fs = Tmpfs::mount("caps")?;
+    let a = Cgroup::create("caps-a")?;
+    let wrapper = setpriv(DAEMONSET_CAPS);
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+    let pin_arg = pins.to_string_lossy().into_owned();
+    let daemon = Daemon::start_under(
+        "caps",
+        &wrapper,
+        &["--interval", "1s", "--sample", "1", "--pin-path", &pin_arg],
+        |_| {},
+    );
+    let result = (|| {
+        let daemon = daemon?;
+        let want: u64 = DAEMONSET_CAPS.iter().map(|c| bit(c)).sum();
+        let eff = cap_eff(daemon.pid())?;
+        ensure!(eff == want, "the daemon runs with CapEff {eff:#x}, not only {want:#x}");
+        a.run(Command::new(workload()).arg("create").arg(fs.path()).arg("3000"))?;
+        thread::sleep(Duration::from_secs(3));
+        let (status, body) = daemon.get("/report")?;
+        ensure!(status == 200, "/report answered {status}: {body}");
+        let report: Value = serde_json::from_str(&body)?;
+        let in_a = cache_of(cgroup(&report, a.relative()), "shmem_inode_cache");
+        ensure!(num(in_a, "allocs") >= 3000, "A's files were not attributed: {in_a:?}");
+        ensure!(num(in_a, "live_objects") >= 3000, "A's files are not live: {in_a:?}");
+        let (status, _) = daemon.get("/healthz")?;
+        ensure!(status == 200, "/healthz answered {status}");
+        let log = daemon.stderr();
+        ensure!(log.contains("pinning the live-object"), "it did not pin: {log}");
+        ensure!(!log.contains("kallsyms"), "CAP_SYSLOG did not give kernel symbols: {log}");
+        let stopped = daemon.stop(libc::SIGTERM, Duration::from_secs(10))?;
+        ensure!(stopped.status.success(), "{}", stopped.stderr);
+        Ok(())
+    })();
+    let _ = fs::remove_dir_all(&pins);
+    result
+}
+
+#[test]
+fn each_capability_taken_away_is_named() -> Result<()> {
+    require_root()?;
+    for (missing, kept) in
+        [("CAP_BPF", &["perfmon", "syslog"]), ("CAP_PERFMON", &["bpf", "syslog"])]
+    {
+        let out = report_with(kept)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(!out.status.success(), "it ran without {missing}: {err}");
+        ensure!(err.lines().count() == 1, "more than one sentence: {err}");
+        ensure!(
+            err.contains(&format!("needs {missing}"))
+                && err.contains("grant CAP_BPF and CAP_PERFMON"),
+            "the error does not name {missing}: {err}"
+        );
+    }
+    // Without CAP_SYSLOG it traces, and says what it cannot do.
+    let out = report_with(&["bpf", "perfmon"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "it failed without CAP_SYSLOG: {err}");
+    ensure!(err.contains("CAP_SYSLOG"), "no warning naming CAP_SYSLOG: {err}");
+    ensure!(String::from_utf8_lossy(&out.stdout).contains("CACHE"), "no report");
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! Restarts keep live state: the daemon pins its live-object, counter and cache maps on the BPF
+//! filesystem, so that a restarted (or upgraded) daemon credits the frees of objects allocated
+//! before the restart to the cgroup that allocated them. Maps an incompatible daemon pinned are
+//! replaced with a warning, and two daemons never share one set of maps.
+//!
+//! A test binary of its own, so that its pinned maps never sit beside another test's maps.
+
+use std::{fs, path::PathBuf, process::Command, thread, time::Duration};
+
+use anyhow::{Context as _, Result, ensure};
+use serde_json::Value;
+use slabtrace::probe::pin::state_dir_name;
+use slabtrace_integration::{
+    Cgroup, RCU_SETTLE, Tmpfs, cache_of, cgroup, daemon::Daemon, ensure_bpffs, num, require_root,
+    workload,
+};
+
+/// A pin directory of the test's own on the BPF filesystem, removed (with its maps) on drop.
+struct PinDir(PathBuf);
+
+impl PinDir {
+    fn new(tag: &str) -> Result<Self> {
+        ensure_bpffs()?;
+        let dir = PathBuf::from(format!("/sys/fs/bpf/slabtrace-test-{}-{tag}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        Ok(Self(dir))
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A daemon's `/report`.
+fn report(daemon: &Daemon) -> Result<Value> {
+    let (status, body) = daemon.get("/report")?;
+    ensure!(status == 200, "/report answered {status}: {body}");
+    Ok(serde_json::from_str(&body)?)
+}
+
+/// `bpftool map show pinned PATH` as JSON.
+fn map_info(path: &std::path::Path) -> Result<Value> {
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "show", "pinned"])
+        .arg(path)
+        .output()
+        .context("running bpftool")?;
+    ensure!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+#[test]
+fn frees_after_a_restart_are_credited_to_the_allocating_cgroup() -> Result<()> {
+    const CREATED: u64 = 20_000;
+    const UNLINKED: u64 = 12_000;
+    require_root()?;
+    let pins = PinDir::new("restart")?;
+    let fs = Tmpfs::mount("restart")?;
+    let a = Cgroup::create("restart-a")?;
+    let b = Cgroup::create("restart-b")?;
+    let args = ["--interval", "1s", "--sample", "1", "--pin-path", pins.arg()];
+
+    let first = Daemon::start("restart-1", &args)?;
+    a.run(Command::new(workload()).arg("create").arg(fs.path()).arg(CREATED.to_string()))?;
+    thread::sleep(Duration::from_secs(2));
+    let before = report(&first)?;
+    let in_a = cache_of(cgroup(&before, a.relative()), "shmem_inode_cache");
+    ensure!(num(in_a, "allocs") >= CREATED, "the first daemon saw A allocate {in_a:?}");
+    let stopped = first.stop(libc::SIGTERM, Duration::from_secs(10))?;
+    ensure!(stopped.status.success(), "{}", stopped.stderr);
+    ensure!(stopped.stderr.contains("pinning the live-object"), "{}", stopped.stderr);
+
+    // The upgrade: a new process, the same pin path. Nothing traces in between, as in a
+    // rolling update; A's files are all still there.
+    let second = Daemon::start("restart-2", &args)?;
+    ensure!(second.stderr().contains("resuming from the maps"), "{}", second.stderr());
+    b.run(
+        Command::new(workload()).arg("unlink").arg(fs.path()).arg("0").arg(UNLINKED.to_string()),
+    )?;
+    thread::sleep(RCU_SETTLE + Duration::from_secs(2));
+    let after = report(&second)?;
+    let in_a = cache_of(cgroup(&after, a.relative()), "shmem_inode_cache");
+    let (allocs, frees) = (num(in_a, "allocs"), num(in_a, "frees"));
+    ensure!(
+        (CREATED..CREATED + 50).contains(&allocs),
+        "the restarted daemon lost A's allocations: {allocs}: {in_a:?}"
+    );
+    ensure!(
+        (UNLINKED * 95 / 100..=UNLINKED).contains(&frees),
+        "the restarted daemon credited A {frees} frees of {UNLINKED} files it made before the \
+         restart (B unlinked them after): {in_a:?}; self: {}",
+        after["self"]
+    );
+    ensure!(num(in_a, "live_objects") == allocs - frees, "{in_a:?}");
+    // B freed them but allocated none of them.
+    let in_b = cache_of(cgroup(&after, b.relative()), "shmem_inode_cache");
+    ensure!(num(in_b, "frees") < 100, "B was credited frees it did not allocate: {in_b:?}");
+    let stopped = second.stop(libc::SIGTERM, Duration::from_secs(10))?;
+    ensure!(stopped.status.success(), "{}", stopped.stderr);
+    Ok(())
+}
+
+#[test]
+fn maps_of_another_layout_are_replaced_with_a_warning() -> Result<()> {
+    require_root()?;
+    let pins = PinDir::new("layout")?;
+    let state = pins.0.join(state_dir_name(1));
+    let old = pins.0.join("v0-sample1");
+    fs::create_dir_all(&state)?;
+    fs::create_dir_all(&old)?;
+    // What an older slabtrace might have left: a map of another version's directory, and a
+    // live-object map of this version's name whose values are 4 bytes.
+    for (dir, value) in [(&old, "24"), (&state, "4")] {
+        let status = Command::new("bpftool")
+            .args(["map", "create"])
+            .arg(dir.join("LIVE"))
+            .args(["type", "lru_hash", "key", "8", "value", value, "entries", "16", "name", "LIVE"])
+            .status()?;
+        ensure!(status.success(), "bpftool map create failed");
+    }
+
+    let daemon =
+        Daemon::start("layout", &["--interval", "1s", "--sample", "1", "--pin-path", pins.arg()])?;
+    let log = daemon.stderr();
+    ensure!(
+        log.contains("removing")
+            && log.contains("v0-sample1")
+            && log.contains("another map layout"),
+        "no line about the old version's maps: {log}"
+    );
+    ensure!(log.contains("replacing the maps") && log.contains("LIVE has another shape"), "{log}");
+    ensure!(!old.exists(), "the old version's maps are still pinned");
+    let live = map_info(&state.join("LIVE"))?;
+    ensure!(live["bytes_value"] == 24 && live["max_entries"] == 262_144, "LIVE is now {live}");
+    ensure!(state.join("COUNTERS").exists() && state.join("CACHES").exists());
+    thread::sleep(Duration::from_secs(2));
+    ensure!(report(&daemon)?["self"]["alloc_events"].as_u64() > Some(0), "no events traced");
+
+    // One daemon per pin path: a second one says so in one sentence and exits.
+    let out = Command::new(slabtrace_integration::slabtrace_bin())
+        .args(["daemon", "--listen", "off", "--events", "off", "--pin-path", pins.arg()])
+        .env("RUST_LOG", "warn")
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "a second daemon ran on the same pins: {err}");
+    ensure!(
+        err.contains("another slabtrace is using the maps pinned under")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    let stopped = daemon.stop(libc::SIGTERM, Duration::from_secs(10))?;
+    ensure!(stopped.status.success(), "{}", stopped.stderr);
+    Ok(())
+}
+
+#[test]
+fn a_pin_path_off_the_bpf_filesystem_is_one_sentence() -> Result<()> {
+    require_root()?;
+    let dir = std::env::temp_dir().join(format!("slabtrace-test-{}-not-bpffs", std::process::id()));
+    let out = Command::new(slabtrace_integration::slabtrace_bin())
+        .args(["daemon", "--listen", "off", "--events", "off", "--pin-path"])
+        .arg(&dir)
+        .env("RUST_LOG", "warn")
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(!out.status.success(), "it ran: {err}");
+    ensure!(
+        err.contains("it is not on a BPF filesystem") && err.contains("--pin-path off"),
+        "{err}"
+    );
+    ensure!(!dir.exists(), "it created {} anyway", dir.display());
+    Ok(())
+}
