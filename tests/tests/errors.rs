@@ -70,3 +70,22 @@ fn a_full_counters_map_is_counted_and_said() -> Result<()> {
     assert!(warnings.contains("--max-keys"), "{warnings}");
     Ok(())
 }
+
+#[test]
+fn an_event_socket_nobody_listens_on_is_one_sentence() -> Result<()> {
+    require_root()?;
+    let socket =
+        std::env::temp_dir().join(format!("slabtrace-test-{}-nobody.sock", std::process::id()));
+    let target = format!("unix:{}", socket.display());
+    let (code, err) =
+        run(&["daemon", "--events", &target, "--listen", "off", "--pin-path", "off"], None)?;
+    assert_eq!(code, 1, "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("slabtrace: cannot open the event stream unix socket")
+            && last.contains(&socket.display().to_string())
+            && last.contains("check --events"),
+        "{err}"
+    );
+    Ok(())
+}
