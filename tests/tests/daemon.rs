@@ -12,10 +12,31 @@ use anyhow::{Context as _, Result, ensure};
 use serde_json::Value;
 use slabtrace_integration::{Cgroup, Tmpfs, daemon::Daemon, require_root, workload};
 
-/// Per key of `cgroup_id` in the kernel's COUNTERS map: (sampled allocs, sampled frees),
-/// summed over CPUs.
-fn kernel_keys(cgroup_id: u64) -> Result<Vec<(u64, u64)>> {
-    let out = Command::new("bpftool").args(["-j", "map", "dump", "name", "COUNTERS"]).output()?;
+/// The id of the COUNTERS map process `pid` holds (not another slabtrace's, nor maps pinned on
+/// this node): its map fds' ids from fdinfo, matched by name in bpftool's list.
+fn counters_map_id(pid: u32) -> Result<u64> {
+    let mut held = Vec::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
+        let info = std::fs::read_to_string(fd?.path()).unwrap_or_default();
+        if let Some(id) = info.lines().find_map(|l| l.strip_prefix("map_id:")) {
+            held.push(id.trim().parse::<u64>()?);
+        }
+    }
+    let out = Command::new("bpftool").args(["-j", "map", "show"]).output()?;
+    ensure!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
+    let maps: Vec<Value> = serde_json::from_slice(&out.stdout)?;
+    maps.iter()
+        .filter(|m| m["name"] == "COUNTERS")
+        .filter_map(|m| m["id"].as_u64())
+        .find(|id| held.contains(id))
+        .context("the daemon holds no COUNTERS map")
+}
+
+/// Per key of `cgroup_id` in the COUNTERS map of daemon `pid`: (sampled allocs, sampled
+/// frees), summed over CPUs.
+fn kernel_keys(pid: u32, cgroup_id: u64) -> Result<Vec<(u64, u64)>> {
+    let id = counters_map_id(pid)?.to_string();
+    let out = Command::new("bpftool").args(["-j", "map", "dump", "id", &id]).output()?;
     ensure!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
     let entries: Vec<Value> = serde_json::from_slice(&out.stdout)?;
     let bytes = |v: &Value| -> Vec<u8> {
@@ -59,14 +80,14 @@ fn gone_cgroups_with_nothing_live_leave_the_kernel_map() -> Result<()> {
     // mm, VMAs, files, the unlinked inodes) is freed; some may stay cached.
     cg.run(Command::new(workload()).arg("churn").arg(fs.path()).arg("300"))?;
     thread::sleep(Duration::from_secs(2));
-    let before = kernel_keys(id)?;
+    let before = kernel_keys(daemon.pid(), id)?;
     ensure!(!before.is_empty(), "no counters for cgroup {id} in the kernel's map");
     drop(cg);
 
     // Unlinked inodes are freed after an RCU grace period (lazy RCU: up to ~10 s).
     let deadline = Instant::now() + Duration::from_secs(40);
     let after = loop {
-        let keys = kernel_keys(id)?;
+        let keys = kernel_keys(daemon.pid(), id)?;
         if keys.len() < before.len() {
             break keys;
         }
