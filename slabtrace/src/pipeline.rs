@@ -88,6 +88,30 @@ pub struct Interval {
     pub growth: Vec<GrowthEvent<Owner>>,
 }
 
+/// An empty interval at the epoch: for tests and fixtures, which then set only the fields
+/// they are about (`Interval { seq: 3, ..Interval::default() }`).
+impl Default for Interval {
+    fn default() -> Self {
+        Self {
+            seq: 0,
+            node: String::new(),
+            ts: SystemTime::UNIX_EPOCH,
+            seconds: 1.0,
+            report: Report::default(),
+            frame: Frame::default(),
+            changes: Vec::new(),
+            gone: Vec::new(),
+            meminfo: None,
+            slabinfo: Vec::new(),
+            process: ProcessUsage::default(),
+            events_per_second: 0.0,
+            last: false,
+            oom_kills: Vec::new(),
+            growth: Vec::new(),
+        }
+    }
+}
+
 /// slabtrace's own CPU and memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ProcessUsage {

@@ -237,7 +237,7 @@ fn hand_built_events_of_every_kind_validate() -> Result<()> {
             events::{StreamStats, lines},
             report::{KernelMemory, Report},
         },
-        pipeline::{Interval, ProcessUsage},
+        pipeline::Interval,
     };
     let pod = Owner::Pod {
         namespace: None,
@@ -275,12 +275,8 @@ fn hand_built_events_of_every_kind_validate() -> Result<()> {
         frame,
         report,
         meminfo: Some(KernelMemory::default()),
-        slabinfo: Vec::new(),
-        process: ProcessUsage::default(),
-        events_per_second: 0.0,
         last: true,
-        oom_kills: Vec::new(),
-        growth: Vec::new(),
+        ..Interval::default()
     };
     let events: Vec<Value> = lines(&interval, 2, StreamStats::default())
         .iter()

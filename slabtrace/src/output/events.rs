@@ -569,12 +569,9 @@ mod tests {
             frame,
             report,
             meminfo: Some(KernelMemory { slab: 1 << 30, ..KernelMemory::default() }),
-            slabinfo: Vec::new(),
             process: ProcessUsage { cpu_seconds: 1.5, rss_bytes: 40 << 20 },
             events_per_second: 1234.5,
-            last: false,
-            oom_kills: Vec::new(),
-            growth: Vec::new(),
+            ..Interval::default()
         }
     }
 

@@ -400,11 +400,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::{
-        frame::Frame,
-        output::report::{Report, SCHEMA},
-        pipeline::ProcessUsage,
-    };
+    use crate::output::report::{Report, SCHEMA};
 
     const TEN: Duration = Duration::from_secs(10);
 
@@ -424,16 +420,7 @@ mod tests {
             ts: SystemTime::UNIX_EPOCH,
             seconds: 10.0,
             report,
-            frame: Frame::default(),
-            changes: Vec::new(),
-            gone: Vec::new(),
-            meminfo: None,
-            slabinfo: Vec::new(),
-            process: ProcessUsage::default(),
-            events_per_second: 0.0,
-            last: false,
-            oom_kills: Vec::new(),
-            growth: Vec::new(),
+            ..Interval::default()
         })
     }
 

@@ -967,7 +967,7 @@ mod tests {
     use crate::{
         frame::Frame,
         node::slabinfo::SlabInfo,
-        output::report::{KernelMemory, NodeCache, Report},
+        output::report::{KernelMemory, NodeCache},
         pipeline::ProcessUsage,
     };
 
@@ -1008,17 +1008,8 @@ mod tests {
             node: "node-a".into(),
             ts: SystemTime::UNIX_EPOCH + Duration::from_hours(500_000),
             seconds: 10.0,
-            report: Report::default(),
             frame,
-            changes: Vec::new(),
-            gone: Vec::new(),
-            meminfo: None,
-            slabinfo: Vec::new(),
-            process: ProcessUsage::default(),
-            events_per_second: 0.0,
-            last: false,
-            oom_kills: Vec::new(),
-            growth: Vec::new(),
+            ..Interval::default()
         }
     }
 

@@ -721,19 +721,15 @@ mod tests {
             report,
             changes: changes(&before, &now),
             frame: now,
-            gone: Vec::new(),
             meminfo: Some(KernelMemory {
                 slab: 1 << 30,
                 sreclaimable: 768 << 20,
                 sunreclaim: 256 << 20,
                 ..KernelMemory::default()
             }),
-            slabinfo: Vec::new(),
             process: ProcessUsage { cpu_seconds: 1.0, rss_bytes: 40 << 20 },
             events_per_second: 12_345.0,
-            last: false,
-            oom_kills: Vec::new(),
-            growth: Vec::new(),
+            ..Interval::default()
         }
     }
 
