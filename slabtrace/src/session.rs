@@ -132,6 +132,8 @@ pub struct Session {
     /// resumed from an earlier daemon's pinned maps: the kernel's books (slabinfo at this
     /// start) know nothing of them, so the reconciliation leaves them out.
     resumed_net: BTreeMap<String, i64>,
+    /// The pin directory and whether its maps were resumed, for the report.
+    pins: Option<(String, bool)>,
 }
 
 impl Session {
@@ -155,6 +157,7 @@ impl Session {
         let limits = Limits { max_keys: opts.tracer.max_keys, max_live: opts.tracer.max_live };
         let started_wall = SystemTime::now();
         let tracer = Tracer::start(&layout, config, limits, &roots.btf, opts.set, opts.pin_path)?;
+        let pins = tracer.pin_dir().map(|d| (d.display().to_string(), tracer.resumed()));
         let started = Instant::now();
 
         // Names now, while pods that may be deleted during the window still exist.
@@ -177,6 +180,7 @@ impl Session {
             detached: None,
             kallsyms: std::cell::OnceCell::new(),
             resumed_net: BTreeMap::new(),
+            pins,
         };
         session.runtime.list(&mut session.warnings);
         if session.tracer.as_ref().is_some_and(Tracer::resumed) {
@@ -361,6 +365,10 @@ impl Session {
         );
         rollup::apply_names(&mut report.pods, &self.runtime.directory);
         report.meminfo = meminfo;
+        if let Some((dir, resumed)) = &self.pins {
+            report.self_stats.pinned_maps = Some(dir.clone());
+            report.self_stats.resumed = *resumed;
+        }
         report.reconciliation = reconcile_books(
             &report,
             &NodeBooks { before: &self.slabinfo_before, after: &slabinfo_after, aliases: &aliases },
@@ -584,6 +592,8 @@ fn self_stats(
         caches_full: s.get(Stat::CachesFull),
         live_insert_failed: s.get(Stat::LiveInsertFailed),
         interrupt_detection,
+        pinned_maps: None,
+        resumed: false,
         warnings,
     }
 }
@@ -679,8 +689,7 @@ fn reconcile_books(
                 object_size: t.object_size,
                 slabinfo: c.slabinfo.map(|s| (s.active_objs_before, s.active_objs_after)),
                 objects_per_slab: books.after.get(&t.cache).map_or(0, |l| l.objects_per_slab),
-                traced_net_objects: t.net_objects
-                    - resumed_net.get(&t.cache).copied().unwrap_or(0),
+                traced_net_objects: t.net_objects - resumed_net.get(&t.cache).copied().unwrap_or(0),
                 error_objects: attribution::error_bound(
                     t.frees + t.untracked_frees,
                     report.sampling.rate,

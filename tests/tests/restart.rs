@@ -72,6 +72,12 @@ fn frees_after_a_restart_are_credited_to_the_allocating_cgroup() -> Result<()> {
     let before = report(&first)?;
     let in_a = cache_of(cgroup(&before, a.relative()), "shmem_inode_cache");
     ensure!(num(in_a, "allocs") >= CREATED, "the first daemon saw A allocate {in_a:?}");
+    ensure!(before["self"]["resumed"] == false, "a fresh start resumed: {}", before["self"]);
+    ensure!(
+        before["self"]["pinned_maps"].as_str().is_some_and(|d| d.starts_with(pins.arg())),
+        "the report does not say where the maps are pinned: {}",
+        before["self"]
+    );
     let stopped = first.stop(libc::SIGTERM, Duration::from_secs(10))?;
     ensure!(stopped.status.success(), "{}", stopped.stderr);
     ensure!(stopped.stderr.contains("pinning the live-object"), "{}", stopped.stderr);
@@ -85,6 +91,11 @@ fn frees_after_a_restart_are_credited_to_the_allocating_cgroup() -> Result<()> {
     )?;
     thread::sleep(RCU_SETTLE + Duration::from_secs(2));
     let after = report(&second)?;
+    ensure!(
+        after["self"]["resumed"] == true,
+        "the report does not say it resumed: {}",
+        after["self"]
+    );
     let in_a = cache_of(cgroup(&after, a.relative()), "shmem_inode_cache");
     let (allocs, frees) = (num(in_a, "allocs"), num(in_a, "frees"));
     ensure!(

@@ -205,6 +205,13 @@ pub struct SelfStats {
     pub live_insert_failed: u64,
     /// Whether allocations in interrupt context are told apart from the interrupted task's.
     pub interrupt_detection: bool,
+    /// Where the live-object, counter and cache maps are pinned (the daemon's `--pin-path`
+    /// directory for this layout and sample rate); absent when they are not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned_maps: Option<String>,
+    /// Whether those maps were left by an earlier daemon and taken over: the counters then
+    /// include what it counted, since its start.
+    pub resumed: bool,
     /// Things the user should know about this run, one sentence each.
     pub warnings: Vec<String>,
 }

@@ -222,6 +222,12 @@ impl Tracer {
         Ok(Self { ebpf, config, lossy, oom, shrinkers, pins })
     }
 
+    /// The directory the maps are pinned in, if they are.
+    #[must_use]
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pins.as_ref().map(|p| p.dir.as_path())
+    }
+
     /// Whether the maps were pinned by an earlier slabtrace and are reused: the counters then
     /// hold what it counted, and its live objects are credited when freed.
     #[must_use]
