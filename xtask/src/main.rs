@@ -4,6 +4,7 @@
 //! bpf-linker 0.10.0), so the README's two commands work on a fresh machine.
 
 mod bench;
+mod image;
 mod setup;
 
 use std::process::Command;
@@ -39,6 +40,9 @@ enum Task {
     },
     /// Overhead per traced event: no tracer vs an empty BPF program vs slabtrace; needs root.
     Bench(bench::BenchArgs),
+    /// The container image (scratch + a static binary built here) with podman, buildah or
+    /// docker; no registry needed.
+    Image(image::ImageArgs),
 }
 
 fn main() -> Result<()> {
@@ -47,6 +51,7 @@ fn main() -> Result<()> {
         Task::Run { args } => run(&args),
         Task::Test { unit_only, args } => test(unit_only, &args),
         Task::Bench(args) => bench::run(&args),
+        Task::Image(args) => image::run(&args),
     }
 }
 

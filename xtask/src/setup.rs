@@ -24,6 +24,10 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("tmux", "tmux"),
 ];
 
+/// Debian packages `cargo xtask image` needs: podman builds the image (buildah and docker work
+/// too, when installed), and runs it once to check it.
+pub const IMAGE_PACKAGES: &[(&str, &str)] = &[("podman", "podman")];
+
 /// Installs the Debian packages of `needed` (command, package) whose command is missing.
 pub fn ensure_packages(needed: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&str> = needed
@@ -52,7 +56,7 @@ pub fn ensure_packages(needed: &[(&str, &str)]) -> Result<()> {
 }
 
 /// The path of `command` on PATH (or in /usr/sbin, /sbin, where Debian puts some), if any.
-fn which(command: &str) -> Option<PathBuf> {
+pub fn which(command: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
