@@ -56,6 +56,61 @@ use crate::{
     pipeline::Interval,
 };
 
+/// Every metric family slabtrace exports, by its name in the `OpenMetrics` text (a counter's
+/// samples add `_total`). Dashboards and alerts are checked against this list
+/// (deploy/grafana); a unit test keeps it equal to what the exporter writes. Some appear only
+/// when there is something to say: the stream families with an event stream, growth findings
+/// when there are some.
+pub const FAMILIES: &[&str] = &[
+    "slabtrace_node_slab_bytes",
+    "slabtrace_node_slab_reclaimable_bytes",
+    "slabtrace_node_slab_unreclaimable_bytes",
+    "slabtrace_node_kernel_stack_bytes",
+    "slabtrace_node_page_tables_bytes",
+    "slabtrace_node_memory_available_bytes",
+    "slabtrace_slabinfo_active_objects",
+    "slabtrace_slabinfo_bytes",
+    "slabtrace_cache_live_bytes",
+    "slabtrace_cache_allocations",
+    "slabtrace_cache_allocated_bytes",
+    "slabtrace_cache_frees",
+    "slabtrace_pod_live_bytes",
+    "slabtrace_pod_unaccounted_live_bytes",
+    "slabtrace_pod_allocations",
+    "slabtrace_pod_allocated_bytes",
+    "slabtrace_pod_frees",
+    "slabtrace_pod_info",
+    "slabtrace_pod_deleted",
+    "slabtrace_cgroup_live_bytes",
+    "slabtrace_cgroup_unaccounted_live_bytes",
+    "slabtrace_cgroup_allocations",
+    "slabtrace_cgroup_allocated_bytes",
+    "slabtrace_cgroup_frees",
+    "slabtrace_oom_kills",
+    "slabtrace_problematic_growth_bytes_per_second",
+    "slabtrace_build_info",
+    "slabtrace_probes_attached",
+    "slabtrace_intervals",
+    "slabtrace_stream_events_written",
+    "slabtrace_stream_events_dropped",
+    "slabtrace_events",
+    "slabtrace_lost_events",
+    "slabtrace_counters_full",
+    "slabtrace_counters_keys",
+    "slabtrace_counters_capacity",
+    "slabtrace_counters_retired",
+    "slabtrace_live_objects_tracked",
+    "slabtrace_live_objects_capacity",
+    "slabtrace_live_evictions",
+    "slabtrace_bpf_map_bytes",
+    "slabtrace_bpf_program_bytes",
+    "slabtrace_process_cpu_seconds",
+    "slabtrace_process_resident_memory_bytes",
+    "slabtrace_sample_rate",
+    "slabtrace_warnings",
+    "slabtrace_last_interval_timestamp_seconds",
+];
+
 /// Caches exported by name, node-wide (a node has a few hundred); the rest are summed under
 /// `cache="other"`.
 pub const MAX_CACHES: usize = 512;
@@ -1287,6 +1342,47 @@ slabtrace_last_interval_timestamp_seconds 1800000000.0
                 "slabtrace_problematic_growth_bytes_per_second{owner=\"\",cache=\"dentry\",reason=\"reclaim_not_run\"} 10000.0\n"
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn every_exported_family_is_listed() {
+        use crate::node::growth::{Finding, GrowthFinding, Reason, Reclaim, Verdict};
+        let (latest, exporter) = new_exporter(10);
+        let mut interval = full_interval();
+        interval.report.oom_kills_total = [("global".to_owned(), 0)].into();
+        interval.report.growth = vec![GrowthFinding {
+            owner: None,
+            cache: "dentry".into(),
+            finding: Finding {
+                verdict: Verdict::Problematic,
+                reason: Reason::Unreclaimable,
+                rate_mb_per_hour: 1.0,
+                growth_bytes: 1,
+                live_bytes: 1,
+                peak_bytes: 1,
+                rising_share: 1.0,
+                window_seconds: 1.0,
+                reclaimable: false,
+                reclaim: Reclaim::default(),
+            },
+        }];
+        latest.publish(Arc::new(interval));
+        let text = exporter.openmetrics().unwrap();
+        let written: BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        let listed: BTreeSet<&str> = FAMILIES.iter().copied().collect();
+        assert_eq!(listed.len(), FAMILIES.len(), "a family is listed twice");
+        let unlisted: Vec<_> = written.difference(&listed).collect();
+        assert!(unlisted.is_empty(), "exported but not in FAMILIES: {unlisted:?}");
+        // Without an event stream its two families are not written.
+        let unwritten: Vec<_> = listed.difference(&written).copied().collect();
+        assert_eq!(
+            unwritten,
+            ["slabtrace_stream_events_dropped", "slabtrace_stream_events_written"]
         );
     }
 
