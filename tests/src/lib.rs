@@ -6,6 +6,7 @@
 
 pub mod containerd;
 pub mod daemon;
+pub mod helm;
 pub mod memcg;
 pub mod prometheus;
 

@@ -1,0 +1,772 @@
+//! deploy/: what a cluster is given is valid and keeps slabtrace's least privilege.
+//!
+//! - Every object of every manifest, and of the Helm chart rendered (tests/src/helm.rs) with
+//!   its default values and with overrides, goes through the Kubernetes API's own types
+//!   (k8s-openapi, v1.33) and back: a misspelled or unknown field is dropped on the way, so
+//!   the round trip catches it. The kinds k8s-openapi lacks (`ServiceMonitor`,
+//!   `Kustomization`, `KubeletConfiguration`) go through strict types of our own.
+//! - The `DaemonSet` is not privileged, keeps exactly `CAP_BPF`, `CAP_PERFMON` and
+//!   `CAP_SYSLOG`, and
+//!   mounts every host path read-only except the BPF filesystem; the chart's default pod spec
+//!   is the plain manifest's.
+//! - The kubelet snippet has the keys `slabtrace advise` prints.
+//! - Every metric the Grafana dashboard queries is one a real daemon exports (root).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use k8s_openapi::{
+    api::{
+        apps::v1::DaemonSet,
+        core::v1::{Namespace, PodSpec, Service, ServiceAccount},
+    },
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+use slabtrace_integration::{
+    Cgroup, Tmpfs,
+    daemon::Daemon,
+    fresh_uid,
+    helm::{self, Release},
+    require_root, workload,
+};
+
+/// The workspace's version: the image tag and the chart's appVersion.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The capabilities the daemon keeps (README "Least privilege").
+const CAPS: [&str; 3] = ["BPF", "PERFMON", "SYSLOG"];
+
+/// The one host path mounted read-write: the BPF filesystem the maps are pinned on.
+const BPFFS: &str = "/sys/fs/bpf";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn read(relative: &str) -> Result<String> {
+    let path = repo().join(relative);
+    fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Every document of a multi-document YAML text, empty ones left out.
+fn documents(text: &str) -> Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(text) {
+        let v = Value::deserialize(doc)?;
+        if !v.is_null() {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+/// The first place two JSON values differ, as a path, for a readable failure.
+fn first_difference(path: &str, before: &Value, after: &Value) -> Option<String> {
+    match (before, after) {
+        (Value::Object(old), Value::Object(new)) => {
+            let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+            keys.into_iter().find_map(|k| {
+                let at = format!("{path}.{k}");
+                match (old.get(k), new.get(k)) {
+                    (Some(was), Some(is)) => first_difference(&at, was, is),
+                    (Some(was), None) => Some(format!("{at}: {was} is lost (unknown field?)")),
+                    (None, Some(is)) => Some(format!("{at}: {is} appears")),
+                    (None, None) => None,
+                }
+            })
+        }
+        (Value::Array(old), Value::Array(new)) if old.len() == new.len() => old
+            .iter()
+            .zip(new)
+            .enumerate()
+            .find_map(|(i, (was, is))| first_difference(&format!("{path}[{i}]"), was, is)),
+        _ => (before != after).then(|| format!("{path}: {before} became {after}")),
+    }
+}
+
+/// Deserializes `obj` as `T` and serializes it back: equal only if every field is one `T`
+/// knows, spelled and typed as it expects.
+fn round_trip<T: DeserializeOwned + Serialize>(obj: &Value) -> Result<T> {
+    let typed: T = serde_json::from_value(obj.clone())?;
+    let back = serde_json::to_value(&typed)?;
+    if let Some(diff) = first_difference("", obj, &back) {
+        bail!("does not survive the round trip through its API type: {diff}");
+    }
+    Ok(typed)
+}
+
+// The kinds k8s-openapi does not have, as strict as their CRD or config type: only the fields
+// the manifests use, unknown ones refused.
+
+/// `monitoring.coreos.com/v1` `ServiceMonitor` (Prometheus Operator).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ServiceMonitor {
+    api_version: String,
+    kind: String,
+    metadata: ObjectMeta,
+    spec: ServiceMonitorSpec,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ServiceMonitorSpec {
+    selector: LabelSelector,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace_selector: Option<NamespaceSelector>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job_label: Option<String>,
+    endpoints: Vec<Endpoint>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NamespaceSelector {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    any: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    match_names: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Endpoint {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scheme: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interval: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scrape_timeout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    honor_labels: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    relabelings: Option<Vec<RelabelConfig>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metric_relabelings: Option<Vec<RelabelConfig>>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RelabelConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_labels: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    separator: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    regex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replacement: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<String>,
+}
+
+/// `kustomize.config.k8s.io/v1beta1` `Kustomization`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Kustomization {
+    api_version: String,
+    kind: String,
+    resources: Vec<String>,
+}
+
+/// `kubelet.config.k8s.io/v1beta1` `KubeletConfiguration`: the fields `slabtrace advise` sets.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct KubeletConfiguration {
+    api_version: String,
+    kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    system_reserved: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kube_reserved: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eviction_hard: Option<BTreeMap<String, String>>,
+}
+
+/// The objects of one manifest file, each checked against its kind's type.
+#[derive(Default)]
+struct Objects {
+    daemonsets: Vec<DaemonSet>,
+    services: Vec<Service>,
+    service_monitors: Vec<ServiceMonitor>,
+    kinds: Vec<String>,
+}
+
+fn check_objects(source: &str, text: &str, objects: &mut Objects) -> Result<()> {
+    let docs = documents(text).with_context(|| format!("{source} is not YAML"))?;
+    ensure!(!docs.is_empty(), "{source} has no object");
+    for obj in &docs {
+        let api = obj["apiVersion"].as_str().unwrap_or_default();
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        let what = format!("{source}: {api} {kind} {}", obj["metadata"]["name"]);
+        let checked: Result<()> = (|| {
+            match (api, kind) {
+                ("v1", "Namespace") => {
+                    let _: Namespace = round_trip(obj)?;
+                }
+                ("v1", "ServiceAccount") => {
+                    let _: ServiceAccount = round_trip(obj)?;
+                }
+                ("v1", "Service") => objects.services.push(round_trip(obj)?),
+                ("apps/v1", "DaemonSet") => objects.daemonsets.push(round_trip(obj)?),
+                ("monitoring.coreos.com/v1", "ServiceMonitor") => {
+                    objects.service_monitors.push(round_trip(obj)?);
+                }
+                ("kustomize.config.k8s.io/v1beta1", "Kustomization") => {
+                    {
+                        let _: Kustomization = round_trip(obj)?;
+                    };
+                }
+                ("kubelet.config.k8s.io/v1beta1", "KubeletConfiguration") => {
+                    {
+                        let _: KubeletConfiguration = round_trip(obj)?;
+                    };
+                }
+                _ => bail!("a kind this test does not know: add its type"),
+            }
+            Ok(())
+        })();
+        checked.with_context(|| what.clone())?;
+        objects.kinds.push(kind.to_owned());
+    }
+    Ok(())
+}
+
+/// Every .yaml file under `dir`, relative to the repository.
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            yaml_files(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The pod spec's security: what README "Least privilege" promises.
+fn check_least_privilege(what: &str, ds: &DaemonSet) -> Result<()> {
+    let spec = ds.spec.as_ref().context("no spec")?;
+    let strategy = spec.update_strategy.as_ref().context("no updateStrategy")?;
+    let rolling = strategy.rolling_update.as_ref().context("no rollingUpdate")?;
+    // One daemon per pin directory: the old pod stops before the new one starts.
+    ensure!(
+        serde_json::to_value(&rolling.max_surge)? == json!(0)
+            && serde_json::to_value(&rolling.max_unavailable)? == json!(1),
+        "{what}: updateStrategy must be maxSurge 0, maxUnavailable 1: {rolling:?}"
+    );
+    let pod = spec.template.spec.as_ref().context("no pod spec")?;
+    ensure!(pod.host_pid != Some(true), "{what}: hostPID");
+    ensure!(pod.host_network != Some(true), "{what}: hostNetwork");
+    ensure!(pod.host_ipc != Some(true), "{what}: hostIPC");
+    ensure!(pod.automount_service_account_token == Some(false), "{what}: a mounted token");
+    ensure!(pod.init_containers.is_none(), "{what}: init containers are not checked here");
+    let host_paths: BTreeMap<&str, &str> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| Some((v.name.as_str(), v.host_path.as_ref()?.path.as_str())))
+        .collect();
+    ensure!(host_paths.values().any(|p| *p == BPFFS), "{what}: {BPFFS} is not mounted");
+    ensure!(
+        !host_paths.values().any(|p| *p == "/proc" || p.starts_with("/proc/") || *p == "/"),
+        "{what}: the host's /proc (or /) is mounted: {host_paths:?}"
+    );
+    for c in &pod.containers {
+        let what = format!("{what}: container {}", c.name);
+        let sc =
+            c.security_context.as_ref().with_context(|| format!("{what}: no securityContext"))?;
+        ensure!(sc.privileged != Some(true), "{what}: privileged");
+        ensure!(sc.allow_privilege_escalation == Some(false), "{what}: privilege escalation");
+        ensure!(sc.read_only_root_filesystem == Some(true), "{what}: writable root filesystem");
+        ensure!(sc.run_as_user == Some(0), "{what}: runAsUser must be 0 (see the comment)");
+        let caps = sc.capabilities.as_ref().with_context(|| format!("{what}: no capabilities"))?;
+        ensure!(caps.drop == Some(vec!["ALL".to_owned()]), "{what}: must drop ALL: {caps:?}");
+        let mut added = caps.add.clone().unwrap_or_default();
+        added.sort();
+        ensure!(added == CAPS, "{what}: must add exactly {CAPS:?}, adds {added:?}");
+        let seccomp = sc.seccomp_profile.as_ref().with_context(|| format!("{what}: no seccomp"))?;
+        ensure!(seccomp.type_ == "RuntimeDefault", "{what}: seccomp {seccomp:?}");
+        for m in c.volume_mounts.iter().flatten() {
+            let Some(host) = host_paths.get(m.name.as_str()) else { continue };
+            if *host == BPFFS {
+                ensure!(m.read_only != Some(true), "{what}: {BPFFS} must be writable (pins)");
+            } else {
+                ensure!(m.read_only == Some(true), "{what}: host path {host} is not read-only");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the plain manifest and the chart's default rendering must both say.
+fn check_daemon_settings(what: &str, ds: &DaemonSet, image: &str) -> Result<()> {
+    let template = &ds.spec.as_ref().context("no spec")?.template;
+    let pod = template.spec.as_ref().context("no pod spec")?;
+    let c = pod.containers.first().context("no container")?;
+    ensure!(c.image.as_deref() == Some(image), "{what}: image {:?}, not {image}", c.image);
+    let args = c.args.clone().unwrap_or_default();
+    ensure!(
+        args.starts_with(&["daemon".into(), "--listen".into(), "0.0.0.0:9477".into()]),
+        "{what}: args {args:?}"
+    );
+    let env: BTreeMap<&str, Value> = c
+        .env
+        .iter()
+        .flatten()
+        .map(|e| Ok((e.name.as_str(), serde_json::to_value(e)?)))
+        .collect::<Result<_>>()?;
+    ensure!(
+        env.get("NODE_NAME").map(|e| &e["valueFrom"]["fieldRef"]["fieldPath"])
+            == Some(&json!("spec.nodeName")),
+        "{what}: NODE_NAME must come from spec.nodeName"
+    );
+    for (name, value) in [
+        ("SLABTRACE_INTERVAL", "10s"),
+        ("SLABTRACE_PIN_PATH", "/sys/fs/bpf/slabtrace"),
+        ("SLABTRACE_CRI_SOCKET", "/run/containerd/containerd.sock"),
+    ] {
+        ensure!(env.get(name).map(|e| &e["value"]) == Some(&json!(value)), "{what}: {name}");
+    }
+    let port = c.ports.iter().flatten().find(|p| p.name.as_deref() == Some("metrics"));
+    ensure!(port.map(|p| p.container_port) == Some(9477), "{what}: no port 9477 named metrics");
+    for probe in [&c.liveness_probe, &c.readiness_probe] {
+        let get = probe.as_ref().and_then(|p| p.http_get.as_ref());
+        ensure!(get.and_then(|g| g.path.as_deref()) == Some("/healthz"), "{what}: probe {get:?}");
+    }
+    let annotations = template.metadata.as_ref().and_then(|m| m.annotations.clone());
+    let annotations = annotations.unwrap_or_default();
+    for (k, v) in [
+        ("prometheus.io/scrape", "true"),
+        ("prometheus.io/port", "9477"),
+        ("prometheus.io/path", "/metrics"),
+    ] {
+        ensure!(annotations.get(k).map(String::as_str) == Some(v), "{what}: annotation {k}");
+    }
+    ensure!(
+        pod.tolerations.iter().flatten().any(|t| t.operator.as_deref() == Some("Exists")
+            && t.key.is_none()
+            && t.effect.is_none()),
+        "{what}: must tolerate every taint"
+    );
+    ensure!(pod.priority_class_name.as_deref() == Some("system-node-critical"), "{what}");
+    let resources = c.resources.as_ref().context("no resources")?;
+    let limits = resources.limits.clone().unwrap_or_default();
+    ensure!(limits.contains_key("memory") && !limits.contains_key("cpu"), "{what}: limits");
+    Ok(())
+}
+
+fn plain_daemonset() -> Result<DaemonSet> {
+    let mut objects = Objects::default();
+    check_objects("daemonset.yaml", &read("deploy/kubernetes/daemonset.yaml")?, &mut objects)?;
+    objects.daemonsets.pop().context("no DaemonSet in deploy/kubernetes/daemonset.yaml")
+}
+
+#[test]
+fn every_manifest_is_valid_kubernetes() -> Result<()> {
+    let mut files = Vec::new();
+    yaml_files(&repo().join("deploy/kubernetes"), &mut files)?;
+    files.push(repo().join("deploy/kubelet-reservations.yaml"));
+    files.sort();
+    let mut kinds = BTreeSet::new();
+    for path in &files {
+        let text = fs::read_to_string(path)?;
+        let mut objects = Objects::default();
+        check_objects(&path.display().to_string(), &text, &mut objects)?;
+        for ds in &objects.daemonsets {
+            check_least_privilege(&path.display().to_string(), ds)?;
+        }
+        kinds.extend(objects.kinds);
+    }
+    let want = [
+        "DaemonSet",
+        "KubeletConfiguration",
+        "Kustomization",
+        "Namespace",
+        "Service",
+        "ServiceAccount",
+        "ServiceMonitor",
+    ];
+    ensure!(kinds.iter().eq(want.iter()), "kinds {kinds:?}, want {want:?}");
+    Ok(())
+}
+
+#[test]
+fn the_kustomization_lists_every_manifest_but_the_optional_ones() -> Result<()> {
+    let k: Kustomization =
+        round_trip(&documents(&read("deploy/kubernetes/kustomization.yaml")?)?[0])?;
+    let mut files = Vec::new();
+    yaml_files(&repo().join("deploy/kubernetes"), &mut files)?;
+    let dir = repo().join("deploy/kubernetes");
+    let mut present: Vec<String> = files
+        .iter()
+        .filter_map(|p| p.strip_prefix(&dir).ok())
+        .map(|p| p.display().to_string())
+        .filter(|p| p != "kustomization.yaml" && !p.starts_with("optional/"))
+        .collect();
+    present.sort();
+    let mut listed = k.resources.clone();
+    listed.sort();
+    ensure!(listed == present, "kustomization lists {listed:?}; the directory has {present:?}");
+    // Namespace first: the objects in it need it.
+    ensure!(k.resources.first().map(String::as_str) == Some("namespace.yaml"), "{k:?}");
+    Ok(())
+}
+
+#[test]
+fn the_daemonset_keeps_least_privilege_and_the_documented_settings() -> Result<()> {
+    let ds = plain_daemonset()?;
+    check_least_privilege("deploy/kubernetes", &ds)?;
+    check_daemon_settings("deploy/kubernetes", &ds, &format!("localhost/slabtrace:{VERSION}"))?;
+    let meta = &ds.metadata;
+    ensure!(meta.namespace.as_deref() == Some("slabtrace"), "namespace {:?}", meta.namespace);
+    let pod = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref()).context("no pod spec")?;
+    ensure!(pod.service_account_name.as_deref() == Some("slabtrace"), "serviceAccountName");
+    // The headless Service selects exactly the DaemonSet's pods.
+    let mut objects = Objects::default();
+    check_objects("service.yaml", &read("deploy/kubernetes/service.yaml")?, &mut objects)?;
+    let svc = objects.services.pop().context("no Service")?;
+    let svc_spec = svc.spec.context("no Service spec")?;
+    ensure!(svc_spec.cluster_ip.as_deref() == Some("None"), "the Service must be headless");
+    let pod_labels = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    for (k, v) in svc_spec.selector.iter().flatten() {
+        ensure!(pod_labels.get(k) == Some(v), "the Service selects {k}={v}, the pods lack it");
+    }
+    Ok(())
+}
+
+fn release() -> Release {
+    Release { name: "slabtrace".into(), namespace: "slabtrace".into() }
+}
+
+fn chart_dir() -> PathBuf {
+    repo().join("deploy/helm/slabtrace")
+}
+
+/// Renders the chart and checks every object; returns them.
+fn render_chart(overrides: &Value) -> Result<(Objects, helm::Rendered)> {
+    let rendered = helm::render(&chart_dir(), &release(), overrides)?;
+    let mut objects = Objects::default();
+    for (name, text) in &rendered.manifests {
+        if documents(text)
+            .with_context(|| format!("{name} rendered to bad YAML:\n{text}"))?
+            .is_empty()
+        {
+            continue;
+        }
+        check_objects(name, text, &mut objects).with_context(|| format!("rendered:\n{text}"))?;
+    }
+    for ds in &objects.daemonsets {
+        check_least_privilege("the chart", ds)?;
+    }
+    ensure!(rendered.notes.as_deref().is_some_and(|n| n.contains("kubectl")), "NOTES.txt");
+    Ok((objects, rendered))
+}
+
+#[test]
+fn the_chart_renders_the_plain_manifests_pod_spec() -> Result<()> {
+    let chart: Value = documents(&read("deploy/helm/slabtrace/Chart.yaml")?)?.remove(0);
+    ensure!(chart["apiVersion"] == "v2" && chart["appVersion"] == VERSION, "Chart.yaml {chart}");
+    let (objects, _) = render_chart(&json!({}))?;
+    let mut kinds = objects.kinds.clone();
+    kinds.sort();
+    ensure!(kinds == ["DaemonSet", "Service", "ServiceAccount"], "default kinds {kinds:?}");
+    let ds = objects.daemonsets.first().context("no DaemonSet")?;
+    check_daemon_settings("the chart", ds, &format!("localhost/slabtrace:{VERSION}"))?;
+    let plain = plain_daemonset()?;
+    let pod_spec = |d: &DaemonSet| -> Result<Value> {
+        let spec: &PodSpec =
+            d.spec.as_ref().and_then(|s| s.template.spec.as_ref()).context("no pod spec")?;
+        Ok(serde_json::to_value(spec)?)
+    };
+    let (chart_pod, plain_pod) = (pod_spec(ds)?, pod_spec(&plain)?);
+    if let Some(diff) = first_difference("spec.template.spec", &plain_pod, &chart_pod) {
+        bail!("the chart's default pod spec is not deploy/kubernetes's: {diff}");
+    }
+    let annotations = |d: &DaemonSet| {
+        d.spec.as_ref().and_then(|s| s.template.metadata.as_ref()?.annotations.clone())
+    };
+    ensure!(annotations(ds) == annotations(&plain), "pod annotations differ");
+    let strategy = |d: &DaemonSet| serde_json::to_value(&d.spec.as_ref()?.update_strategy).ok();
+    ensure!(strategy(ds) == strategy(&plain), "updateStrategy differs");
+    // The Service selects the chart's pods.
+    let svc = objects.services.first().context("no Service")?;
+    let pod_labels = ds.spec.as_ref().and_then(|s| s.template.metadata.as_ref()?.labels.clone());
+    let pod_labels = pod_labels.unwrap_or_default();
+    let selector = svc.spec.as_ref().and_then(|s| s.selector.clone()).unwrap_or_default();
+    ensure!(!selector.is_empty(), "the Service selects nothing");
+    for (k, v) in &selector {
+        ensure!(pod_labels.get(k) == Some(v), "the Service selects {k}={v}; the pods lack it");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_chart_renders_overrides() -> Result<()> {
+    let overrides = json!({
+        "image": { "repository": "registry.example.com/infra/slabtrace", "tag": "9.9.9",
+                   "pullPolicy": "Always" },
+        "imagePullSecrets": [{ "name": "regcred" }],
+        "serviceMonitor": { "enabled": true, "labels": { "release": "kube-prometheus-stack" } },
+        "nodeSelector": { "kubernetes.io/os": "linux" },
+        "tolerations": [
+            { "operator": "Exists" },
+            { "key": "dedicated", "operator": "Equal", "value": "infra", "effect": "NoSchedule" }
+        ],
+        "extraArgs": ["--metrics-top", "200", "--call-sites"],
+        "env": [{ "name": "RUST_LOG", "value": "debug" }],
+        "podAnnotations": { "example.com/team": "kernel" },
+        "criSocket": "/run/crio/crio.sock",
+        "listenPort": 9555,
+    });
+    let (objects, rendered) = render_chart(&overrides)?;
+    ensure!(rendered.values["listenPort"] == 9555, "the overrides were not merged");
+    let mut kinds = objects.kinds.clone();
+    kinds.sort();
+    ensure!(
+        kinds == ["DaemonSet", "Service", "ServiceAccount", "ServiceMonitor"],
+        "kinds {kinds:?}"
+    );
+    let ds = objects.daemonsets.first().context("no DaemonSet")?;
+    let template = &ds.spec.as_ref().context("no spec")?.template;
+    let pod = template.spec.as_ref().context("no pod spec")?;
+    let c = &pod.containers[0];
+    ensure!(c.image.as_deref() == Some("registry.example.com/infra/slabtrace:9.9.9"), "{c:?}");
+    ensure!(c.image_pull_policy.as_deref() == Some("Always"), "pullPolicy");
+    ensure!(pod.image_pull_secrets.as_ref().is_some_and(|s| s[0].name == "regcred"), "secrets");
+    ensure!(
+        pod.node_selector.as_ref().and_then(|n| n.get("kubernetes.io/os")).map(String::as_str)
+            == Some("linux"),
+        "nodeSelector {:?}",
+        pod.node_selector
+    );
+    ensure!(pod.tolerations.as_ref().map(Vec::len) == Some(2), "tolerations {:?}", pod.tolerations);
+    ensure!(
+        c.args.as_ref().is_some_and(|a| a
+            == &["daemon", "--listen", "0.0.0.0:9555", "--metrics-top", "200", "--call-sites"]),
+        "args {:?}",
+        c.args
+    );
+    ensure!(c.env.iter().flatten().any(|e| e.name == "RUST_LOG"), "extra env");
+    ensure!(c.ports.as_ref().is_some_and(|p| p[0].container_port == 9555), "port");
+    let annotations = template.metadata.as_ref().and_then(|m| m.annotations.clone());
+    let annotations = annotations.unwrap_or_default();
+    ensure!(annotations.get("prometheus.io/port").map(String::as_str) == Some("9555"), "port");
+    ensure!(annotations.contains_key("example.com/team"), "podAnnotations {annotations:?}");
+    // The CRI socket's directory is what is mounted, read-only.
+    let cri = pod.volumes.iter().flatten().find(|v| v.name == "cri").context("no cri volume")?;
+    ensure!(cri.host_path.as_ref().is_some_and(|h| h.path == "/run/crio"), "{cri:?}");
+    let sm = objects.service_monitors.first().context("no ServiceMonitor")?;
+    ensure!(sm.spec.endpoints[0].port.as_deref() == Some("metrics"), "{sm:?}");
+    let sm_labels = sm.metadata.labels.clone().unwrap_or_default();
+    ensure!(
+        sm_labels.get("release").map(String::as_str) == Some("kube-prometheus-stack"),
+        "labels"
+    );
+    let svc = objects.services.first().context("no Service")?;
+    let port = svc.spec.as_ref().and_then(|s| s.ports.as_ref()?.first().map(|p| p.port));
+    ensure!(port == Some(9555), "Service port {port:?}");
+    Ok(())
+}
+
+#[test]
+fn the_kubelet_snippet_has_the_keys_slabtrace_advise_prints() -> Result<()> {
+    use slabtrace::advice::{NodeSample, Policy, advise};
+    let sample = |t: f64, sunreclaim: u64| NodeSample {
+        t,
+        slab: sunreclaim * 2,
+        sreclaimable: sunreclaim,
+        sunreclaim,
+        ..NodeSample::default()
+    };
+    let advice = advise(&[sample(0.0, 400 << 20), sample(60.0, 512 << 20)], &Policy::default())
+        .context("no advice")?;
+    let printed = documents(&advice.kubelet_config)?.remove(0);
+    let shipped = documents(&read("deploy/kubelet-reservations.yaml")?)?.remove(0);
+    let _: KubeletConfiguration = round_trip(&printed).context("what advise prints")?;
+    let _: KubeletConfiguration =
+        round_trip(&shipped).context("deploy/kubelet-reservations.yaml")?;
+    let (mut want, mut got) = (BTreeSet::new(), BTreeSet::new());
+    keys(&printed, "", &mut want);
+    keys(&shipped, "", &mut got);
+    ensure!(want == got, "advise prints keys {want:?}; the file has {got:?}");
+    for k in ["apiVersion", "kind"] {
+        ensure!(printed[k] == shipped[k], "{k}: {} vs {}", printed[k], shipped[k]);
+    }
+    // Quantities as the kubelet reads them, in MiB like advise's.
+    for (section, key) in [
+        ("systemReserved", "memory"),
+        ("kubeReserved", "memory"),
+        ("evictionHard", "memory.available"),
+    ] {
+        let q = shipped[section][key].as_str().context("not a string")?;
+        ensure!(
+            q.strip_suffix("Mi").is_some_and(|n| n.parse::<u64>().is_ok()),
+            "{section}.{key}: {q}"
+        );
+    }
+    Ok(())
+}
+
+/// Every key path of a YAML map (`/systemReserved/memory`).
+fn keys(v: &Value, path: &str, out: &mut BTreeSet<String>) {
+    if let Value::Object(m) = v {
+        for (k, child) in m {
+            let p = format!("{path}/{k}");
+            keys(child, &p, out);
+            out.insert(p);
+        }
+    }
+}
+
+/// Every `slabtrace_…` metric name in a `PromQL` expression.
+fn metric_names(expr: &str, out: &mut BTreeSet<String>) {
+    let mut rest = expr;
+    while let Some(i) = rest.find("slabtrace_") {
+        let boundary = rest[..i].chars().last().is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+        let tail = &rest[i..];
+        let end =
+            tail.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(tail.len());
+        if boundary {
+            out.insert(tail[..end].to_owned());
+        }
+        rest = &tail[end..];
+    }
+}
+
+fn dashboard() -> Result<Value> {
+    serde_json::from_str(&read("deploy/grafana/slabtrace-dashboard.json")?)
+        .context("the dashboard is not JSON")
+}
+
+#[test]
+fn the_dashboard_is_well_formed() -> Result<()> {
+    let d = dashboard()?;
+    ensure!(d["schemaVersion"].as_u64().is_some_and(|v| v >= 36), "schemaVersion");
+    ensure!(d["uid"].as_str().is_some_and(|u| !u.is_empty()), "no uid");
+    let inputs = d["__inputs"].as_array().context("no __inputs")?;
+    ensure!(
+        inputs.iter().any(|i| i["name"] == "DS_PROMETHEUS" && i["pluginId"] == "prometheus"),
+        "no DS_PROMETHEUS input"
+    );
+    let vars = d["templating"]["list"].as_array().context("no templating")?;
+    let var_names: Vec<&str> = vars.iter().filter_map(|v| v["name"].as_str()).collect();
+    ensure!(var_names.iter().any(|n| *n == "instance" || *n == "node"), "no node variable");
+    let panels = d["panels"].as_array().context("no panels")?;
+    ensure!(panels.len() >= 6, "{} panels", panels.len());
+    let mut ids = BTreeSet::new();
+    let prometheus = json!({ "type": "prometheus", "uid": "${DS_PROMETHEUS}" });
+    for p in panels {
+        let title = p["title"].as_str().context("a panel without a title")?;
+        let id = p["id"].as_u64().with_context(|| format!("{title}: no id"))?;
+        ensure!(ids.insert(id), "{title}: id {id} is not unique");
+        ensure!(p["datasource"] == prometheus, "{title}: datasource {}", p["datasource"]);
+        let grid = &p["gridPos"];
+        ensure!(["x", "y", "w", "h"].iter().all(|k| grid[k].is_u64()), "{title}: gridPos");
+        let targets = p["targets"].as_array().with_context(|| format!("{title}: no targets"))?;
+        ensure!(!targets.is_empty(), "{title}: no targets");
+        let mut ref_ids = BTreeSet::new();
+        for t in targets {
+            let expr = t["expr"].as_str().unwrap_or_default();
+            ensure!(!expr.trim().is_empty(), "{title}: a target without expr");
+            ensure!(expr.contains("$instance"), "{title}: {expr} ignores the node variable");
+            ensure!(t["datasource"] == prometheus, "{title}: target datasource");
+            ensure!(ref_ids.insert(t["refId"].to_string()), "{title}: refIds repeat");
+        }
+    }
+    Ok(())
+}
+
+/// Families that exist only once something happened (an OOM kill, a growth finding): a short
+/// run on a quiet node may not export them, so they are checked against the exporter's source.
+const AFTER_EVENTS: &[&str] =
+    &["slabtrace_oom_kills", "slabtrace_problematic_growth_bytes_per_second"];
+
+#[test]
+fn every_dashboard_metric_is_exported_by_a_real_daemon() -> Result<()> {
+    require_root()?;
+    let d = dashboard()?;
+    let mut wanted = BTreeSet::new();
+    for p in d["panels"].as_array().context("no panels")? {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            metric_names(t["expr"].as_str().unwrap_or_default(), &mut wanted);
+        }
+    }
+    for v in d["templating"]["list"].as_array().into_iter().flatten() {
+        metric_names(v["definition"].as_str().unwrap_or_default(), &mut wanted);
+        metric_names(v["query"]["query"].as_str().unwrap_or_default(), &mut wanted);
+    }
+    ensure!(wanted.len() >= 10, "too few metric names found: {wanted:?}");
+
+    // A pod holding slab, so that the per-pod families have series.
+    let fs = Tmpfs::mount("deploy")?;
+    let daemon = Daemon::start("deploy", &["--interval", "1s"])?;
+    let pod =
+        Cgroup::create_at(&format!("/kubepods/besteffort/pod{}/0123456789abcdef", fresh_uid()?))?;
+    pod.run(Command::new(workload()).arg("create").arg(fs.path()).arg("2000"))?;
+    let deadline = Instant::now() + Duration::from_mins(1);
+    let exposition = loop {
+        let (status, body) = daemon.get("/metrics")?;
+        if status == 200 && body.contains("slabtrace_pod_live_bytes{") {
+            break body;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no pod series within 60 s:\n{body}\n{}",
+            daemon.stderr()
+        );
+        thread::sleep(Duration::from_millis(300));
+    };
+    // Sample names and family names (# TYPE), so `x_total` and `x` both count.
+    let mut exported = BTreeSet::new();
+    for line in exposition.lines() {
+        if let Some(t) = line.strip_prefix("# TYPE ") {
+            exported.extend(t.split_whitespace().next().map(str::to_owned));
+        } else if !line.starts_with('#') {
+            exported.extend(line.split(['{', ' ']).next().map(str::to_owned));
+        }
+    }
+    let source = read("slabtrace/src/output/metrics.rs")?;
+    let mut missing = Vec::new();
+    for name in &wanted {
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        if exported.contains(name) || exported.contains(family) {
+            continue;
+        }
+        // Not in this scrape: only a family that needs an event may be, and the exporter must
+        // register it under that name.
+        let registered = source.contains(&format!("\"{family}\""));
+        if !(AFTER_EVENTS.contains(&family) && registered) {
+            missing.push(name.clone());
+        }
+    }
+    ensure!(
+        missing.is_empty(),
+        "the dashboard queries metrics slabtrace does not export: {missing:?}\nexported: {exported:?}"
+    );
+    drop(pod);
+    let stopped = daemon.stop(libc::SIGTERM, Duration::from_secs(10))?;
+    ensure!(stopped.status.success(), "the daemon failed: {}", stopped.stderr);
+    Ok(())
+}
