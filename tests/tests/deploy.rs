@@ -38,6 +38,7 @@ use slabtrace_integration::{
     daemon::Daemon,
     fresh_uid,
     helm::{self, Release},
+    prometheus::{Prometheus, sample_value},
     require_root, workload,
 };
 
@@ -765,6 +766,41 @@ fn every_dashboard_metric_is_exported_by_a_real_daemon() -> Result<()> {
         missing.is_empty(),
         "the dashboard queries metrics slabtrace does not export: {missing:?}\nexported: {exported:?}"
     );
+
+    // Every panel's query, as Grafana would send it, through a real Prometheus scraping the
+    // daemon: each must parse and evaluate, and those about the node and its pods must have
+    // data. (The template variables become what Grafana substitutes: all instances, and a
+    // rate window of a few scrapes.)
+    let prometheus = Prometheus::start("deploy", &daemon.listen)?;
+    let deadline = Instant::now() + Duration::from_mins(1);
+    while prometheus
+        .query("count_over_time(slabtrace_node_slab_bytes[1m])")?
+        .first()
+        .and_then(sample_value)
+        < Some(6.0)
+    {
+        ensure!(
+            Instant::now() < deadline,
+            "Prometheus has no 6 scrapes after 60 s: {}",
+            prometheus.log()
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
+    for p in d["panels"].as_array().context("no panels")? {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap_or_default();
+            let promql = expr.replace("$__rate_interval", "5s").replace("$instance", ".*");
+            let result = prometheus
+                .query(&promql)
+                .with_context(|| format!("panel {:?}: Prometheus refused {promql}", p["title"]))?;
+            let has_data =
+                ["slabtrace_node_slab", "slabtrace_pod_live_bytes", "slabtrace_bpf_map_bytes"];
+            if has_data.iter().any(|m| expr.contains(m)) {
+                ensure!(!result.is_empty(), "panel {:?}: no data for {promql}", p["title"]);
+            }
+        }
+    }
+    drop(prometheus);
     drop(pod);
     let stopped = daemon.stop(libc::SIGTERM, Duration::from_secs(10))?;
     ensure!(stopped.status.success(), "the daemon failed: {}", stopped.stderr);
