@@ -30,12 +30,14 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ImageSpec,
-    ImageStatusRequest, LinuxContainerConfig, LinuxContainerResources,
-    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
-    image_service_client::ImageServiceClient, runtime_service_client::RuntimeServiceClient,
+    ContainerConfig, ContainerMetadata, ContainerStatus, ContainerStatusRequest,
+    CreateContainerRequest, ExecSyncRequest, ImageSpec, ImageStatusRequest, LinuxContainerConfig,
+    LinuxContainerResources, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, RemoveContainerRequest, RemoveImageRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    StopPodSandboxRequest, image_service_client::ImageServiceClient,
+    runtime_service_client::RuntimeServiceClient,
 };
 use sha2::{Digest as _, Sha256};
 use slabtrace::{
@@ -163,6 +165,19 @@ impl Containerd {
         uid: &str,
         qos_cgroup_parent: &str,
     ) -> Result<Pod<'_>> {
+        self.run_pod_with(namespace, name, uid, qos_cgroup_parent, |_| {})
+    }
+
+    /// [`Containerd::run_pod`], with `tweak` applied to the sandbox config first (a log
+    /// directory, say).
+    pub fn run_pod_with(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        qos_cgroup_parent: &str,
+        tweak: impl FnOnce(&mut PodSandboxConfig),
+    ) -> Result<Pod<'_>> {
         let cgroup_parent = format!("{}/pod{uid}", qos_cgroup_parent.trim_end_matches('/'));
         self.daemon.note_cgroup_parent(&cgroup_parent)?;
         let labels = HashMap::from([
@@ -190,6 +205,8 @@ impl Containerd {
             }),
             ..PodSandboxConfig::default()
         };
+        let mut config = config;
+        tweak(&mut config);
         let request = RunPodSandboxRequest { config: Some(config.clone()), ..Default::default() };
         let sandbox_id = self
             .call("RunPodSandbox", |mut c| async move { c.run_pod_sandbox(request).await })
@@ -241,6 +258,102 @@ impl Containerd {
         Ok(id)
     }
 
+    /// Creates and starts a container of `pod` from `config` as given (image, args, mounts,
+    /// security context: nothing of [`Containerd::create_container`]'s defaults), adding only
+    /// the metadata and kubelet's labels; returns its id.
+    pub fn start_container(
+        &self,
+        pod: &Pod<'_>,
+        name: &str,
+        mut config: ContainerConfig,
+    ) -> Result<String> {
+        let meta = pod.config.metadata.clone().unwrap_or_default();
+        config.metadata = Some(ContainerMetadata { name: name.to_owned(), attempt: 0 });
+        config.labels.extend([
+            (cri::LABEL_CONTAINER_NAME.to_owned(), name.to_owned()),
+            (cri::LABEL_POD_NAME.to_owned(), meta.name),
+            (cri::LABEL_POD_NAMESPACE.to_owned(), meta.namespace),
+            (cri::LABEL_POD_UID.to_owned(), meta.uid),
+        ]);
+        let request = CreateContainerRequest {
+            pod_sandbox_id: pod.sandbox_id.clone(),
+            config: Some(config),
+            sandbox_config: Some(pod.config.clone()),
+        };
+        let id = self
+            .call("CreateContainer", |mut c| async move { c.create_container(request).await })
+            .with_context(|| format!("creating container {name}"))?
+            .container_id;
+        let request = StartContainerRequest { container_id: id.clone() };
+        self.call("StartContainer", |mut c| async move { c.start_container(request).await })
+            .with_context(|| format!("starting container {name}"))?;
+        Ok(id)
+    }
+
+    /// Stops a container as kubelet does: SIGTERM, then SIGKILL after `grace` (whole seconds).
+    pub fn stop_container(&self, container_id: &str, grace: Duration) -> Result<()> {
+        let request = StopContainerRequest {
+            container_id: container_id.to_owned(),
+            timeout: i64::try_from(grace.as_secs())?,
+        };
+        self.call("StopContainer", |mut c| async move { c.stop_container(request).await })
+            .with_context(|| format!("stopping container {container_id}"))?;
+        Ok(())
+    }
+
+    /// Removes a (stopped) container.
+    pub fn remove_container(&self, container_id: &str) -> Result<()> {
+        let request = RemoveContainerRequest { container_id: container_id.to_owned() };
+        self.call("RemoveContainer", |mut c| async move { c.remove_container(request).await })
+            .with_context(|| format!("removing container {container_id}"))?;
+        Ok(())
+    }
+
+    /// A container's status: its state, exit code, reason and message.
+    pub fn container_status(&self, container_id: &str) -> Result<ContainerStatus> {
+        let request =
+            ContainerStatusRequest { container_id: container_id.to_owned(), verbose: false };
+        self.call("ContainerStatus", |mut c| async move { c.container_status(request).await })?
+            .status
+            .with_context(|| format!("no status for container {container_id}"))
+    }
+
+    /// Imports an image archive (a docker archive, as `cargo xtask image --output` writes)
+    /// into the CRI plugin's namespace with `ctr`, and waits until the CRI lists `image`.
+    pub fn import_image(&self, archive: &Path, image: &str) -> Result<()> {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(self.socket())
+            .args(["--namespace", CRI_NAMESPACE, "images", "import"])
+            .arg(archive)
+            .output()
+            .context("running ctr")?;
+        ensure!(
+            out.status.success(),
+            "ctr images import {} failed: {}{}",
+            archive.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.wait_image_named(image)
+    }
+
+    /// Removes an image through the CRI (what kubelet's image garbage collection does).
+    pub fn remove_image(&self, image: &str) -> Result<()> {
+        let client = self.image_client.clone();
+        let request = RemoveImageRequest {
+            image: Some(ImageSpec { image: image.to_owned(), ..ImageSpec::default() }),
+        };
+        self.rt
+            .block_on(async move {
+                let mut client = client;
+                tokio::time::timeout(CALL_TIMEOUT, client.remove_image(request)).await
+            })
+            .with_context(|| format!("RemoveImage {image}: no answer"))?
+            .map_err(|s| anyhow::anyhow!("RemoveImage {image} failed: {}", s.message()))?;
+        Ok(())
+    }
+
     /// Runs `cmd` in a container and waits for it, at most `timeout` (whole seconds, at least 1).
     pub fn exec_sync(
         &self,
@@ -283,11 +396,16 @@ impl Containerd {
     /// Waits until the CRI plugin has seen the imported image: it learns of images from
     /// containerd's events, a moment after `ctr import` returns.
     fn wait_image(&self) -> Result<()> {
+        self.wait_image_named(IMAGE)
+    }
+
+    /// Waits until the CRI plugin lists `image`.
+    fn wait_image_named(&self, image: &str) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let client = self.image_client.clone();
             let request = ImageStatusRequest {
-                image: Some(ImageSpec { image: IMAGE.to_owned(), ..ImageSpec::default() }),
+                image: Some(ImageSpec { image: image.to_owned(), ..ImageSpec::default() }),
                 verbose: false,
             };
             let answer = self.rt.block_on(async move {
@@ -300,7 +418,7 @@ impl Containerd {
                 Ok(Err(status)) => format!("{} ({:?})", status.message(), status.code()),
                 Err(_) => format!("no answer within {} s", CALL_TIMEOUT.as_secs()),
             };
-            ensure!(Instant::now() < deadline, "the CRI plugin never saw {IMAGE}: {last}");
+            ensure!(Instant::now() < deadline, "the CRI plugin never saw {image}: {last}");
             thread::sleep(Duration::from_millis(100));
         }
     }

@@ -1,0 +1,373 @@
+//! The container image, deployed as the `DaemonSet` deploys it: imported into a real containerd
+//! (the tests' private one), run through the CRI in a host-network pod with the `DaemonSet`'s
+//! security context (not privileged; UID 0 with capabilities ALL dropped and only `CAP_BPF`,
+//! `CAP_PERFMON`, `CAP_SYSLOG` added; read-only root file system; no new privileges; the
+//! runtime's default seccomp profile) and its host paths. The daemon in the container
+//! attributes a workload in a host cgroup; then a rolling update stops it and starts a new
+//! container of the same image on the same pin path, and the frees of files made before the
+//! update are credited to the cgroup that made them.
+//!
+//! The image comes from `cargo xtask image --output <archive>`; `cargo xtask test` builds it
+//! and passes the archive in `SLABTRACE_IMAGE_ARCHIVE`. Without an archive the test fails and
+//! says how to build one.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use k8s_cri::v1::{
+    Capability, ContainerConfig, ImageSpec, Int64Value, KeyValue, LinuxContainerConfig,
+    LinuxContainerResources, LinuxContainerSecurityContext, Mount, NamespaceMode, NamespaceOption,
+    SecurityProfile, security_profile::ProfileType,
+};
+use serde_json::Value;
+use slabtrace_integration::{
+    Cgroup, RCU_SETTLE, Tmpfs, cache_of, cgroup,
+    containerd::{Containerd, Pod},
+    daemon::{free_port, http_get},
+    ensure_bpffs, fresh_uid, num, require_root, workload,
+};
+
+/// Where `cargo xtask test` puts the image archive it built.
+const ARCHIVE_ENV: &str = "SLABTRACE_IMAGE_ARCHIVE";
+
+/// The `DaemonSet`'s capabilities (deploy/kubernetes/daemonset.yaml), named as a pod spec names
+/// them and kubelet passes them on: without `CAP_`, which containerd's CRI adds. (Found by
+/// trying: given `CAP_BPF`, containerd 1.6 asks runc for `CAP_CAP_BPF`, which runc ignores, and
+/// the daemon starts without it.)
+const CAPS: [&str; 3] = ["BPF", "PERFMON", "SYSLOG"];
+
+/// Their bits (include/uapi/linux/capability.h): `CAP_SYSLOG` 34, `CAP_PERFMON` 38, `CAP_BPF` 39.
+const CAP_BITS: u64 = 1 << 34 | 1 << 38 | 1 << 39;
+
+/// The node name the pod gets from the downward API.
+const NODE_NAME: &str = "slabtrace-image-test-node";
+
+/// The image archive: `$SLABTRACE_IMAGE_ARCHIVE`, else what `cargo xtask image --output`
+/// writes by default in CI.
+fn archive() -> Result<PathBuf> {
+    let path = std::env::var_os(ARCHIVE_ENV).map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/image/slabtrace.tar"),
+        PathBuf::from,
+    );
+    ensure!(
+        path.is_file(),
+        "no image archive at {}: build it with `cargo xtask image --output {}` (cargo xtask test \
+         does) or point {ARCHIVE_ENV} at one",
+        path.display(),
+        path.display()
+    );
+    Ok(path)
+}
+
+/// The image's name, from the docker archive's manifest (`RepoTags`).
+fn image_name(archive: &Path) -> Result<String> {
+    let out = Command::new("tar").arg("-xOf").arg(archive).arg("manifest.json").output()?;
+    ensure!(
+        out.status.success(),
+        "{} has no manifest.json: not a docker archive",
+        archive.display()
+    );
+    let manifest: Value = serde_json::from_slice(&out.stdout)?;
+    manifest[0]["RepoTags"][0]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{} names no image: {manifest}", archive.display()))
+}
+
+/// A pin directory of the test's own on the BPF filesystem, removed (with its maps) on drop.
+struct PinDir(PathBuf);
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A scratch directory for the containers' logs, removed on drop.
+struct LogDir(PathBuf);
+
+impl LogDir {
+    /// What a container wrote (the CRI log format: `<time> <stream> <tag> <line>`), lines only.
+    fn read(&self, name: &str) -> String {
+        let text = fs::read_to_string(self.0.join(format!("{name}.log"))).unwrap_or_default();
+        text.lines().map(|l| l.splitn(4, ' ').nth(3).unwrap_or(l)).collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for LogDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What the `DaemonSet` runs: its args (but a free port and the test's pin path), its
+/// environment, host paths and security context.
+fn daemonset_container(
+    image: &str,
+    listen: &str,
+    pins: &Path,
+    cri_socket: &Path,
+    log: &str,
+) -> ContainerConfig {
+    let host_path = |path: &Path, readonly| Mount {
+        container_path: path.display().to_string(),
+        host_path: path.display().to_string(),
+        readonly,
+        ..Mount::default()
+    };
+    let socket_dir = cri_socket.parent().unwrap_or(Path::new("/"));
+    let args = [
+        "daemon",
+        "--listen",
+        listen,
+        "--interval",
+        "1s",
+        // Exact frees, so the rolling update's credit is checked to the file.
+        "--sample",
+        "1",
+        "--pin-path",
+        &pins.display().to_string(),
+        "--cri-socket",
+        &cri_socket.display().to_string(),
+    ]
+    .map(str::to_owned);
+    ContainerConfig {
+        image: Some(ImageSpec { image: image.to_owned(), ..ImageSpec::default() }),
+        args: args.to_vec(),
+        envs: vec![
+            KeyValue { key: "NODE_NAME".into(), value: NODE_NAME.into() },
+            KeyValue { key: "RUST_LOG".into(), value: "info".into() },
+        ],
+        mounts: vec![
+            host_path(Path::new("/sys/kernel/btf"), true),
+            host_path(Path::new("/sys/fs/cgroup"), true),
+            host_path(Path::new("/sys/kernel/tracing"), true),
+            host_path(socket_dir, true),
+            host_path(Path::new("/sys/fs/bpf"), false),
+        ],
+        log_path: format!("{log}.log"),
+        linux: Some(LinuxContainerConfig {
+            // The DaemonSet's requests and limits (cpu 50m, memory 256Mi), as kubelet passes them.
+            resources: Some(LinuxContainerResources {
+                cpu_shares: 51,
+                memory_limit_in_bytes: 256 << 20,
+                ..LinuxContainerResources::default()
+            }),
+            security_context: Some(LinuxContainerSecurityContext {
+                capabilities: Some(Capability {
+                    add_capabilities: CAPS.map(str::to_owned).to_vec(),
+                    drop_capabilities: vec!["ALL".into()],
+                    add_ambient_capabilities: Vec::new(),
+                }),
+                privileged: false,
+                run_as_user: Some(Int64Value { value: 0 }),
+                readonly_rootfs: true,
+                no_new_privs: true,
+                seccomp: Some(SecurityProfile {
+                    profile_type: ProfileType::RuntimeDefault.into(),
+                    localhost_ref: String::new(),
+                }),
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Node.into(),
+                    pid: NamespaceMode::Container.into(),
+                    ipc: NamespaceMode::Pod.into(),
+                    ..NamespaceOption::default()
+                }),
+                ..LinuxContainerSecurityContext::default()
+            }),
+        }),
+        ..ContainerConfig::default()
+    }
+}
+
+/// A daemon container of the test's pod.
+struct Running<'a> {
+    containerd: &'a Containerd,
+    id: String,
+    listen: String,
+    name: String,
+    logs: &'a LogDir,
+}
+
+impl<'a> Running<'a> {
+    /// Starts the image as the `DaemonSet` does and waits until `/healthz` answers 200.
+    fn start(
+        containerd: &'a Containerd,
+        pod: &Pod<'_>,
+        logs: &'a LogDir,
+        image: &str,
+        pins: &Path,
+        name: &str,
+    ) -> Result<Self> {
+        let listen = format!("127.0.0.1:{}", free_port()?);
+        let config = daemonset_container(image, &listen, pins, containerd.socket(), name);
+        let id = containerd.start_container(pod, "slabtrace", config)?;
+        let me = Self { containerd, id, listen, name: name.to_owned(), logs };
+        let deadline = Instant::now() + Duration::from_mins(1);
+        loop {
+            if let Ok((200, _)) = http_get(&me.listen, "/healthz") {
+                return Ok(me);
+            }
+            let status = containerd.container_status(&me.id)?;
+            // CONTAINER_EXITED = 2.
+            if status.state == 2 {
+                bail!(
+                    "the container exited ({}, {} {}): {}",
+                    status.exit_code,
+                    status.reason,
+                    status.message,
+                    me.log()
+                );
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "/healthz did not answer 200 within 60 s; the container logged: {}",
+                me.log()
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn log(&self) -> String {
+        self.logs.read(&self.name)
+    }
+
+    fn report(&self) -> Result<Value> {
+        let (status, body) = http_get(&self.listen, "/report")?;
+        ensure!(status == 200, "/report answered {status}: {body}");
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// Stops the container as kubelet does in a rolling update (SIGTERM, 10 s grace), checks
+    /// that the daemon exited 0, and removes the container.
+    fn stop(self) -> Result<String> {
+        self.containerd.stop_container(&self.id, Duration::from_secs(10))?;
+        let status = self.containerd.container_status(&self.id)?;
+        let log = self.log();
+        ensure!(status.exit_code == 0, "the daemon exited {} on SIGTERM: {log}", status.exit_code);
+        self.containerd.remove_container(&self.id)?;
+        Ok(log)
+    }
+}
+
+/// The daemon's process on the host (its command line names the pin path, unique to it).
+fn daemon_pid(pins: &Path) -> Result<u32> {
+    let pins = pins.as_os_str().as_encoded_bytes();
+    for entry in fs::read_dir("/proc")?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        if args.first().is_some_and(|a| a.ends_with(b"/usr/bin/slabtrace")) && args.contains(&pins)
+        {
+            return Ok(pid);
+        }
+    }
+    bail!("no slabtrace process with pin path {}", String::from_utf8_lossy(pins))
+}
+
+/// `Field:\t<value>` of /proc/<pid>/status.
+fn status_field(pid: u32, field: &str) -> Result<String> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
+        .with_context(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+#[test]
+fn the_image_runs_as_the_daemonset_runs_it_and_keeps_live_state_across_a_rolling_update()
+-> Result<()> {
+    const CREATED: u64 = 3000;
+    const UNLINKED: u64 = 2000;
+    require_root()?;
+    ensure_bpffs()?;
+    let archive = archive()?;
+    let image = image_name(&archive)?;
+    let pid = std::process::id();
+    let pins = PinDir(PathBuf::from(format!("/sys/fs/bpf/slabtrace-test-{pid}-image")));
+    let _ = fs::remove_dir_all(&pins.0);
+    let logs = LogDir(std::env::temp_dir().join(format!("slabtrace-test-{pid}-image-logs")));
+    fs::create_dir_all(&logs.0)?;
+    let fs = Tmpfs::mount("image")?;
+    let a = Cgroup::create("image-a")?;
+    let b = Cgroup::create("image-b")?;
+
+    let containerd = Containerd::start()?;
+    containerd.import_image(&archive, &image)?;
+    let uid = fresh_uid()?;
+    let log_dir = logs.0.display().to_string();
+    let pod = containerd.run_pod_with(
+        "kube-system",
+        "slabtrace-node",
+        &uid,
+        "kubepods/burstable",
+        |c| c.log_directory = log_dir,
+    )?;
+
+    let first = Running::start(&containerd, &pod, &logs, &image, &pins.0, "slabtrace-1")?;
+    // The security context took: root's UID with exactly the three capabilities, no new
+    // privileges, a seccomp filter.
+    let daemon = daemon_pid(&pins.0)?;
+    let eff = u64::from_str_radix(&status_field(daemon, "CapEff")?, 16)?;
+    ensure!(eff == CAP_BITS, "the daemon runs with CapEff {eff:#x}, not only {CAP_BITS:#x}");
+    ensure!(status_field(daemon, "Uid")?.starts_with("0\t"), "the daemon does not run as UID 0");
+    ensure!(status_field(daemon, "NoNewPrivs")? == "1", "no_new_privs is not set");
+    ensure!(status_field(daemon, "Seccomp")? == "2", "no seccomp filter (RuntimeDefault) applies");
+
+    a.run(Command::new(workload()).arg("create").arg(fs.path()).arg(CREATED.to_string()))?;
+    thread::sleep(Duration::from_secs(3));
+    let before = first.report()?;
+    let in_a = cache_of(cgroup(&before, a.relative()), "shmem_inode_cache");
+    ensure!(
+        num(in_a, "allocs") >= CREATED && num(in_a, "live_objects") >= CREATED,
+        "the daemon in the container did not attribute A's {CREATED} files to {}: {in_a:?}; \
+         log: {}",
+        a.relative(),
+        first.log()
+    );
+    let (status, body) = http_get(&first.listen, "/healthz")?;
+    ensure!(status == 200, "/healthz answered {status}: {body}");
+    let log = first.stop()?;
+    ensure!(log.contains("pinning the live-object"), "it did not pin its maps: {log}");
+    ensure!(log.contains(&format!("\"node\":\"{NODE_NAME}\"")), "events lack NODE_NAME: {log}");
+
+    // The rolling update: the old container is gone, a new one of the same image starts on
+    // the same pin path; then B unlinks files A made before the update.
+    let second = Running::start(&containerd, &pod, &logs, &image, &pins.0, "slabtrace-2")?;
+    ensure!(second.log().contains("resuming from the maps"), "{}", second.log());
+    b.run(
+        Command::new(workload()).arg("unlink").arg(fs.path()).arg("0").arg(UNLINKED.to_string()),
+    )?;
+    thread::sleep(RCU_SETTLE + Duration::from_secs(2));
+    let after = second.report()?;
+    let in_a = cache_of(cgroup(&after, a.relative()), "shmem_inode_cache");
+    let (allocs, frees) = (num(in_a, "allocs"), num(in_a, "frees"));
+    ensure!(
+        (CREATED..CREATED + 50).contains(&allocs),
+        "the new container lost A's allocations: {allocs}: {in_a:?}"
+    );
+    ensure!(
+        (UNLINKED * 95 / 100..=UNLINKED).contains(&frees),
+        "the new container credited A {frees} frees of the {UNLINKED} files it made before the \
+         update (B unlinked them after): {in_a:?}; self: {}",
+        after["self"]
+    );
+    let in_b = cache_of(cgroup(&after, b.relative()), "shmem_inode_cache");
+    ensure!(num(in_b, "frees") < 100, "B was credited frees it did not allocate: {in_b:?}");
+    let (status, body) = http_get(&second.listen, "/healthz")?;
+    ensure!(status == 200, "/healthz answered {status}: {body}");
+    second.stop()?;
+
+    drop(pod);
+    containerd.remove_image(&image)?;
+    Ok(())
+}
