@@ -30,6 +30,12 @@ const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static -C strip=symbols";
 /// The one file of `target/` that .containerignore lets into the build context.
 const PREBUILT: &str = "target/image/slabtrace";
 
+/// The archive `cargo xtask test` writes for the image test, under the workspace root.
+pub const TEST_ARCHIVE: &str = "target/image/slabtrace.tar";
+
+/// The variable that tells tests/tests/image.rs where the archive is.
+pub const ARCHIVE_ENV: &str = "SLABTRACE_IMAGE_ARCHIVE";
+
 /// `cargo xtask image`.
 #[derive(Debug, clap::Args)]
 pub struct ImageArgs {

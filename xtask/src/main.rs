@@ -117,14 +117,19 @@ fn test(unit_only: bool, args: &[String]) -> Result<()> {
     }
     // The integration tests run the real binary; build it first so they test this tree.
     cmd("cargo", &["build", "--package", "slabtrace"])?;
-    let mut test_args = vec![
-        "test",
-        "--package",
-        "slabtrace-integration",
-        "--",
+    // And the image of it, which tests/tests/image.rs deploys through containerd's CRI.
+    let archive = setup::workspace_root()?.join(image::TEST_ARCHIVE);
+    image::run(&image::ImageArgs { tag: None, builder: None, output: Some(archive.clone()) })?;
+    let status = Command::new("cargo")
+        .args(["test", "--package", "slabtrace-integration", "--"])
         // One at a time: each test owns the node's slab counts while it runs.
-        "--test-threads=1",
-    ];
-    test_args.extend(args.iter().map(String::as_str));
-    cmd("cargo", &test_args)
+        .arg("--test-threads=1")
+        .args(args)
+        .env(image::ARCHIVE_ENV, &archive)
+        .status()
+        .context("cannot run cargo")?;
+    if !status.success() {
+        bail!("the integration tests failed ({status})");
+    }
+    Ok(())
 }
