@@ -3,7 +3,8 @@
 //! The binary is built with static glibc (`-C target-feature=+crt-static`, for the target only
 //! so that build scripts, aya-build's among them, stay dynamic) into `target/image`, a target
 //! directory of its own so the shared `target/` keeps its dynamic builds. The Dockerfile's
-//! `prebuilt` stage copies it onto `scratch`, so no registry is needed. Then the image must
+//! `prebuilt` stage copies it onto `scratch`, so no registry is needed; the build context is a
+//! directory of just the Dockerfile and the binary (`target/image/context`). Then the image must
 //! answer `--version` with this version, and, with `--output`, it is also written to an archive
 //! that `ctr images import` (containerd, so a kind or k3s node) and `podman load` take.
 
@@ -29,6 +30,9 @@ const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static -C strip=symbols";
 
 /// The one file of `target/` that .containerignore lets into the build context.
 const PREBUILT: &str = "target/image/slabtrace";
+
+/// The build context `cargo xtask image` uses: the Dockerfile and [`PREBUILT`], nothing else.
+const CONTEXT_DIR: &str = "target/image/context";
 
 /// The archive `cargo xtask test` writes for the image test, under the workspace root.
 pub const TEST_ARCHIVE: &str = "target/image/slabtrace.tar";
@@ -94,10 +98,18 @@ pub fn run(args: &ImageArgs) -> Result<()> {
     }
 
     let binary = build_static_binary(&root)?;
-    let prebuilt = root.join(PREBUILT);
-    fs::copy(&binary, &prebuilt)
-        .with_context(|| format!("copying {} to {}", binary.display(), prebuilt.display()))?;
-    fs::set_permissions(&prebuilt, fs::Permissions::from_mode(0o755))?;
+    // The binary where the Dockerfile's `prebuilt` stage expects it, for a hand-run
+    // `podman build --build-arg BINARY=prebuilt .`; and a context of just the Dockerfile and
+    // the binary, so no builder reads the source tree (docker ignores .containerignore).
+    let context = root.join(CONTEXT_DIR);
+    let _ = fs::remove_dir_all(&context);
+    fs::create_dir_all(context.join(PREBUILT).parent().unwrap_or(&context))?;
+    for dest in [root.join(PREBUILT), context.join(PREBUILT)] {
+        fs::copy(&binary, &dest)
+            .with_context(|| format!("copying {} to {}", binary.display(), dest.display()))?;
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o755))?;
+    }
+    fs::copy(root.join("Dockerfile"), context.join("Dockerfile")).context("copying Dockerfile")?;
 
     let revision = git_revision(&root);
     let b = builder.program();
@@ -108,8 +120,8 @@ pub fn run(args: &ImageArgs) -> Result<()> {
         .args(["--build-arg", &format!("VERSION={version}")])
         .args(["--build-arg", &format!("REVISION={revision}")])
         .args(["--tag", &tag, "--tag", &latest, "--file"])
-        .arg(root.join("Dockerfile"))
-        .arg(&root);
+        .arg(context.join("Dockerfile"))
+        .arg(&context);
     if builder == Builder::Docker {
         // The legacy builder builds every stage, the `build` one too, which pulls RUST_IMAGE.
         build.env("DOCKER_BUILDKIT", "1");
