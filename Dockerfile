@@ -42,7 +42,10 @@ RUN target="$(uname -m)-unknown-linux-gnu" \
 FROM scratch AS prebuilt
 COPY target/image/slabtrace /slabtrace
 
-FROM ${BINARY} AS binary
+# `:-build` repeats ARG BINARY's default on purpose: podman 4.3 (buildah 1.28) decides which
+# stages to skip expanding only --build-arg values, not a global ARG's default, so with a plain
+# `FROM ${BINARY}` it skips `build` and then looks for an image named "build".
+FROM ${BINARY:-build} AS binary
 
 FROM scratch
 ARG VERSION=0.1.0
