@@ -217,18 +217,9 @@ impl Containerd {
 
     /// Creates and starts a container running `command` in `pod`; returns its id.
     pub fn create_container(&self, pod: &Pod<'_>, name: &str, command: &[&str]) -> Result<String> {
-        let meta = pod.config.metadata.clone().unwrap_or_default();
-        let labels = HashMap::from([
-            (cri::LABEL_CONTAINER_NAME.to_owned(), name.to_owned()),
-            (cri::LABEL_POD_NAME.to_owned(), meta.name),
-            (cri::LABEL_POD_NAMESPACE.to_owned(), meta.namespace),
-            (cri::LABEL_POD_UID.to_owned(), meta.uid),
-        ]);
         let config = ContainerConfig {
-            metadata: Some(ContainerMetadata { name: name.to_owned(), attempt: 0 }),
             image: Some(ImageSpec { image: IMAGE.to_owned(), ..ImageSpec::default() }),
             command: command.iter().map(|&s| s.to_owned()).collect(),
-            labels,
             linux: Some(LinuxContainerConfig {
                 // What kubelet gives a best-effort container.
                 resources: Some(LinuxContainerResources {
@@ -243,19 +234,7 @@ impl Containerd {
             }),
             ..ContainerConfig::default()
         };
-        let request = CreateContainerRequest {
-            pod_sandbox_id: pod.sandbox_id.clone(),
-            config: Some(config),
-            sandbox_config: Some(pod.config.clone()),
-        };
-        let id = self
-            .call("CreateContainer", |mut c| async move { c.create_container(request).await })
-            .with_context(|| format!("creating container {name}"))?
-            .container_id;
-        let request = StartContainerRequest { container_id: id.clone() };
-        self.call("StartContainer", |mut c| async move { c.start_container(request).await })
-            .with_context(|| format!("starting container {name}"))?;
-        Ok(id)
+        self.start_container(pod, name, config)
     }
 
     /// Creates and starts a container of `pod` from `config` as given (image, args, mounts,

@@ -1310,10 +1310,10 @@ slabtrace_last_interval_timestamp_seconds 1800000000.0
 # EOF
 "#;
 
-    #[test]
-    fn oom_kills_and_growth_findings_are_exported() {
+    /// [`full_interval`] with two memcg OOM kills and one growth finding: the families that
+    /// are written only when there is something to say.
+    fn interval_with_findings() -> Interval {
         use crate::node::growth::{Finding, GrowthFinding, Reason, Reclaim, Verdict};
-        let (latest, exporter) = new_exporter(10);
         let mut interval = full_interval();
         interval.report.oom_kills_total =
             [("global".to_owned(), 0), ("memcg".to_owned(), 2)].into();
@@ -1333,6 +1333,13 @@ slabtrace_last_interval_timestamp_seconds 1800000000.0
                 reclaim: Reclaim::default(),
             },
         }];
+        interval
+    }
+
+    #[test]
+    fn oom_kills_and_growth_findings_are_exported() {
+        let (latest, exporter) = new_exporter(10);
+        let interval = interval_with_findings();
         latest.publish(Arc::new(interval));
         let text = exporter.openmetrics().unwrap();
         assert!(text.contains("slabtrace_oom_kills_total{scope=\"memcg\"} 2\n"), "{text}");
@@ -1347,26 +1354,8 @@ slabtrace_last_interval_timestamp_seconds 1800000000.0
 
     #[test]
     fn every_exported_family_is_listed() {
-        use crate::node::growth::{Finding, GrowthFinding, Reason, Reclaim, Verdict};
         let (latest, exporter) = new_exporter(10);
-        let mut interval = full_interval();
-        interval.report.oom_kills_total = [("global".to_owned(), 0)].into();
-        interval.report.growth = vec![GrowthFinding {
-            owner: None,
-            cache: "dentry".into(),
-            finding: Finding {
-                verdict: Verdict::Problematic,
-                reason: Reason::Unreclaimable,
-                rate_mb_per_hour: 1.0,
-                growth_bytes: 1,
-                live_bytes: 1,
-                peak_bytes: 1,
-                rising_share: 1.0,
-                window_seconds: 1.0,
-                reclaimable: false,
-                reclaim: Reclaim::default(),
-            },
-        }];
+        let interval = interval_with_findings();
         latest.publish(Arc::new(interval));
         let text = exporter.openmetrics().unwrap();
         let written: BTreeSet<&str> = text
