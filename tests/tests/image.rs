@@ -106,73 +106,129 @@ impl Drop for LogDir {
     }
 }
 
-/// What the `DaemonSet` runs: its args (but a free port and the test's pin path), its
-/// environment, host paths and security context.
+/// The container of deploy/kubernetes/daemonset.yaml, as JSON.
+fn manifest_container() -> Result<(Value, Value)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/daemonset.yaml");
+    let ds: Value = serde_norway::from_str(&fs::read_to_string(&path)?)
+        .with_context(|| format!("{} is not YAML", path.display()))?;
+    let pod = ds["spec"]["template"]["spec"].clone();
+    let container = pod["containers"][0].clone();
+    ensure!(container.is_object(), "no container in {}", path.display());
+    Ok((pod, container))
+}
+
+/// `"256Mi"` in bytes.
+fn mebibytes(quantity: &Value) -> Result<i64> {
+    let q = quantity.as_str().context("no memory limit")?;
+    let mib: i64 = q.strip_suffix("Mi").context("a memory limit not in Mi")?.parse()?;
+    Ok(mib << 20)
+}
+
+/// What the `DaemonSet` runs, as kubelet would hand it to the CRI, read from
+/// deploy/kubernetes/daemonset.yaml: its security context, host paths, environment and memory
+/// limit, so that what is tested is what users deploy. Only what must differ here differs: a
+/// free port, the test's pin path, the test's containerd socket (in place of /run/containerd)
+/// and exact sampling, all as arguments, which override the manifest's environment.
 fn daemonset_container(
     image: &str,
     listen: &str,
     pins: &Path,
     cri_socket: &Path,
     log: &str,
-) -> ContainerConfig {
-    let host_path = |path: &Path, readonly| Mount {
-        container_path: path.display().to_string(),
-        host_path: path.display().to_string(),
-        readonly,
-        ..Mount::default()
+) -> Result<ContainerConfig> {
+    let (pod, container) = manifest_container()?;
+    let sc = &container["securityContext"];
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect()
     };
+    let add = strings(&sc["capabilities"]["add"]);
+    ensure!(add == CAPS, "the DaemonSet adds {add:?}, the test expects {CAPS:?}");
+    ensure!(sc["seccompProfile"]["type"] == "RuntimeDefault", "seccomp: {}", sc["seccompProfile"]);
     let socket_dir = cri_socket.parent().unwrap_or(Path::new("/"));
-    let args = [
-        "daemon",
-        "--listen",
-        listen,
-        "--interval",
-        "1s",
-        // Exact frees, so the rolling update's credit is checked to the file.
-        "--sample",
-        "1",
-        "--pin-path",
-        &pins.display().to_string(),
-        "--cri-socket",
-        &cri_socket.display().to_string(),
-    ]
-    .map(str::to_owned);
-    ContainerConfig {
+    let mut mounts = Vec::new();
+    for m in container["volumeMounts"].as_array().context("no volumeMounts")? {
+        let volume = pod["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == m["name"])
+            .with_context(|| format!("no volume {}", m["name"]))?;
+        let host = volume["hostPath"]["path"].as_str().context("not a hostPath volume")?;
+        let inside = m["mountPath"].as_str().context("no mountPath")?;
+        // The test's containerd listens in its own directory, not the node's /run/containerd.
+        let (host, inside) = if host == "/run/containerd" {
+            (socket_dir.display().to_string(), socket_dir.display().to_string())
+        } else {
+            (host.to_owned(), inside.to_owned())
+        };
+        mounts.push(Mount {
+            container_path: inside,
+            host_path: host,
+            readonly: m["readOnly"].as_bool().unwrap_or(false),
+            ..Mount::default()
+        });
+    }
+    let mut envs: Vec<KeyValue> = container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let value = e["value"].as_str()?;
+            Some(KeyValue { key: e["name"].as_str()?.to_owned(), value: value.to_owned() })
+        })
+        .collect();
+    // NODE_NAME comes from the downward API; RUST_LOG so the test can read the log.
+    envs.push(KeyValue { key: "NODE_NAME".into(), value: NODE_NAME.into() });
+    envs.push(KeyValue { key: "RUST_LOG".into(), value: "info".into() });
+    let mut args = strings(&container["args"]);
+    ensure!(args.first().map(String::as_str) == Some("daemon"), "args: {args:?}");
+    args.retain(|a| a == "daemon");
+    args.extend(
+        [
+            "--listen",
+            listen,
+            "--interval",
+            "1s",
+            // Exact frees, so the rolling update's credit is checked to the file.
+            "--sample",
+            "1",
+            "--pin-path",
+            &pins.display().to_string(),
+            "--cri-socket",
+            &cri_socket.display().to_string(),
+        ]
+        .map(str::to_owned),
+    );
+    Ok(ContainerConfig {
         image: Some(ImageSpec { image: image.to_owned(), ..ImageSpec::default() }),
-        args: args.to_vec(),
-        envs: vec![
-            KeyValue { key: "NODE_NAME".into(), value: NODE_NAME.into() },
-            KeyValue { key: "RUST_LOG".into(), value: "info".into() },
-        ],
-        mounts: vec![
-            host_path(Path::new("/sys/kernel/btf"), true),
-            host_path(Path::new("/sys/fs/cgroup"), true),
-            host_path(Path::new("/sys/kernel/tracing"), true),
-            host_path(socket_dir, true),
-            host_path(Path::new("/sys/fs/bpf"), false),
-        ],
+        args,
+        envs,
+        mounts,
         log_path: format!("{log}.log"),
         linux: Some(LinuxContainerConfig {
-            // The DaemonSet's requests and limits (cpu 50m, memory 256Mi), as kubelet passes them.
+            // The DaemonSet's requests and limits, as kubelet passes them (cpu 50m: 51 shares).
             resources: Some(LinuxContainerResources {
                 cpu_shares: 51,
-                memory_limit_in_bytes: 256 << 20,
+                memory_limit_in_bytes: mebibytes(&container["resources"]["limits"]["memory"])?,
                 ..LinuxContainerResources::default()
             }),
             security_context: Some(LinuxContainerSecurityContext {
                 capabilities: Some(Capability {
-                    add_capabilities: CAPS.map(str::to_owned).to_vec(),
-                    drop_capabilities: vec!["ALL".into()],
+                    add_capabilities: add,
+                    drop_capabilities: strings(&sc["capabilities"]["drop"]),
                     add_ambient_capabilities: Vec::new(),
                 }),
-                privileged: false,
-                run_as_user: Some(Int64Value { value: 0 }),
-                readonly_rootfs: true,
-                no_new_privs: true,
+                privileged: sc["privileged"].as_bool().unwrap_or(false),
+                run_as_user: sc["runAsUser"].as_i64().map(|value| Int64Value { value }),
+                readonly_rootfs: sc["readOnlyRootFilesystem"].as_bool().unwrap_or(false),
+                // What kubelet does for allowPrivilegeEscalation: false.
+                no_new_privs: sc["allowPrivilegeEscalation"] == false,
                 seccomp: Some(SecurityProfile {
                     profile_type: ProfileType::RuntimeDefault.into(),
                     localhost_ref: String::new(),
                 }),
+                // The DaemonSet's pod network is the cluster's; this machine has no CNI, so
+                // the test's sandbox uses the node's (the daemon does not care which).
                 namespace_options: Some(NamespaceOption {
                     network: NamespaceMode::Node.into(),
                     pid: NamespaceMode::Container.into(),
@@ -183,7 +239,7 @@ fn daemonset_container(
             }),
         }),
         ..ContainerConfig::default()
-    }
+    })
 }
 
 /// A daemon container of the test's pod.
@@ -206,7 +262,7 @@ impl<'a> Running<'a> {
         name: &str,
     ) -> Result<Self> {
         let listen = format!("127.0.0.1:{}", free_port()?);
-        let config = daemonset_container(image, &listen, pins, containerd.socket(), name);
+        let config = daemonset_container(image, &listen, pins, containerd.socket(), name)?;
         let id = containerd.start_container(pod, "slabtrace", config)?;
         let me = Self { containerd, id, listen, name: name.to_owned(), logs };
         let deadline = Instant::now() + Duration::from_mins(1);
