@@ -127,31 +127,6 @@ pub struct DaemonArgs {
 /// Default directory of the daemon's pinned maps.
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/slabtrace";
 
-impl DaemonArgs {
-    /// Where to pin the maps: `--pin-path`; None for `off`; when not given, the default if a
-    /// BPF filesystem is there to pin in (else None, with a warning).
-    #[must_use]
-    pub fn pin_path(&self) -> Option<&std::path::Path> {
-        match self.pin_path.as_deref() {
-            Some("off") => None,
-            Some(path) => Some(std::path::Path::new(path)),
-            None => {
-                let default = std::path::Path::new(DEFAULT_PIN_PATH);
-                if crate::probe::pin::on_bpffs(default) {
-                    Some(default)
-                } else {
-                    log::warn!(
-                        "not keeping live-object state across restarts: no BPF filesystem is \
-                         mounted at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf, or mount the \
-                         host's into the container; --pin-path off silences this)"
-                    );
-                    None
-                }
-            }
-        }
-    }
-}
-
 /// `slabtrace advise`.
 #[derive(Debug, Args)]
 pub struct AdviseArgs {

@@ -5,6 +5,7 @@
 
 use std::{
     fs,
+    path::Path,
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
@@ -12,13 +13,13 @@ use std::{
 use log::{info, warn};
 
 use crate::{
-    cli::DaemonArgs,
+    cli::{DEFAULT_PIN_PATH, DaemonArgs},
     output::{
         events::{EventStream, EventTarget},
         http::Http,
     },
     pipeline::Pipeline,
-    probe::ProbeSet,
+    probe::{ProbeSet, pin::on_bpffs},
     session::TraceError,
     trace::stop_flag,
 };
@@ -26,12 +27,30 @@ use crate::{
 /// Between intervals the maps are looked at this often, to name new cgroups while they exist.
 const PEEK: Duration = Duration::from_secs(1);
 
+/// Where to pin the maps: `--pin-path`; None for `off`; when not given, the default if a BPF
+/// filesystem is there to pin in (else None, with a warning).
+fn pin_path(given: Option<&str>) -> Option<&Path> {
+    match given {
+        Some("off") => None,
+        Some(path) => Some(Path::new(path)),
+        None if on_bpffs(Path::new(DEFAULT_PIN_PATH)) => Some(Path::new(DEFAULT_PIN_PATH)),
+        None => {
+            warn!(
+                "not keeping live-object state across restarts: no BPF filesystem is mounted at \
+                 /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf, or mount the host's into the \
+                 container; --pin-path off silences this)"
+            );
+            None
+        }
+    }
+}
+
 /// `slabtrace daemon`.
 pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
     let target: EventTarget = args.events.parse().map_err(TraceError::Usage)?;
     let stop = stop_flag();
     let mut options = args.session.options(ProbeSet::Slabtrace);
-    options.pin_path = args.pin_path();
+    options.pin_path = pin_path(args.pin_path.as_deref());
     let mut pipeline = Pipeline::start(options)?;
     pipeline.set_growth(args.growth_window, args.growth_min_mib << 20);
     pipeline.set_advice_margin(f64::from(args.advice_margin) / 100.0);

@@ -23,15 +23,14 @@ use std::{
 
 use aya::maps::{MapInfo, MapType};
 use log::{info, warn};
-use slabtrace_common::{CacheInfo, CounterKey, Counters, LiveObject, MAP_LAYOUT_VERSION};
+use slabtrace_common::{
+    CACHES_CAPACITY, CacheInfo, CounterKey, Counters, LiveObject, MAP_LAYOUT_VERSION,
+};
 
 use super::Limits;
 
 /// `statfs` magic of the BPF filesystem (include/uapi/linux/magic.h).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
-/// Capacity of the cache map, as slabtrace-ebpf/src/maps.rs declares it.
-const MAX_CACHES: u32 = 4096;
 
 /// `BPF_F_NO_PREALLOC`, the cache map's only flag.
 const NO_PREALLOC: u32 = 1;
@@ -82,7 +81,7 @@ pub fn pinned_maps(limits: Limits) -> [(&'static str, MapShape); 3] {
                 map_type: MapType::Hash as u32,
                 key_size: size(size_of::<u64>()),
                 value_size: size(size_of::<CacheInfo>()),
-                max_entries: MAX_CACHES,
+                max_entries: CACHES_CAPACITY,
                 flags: NO_PREALLOC,
             },
         ),
@@ -190,10 +189,7 @@ impl Pins {
     /// Locks `root` (creating it), removes what an incompatible slabtrace left there, checks the
     /// maps a compatible one left, and returns the directory to pin `limits`-sized maps in.
     pub fn prepare(root: &Path, sample: u64, limits: Limits) -> Result<Self, PinError> {
-        // Checked on the nearest existing ancestor first: creating directories on sysfs
-        // (/sys/fs/bpf with no BPF filesystem mounted) fails with a less helpful ENOENT.
-        let existing = root.ancestors().find(|p| p.exists()).unwrap_or(root);
-        check_bpffs(existing, root)?;
+        require_bpffs(root)?;
         fs::create_dir_all(root).map_err(io_error(root))?;
         let lock = File::open(root).map_err(io_error(root))?;
         // SAFETY: flock on a descriptor we own.
@@ -285,16 +281,17 @@ fn shape_of(path: &Path) -> Option<MapShape> {
     }
 }
 
-/// Whether `root`, or the nearest ancestor of it that exists, is on a BPF filesystem (where
-/// `root` could be created and maps pinned).
+/// Whether `root` is (or could be created) on a BPF filesystem.
 #[must_use]
 pub fn on_bpffs(root: &Path) -> bool {
-    let existing = root.ancestors().find(|p| p.exists()).unwrap_or(root);
-    check_bpffs(existing, root).is_ok()
+    require_bpffs(root).is_ok()
 }
 
-/// Checks that `path` (`root` or an ancestor of it) is on a BPF filesystem.
-fn check_bpffs(path: &Path, root: &Path) -> Result<(), PinError> {
+/// Checks that `root`, or the nearest ancestor of it that exists, is on a BPF filesystem: the
+/// ancestor, because creating directories on sysfs (/sys/fs/bpf with no BPF filesystem
+/// mounted) fails with a less helpful ENOENT.
+fn require_bpffs(root: &Path) -> Result<(), PinError> {
+    let path = root.ancestors().find(|p| p.exists()).unwrap_or(root);
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|e| PinError::Io { path: path.to_owned(), source: io::Error::other(e) })?;
     // SAFETY: statfs with a NUL-terminated path and a zeroed out-struct.
