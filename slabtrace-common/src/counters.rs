@@ -37,6 +37,10 @@ pub struct LiveObject {
 }
 assert_size!(LiveObject, 24);
 
+/// Entries of the cache-info map (`struct kmem_cache *` → [`CacheInfo`]): a node has a few
+/// hundred caches. The BPF side sizes the map with it; userspace checks pinned maps against it.
+pub const CACHES_CAPACITY: u32 = 4096;
+
 /// Longest cache name kept, with its terminating NUL.
 pub const CACHE_NAME_LEN: usize = 64;
 

@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use slabtrace_common::{
-    CacheInfo, CallSiteKey, CounterKey, Counters, LiveObject, ShrinkerStats, Stat,
+    CACHES_CAPACITY, CacheInfo, CallSiteKey, CounterKey, Counters, LiveObject, ShrinkerStats, Stat,
 };
 
 /// Per-(cgroup, cache) counters; per-CPU so the hot path needs no atomics.
@@ -20,7 +20,8 @@ pub static LIVE: LruHashMap<u64, LiveObject> = LruHashMap::with_max_entries(262_
 
 /// `struct kmem_cache *` → name, sizes and flags, filled the first time a cache is seen.
 #[map(name = "CACHES")]
-pub static CACHES: HashMap<u64, CacheInfo> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
+pub static CACHES: HashMap<u64, CacheInfo> =
+    HashMap::with_max_entries(CACHES_CAPACITY, BPF_F_NO_PREALLOC);
 
 /// Allocations per (cgroup, cache, kernel call site), only with `--call-sites`. Per-CPU, and
 /// allocated as keys appear: it costs nothing when the option is off.
