@@ -341,3 +341,35 @@ pub fn ensure_bpffs() -> Result<()> {
     ensure!(status.success(), "cannot mount the BPF filesystem at /sys/fs/bpf");
     Ok(())
 }
+
+/// A pin directory of the test's own on the BPF filesystem (mounted first if need be), empty
+/// at the start and removed, with its maps, on drop.
+pub struct PinDir(PathBuf);
+
+impl PinDir {
+    /// `/sys/fs/bpf/slabtrace-test-<pid>-<tag>`.
+    pub fn new(tag: &str) -> Result<Self> {
+        ensure_bpffs()?;
+        let dir = PathBuf::from(format!("/sys/fs/bpf/slabtrace-test-{}-{tag}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        Ok(Self(dir))
+    }
+
+    /// Its path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Its path, as a `--pin-path` argument.
+    #[must_use]
+    pub fn arg(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}

@@ -27,10 +27,10 @@ use k8s_cri::v1::{
 };
 use serde_json::Value;
 use slabtrace_integration::{
-    Cgroup, RCU_SETTLE, Tmpfs, cache_of, cgroup,
+    Cgroup, PinDir, RCU_SETTLE, Tmpfs, cache_of, cgroup,
     containerd::{Containerd, Pod},
     daemon::{free_port, http_get},
-    ensure_bpffs, fresh_uid, num, require_root, workload,
+    fresh_uid, num, require_root, workload,
 };
 
 /// Where `cargo xtask test` puts the image archive it built.
@@ -78,15 +78,6 @@ fn image_name(archive: &Path) -> Result<String> {
         .as_str()
         .map(str::to_owned)
         .with_context(|| format!("{} names no image: {manifest}", archive.display()))
-}
-
-/// A pin directory of the test's own on the BPF filesystem, removed (with its maps) on drop.
-struct PinDir(PathBuf);
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A scratch directory for the containers' logs, removed on drop.
@@ -345,12 +336,10 @@ fn the_image_runs_as_the_daemonset_runs_it_and_keeps_live_state_across_a_rolling
     const CREATED: u64 = 3000;
     const UNLINKED: u64 = 2000;
     require_root()?;
-    ensure_bpffs()?;
     let archive = archive()?;
     let image = image_name(&archive)?;
     let pid = std::process::id();
-    let pins = PinDir(PathBuf::from(format!("/sys/fs/bpf/slabtrace-test-{pid}-image")));
-    let _ = fs::remove_dir_all(&pins.0);
+    let pins = PinDir::new("image")?;
     let logs = LogDir(std::env::temp_dir().join(format!("slabtrace-test-{pid}-image-logs")));
     fs::create_dir_all(&logs.0)?;
     let fs = Tmpfs::mount("image")?;
@@ -369,10 +358,10 @@ fn the_image_runs_as_the_daemonset_runs_it_and_keeps_live_state_across_a_rolling
         |c| c.log_directory = log_dir,
     )?;
 
-    let first = Running::start(&containerd, &pod, &logs, &image, &pins.0, "slabtrace-1")?;
+    let first = Running::start(&containerd, &pod, &logs, &image, pins.path(), "slabtrace-1")?;
     // The security context took: root's UID with exactly the three capabilities, no new
     // privileges, a seccomp filter.
-    let daemon = daemon_pid(&pins.0)?;
+    let daemon = daemon_pid(pins.path())?;
     let eff = u64::from_str_radix(&status_field(daemon, "CapEff")?, 16)?;
     ensure!(eff == CAP_BITS, "the daemon runs with CapEff {eff:#x}, not only {CAP_BITS:#x}");
     ensure!(status_field(daemon, "Uid")?.starts_with("0\t"), "the daemon does not run as UID 0");
@@ -398,7 +387,7 @@ fn the_image_runs_as_the_daemonset_runs_it_and_keeps_live_state_across_a_rolling
 
     // The rolling update: the old container is gone, a new one of the same image starts on
     // the same pin path; then B unlinks files A made before the update.
-    let second = Running::start(&containerd, &pod, &logs, &image, &pins.0, "slabtrace-2")?;
+    let second = Running::start(&containerd, &pod, &logs, &image, pins.path(), "slabtrace-2")?;
     ensure!(second.log().contains("resuming from the maps"), "{}", second.log());
     b.run(
         Command::new(workload()).arg("unlink").arg(fs.path()).arg("0").arg(UNLINKED.to_string()),

@@ -10,7 +10,6 @@
 
 use std::{
     fs,
-    path::PathBuf,
     process::{Command, Output},
     thread,
     time::Duration,
@@ -19,8 +18,8 @@ use std::{
 use anyhow::{Result, ensure};
 use serde_json::Value;
 use slabtrace_integration::{
-    Cgroup, Tmpfs, cache_of, cgroup, daemon::Daemon, ensure_bpffs, num, require_root,
-    slabtrace_bin, workload,
+    Cgroup, PinDir, Tmpfs, cache_of, cgroup, daemon::Daemon, num, require_root, slabtrace_bin,
+    workload,
 };
 
 /// The `DaemonSet`'s capabilities (deploy/kubernetes/daemonset.yaml).
@@ -69,43 +68,36 @@ fn cap_eff(pid: u32) -> Result<u64> {
 #[test]
 fn the_daemonset_capabilities_are_enough_for_the_daemon() -> Result<()> {
     require_root()?;
-    ensure_bpffs()?;
-    let pins = PathBuf::from(format!("/sys/fs/bpf/slabtrace-test-{}-caps", std::process::id()));
+    let pins = PinDir::new("caps")?;
     let fs = Tmpfs::mount("caps")?;
     let a = Cgroup::create("caps-a")?;
     let wrapper = setpriv(DAEMONSET_CAPS);
     let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
-    let pin_arg = pins.to_string_lossy().into_owned();
     let daemon = Daemon::start_under(
         "caps",
         &wrapper,
-        &["--interval", "1s", "--sample", "1", "--pin-path", &pin_arg],
+        &["--interval", "1s", "--sample", "1", "--pin-path", pins.arg()],
         |_| {},
-    );
-    let result = (|| {
-        let daemon = daemon?;
-        let want: u64 = DAEMONSET_CAPS.iter().map(|c| bit(c)).sum();
-        let eff = cap_eff(daemon.pid())?;
-        ensure!(eff == want, "the daemon runs with CapEff {eff:#x}, not only {want:#x}");
-        a.run(Command::new(workload()).arg("create").arg(fs.path()).arg("3000"))?;
-        thread::sleep(Duration::from_secs(3));
-        let (status, body) = daemon.get("/report")?;
-        ensure!(status == 200, "/report answered {status}: {body}");
-        let report: Value = serde_json::from_str(&body)?;
-        let in_a = cache_of(cgroup(&report, a.relative()), "shmem_inode_cache");
-        ensure!(num(in_a, "allocs") >= 3000, "A's files were not attributed: {in_a:?}");
-        ensure!(num(in_a, "live_objects") >= 3000, "A's files are not live: {in_a:?}");
-        let (status, _) = daemon.get("/healthz")?;
-        ensure!(status == 200, "/healthz answered {status}");
-        let log = daemon.stderr();
-        ensure!(log.contains("pinning the live-object"), "it did not pin: {log}");
-        ensure!(!log.contains("kallsyms"), "CAP_SYSLOG did not give kernel symbols: {log}");
-        let stopped = daemon.stop(libc::SIGTERM, Duration::from_secs(10))?;
-        ensure!(stopped.status.success(), "{}", stopped.stderr);
-        Ok(())
-    })();
-    let _ = fs::remove_dir_all(&pins);
-    result
+    )?;
+    let want: u64 = DAEMONSET_CAPS.iter().map(|c| bit(c)).sum();
+    let eff = cap_eff(daemon.pid())?;
+    ensure!(eff == want, "the daemon runs with CapEff {eff:#x}, not only {want:#x}");
+    a.run(Command::new(workload()).arg("create").arg(fs.path()).arg("3000"))?;
+    thread::sleep(Duration::from_secs(3));
+    let (status, body) = daemon.get("/report")?;
+    ensure!(status == 200, "/report answered {status}: {body}");
+    let report: Value = serde_json::from_str(&body)?;
+    let in_a = cache_of(cgroup(&report, a.relative()), "shmem_inode_cache");
+    ensure!(num(in_a, "allocs") >= 3000, "A's files were not attributed: {in_a:?}");
+    ensure!(num(in_a, "live_objects") >= 3000, "A's files are not live: {in_a:?}");
+    let (status, _) = daemon.get("/healthz")?;
+    ensure!(status == 200, "/healthz answered {status}");
+    let log = daemon.stderr();
+    ensure!(log.contains("pinning the live-object"), "it did not pin: {log}");
+    ensure!(!log.contains("kallsyms"), "CAP_SYSLOG did not give kernel symbols: {log}");
+    let stopped = daemon.stop(libc::SIGTERM, Duration::from_secs(10))?;
+    ensure!(stopped.status.success(), "{}", stopped.stderr);
+    Ok(())
 }
 
 #[test]

@@ -5,37 +5,15 @@
 //!
 //! A test binary of its own, so that its pinned maps never sit beside another test's maps.
 
-use std::{fs, path::PathBuf, process::Command, thread, time::Duration};
+use std::{fs, process::Command, thread, time::Duration};
 
 use anyhow::{Context as _, Result, ensure};
 use serde_json::Value;
 use slabtrace::probe::pin::state_dir_name;
 use slabtrace_integration::{
-    Cgroup, RCU_SETTLE, Tmpfs, cache_of, cgroup, daemon::Daemon, ensure_bpffs, num, require_root,
+    Cgroup, PinDir, RCU_SETTLE, Tmpfs, cache_of, cgroup, daemon::Daemon, num, require_root,
     workload,
 };
-
-/// A pin directory of the test's own on the BPF filesystem, removed (with its maps) on drop.
-struct PinDir(PathBuf);
-
-impl PinDir {
-    fn new(tag: &str) -> Result<Self> {
-        ensure_bpffs()?;
-        let dir = PathBuf::from(format!("/sys/fs/bpf/slabtrace-test-{}-{tag}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        Ok(Self(dir))
-    }
-
-    fn arg(&self) -> &str {
-        self.0.to_str().unwrap_or_default()
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A daemon's `/report`.
 fn report(daemon: &Daemon) -> Result<Value> {
@@ -121,8 +99,8 @@ fn frees_after_a_restart_are_credited_to_the_allocating_cgroup() -> Result<()> {
 fn maps_of_another_layout_are_replaced_with_a_warning() -> Result<()> {
     require_root()?;
     let pins = PinDir::new("layout")?;
-    let state = pins.0.join(state_dir_name(1));
-    let old = pins.0.join("v0-sample1");
+    let state = pins.path().join(state_dir_name(1));
+    let old = pins.path().join("v0-sample1");
     fs::create_dir_all(&state)?;
     fs::create_dir_all(&old)?;
     // What an older slabtrace might have left: a map of another version's directory, and a
