@@ -97,7 +97,9 @@ pub fn run(args: &ImageArgs) -> Result<()> {
         ensure_podman_ulimits(Path::new("/etc/containers/containers.conf"))?;
     }
 
-    let binary = build_static_binary(&root)?;
+    let binary = build_static_binary(&root, "slabtrace", "slabtrace")?;
+    let out = Command::new(&binary).arg("--version").output()?;
+    ensure!(out.status.success(), "{} --version failed", binary.display());
     // The binary where the Dockerfile's `prebuilt` stage expects it, for a hand-run
     // `podman build --build-arg BINARY=prebuilt .`; and a context of just the Dockerfile and
     // the binary, so no builder reads the source tree (docker ignores .containerignore).
@@ -172,35 +174,49 @@ fn detect_builder() -> Result<Builder> {
     Ok(Builder::Podman)
 }
 
-/// `cargo build --release` of slabtrace with static glibc into `target/image`; returns the
-/// binary, after checking that it has no program interpreter and runs.
-fn build_static_binary(root: &Path) -> Result<PathBuf> {
-    setup::ensure_toolchain()?;
+/// `cargo ARGS --target <host triple> --target-dir target/image` with static glibc: the triple
+/// named explicitly so that RUSTFLAGS reach only the target's crates, not build scripts;
+/// aya-build builds the BPF object with flags of its own (`CARGO_ENCODED_RUSTFLAGS`), so
+/// stripping symbols here leaves its BTF alone. Also returns where the triple's profiles put
+/// their outputs (`target/image/<triple>`).
+pub(crate) fn static_cargo(root: &Path, args: &[&str]) -> (Command, PathBuf) {
     let target = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-    let status = Command::new("cargo")
-        .args(["build", "--release", "--package", "slabtrace", "--target", &target])
+    let mut cargo = Command::new("cargo");
+    cargo
+        .args(args)
+        .args(["--target", &target])
         .arg("--target-dir")
         .arg(root.join(TARGET_DIR))
         .current_dir(root)
-        // With --target, RUSTFLAGS reach only the target's crates, not build scripts; aya-build
-        // builds the BPF object with flags of its own (CARGO_ENCODED_RUSTFLAGS), so stripping
-        // symbols here leaves its BTF alone.
         .env("RUSTFLAGS", STATIC_RUSTFLAGS)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .status()
-        .context("cannot run cargo")?;
-    ensure!(status.success(), "the static build of slabtrace failed ({status}): see above");
-    let binary = root.join(TARGET_DIR).join(&target).join("release/slabtrace");
-    let elf = fs::read(&binary).with_context(|| format!("reading {}", binary.display()))?;
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    (cargo, root.join(TARGET_DIR).join(target))
+}
+
+/// `cargo build --release` of `package`'s binary `bin` with static glibc into `target/image`;
+/// returns the binary, after checking that it has no program interpreter.
+pub(crate) fn build_static_binary(root: &Path, package: &str, bin: &str) -> Result<PathBuf> {
+    setup::ensure_toolchain()?;
+    let (mut cargo, out) =
+        static_cargo(root, &["build", "--release", "--package", package, "--bin", bin]);
+    let status = cargo.status().context("cannot run cargo")?;
+    ensure!(status.success(), "the static build of {bin} failed ({status}): see above");
+    let binary = out.join("release").join(bin);
+    ensure_static(&binary)?;
+    Ok(binary)
+}
+
+/// Fails unless `binary` is statically linked (no `PT_INTERP`), so it runs on `scratch` or as
+/// a VM's init.
+pub(crate) fn ensure_static(binary: &Path) -> Result<()> {
+    let elf = fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
     ensure!(
         !has_interpreter(&elf),
         "{} is dynamically linked, so it cannot run on `scratch`: check that nothing overrides \
          RUSTFLAGS (the build sets `-C target-feature=+crt-static`)",
         binary.display()
     );
-    let out = Command::new(&binary).arg("--version").output()?;
-    ensure!(out.status.success(), "{} --version failed", binary.display());
-    Ok(binary)
+    Ok(())
 }
 
 /// Whether a 64-bit little-endian ELF file names a program interpreter (`PT_INTERP`), i.e. is
