@@ -1,13 +1,16 @@
-//! A cgroup v1 memory cgroup with a limit, for the OOM tests: hybrid nodes (this one included)
-//! have the memory controller only in v1, so a limit is set there while slab is still
-//! attributed through the cgroup2 tree. Removed when dropped, after its processes are killed,
-//! even when a test panics.
+//! A memory cgroup with a limit, for the OOM tests, in whichever hierarchy has the memory
+//! controller. Hybrid nodes (this one included) have it only in cgroup v1: the limit is set
+//! there while slab is still attributed through the cgroup2 tree, so a process joins both.
+//! cgroup-v2-only nodes (Kubernetes 1.25+, `cargo xtask vm`'s VMs) have it in cgroup2: the
+//! memcg is a cgroup2 directory, and a process, which is in exactly one cgroup2 directory, is
+//! under the limit only inside it; [`Memcg::cgroup`] makes the process's cgroup the right way
+//! for both. Removed when dropped, after its processes are killed, even when a test panics.
 
 use std::{
     ffi::CStr,
     fs,
     os::{
-        fd::AsRawFd as _,
+        fd::AsRawFd,
         unix::{fs::MetadataExt as _, process::CommandExt as _},
     },
     path::{Path, PathBuf},
@@ -16,54 +19,85 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail, ensure};
+use anyhow::{Context as _, Result, ensure};
 
 /// Where a child sets its own OOM score.
 const OOM_SCORE_ADJ: &CStr = c"/proc/self/oom_score_adj";
 
 use crate::{Cgroup, cgroup2_root};
 
-/// `<memory v1 mount>/slabtrace-test-<pid>-<tag>`, removed on drop.
+/// `<memory mount>/slabtrace-test-<pid>-<tag>` (cgroup v1) or
+/// `<cgroup2 mount>/slabtrace-test-<pid>-<tag>-memcg` (cgroup2), removed on drop.
 pub struct Memcg {
     /// The memory hierarchy's mount point.
     root: PathBuf,
     path: PathBuf,
     relative: String,
+    /// Whether the memory controller is cgroup2's (the hierarchy the tests' cgroups are in).
+    v2: bool,
 }
 
 impl Memcg {
-    /// Creates the memcg with `memory.limit_in_bytes` = `limit`. Fails, saying why, where the
-    /// memory controller is not in a cgroup v1 hierarchy.
+    /// Creates the memcg with a limit of `limit` bytes (`memory.limit_in_bytes` in v1,
+    /// `memory.max` in cgroup2). Fails, saying why, where no hierarchy has the memory
+    /// controller.
     pub fn create(tag: &str, limit: u64) -> Result<Self> {
         // slabtrace's own finder: the test must agree with it on where memcgs are named.
         let root = slabtrace::node::oom::find_memcg_root(Path::new("/proc"))
             .context("no cgroup hierarchy has the memory controller")?;
-        if root == cgroup2_root()? {
-            bail!(
-                "the memory controller is in cgroup2 here ({}), but this test sets a cgroup v1 \
-                 memory.limit_in_bytes: run it on a hybrid node",
+        let v2 = root == cgroup2_root()?;
+        let pid = std::process::id();
+        let me = if v2 {
+            let enabled = fs::read_to_string(root.join("cgroup.subtree_control"))?;
+            ensure!(
+                enabled.split_whitespace().any(|c| c == "memory"),
+                "the memory controller is not enabled for cgroup2's children: write +memory to \
+                 {}/cgroup.subtree_control",
                 root.display()
             );
-        }
-        let name = format!("slabtrace-test-{}-{tag}", std::process::id());
-        let me = Self::mkdir(&root, &format!("/{name}"))?;
-        fs::write(me.path.join("memory.limit_in_bytes"), limit.to_string())
-            .with_context(|| format!("setting the limit of {}", me.path.display()))?;
+            // Another name than `Cgroup::create`'s of the same tag, which is in the same tree.
+            let me = Self::mkdir(&root, &format!("/slabtrace-test-{pid}-{tag}-memcg"), true)?;
+            fs::write(me.path.join("memory.max"), limit.to_string())
+                .with_context(|| format!("setting the limit of {}", me.path.display()))?;
+            me
+        } else {
+            let me = Self::mkdir(&root, &format!("/slabtrace-test-{pid}-{tag}"), false)?;
+            fs::write(me.path.join("memory.limit_in_bytes"), limit.to_string())
+                .with_context(|| format!("setting the limit of {}", me.path.display()))?;
+            me
+        };
         Ok(me)
     }
 
     /// Creates a memcg `name` inside this one, with no limit of its own. Drop it first.
     pub fn child(&self, name: &str) -> Result<Self> {
-        Self::mkdir(&self.root, &format!("{}/{name}", self.relative))
+        if self.v2 {
+            // So that the child is a memcg of its own, not part of this one's.
+            fs::write(self.path.join("cgroup.subtree_control"), "+memory")
+                .with_context(|| format!("enabling memory under {}", self.path.display()))?;
+        }
+        Self::mkdir(&self.root, &format!("{}/{name}", self.relative), self.v2)
     }
 
-    fn mkdir(root: &Path, relative: &str) -> Result<Self> {
+    /// The cgroup2 directory for a process of this memcg, named as `Cgroup::create(tag)`
+    /// names it: in cgroup v1 that one, at the top of the cgroup2 tree (the memcg is in
+    /// another hierarchy); in cgroup2 one inside this memcg, the only place its limit holds.
+    pub fn cgroup(&self, tag: &str) -> Result<Cgroup> {
+        if self.v2 {
+            let name = format!("slabtrace-test-{}-{tag}", std::process::id());
+            Cgroup::create_at(&format!("{}/{name}", self.relative))
+        } else {
+            Cgroup::create(tag)
+        }
+    }
+
+    fn mkdir(root: &Path, relative: &str, v2: bool) -> Result<Self> {
         let path = root.join(relative.trim_start_matches('/'));
         if path.exists() {
             let _ = fs::remove_dir(&path);
         }
         fs::create_dir(&path).with_context(|| format!("mkdir {}", path.display()))?;
-        Ok(Self { root: root.to_owned(), path, relative: relative.to_owned() })
+        Ok(Self { root: root.to_owned(), path, relative: relative.to_owned(), v2 })
     }
 
     /// The memcg's id: the inode number of its directory.
@@ -77,12 +111,14 @@ impl Memcg {
         &self.relative
     }
 
-    /// The kernel's own count of OOM kills in this memcg (`oom_kill` in `memory.oom_control`).
+    /// The kernel's own count of OOM kills in this memcg: `oom_kill` in `memory.oom_control`
+    /// (v1) or in `memory.events` (cgroup2, with its descendants').
     pub fn oom_kills(&self) -> Result<u64> {
-        let text = fs::read_to_string(self.path.join("memory.oom_control"))?;
+        let file = if self.v2 { "memory.events" } else { "memory.oom_control" };
+        let text = fs::read_to_string(self.path.join(file))?;
         text.lines()
             .find_map(|line| line.strip_prefix("oom_kill "))
-            .context("memory.oom_control has no oom_kill line")?
+            .with_context(|| format!("{file} has no oom_kill line"))?
             .trim()
             .parse()
             .context("oom_kill is not a number")
@@ -90,7 +126,8 @@ impl Memcg {
 
     /// Starts `cmd` in this memcg and in the cgroup2 `cgroup` from its first instruction, with
     /// `oom_score_adj` 1000: should anything but this memcg run out of memory, it is still
-    /// the first to go.
+    /// the first to go. In cgroup2 the two are one: `cgroup` must be inside this memcg (make it
+    /// with [`Memcg::cgroup`]).
     pub fn spawn(&self, cgroup: &Cgroup, cmd: &mut Command) -> Result<Child> {
         let open = |path: PathBuf| {
             fs::OpenOptions::new()
@@ -98,15 +135,24 @@ impl Memcg {
                 .open(&path)
                 .with_context(|| format!("opening {}", path.display()))
         };
-        let v1 = open(self.path.join("cgroup.procs"))?;
         let cg2 = cgroup2_root()?.join(cgroup.relative().trim_start_matches('/'));
+        if self.v2 {
+            ensure!(
+                cg2.starts_with(&self.path),
+                "on a cgroup-v2-only node a process is in one cgroup, so {} is not under the \
+                 limit of {}: create it with Memcg::cgroup",
+                cgroup.relative(),
+                self.relative
+            );
+        }
         let v2 = open(cg2.join("cgroup.procs"))?;
-        let fds = [v1.as_raw_fd(), v2.as_raw_fd()];
+        let v1 = if self.v2 { None } else { Some(open(self.path.join("cgroup.procs"))?) };
+        let fds: Vec<i32> = v1.iter().chain([&v2]).map(AsRawFd::as_raw_fd).collect();
         // SAFETY: between fork and exec only async-signal-safe calls: write(2) on fds opened
         // before the fork ("0" moves the writing process itself), open(2) and close(2).
         unsafe {
             cmd.pre_exec(move || {
-                for fd in fds {
+                for &fd in &fds {
                     if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
                         return Err(std::io::Error::last_os_error());
                     }
