@@ -6,6 +6,7 @@
 mod bench;
 mod image;
 mod setup;
+mod vm;
 
 use std::process::Command;
 
@@ -43,6 +44,9 @@ enum Task {
     /// The container image (scratch + a static binary built here) with podman, buildah or
     /// docker; no registry needed.
     Image(image::ImageArgs),
+    /// The kernel-side integration tests in qemu VMs, on each kernel of the matrix (Debian's
+    /// own kernel packages), as a cgroup-v2-only node.
+    Vm(vm::VmArgs),
 }
 
 fn main() -> Result<()> {
@@ -52,6 +56,7 @@ fn main() -> Result<()> {
         Task::Test { unit_only, args } => test(unit_only, &args),
         Task::Bench(args) => bench::run(&args),
         Task::Image(args) => image::run(&args),
+        Task::Vm(args) => vm::run(&args),
     }
 }
 

@@ -28,6 +28,21 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
 /// too, when installed), and runs it once to check it.
 pub const IMAGE_PACKAGES: &[(&str, &str)] = &[("podman", "podman")];
 
+/// Debian packages `cargo xtask vm` needs: qemu to boot the kernels (TCG or KVM), e2fsprogs for
+/// the scratch disk's ext4, dpkg-deb and tar to unpack kernel packages, and the util-linux tools
+/// the tests run, copied into the guest.
+pub const VM_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("mkfs.ext4", "e2fsprogs"),
+    ("apt-get", "apt"),
+    ("apt-cache", "apt"),
+    ("dpkg-deb", "dpkg"),
+    ("tar", "tar"),
+    ("ldd", "libc-bin"),
+    ("mount", "mount"),
+    ("setpriv", "util-linux"),
+];
+
 /// Installs the Debian packages of `needed` (command, package) whose command is missing.
 pub fn ensure_packages(needed: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&str> = needed
