@@ -4,6 +4,7 @@
 //! Every test creates its own cgroup2 directories, runs a workload with a known slab footprint
 //! in them, and asserts on what the real `slabtrace` binary reports.
 
+pub mod bpf_maps;
 pub mod containerd;
 pub mod daemon;
 pub mod helm;

@@ -1,6 +1,6 @@
 //! The daemon over time: the counters of a cgroup that is gone and holds nothing live leave
 //! the kernel's map (it is bounded, and a node runs many pods over weeks), while those that
-//! still hold live objects stay. Checked in the kernel's own map with bpftool.
+//! still hold live objects stay. Checked in the kernel's own map, read by id.
 
 use std::{
     process::Command,
@@ -10,62 +10,9 @@ use std::{
 
 use anyhow::{Context as _, Result, ensure};
 use serde_json::Value;
-use slabtrace_integration::{Cgroup, Tmpfs, daemon::Daemon, require_root, workload};
-
-/// The id of the COUNTERS map process `pid` holds (not another slabtrace's, nor maps pinned on
-/// this node): its map fds' ids from fdinfo, matched by name in bpftool's list.
-fn counters_map_id(pid: u32) -> Result<u64> {
-    let mut held = Vec::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
-        let info = std::fs::read_to_string(fd?.path()).unwrap_or_default();
-        if let Some(id) = info.lines().find_map(|l| l.strip_prefix("map_id:")) {
-            held.push(id.trim().parse::<u64>()?);
-        }
-    }
-    let out = Command::new("bpftool").args(["-j", "map", "show"]).output()?;
-    ensure!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
-    let maps: Vec<Value> = serde_json::from_slice(&out.stdout)?;
-    maps.iter()
-        .filter(|m| m["name"] == "COUNTERS")
-        .filter_map(|m| m["id"].as_u64())
-        .find(|id| held.contains(id))
-        .context("the daemon holds no COUNTERS map")
-}
-
-/// Per key of `cgroup_id` in the COUNTERS map of daemon `pid`: (sampled allocs, sampled
-/// frees), summed over CPUs.
-fn kernel_keys(pid: u32, cgroup_id: u64) -> Result<Vec<(u64, u64)>> {
-    let id = counters_map_id(pid)?.to_string();
-    let out = Command::new("bpftool").args(["-j", "map", "dump", "id", &id]).output()?;
-    ensure!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
-    let entries: Vec<Value> = serde_json::from_slice(&out.stdout)?;
-    let bytes = |v: &Value| -> Vec<u8> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|b| b.as_str())
-                    .filter_map(|b| u8::from_str_radix(b.trim_start_matches("0x"), 16).ok())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let word = |b: &[u8], i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap());
-    let mut keys = Vec::new();
-    for e in entries {
-        let key = bytes(&e["key"]);
-        if key.len() < 8 || word(&key, 0) != cgroup_id {
-            continue;
-        }
-        let (mut sa, mut sf) = (0, 0);
-        for cpu in e["values"].as_array().context("no per-CPU values")? {
-            let v = bytes(&cpu["value"]);
-            sa += word(&v, 1);
-            sf += word(&v, 2);
-        }
-        keys.push((sa, sf));
-    }
-    Ok(keys)
-}
+use slabtrace_integration::{
+    Cgroup, Tmpfs, bpf_maps, cache_of, daemon::Daemon, require_root, workload,
+};
 
 #[test]
 fn gone_cgroups_with_nothing_live_leave_the_kernel_map() -> Result<()> {
@@ -80,14 +27,14 @@ fn gone_cgroups_with_nothing_live_leave_the_kernel_map() -> Result<()> {
     // mm, VMAs, files, the unlinked inodes) is freed; some may stay cached.
     cg.run(Command::new(workload()).arg("churn").arg(fs.path()).arg("300"))?;
     thread::sleep(Duration::from_secs(2));
-    let before = kernel_keys(daemon.pid(), id)?;
+    let before = bpf_maps::counters_of_cgroup(daemon.pid(), id)?;
     ensure!(!before.is_empty(), "no counters for cgroup {id} in the kernel's map");
     drop(cg);
 
     // Unlinked inodes are freed after an RCU grace period (lazy RCU: up to ~10 s).
     let deadline = Instant::now() + Duration::from_secs(40);
     let after = loop {
-        let keys = kernel_keys(daemon.pid(), id)?;
+        let keys = bpf_maps::counters_of_cgroup(daemon.pid(), id)?;
         if keys.len() < before.len() {
             break keys;
         }
@@ -136,20 +83,6 @@ impl Drop for ScratchDir {
     }
 }
 
-/// Runs `args` of slab-workload in `cg` every `pause` until `until`, each round in a new
-/// subdirectory of `dir`.
-fn keep_running(cg: &Cgroup, dir: &std::path::Path, args: &[&str], until: Instant) -> Result<()> {
-    let mut round = 0;
-    while Instant::now() < until {
-        let sub = dir.join(format!("r{round}"));
-        std::fs::create_dir_all(&sub)?;
-        cg.run(Command::new(workload()).arg(args[0]).arg(&sub).args(&args[1..]))?;
-        round += 1;
-        thread::sleep(Duration::from_millis(300));
-    }
-    Ok(())
-}
-
 fn growth_event<'a>(
     events: &'a [Value],
     state: &str,
@@ -164,61 +97,152 @@ fn growth_event<'a>(
     })
 }
 
-/// Growth that nothing returns is a finding; churn is not; reclaim ends a finding on a
-/// reclaimable cache.
+/// Waits for the daemon's next interval after `seq` and returns its number.
+fn next_interval(daemon: &Daemon, seq: u64) -> Result<u64> {
+    let stats = daemon.wait_for_event(Duration::from_mins(1), |e| {
+        e["type"] == "self.stats" && e["seq"].as_u64().is_some_and(|s| s > seq)
+    })?;
+    stats["seq"].as_u64().context("self.stats without seq")
+}
+
+/// What the daemon's `/report` says `cgroup` allocated and still holds of `cache`: (allocs,
+/// live objects); None while the cgroup or the cache is not in it.
+fn cgroup_cache(daemon: &Daemon, cgroup: &str, cache: &str) -> Result<Option<(u64, u64)>> {
+    let (status, body) = daemon.get("/report")?;
+    if status == 503 {
+        return Ok(None); // before the first interval
+    }
+    ensure!(status == 200, "/report answered {status}: {body}");
+    let report: Value = serde_json::from_str(&body)?;
+    let Some(entry) = cache_of(slabtrace_integration::cgroup(&report, cgroup), cache) else {
+        return Ok(None);
+    };
+    let field = |name: &str| entry[name].as_u64().with_context(|| format!("no {name}: {entry}"));
+    Ok(Some((field("allocs")?, field("live_objects")?)))
+}
+
+/// Files one churn round creates and unlinks: about 1 MB of `shmem_inode_cache` and 0.2 MB of
+/// `dentry`, under the growth test's `--growth-min-mib`.
+const CHURN_FILES: u64 = 1_000;
+
+/// Two rounds of create-and-unlink churn in `churner`, each followed by a wait until `daemon`
+/// has seen its allocations and their frees: a state, with a deadline only against a hang.
+fn churn_waiting_for_frees(
+    daemon: &Daemon,
+    churner: &Cgroup,
+    base: &std::path::Path,
+) -> Result<()> {
+    for round in 0..2 {
+        let dir = base.join(format!("r{round}"));
+        std::fs::create_dir_all(&dir)?;
+        churner
+            .run(Command::new(workload()).arg("churn").arg(&dir).arg(CHURN_FILES.to_string()))?;
+        let allocated = CHURN_FILES * (round + 1);
+        let deadline = Instant::now() + Duration::from_mins(3);
+        loop {
+            let seen = cgroup_cache(daemon, churner.relative(), "shmem_inode_cache")?;
+            if seen.is_some_and(|(allocs, live)| allocs >= allocated && live < CHURN_FILES / 10) {
+                break;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the churner's files were not freed within 3 minutes: {seen:?}"
+            );
+            thread::sleep(Duration::from_millis(500));
+        }
+    }
+    Ok(())
+}
+
+/// Growth that nothing returns is a finding; churn whose objects come back is not; reclaim
+/// ends a finding on a reclaimable cache.
+///
+/// Driven by counts, not by the machine's speed. The keeper (files kept on a tmpfs) and the
+/// looker (lookups of missing names on a disk filesystem: negative dentries) add one round per
+/// daemon interval until the daemon has judged both. The churner creates and unlinks
+/// `CHURN_FILES` files a round and waits until the daemon has seen them freed before the next
+/// round: lazy RCU frees unlinked inodes up to ~10 s later, much later on a busy machine, so a
+/// churner that did not wait would hold as many objects as the machine is slow, and that is
+/// growth within any window shorter than the delay. Waiting, it never holds more than one
+/// round's objects, a quarter of `--growth-min-mib`: never sustained growth, however slow.
 #[test]
 fn growth_is_classified_and_reclaim_turns_it_back() -> Result<()> {
+    const MIN_GROWTH_MIB: u64 = 4;
+    /// Rounds of the keeper and the looker before the test gives up on a verdict: each adds
+    /// about 1.5 MB of `shmem_inode_cache` and 3.8 MB of `dentry`.
+    const MAX_ROUNDS: u64 = 60;
     require_root()?;
     let fs = Tmpfs::mount("growth")?;
     let keeper = Cgroup::create("growth-keep")?;
     let churner = Cgroup::create("growth-churn")?;
     let looker = Cgroup::create("growth-look")?;
+    let min_mib = MIN_GROWTH_MIB.to_string();
     let daemon = Daemon::start(
         "growth",
-        &["--interval", "1s", "--growth-window", "8s", "--growth-min-mib", "1"],
+        &[
+            "--interval",
+            "1s",
+            "--sample",
+            "1",
+            "--growth-window",
+            "8s",
+            "--growth-min-mib",
+            &min_mib,
+        ],
     )?;
-    let until = Instant::now() + Duration::from_secs(7);
     // Negative dentries need a disk filesystem: tmpfs does not keep them.
     let look = ScratchDir::new("growth-look")?;
-    let (keep_dir, churn_dir, look_dir) =
-        (fs.path().join("keep"), fs.path().join("churn"), look.0.clone());
-    thread::scope(|s| -> Result<()> {
-        let a = s.spawn(|| keep_running(&keeper, &keep_dir, &["create", "2000"], until));
-        let b = s.spawn(|| keep_running(&churner, &churn_dir, &["churn", "2000"], until));
-        let c = s.spawn(|| keep_running(&looker, &look_dir, &["stat-missing", "20000"], until));
-        for h in [a, b, c] {
-            h.join().map_err(|_| anyhow::anyhow!("a workload thread panicked"))??;
+    let round_dir = |base: &std::path::Path, round: u64| -> Result<std::path::PathBuf> {
+        let dir = base.join(format!("r{round}"));
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    };
+    let churn = || churn_waiting_for_frees(&daemon, &churner, &fs.path().join("churn"));
+    let (kept, dentry_growth, ended) = thread::scope(|s| -> Result<(Value, Value, Value)> {
+        let churning = s.spawn(churn);
+        let mut seq = 0;
+        let mut found = None;
+        for round in 0..MAX_ROUNDS {
+            let keep = round_dir(&fs.path().join("keep"), round)?;
+            keeper.run(Command::new(workload()).arg("create").arg(&keep).arg("2000"))?;
+            let missing = round_dir(&look.0, round)?;
+            looker.run(Command::new(workload()).arg("stat-missing").arg(&missing).arg("20000"))?;
+            seq = next_interval(&daemon, seq)?;
+            let events = daemon.events()?;
+            let kept = growth_event(&events, "started", keeper.relative(), "shmem_inode_cache");
+            let negative = growth_event(&events, "started", looker.relative(), "dentry");
+            if let (Some(kept), Some(negative)) = (kept, negative) {
+                found = Some((kept.clone(), negative.clone()));
+                break;
+            }
         }
-        Ok(())
+        let (kept, dentry_growth) = found.with_context(|| {
+            format!(
+                "no finding for the kept files and the negative dentries after {MAX_ROUNDS} \
+                 rounds; stderr:\n{}",
+                daemon.stderr()
+            )
+        })?;
+        // Reclaim, at once, while the negative dentries are in the window: they go, and the
+        // finding ends.
+        std::fs::write("/proc/sys/vm/drop_caches", "2")?;
+        let ended = daemon.wait_for_event(Duration::from_mins(1), |e| {
+            e["type"] == "slab.growth"
+                && e["state"] == "ended"
+                && e["owner"]["cgroup"] == looker.relative()
+                && e["cache"] == "dentry"
+        })?;
+        churning.join().map_err(|_| anyhow::anyhow!("the churner thread panicked"))??;
+        Ok((kept, dentry_growth, ended))
     })?;
     // Files kept on a tmpfs: their inodes cannot be reclaimed.
-    let kept = daemon.wait_for_event(Duration::from_secs(10), |e| {
-        e["type"] == "slab.growth"
-            && e["state"] == "started"
-            && e["owner"]["cgroup"] == keeper.relative()
-            && e["cache"] == "shmem_inode_cache"
-    })?;
     eprintln!("kept: {kept}");
     assert_eq!(kept["verdict"], "problematic");
     assert_eq!(kept["reason"]["kind"], "unreclaimable");
     assert!(kept["rate_mb_per_hour"].as_f64() > Some(100.0), "{kept}");
-    // Negative dentries: reclaimable, and nothing has reclaimed them yet.
-    let dentry_growth = daemon.wait_for_event(Duration::from_secs(10), |e| {
-        e["type"] == "slab.growth"
-            && e["state"] == "started"
-            && e["owner"]["cgroup"] == looker.relative()
-            && e["cache"] == "dentry"
-    })?;
+    // Negative dentries: reclaimable, and nothing had reclaimed them yet.
     eprintln!("dentry growth: {dentry_growth}");
     assert_eq!(dentry_growth["reason"]["kind"], "reclaim_not_run");
-    // Reclaim: the negative dentries go, and the finding ends.
-    std::fs::write("/proc/sys/vm/drop_caches", "2")?;
-    let ended = daemon.wait_for_event(Duration::from_secs(15), |e| {
-        e["type"] == "slab.growth"
-            && e["state"] == "ended"
-            && e["owner"]["cgroup"] == looker.relative()
-            && e["cache"] == "dentry"
-    })?;
     eprintln!("ended: {ended}");
     assert_eq!(ended["verdict"], "healthy");
     assert_eq!(ended["reason"]["kind"], "returned");
@@ -227,7 +251,7 @@ fn growth_is_classified_and_reclaim_turns_it_back() -> Result<()> {
     assert!(ended["reclaim"]["freed"].as_u64() > Some(0), "{ended}");
     let stopped = daemon.stop(libc::SIGTERM, Duration::from_secs(10))?;
     ensure!(stopped.status.success(), "{}", stopped.stderr);
-    // Churn came back every time: never a finding.
+    // Churn came back every round: never a finding.
     let churn_finding = stopped
         .events
         .iter()

@@ -7,12 +7,12 @@
 
 use std::{fs, process::Command, thread, time::Duration};
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Result, ensure};
 use serde_json::Value;
 use slabtrace::probe::pin::state_dir_name;
 use slabtrace_integration::{
-    Cgroup, PinDir, RCU_SETTLE, Tmpfs, cache_of, cgroup, daemon::Daemon, num, require_root,
-    workload,
+    Cgroup, PinDir, RCU_SETTLE, Tmpfs, bpf_maps, cache_of, cgroup, daemon::Daemon, num,
+    require_root, workload,
 };
 
 /// A daemon's `/report`.
@@ -20,17 +20,6 @@ fn report(daemon: &Daemon) -> Result<Value> {
     let (status, body) = daemon.get("/report")?;
     ensure!(status == 200, "/report answered {status}: {body}");
     Ok(serde_json::from_str(&body)?)
-}
-
-/// `bpftool map show pinned PATH` as JSON.
-fn map_info(path: &std::path::Path) -> Result<Value> {
-    let out = Command::new("bpftool")
-        .args(["-j", "map", "show", "pinned"])
-        .arg(path)
-        .output()
-        .context("running bpftool")?;
-    ensure!(out.status.success(), "bpftool: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 #[test]
@@ -105,13 +94,8 @@ fn maps_of_another_layout_are_replaced_with_a_warning() -> Result<()> {
     fs::create_dir_all(&old)?;
     // What an older slabtrace might have left: a map of another version's directory, and a
     // live-object map of this version's name whose values are 4 bytes.
-    for (dir, value) in [(&old, "24"), (&state, "4")] {
-        let status = Command::new("bpftool")
-            .args(["map", "create"])
-            .arg(dir.join("LIVE"))
-            .args(["type", "lru_hash", "key", "8", "value", value, "entries", "16", "name", "LIVE"])
-            .status()?;
-        ensure!(status.success(), "bpftool map create failed");
+    for (dir, value_size) in [(&old, 24), (&state, 4)] {
+        bpf_maps::pin_lru_hash(&dir.join("LIVE"), "LIVE", 8, value_size, 16)?;
     }
 
     let daemon =
@@ -125,8 +109,13 @@ fn maps_of_another_layout_are_replaced_with_a_warning() -> Result<()> {
     );
     ensure!(log.contains("replacing the maps") && log.contains("LIVE has another shape"), "{log}");
     ensure!(!old.exists(), "the old version's maps are still pinned");
-    let live = map_info(&state.join("LIVE"))?;
-    ensure!(live["bytes_value"] == 24 && live["max_entries"] == 262_144, "LIVE is now {live}");
+    let live = bpf_maps::pinned_map_info(&state.join("LIVE"))?;
+    ensure!(
+        live.value_size() == 24 && live.max_entries() == 262_144,
+        "LIVE now has {}-byte values and {} entries",
+        live.value_size(),
+        live.max_entries()
+    );
     ensure!(state.join("COUNTERS").exists() && state.join("CACHES").exists());
     thread::sleep(Duration::from_secs(2));
     ensure!(report(&daemon)?["self"]["alloc_events"].as_u64() > Some(0), "no events traced");

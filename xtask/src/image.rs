@@ -93,9 +93,7 @@ pub fn run(args: &ImageArgs) -> Result<()> {
         }
         None => detect_builder()?,
     };
-    if matches!(builder, Builder::Podman | Builder::Buildah) {
-        ensure_podman_ulimits(Path::new("/etc/containers/containers.conf"))?;
-    }
+    let ulimits = ulimit_args(builder)?;
 
     let binary = build_static_binary(&root, "slabtrace", "slabtrace")?;
     let out = Command::new(&binary).arg("--version").output()?;
@@ -121,6 +119,7 @@ pub fn run(args: &ImageArgs) -> Result<()> {
         .args(["--build-arg", "BINARY=prebuilt"])
         .args(["--build-arg", &format!("VERSION={version}")])
         .args(["--build-arg", &format!("REVISION={revision}")])
+        .args(&ulimits)
         .args(["--tag", &tag, "--tag", &latest, "--file"])
         .arg(context.join("Dockerfile"))
         .arg(&context);
@@ -132,7 +131,7 @@ pub fn run(args: &ImageArgs) -> Result<()> {
     let status = build.status().with_context(|| format!("cannot run {b}"))?;
     ensure!(status.success(), "`{b} build` failed ({status}): see its output above");
 
-    let printed = version_in_image(builder, &tag)?;
+    let printed = version_in_image(builder, &tag, &ulimits)?;
     let want = format!("slabtrace {version}");
     ensure!(
         printed.trim() == want,
@@ -255,13 +254,15 @@ fn git_revision(root: &Path) -> String {
 }
 
 /// What `slabtrace --version` prints inside the image (no network: it needs none).
-fn version_in_image(builder: Builder, tag: &str) -> Result<String> {
+fn version_in_image(builder: Builder, tag: &str, ulimits: &[String]) -> Result<String> {
     let out = match builder {
         Builder::Podman | Builder::Docker => Command::new(builder.program())
-            .args(["run", "--rm", "--network", "none", tag, "--version"])
+            .args(["run", "--rm", "--network", "none"])
+            .args(ulimits)
+            .args([tag, "--version"])
             .output()?,
         Builder::Buildah => {
-            let from = Command::new("buildah").args(["from", tag]).output()?;
+            let from = Command::new("buildah").arg("from").args(ulimits).arg(tag).output()?;
             ensure!(from.status.success(), "`buildah from {tag}` failed");
             let container = String::from_utf8_lossy(&from.stdout).trim().to_owned();
             let out = Command::new("buildah")
@@ -325,50 +326,24 @@ fn save(builder: Builder, tag: &str, output: &Path) -> Result<()> {
 /// podman (and buildah's `RUN`) set `nofile` and `nproc` limits on every container, by default
 /// 1048576, above what a process without `CAP_SYS_RESOURCE` (a container or a VM like this
 /// project's) can set: `runc` then fails with "error setting rlimits … operation not permitted".
-/// Writes this machine's limits as `default_ulimits` under `[containers]`, unless some are set.
-fn ensure_podman_ulimits(conf: &Path) -> Result<()> {
-    if has_cap_sys_resource() {
-        return Ok(());
+/// So every podman and buildah command that starts a container is given this machine's own
+/// limits on its command line. (An earlier version wrote them into the host's
+/// /etc/containers/containers.conf: a build must not rewrite the system's configuration.)
+fn ulimit_args(builder: Builder) -> Result<Vec<String>> {
+    if builder == Builder::Docker || has_cap_sys_resource() {
+        return Ok(Vec::new());
     }
-    let text = fs::read_to_string(conf).unwrap_or_default();
-    if text.lines().any(|l| l.trim_start().starts_with("default_ulimits")) {
-        return Ok(());
-    }
-    ensure!(
-        setup::is_root(),
-        "podman's default ulimits are above this machine's: as root, set `default_ulimits` under \
-         [containers] in {}",
-        conf.display()
-    );
     let (nofile_soft, nofile_hard) = rlimit(libc::RLIMIT_NOFILE)?;
     let (nproc_soft, nproc_hard) = rlimit(libc::RLIMIT_NPROC)?;
     // podman 4.3 lowers its own RLIMIT_NPROC to 32768 when it starts (seen with strace), and a
     // container cannot get more than the runtime that starts it has.
     let (nproc_soft, nproc_hard) = (nproc_soft.min(32_768), nproc_hard.min(32_768));
-    let line = format!(
-        "default_ulimits = [\"nofile={nofile_soft}:{nofile_hard}\", \"nproc={nproc_soft}:{nproc_hard}\"]"
-    );
-    let comment =
-        "# Written by `cargo xtask image`: podman's default ulimits exceed this machine's.";
-    let new = if let Some(at) = text.lines().position(|l| l.trim() == "[containers]") {
-        let mut lines: Vec<&str> = text.lines().collect();
-        lines.insert(at + 1, &line);
-        lines.insert(at + 1, comment);
-        lines.join("\n") + "\n"
-    } else {
-        let sep = match text.as_str() {
-            "" => "",
-            t if t.ends_with('\n') => "\n",
-            _ => "\n\n",
-        };
-        format!("{text}{sep}[containers]\n{comment}\n{line}\n")
-    };
-    if let Some(dir) = conf.parent() {
-        fs::create_dir_all(dir)?;
-    }
-    fs::write(conf, new).with_context(|| format!("writing {}", conf.display()))?;
-    eprintln!("xtask: wrote `{line}` under [containers] in {}", conf.display());
-    Ok(())
+    Ok(vec![
+        "--ulimit".into(),
+        format!("nofile={nofile_soft}:{nofile_hard}"),
+        "--ulimit".into(),
+        format!("nproc={nproc_soft}:{nproc_hard}"),
+    ])
 }
 
 /// The soft and hard limit of `resource` for this process.

@@ -8,7 +8,12 @@ mod image;
 mod setup;
 mod vm;
 
-use std::process::Command;
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    path::Path,
+    process::{Command, Stdio},
+};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
@@ -35,6 +40,11 @@ enum Task {
         /// Only the unit tests and lints (no root needed).
         #[arg(long)]
         unit_only: bool,
+        /// Run the integration tests next to `stress-ng --cpu N` (installed if missing): a
+        /// test that passes only on an idle machine fails here, as it would on a busy CI
+        /// machine.
+        #[arg(long, value_name = "N")]
+        under_load: Option<u32>,
         /// Passed to the integration test binary (a test name filter, for example).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -53,7 +63,7 @@ fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::ensure_toolchain(),
         Task::Run { args } => run(&args),
-        Task::Test { unit_only, args } => test(unit_only, &args),
+        Task::Test { unit_only, under_load, args } => test(unit_only, under_load, &args),
         Task::Bench(args) => bench::run(&args),
         Task::Image(args) => image::run(&args),
         Task::Vm(args) => vm::run(&args),
@@ -83,7 +93,7 @@ fn run(args: &[String]) -> Result<()> {
     std::process::exit(status.code().unwrap_or(1));
 }
 
-fn test(unit_only: bool, args: &[String]) -> Result<()> {
+fn test(unit_only: bool, under_load: Option<u32>, args: &[String]) -> Result<()> {
     setup::ensure_toolchain()?;
     // Unit tests: pure logic on fixtures, no root needed.
     cmd(
@@ -125,16 +135,181 @@ fn test(unit_only: bool, args: &[String]) -> Result<()> {
     // And the image of it, which tests/tests/image.rs deploys through containerd's CRI.
     let archive = setup::workspace_root()?.join(image::TEST_ARCHIVE);
     image::run(&image::ImageArgs { tag: None, builder: None, output: Some(archive.clone()) })?;
-    let status = Command::new("cargo")
-        .args(["test", "--package", "slabtrace-integration", "--"])
+    let load = under_load.map(Load::start).transpose()?;
+    let summary = run_integration_tests(args, &archive);
+    drop(load);
+    let summary = summary?;
+    let root = setup::workspace_root()?;
+    let expected = if args.iter().any(|a| !a.starts_with('-')) {
+        None // a name filter: only some of them were meant to run
+    } else {
+        Some(count_tests(&root.join("tests"))?)
+    };
+    let line = summary.line(expected);
+    fs::write(root.join(SUMMARY_FILE), format!("{line}\n"))
+        .with_context(|| format!("writing {SUMMARY_FILE}"))?;
+    eprintln!("xtask: {line}");
+    summary.check(expected)
+}
+
+/// `stress-ng --cpu N` for as long as this lives.
+struct Load(std::process::Child);
+
+impl Load {
+    fn start(cpus: u32) -> Result<Self> {
+        setup::ensure_packages(setup::LOAD_PACKAGES)?;
+        eprintln!("xtask: the integration tests run next to `stress-ng --cpu {cpus}`");
+        let child = Command::new("stress-ng")
+            .args(["--cpu", &cpus.to_string(), "--quiet"])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("cannot run stress-ng")?;
+        Ok(Self(child))
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        // SIGTERM, so that stress-ng stops its workers too (SIGKILL would orphan them).
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: kill with a pid this process started and has not reaped.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Where `cargo xtask test` writes what the integration tests did, for `.ci/run` to check.
+const SUMMARY_FILE: &str = "target/integration-tests.summary";
+
+/// Runs the root integration tests, passing their output through, and counts what they did.
+fn run_integration_tests(args: &[String], archive: &Path) -> Result<TestSummary> {
+    let _ = fs::remove_file(setup::workspace_root()?.join(SUMMARY_FILE));
+    let mut child = Command::new("cargo")
+        // Every binary, even after a failure: CI shows all that is broken at once.
+        .args(["test", "--no-fail-fast", "--package", "slabtrace-integration", "--"])
         // One at a time: each test owns the node's slab counts while it runs.
         .arg("--test-threads=1")
         .args(args)
-        .env(image::ARCHIVE_ENV, &archive)
-        .status()
+        .env(image::ARCHIVE_ENV, archive)
+        .stdout(Stdio::piped())
+        .spawn()
         .context("cannot run cargo")?;
-    if !status.success() {
-        bail!("the integration tests failed ({status})");
+    let mut summary = TestSummary::default();
+    let stdout = child.stdout.take().context("no stdout from cargo test")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        summary.add_line(&line);
     }
-    Ok(())
+    summary.succeeded = child.wait()?.success();
+    Ok(summary)
+}
+
+/// What the test harness said, over all the integration test binaries.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct TestSummary {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+    binaries: u64,
+    succeeded: bool,
+}
+
+impl TestSummary {
+    /// Adds a libtest summary line (`test result: ok. 3 passed; 0 failed; 1 ignored; …`).
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        self.binaries += 1;
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else { continue };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+
+    fn line(&self, expected: Option<u64>) -> String {
+        let expected = expected.map_or_else(|| "a filter".to_owned(), |n| n.to_string());
+        format!(
+            "integration tests: {} passed, {} failed, {} ignored in {} binaries (expected: {expected})",
+            self.passed, self.failed, self.ignored, self.binaries
+        )
+    }
+
+    /// Fails unless the tests passed, ran at all, skipped none, and (without a filter) every
+    /// test in tests/tests ran: a suite that silently ran nothing must not look green.
+    fn check(&self, expected: Option<u64>) -> Result<()> {
+        if !self.succeeded || self.failed > 0 {
+            bail!("the integration tests failed: {}", self.line(expected));
+        }
+        if self.passed == 0 {
+            bail!("no integration test ran: {}", self.line(expected));
+        }
+        if self.ignored > 0 {
+            bail!("integration tests were skipped (#[ignore]): {}", self.line(expected));
+        }
+        if let Some(n) = expected.filter(|&n| n != self.passed) {
+            bail!("{} integration tests passed, but tests/ has {n}", self.passed);
+        }
+        Ok(())
+    }
+}
+
+/// The number of `#[test]` functions in the Rust sources under `dir`, recursively: the
+/// integration tests and the unit tests of their helpers, which run in the same phase.
+fn count_tests(dir: &Path) -> Result<u64> {
+    let mut n = 0;
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            n += count_tests(&path)?;
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = fs::read_to_string(&path)?;
+            n += text.lines().filter(|l| l.trim() == "#[test]").count() as u64;
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries_add_up_over_binaries() {
+        let mut s = TestSummary::default();
+        for line in [
+            "running 2 tests",
+            "test a ... ok",
+            "test result: ok. 2 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 3.01s",
+            "test result: FAILED. 4 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s",
+            "test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 5 filtered out",
+        ] {
+            s.add_line(line);
+        }
+        assert_eq!(
+            s,
+            TestSummary { passed: 6, failed: 2, ignored: 1, binaries: 3, succeeded: false }
+        );
+    }
+
+    #[test]
+    fn a_run_of_nothing_or_of_fewer_than_expected_fails() {
+        let ok =
+            |passed| TestSummary { passed, binaries: 1, succeeded: true, ..Default::default() };
+        assert!(ok(0).check(None).is_err());
+        assert!(ok(3).check(Some(4)).is_err());
+        assert!(ok(4).check(Some(4)).is_ok());
+        assert!(ok(2).check(None).is_ok());
+        let skipped = TestSummary { ignored: 1, ..ok(4) };
+        assert!(skipped.check(Some(4)).is_err());
+    }
 }

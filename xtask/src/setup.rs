@@ -18,11 +18,16 @@ pub const BUILD_PACKAGES: &[(&str, &str)] = &[("protoc", "protobuf-compiler")];
 /// `slabtrace top`.
 pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("containerd", "containerd"),
+    ("ctr", "containerd"),
     ("runc", "runc"),
     ("busybox", "busybox-static"),
+    ("prometheus", "prometheus"),
     ("promtool", "prometheus"),
     ("tmux", "tmux"),
 ];
+
+/// What `cargo xtask test --under-load` runs beside the tests.
+pub const LOAD_PACKAGES: &[(&str, &str)] = &[("stress-ng", "stress-ng")];
 
 /// Debian packages `cargo xtask image` needs: podman builds the image (buildah and docker work
 /// too, when installed), and runs it once to check it.
@@ -143,4 +148,99 @@ pub fn is_root() -> bool {
                 .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
         })
         .unwrap_or(false)
+}
+
+/// Programs the tasks and tests may run without installing them: what every Debian system has
+/// (packages of priority "required": tar, mount, util-linux's setpriv, apt), what the Rust
+/// toolchain and a git checkout bring, bpf-linker (installed by [`ensure_toolchain`]), and the
+/// image builders that are used only when already present.
+#[cfg(test)]
+const ALWAYS_THERE: &[&str] = &[
+    "apt-get",
+    "bpf-linker",
+    "buildah",
+    "cargo",
+    "docker",
+    "git",
+    "mount",
+    "rustup",
+    "setpriv",
+    "tar",
+    "umount",
+];
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, path::Path};
+
+    use super::*;
+
+    /// The programs a Rust source runs: string literals given to `Command::new` or to
+    /// `cmd`, and string constants that name a path under a bin directory.
+    fn programs_in(text: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for opener in ["Command::new(\"", "cmd(\"", ": &str = \"/usr/bin/", ": &str = \"/bin/"] {
+            for (at, _) in text.match_indices(opener) {
+                let rest = &text[at + opener.len()..];
+                let Some(end) = rest.find('"') else { continue };
+                let program = rest[..end].rsplit('/').next().unwrap_or_default();
+                if !program.is_empty() {
+                    found.push(program.to_owned());
+                }
+            }
+        }
+        found
+    }
+
+    fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// Fresh-machine discipline: every program a test or a task runs is either always there
+    /// or installed by the set-up (issue: a test ran bpftool, which nothing installed, and CI
+    /// stayed green only on machines where someone had installed it by hand).
+    #[test]
+    fn every_program_the_tests_and_tasks_run_is_installed_by_the_set_up() {
+        let root = workspace_root().unwrap();
+        let mut files = Vec::new();
+        for dir in ["tests", "xtask/src"] {
+            sources(&root.join(dir), &mut files);
+        }
+        let installed: Vec<&str> =
+            [BUILD_PACKAGES, TEST_PACKAGES, LOAD_PACKAGES, IMAGE_PACKAGES, VM_PACKAGES]
+                .concat()
+                .iter()
+                .map(|(command, _)| *command)
+                .chain(ALWAYS_THERE.iter().copied())
+                .collect();
+        let mut missing = Vec::new();
+        for file in &files {
+            let text = fs::read_to_string(file).unwrap();
+            for program in programs_in(&text) {
+                if !installed.contains(&program.as_str()) {
+                    missing.push(format!("{program} (run in {})", file.display()));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "programs that nothing installs: {missing:?}; add them to a package list in setup.rs"
+        );
+    }
+
+    #[test]
+    fn programs_are_found_in_each_form() {
+        // Written with \u{22} for the quotes, so that this file's own scan does not find them.
+        let text =
+            "Command::new(\u{22}bpftool\u{22}).arg(\u{22}x\u{22}); cmd(\u{22}mount\u{22}, &[]);
+            pub const TMUX: &str = \u{22}/usr/bin/tmux\u{22}; Command::new(bin);";
+        assert_eq!(programs_in(text), ["bpftool", "mount", "tmux"]);
+    }
 }

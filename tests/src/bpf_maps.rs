@@ -1,0 +1,84 @@
+//! The kernel's own view of slabtrace's BPF maps, read through aya by map id or pin path.
+//!
+//! The tests used to ask `bpftool`, which nothing installed: they passed only where someone had
+//! installed it by hand. aya is what slabtrace itself reads its maps with, it is already built
+//! for the tests, and it runs inside the kernel-matrix VMs, where no bpftool is.
+
+use std::{fs, path::Path};
+
+use anyhow::{Context as _, Result, bail};
+use aya::maps::{Map, MapData, MapInfo, PerCpuHashMap, PerCpuValues};
+use slabtrace_common::{CounterKey, Counters};
+
+/// The ids of the BPF maps process `pid` holds open, from its fdinfo.
+pub fn held_map_ids(pid: u32) -> Result<Vec<u32>> {
+    let mut ids = Vec::new();
+    for fd in fs::read_dir(format!("/proc/{pid}/fdinfo"))? {
+        // An fd closed meanwhile has no fdinfo any more: not a map of interest.
+        let info = fs::read_to_string(fd?.path()).unwrap_or_default();
+        if let Some(id) = info.lines().find_map(|l| l.strip_prefix("map_id:")) {
+            ids.push(id.trim().parse::<u32>()?);
+        }
+    }
+    Ok(ids)
+}
+
+/// The map called `name` that process `pid` holds: not another slabtrace's, nor a leftover
+/// pinned on this node under the same name.
+pub fn held_map(pid: u32, name: &str) -> Result<MapData> {
+    for id in held_map_ids(pid)? {
+        let info = MapInfo::from_id(id).with_context(|| format!("map id {id}"))?;
+        if info.name_as_str() == Some(name) {
+            return MapData::from_id(id).with_context(|| format!("opening map {name} (id {id})"));
+        }
+    }
+    bail!("process {pid} holds no BPF map called {name}")
+}
+
+/// Per key of `cgroup_id` in the `COUNTERS` map of process `pid`: (sampled allocations,
+/// sampled frees), summed over CPUs.
+pub fn counters_of_cgroup(pid: u32, cgroup_id: u64) -> Result<Vec<(u64, u64)>> {
+    let map = Map::PerCpuHashMap(held_map(pid, "COUNTERS")?);
+    let counters: PerCpuHashMap<_, CounterKey, Counters> = PerCpuHashMap::try_from(map)?;
+    let mut keys = Vec::new();
+    for entry in &counters {
+        let (key, per_cpu): (CounterKey, PerCpuValues<Counters>) = match entry {
+            Ok(e) => e,
+            // Deleted between listing and lookup: the daemon retired it.
+            Err(aya::maps::MapError::KeyNotFound) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if key.cgroup_id == cgroup_id {
+            let sampled_allocs = per_cpu.iter().map(|c| c.sampled_allocs).sum();
+            let sampled_frees = per_cpu.iter().map(|c| c.sampled_frees).sum();
+            keys.push((sampled_allocs, sampled_frees));
+        }
+    }
+    Ok(keys)
+}
+
+/// The kernel's description of the map pinned at `path`.
+pub fn pinned_map_info(path: &Path) -> Result<MapInfo> {
+    MapInfo::from_pin(path).with_context(|| format!("reading the map pinned at {}", path.display()))
+}
+
+/// Creates an LRU hash map called `name` and pins it at `path`: what another slabtrace
+/// version might have left behind.
+pub fn pin_lru_hash(
+    path: &Path,
+    name: &str,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+) -> Result<()> {
+    let def = aya_obj::Map::new_from_params(
+        aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_LRU_HASH as u32,
+        key_size,
+        value_size,
+        max_entries,
+        0,
+    );
+    let map = MapData::create(def, name, None).with_context(|| format!("creating map {name}"))?;
+    map.pin(path).with_context(|| format!("pinning map {name} at {}", path.display()))?;
+    Ok(())
+}
