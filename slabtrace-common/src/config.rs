@@ -60,8 +60,11 @@ pub struct Config {
     pub off_sc_target_memcg: u32,
     /// Offset of `mem_cgroup.css.cgroup` (`struct cgroup *`; `css` is embedded).
     pub off_memcg_cgroup: u32,
-    /// Zero (keeps the size a multiple of 8 with no implicit padding).
-    pub padding: u32,
+    /// 1 when `kmem_cache_free`'s third tracepoint argument is the cache (`struct kmem_cache
+    /// *`, Linux 6.1 and later), else 0: before, it was the cache's name or absent, and the
+    /// free programs must not read it (a raw tracepoint program that reads past the last
+    /// argument does not attach).
+    pub free_has_cache: u32,
     /// Offset of `shrinker.scan_objects` (a function pointer). This and the two below are read
     /// only by the shrinker programs, which are not attached when BTF lacks it.
     pub off_shrinker_scan_objects: u32,
@@ -72,8 +75,16 @@ pub struct Config {
     /// 1 to count allocations per kernel call site too (`--call-sites`), else 0. The verifier
     /// sees the constant, so with 0 the call-site code is not even in the compiled program.
     pub call_sites: u32,
+    /// 1 when the kernel has `bpf_get_current_task_btf` (5.11 and later): the interrupt test
+    /// then reads `current->stack` with a plain load; 0 on older kernels, where it reads it
+    /// with `bpf_probe_read_kernel`. The verifier drops the branch not taken, so an older
+    /// kernel never sees the helper it lacks.
+    pub task_btf: u32,
+    /// The loader's own process id: the start-up self-check of the interrupt test looks only at
+    /// its system calls.
+    pub self_tgid: u32,
 }
-assert_size!(Config, 128);
+assert_size!(Config, 136);
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: u64 and u32 fields, no padding (size asserted).

@@ -24,6 +24,12 @@ pub use shrinker::ShrinkerStats;
 /// meaning, even at the same size.
 pub const MAP_LAYOUT_VERSION: u32 = 1;
 
+/// The self-check saw the loader's system call in task context, as it was.
+pub const SELF_CHECK_TASK: u32 = 1;
+/// The self-check took the loader's system call for interrupt context: the interrupt test is
+/// wrong on this kernel.
+pub const SELF_CHECK_INTERRUPT: u32 = 2;
+
 /// Asserts at compile time that a type shared with the kernel has the size we documented.
 macro_rules! assert_size {
     ($t:ty, $n:expr) => {

@@ -6,7 +6,10 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_cgroup_id, generated::bpf_get_current_task_btf},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_probe_read_kernel,
+        generated::{bpf_get_current_task, bpf_get_current_task_btf},
+    },
 };
 use slabtrace_common::{
     CallSiteKey, CounterKey, Counters, LiveObject, Stat,
@@ -17,6 +20,19 @@ use crate::{
     config,
     maps::{CALL_SITES, COUNTERS, IRQ_FREE_SEEN, LIVE, bump},
 };
+
+/// Argument `n` of the event whose context pointer is `ctx`. Tracing programs of every type
+/// slabtrace uses get their arguments the same way, as an array of u64: BTF tracepoints
+/// (`tp_btf`), raw tracepoints (`raw_tp`) and `fexit` (there the return value follows the
+/// last argument). The verifier types a `tp_btf` or `fexit` load by the argument's BTF type,
+/// and refuses some (a `const void *` before Linux 6.x): the loader picks the program type the
+/// kernel accepts.
+#[inline(always)]
+pub fn arg(ctx: *const core::ffi::c_void, n: usize) -> u64 {
+    // SAFETY: the context is the kernel's argument array; the verifier checks the offset
+    // against the tracepoint's or function's arguments.
+    unsafe { core::ptr::read_volatile(ctx.cast::<u64>().add(n)) }
+}
 
 /// Whether the object at `addr` is in the deterministic sample. Alloc and free of one address
 /// always agree, which is what lets a free find its allocation.
@@ -106,12 +122,26 @@ fn in_interrupt(ctx: *const core::ffi::c_void) -> bool {
     if thread_size == 0 {
         return false;
     }
-    // SAFETY: a helper with no arguments; it returns a trusted task_struct pointer, and the
-    // load is at a constant offset the verifier checks against BTF.
-    let base = unsafe {
-        let task = bpf_get_current_task_btf().cast::<u8>();
-        core::ptr::read_volatile(task.add(config::off_task_stack() as usize).cast::<u64>())
+    let base = if config::task_btf() != 0 {
+        // SAFETY: a helper with no arguments; it returns a trusted task_struct pointer, and
+        // the load is at a constant offset the verifier checks against BTF.
+        unsafe {
+            let task = bpf_get_current_task_btf().cast::<u8>();
+            core::ptr::read_volatile(task.add(config::off_task_stack() as usize).cast::<u64>())
+        }
+    } else {
+        // Before 5.11: the task as a plain address, its field read through the helper that
+        // checks the address.
+        // SAFETY: a helper with no arguments, then a checked read of kernel memory.
+        unsafe {
+            let task = bpf_get_current_task() as *const u8;
+            bpf_probe_read_kernel(task.add(config::off_task_stack() as usize).cast::<u64>())
+                .unwrap_or(0)
+        }
     };
+    if base == 0 {
+        return false; // unreadable: charge the task, as without detection
+    }
     // Compare the pointer with scalars only: the verifier allows that for privileged programs,
     // while arithmetic on a context pointer is refused.
     let end = core::hint::black_box(base.wrapping_add(thread_size));

@@ -32,11 +32,13 @@ static CONFIG: Config = Config {
     off_sc_reclaim_state: 0,
     off_sc_target_memcg: 0,
     off_memcg_cgroup: 0,
-    padding: 0,
+    free_has_cache: 0,
     off_shrinker_scan_objects: 0,
     off_shrinker_name: 0,
     shrinker_has_name: 0,
     call_sites: 0,
+    task_btf: 0,
+    self_tgid: 0,
 };
 
 macro_rules! field {
@@ -76,3 +78,6 @@ field!(off_shrinker_scan_objects, u32);
 field!(off_shrinker_name, u32);
 field!(shrinker_has_name, u32);
 field!(call_sites, u32);
+field!(free_has_cache, u32);
+field!(task_btf, u32);
+field!(self_tgid, u32);

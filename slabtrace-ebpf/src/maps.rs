@@ -3,7 +3,7 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use slabtrace_common::{
     CACHES_CAPACITY, CacheInfo, CallSiteKey, CounterKey, Counters, LiveObject, ShrinkerStats, Stat,
@@ -19,12 +19,15 @@ pub static COUNTERS: PerCpuHashMap<CounterKey, Counters> = PerCpuHashMap::with_m
 pub static LIVE: LruHashMap<u64, LiveObject> = LruHashMap::with_max_entries(262_144, 0);
 
 /// `struct kmem_cache *` → name, sizes and flags, filled the first time a cache is seen.
+/// Preallocated (about 0.4 MiB): before Linux 6.1, a map that allocates its elements as they
+/// come does so with kmalloc from inside the allocator being traced, which can deadlock it.
 #[map(name = "CACHES")]
-pub static CACHES: HashMap<u64, CacheInfo> =
-    HashMap::with_max_entries(CACHES_CAPACITY, BPF_F_NO_PREALLOC);
+pub static CACHES: HashMap<u64, CacheInfo> = HashMap::with_max_entries(CACHES_CAPACITY, 0);
 
 /// Allocations per (cgroup, cache, kernel call site), only with `--call-sites`. Per-CPU, and
-/// allocated as keys appear: it costs nothing when the option is off.
+/// allocated as keys appear: it costs nothing when the option is off. That is safe inside the
+/// allocator only from Linux 6.1 (BPF's own memory allocator); the loader refuses
+/// `--call-sites` on older kernels.
 #[map(name = "CALL_SITES")]
 pub static CALL_SITES: PerCpuHashMap<CallSiteKey, u64> =
     PerCpuHashMap::with_max_entries(16_384, BPF_F_NO_PREALLOC);
@@ -59,6 +62,11 @@ pub static OOM_RECLAIMS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(819
 #[map(name = "SHRINKERS")]
 pub static SHRINKERS: LruPerCpuHashMap<u64, ShrinkerStats> =
     LruPerCpuHashMap::with_max_entries(1024, 0);
+
+/// The start-up self-check's verdict on one of the loader's own system calls: 0 not seen yet,
+/// [`slabtrace_common::SELF_CHECK_TASK`] or [`slabtrace_common::SELF_CHECK_INTERRUPT`].
+#[map(name = "SELF_CHECK")]
+pub static SELF_CHECK: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Adds one to a statistic.
 #[inline(always)]

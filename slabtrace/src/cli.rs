@@ -240,6 +240,11 @@ pub struct TracerArgs {
     /// counted.
     #[arg(long, default_value_t = 16_384, value_name = "ENTRIES", env = "SLABTRACE_MAX_KEYS")]
     pub max_keys: u32,
+    /// The program type of the kmem tracepoint programs: BTF tracepoints where the kernel
+    /// accepts them, else raw tracepoints (auto); or one of them, to compare their costs
+    /// (`cargo xtask bench`).
+    #[arg(long, value_enum, default_value_t, hide = true)]
+    pub tracepoint_programs: crate::probe::TracepointPrograms,
 }
 
 /// Filesystem roots, configurable for containers that mount the host's elsewhere.

@@ -38,7 +38,7 @@ use crate::{
     output::report::{
         KernelMemory, MeminfoChange, NodeCache, Report, SCHEMA, Sampling, SelfStats, SlabinfoChange,
     },
-    probe::{Limits, ProbeError, ProbeSet, Tracer},
+    probe::{Limits, Loaded, ProbeError, ProbeSet, Tracer},
     rollup::{self, Directory},
     runtime::cri::{CriClient, CriError},
 };
@@ -134,6 +134,10 @@ pub struct Session {
     resumed_net: BTreeMap<String, i64>,
     /// The pin directory and whether its maps were resumed, for the report.
     pins: Option<(String, bool)>,
+    /// How the kmem programs were loaded (see [`Tracer::kmem_programs`]).
+    kmem_programs: (Loaded, bool),
+    /// Whether interrupt context is told apart (see [`Tracer::interrupt_detection`]).
+    interrupt_detection: bool,
 }
 
 impl Session {
@@ -156,8 +160,18 @@ impl Session {
         config.call_sites = u32::from(opts.tracer.call_sites);
         let limits = Limits { max_keys: opts.tracer.max_keys, max_live: opts.tracer.max_live };
         let started_wall = SystemTime::now();
-        let tracer = Tracer::start(&layout, config, limits, &roots.btf, opts.set, opts.pin_path)?;
+        let tracer = Tracer::start(
+            &layout,
+            config,
+            limits,
+            &roots.btf,
+            opts.set,
+            opts.tracer.tracepoint_programs,
+            opts.pin_path,
+        )?;
         let pins = tracer.pin_dir().map(|d| (d.display().to_string(), tracer.resumed()));
+        let kmem_programs = tracer.kmem_programs();
+        let interrupt_detection = tracer.interrupt_detection();
         let started = Instant::now();
 
         // Names now, while pods that may be deleted during the window still exist.
@@ -181,6 +195,8 @@ impl Session {
             kallsyms: std::cell::OnceCell::new(),
             resumed_net: BTreeMap::new(),
             pins,
+            kmem_programs,
+            interrupt_detection,
         };
         session.runtime.list(&mut session.warnings);
         if session.tracer.as_ref().is_some_and(Tracer::resumed) {
@@ -348,7 +364,8 @@ impl Session {
             &footprint,
             lost_events,
             (self.sample, self.max_live, self.max_keys),
-            self.layout.task_stack.is_some(),
+            self.interrupt_detection,
+            self.kmem_programs,
             warnings,
         );
         let mut report = build_report(
@@ -544,6 +561,7 @@ fn self_stats(
     lost_events: u64,
     (sample, max_live, max_keys): (u64, u64, u64),
     interrupt_detection: bool,
+    (program_type, fexit): (Loaded, bool),
     mut warnings: Vec<String>,
 ) -> SelfStats {
     let s = &snap.stats;
@@ -570,7 +588,15 @@ fn self_stats(
     }
     if !interrupt_detection {
         warnings.push(
-            "allocations in interrupt context are charged to the interrupted task's cgroup: this kernel's architecture gives no way to tell them apart"
+            "allocations in interrupt context are charged to the interrupted task's cgroup: slabtrace cannot tell them apart on this kernel (see its log)"
+                .to_owned(),
+        );
+    }
+    if fexit {
+        warnings.push(
+            "this kernel's kmem tracepoints name no cache (before Linux 6.1): allocations from \
+             named caches are traced on return from the allocation functions, without their \
+             call sites, and frees of objects allocated before tracing are counted without a cache"
                 .to_owned(),
         );
     }
@@ -592,6 +618,12 @@ fn self_stats(
         caches_full: s.get(Stat::CachesFull),
         live_insert_failed: s.get(Stat::LiveInsertFailed),
         interrupt_detection,
+        kmem_programs: match program_type {
+            Loaded::Btf => "tp_btf",
+            Loaded::Raw => "raw_tp",
+        }
+        .to_owned(),
+        cache_allocs: if fexit { "fexit" } else { "tracepoint" }.to_owned(),
         pinned_maps: None,
         resumed: false,
         warnings,

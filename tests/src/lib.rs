@@ -69,12 +69,14 @@ pub fn require_root() -> Result<()> {
 pub fn library_tracer() -> Result<slabtrace::probe::Tracer> {
     use slabtrace::{
         kernel::{btf::Btf, layout::KernelLayout},
-        probe::{Limits, ProbeSet, Tracer},
+        probe::{Limits, ProbeSet, TracepointPrograms, Tracer},
     };
     let vmlinux = Path::new("/sys/kernel/btf/vmlinux");
     let layout = KernelLayout::from_btf(&Btf::from_file(vmlinux)?)?;
     let limits = Limits { max_keys: 16_384, max_live: 65_536 };
-    Ok(Tracer::start(&layout, layout.config(16), limits, vmlinux, ProbeSet::Slabtrace, None)?)
+    let config = layout.config(16);
+    let programs = TracepointPrograms::Auto;
+    Ok(Tracer::start(&layout, config, limits, vmlinux, ProbeSet::Slabtrace, programs, None)?)
 }
 
 /// The cgroup2 mount point, from /proc/self/mountinfo.

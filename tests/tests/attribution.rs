@@ -8,7 +8,7 @@
 
 use std::{process::Command, thread};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use slabtrace_integration::{
     Cgroup, RCU_SETTLE, Slabtrace, Tmpfs, cache_of, cgroup, node_cache, num, reported_pod,
     require_root, slabinfo_active, workload,
@@ -217,12 +217,21 @@ fn interrupt_allocations_are_not_charged_to_the_interrupted_task() -> Result<()>
 
     assert_eq!(report["self"]["interrupt_detection"], true);
     // The SYN is handled in the receive softirq, which allocates the request socket there:
-    // that is the kernel's doing, in interrupt context, not the connecting task's.
+    // that is the kernel's doing, in interrupt context, not the connecting task's. Softirqs
+    // the kernel defers to ksoftirqd (more of them on a slow machine) run in that thread's
+    // task context, charged to its cgroup: not the connecting task's either.
     let irq = report.get("interrupt").filter(|v| !v.is_null());
-    let requests = cache_of(irq, "request_sock_TCP");
-    assert!(num(requests, "allocs") >= CONNECTIONS, "interrupt bucket: {irq:?}");
+    let in_irq = num(cache_of(irq, "request_sock_TCP"), "allocs");
     let mine = cgroup(&report, cg.relative());
     assert_eq!(num(cache_of(mine, "request_sock_TCP"), "allocs"), 0, "{mine:?}");
+    let elsewhere: u64 = report["cgroups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| num(cache_of(Some(c), "request_sock_TCP"), "allocs"))
+        .sum();
+    assert!(in_irq + elsewhere >= CONNECTIONS, "{in_irq} + {elsewhere}: {irq:?}");
+    assert!(in_irq >= CONNECTIONS / 2, "most in the interrupt bucket: {irq:?}");
     // The task's own allocations stay its own: the sockets it created with socket(2).
     assert!(num(cache_of(mine, "TCP"), "allocs") >= CONNECTIONS, "{mine:?}");
     Ok(())
@@ -350,6 +359,17 @@ fn call_sites_name_the_kernel_functions_that_allocated() -> Result<()> {
     require_root()?;
     let a = Cgroup::create("callsites")?;
     let fs = Tmpfs::mount("callsites")?;
+    let layout = slabtrace::kernel::layout::KernelLayout::from_btf(
+        &slabtrace::kernel::btf::Btf::from_file(std::path::Path::new("/sys/kernel/btf/vmlinux"))?,
+    )?;
+    if !layout.any_context_maps {
+        // Before Linux 6.1 the call-site map would allocate inside the allocator: refused, in
+        // one sentence, rather than risking the node.
+        let err = Slabtrace::start(&["--call-sites"]).err().context("--call-sites ran")?;
+        let text = format!("{err:#}");
+        assert!(text.contains("--call-sites needs Linux 6.1 or later"), "{text}");
+        return Ok(());
+    }
     let tracer = Slabtrace::start(&["--call-sites"])?;
     create(&a, fs.path(), CREATED, 0)?;
     let report = tracer.finish()?;

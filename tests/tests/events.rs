@@ -314,7 +314,7 @@ fn an_oom_kill_is_an_event_with_the_slab_picture() -> Result<()> {
     require_root()?;
     let fs = Tmpfs::mount("events-oom")?;
     let memcg = Memcg::create("events-oom", 64 << 20)?;
-    let cg2 = Cgroup::create("events-oom")?;
+    let cg2 = memcg.cgroup("events-oom")?;
     // A long interval: the event must come from the early interval an OOM kill starts.
     let daemon = Daemon::start("events-oom", &["--interval", "10m"])?;
     create_files(&cg2, fs.path(), 3_000)?;

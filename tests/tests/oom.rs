@@ -96,7 +96,7 @@ fn hog_killed(tracer: &mut Tracer, memcg: &Memcg, cg2: &Cgroup) -> Result<(u32, 
 fn a_memcg_oom_kill_names_the_victim_its_cgroup_and_the_memcg() -> Result<()> {
     require_root()?;
     let memcg = Memcg::create("oom", LIMIT)?;
-    let cg2 = Cgroup::create("oom")?;
+    let cg2 = memcg.cgroup("oom")?;
     let mut tracer = start_tracer()?;
     let (pid, kill) = hog_killed(&mut tracer, &memcg, &cg2)?;
 
@@ -140,7 +140,7 @@ fn the_memcg_named_is_the_one_over_its_limit_not_the_victims() -> Result<()> {
     require_root()?;
     let parent = Memcg::create("oomparent", LIMIT)?;
     let child = parent.child("unlimited")?;
-    let cg2 = Cgroup::create("oomchild")?;
+    let cg2 = child.cgroup("oomchild")?;
     let mut tracer = start_tracer()?;
     let (pid, kill) = hog_killed(&mut tracer, &child, &cg2)?;
 

@@ -6,4 +6,5 @@ mod kmalloc;
 mod kmem_cache_alloc;
 mod kmem_cache_free;
 mod oom;
+mod self_check;
 mod shrink_slab;

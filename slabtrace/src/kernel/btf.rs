@@ -154,7 +154,12 @@ enum Type {
         name: u32,
         size: u32,
     },
-    /// `FUNC`, `VAR`, `DATASEC` and `DECL_TAG`: decoded only far enough to skip them.
+    /// A kernel function, pointing to its `FUNC_PROTO`.
+    Func {
+        name: u32,
+        proto: u32,
+    },
+    /// `VAR`, `DATASEC` and `DECL_TAG`: decoded only far enough to skip them.
     Other,
 }
 
@@ -398,7 +403,7 @@ impl Btf {
                 (Type::Qualified { qualifier, target }, 0)
             }
             // FUNC's vlen is its linkage, not a count.
-            12 => (Type::Other, 0),
+            12 => (Type::Func { name, proto: target }, 0),
             13 => {
                 let params = read_members(section, data, vlen, 8, false, &mut self.members)?;
                 (Type::FuncProto { ret: target, params }, vlen * 8)
@@ -521,6 +526,36 @@ impl Btf {
         })
     }
 
+    /// Parameter types and return type of kernel function `name`, spelled as
+    /// [`Self::tracepoint_args`] spells them. None if BTF has no such function: it was inlined
+    /// everywhere, or does not exist in this kernel. A linear scan: called a few times at
+    /// start-up, it saves an index of every function name.
+    #[must_use]
+    pub fn function_args(&self, name: &str) -> Option<(Vec<String>, String)> {
+        self.types.iter().find_map(|t| {
+            let Type::Func { name: n, proto } = t else { return None };
+            if self.name(*n) != Some(name) {
+                return None;
+            }
+            let Some(Type::FuncProto { ret, params }) = self.ty(*proto) else {
+                return None;
+            };
+            let mut steps = MAX_STEPS;
+            let params: Option<Vec<String>> = self
+                .members
+                .get(params.clone())?
+                .iter()
+                .map(|p| self.param_name(p.type_id, 0, &mut steps))
+                .collect();
+            let ret = if *ret == 0 {
+                "void".to_owned()
+            } else {
+                self.c_name(*ret, String::new(), 0, &mut steps)?
+            };
+            Some((params?, ret))
+        })
+    }
+
     fn ty(&self, id: u32) -> Option<&Type> {
         self.types.get(id as usize)
     }
@@ -618,7 +653,11 @@ impl Btf {
             Type::Typedef { target, .. } | Type::Qualified { target, .. } => {
                 self.size_of(*target, depth + 1)
             }
-            Type::Void | Type::Fwd { .. } | Type::FuncProto { .. } | Type::Other => None,
+            Type::Void
+            | Type::Fwd { .. }
+            | Type::FuncProto { .. }
+            | Type::Func { .. }
+            | Type::Other => None,
         }
     }
 
@@ -692,7 +731,7 @@ impl Btf {
                     Some(format!("{word} {}", self.c_name(*target, decl, depth + 1, steps)?))
                 }
             }
-            Type::Other => None,
+            Type::Func { .. } | Type::Other => None,
         }
     }
 
@@ -861,7 +900,25 @@ pub(crate) mod tests {
         let proto = b.func_proto(0, &[void_ptr, ulong, const_void_ptr, cache_ptr, gfp_t, int]);
         let proto_ptr = b.ptr(proto);
         b.typedef("btf_trace_foo", proto_ptr);
+        // FUNC (kind 12, vlen = linkage 1: global) pointing to its prototype.
+        let alloc_proto = b.func_proto(void_ptr, &[cache_ptr, gfp_t]);
+        b.ty("kmem_cache_alloc", 12, false, 1, alloc_proto, &[]);
+        let free_proto = b.func_proto(0, &[cache_ptr, void_ptr]);
+        b.ty("kmem_cache_free", 12, false, 1, free_proto, &[]);
         b.build()
+    }
+
+    #[test]
+    fn functions_have_their_parameters_and_return_type() {
+        let btf = Btf::parse(&fixture(false)).unwrap();
+        assert_eq!(
+            btf.function_args("kmem_cache_alloc").unwrap(),
+            (vec!["struct kmem_cache *".to_owned(), "gfp_t".to_owned()], "void *".to_owned())
+        );
+        assert_eq!(btf.function_args("kmem_cache_free").unwrap().1, "void");
+        assert_eq!(btf.function_args("kmem_cache_alloc_node"), None);
+        // A typedef or struct of that name is not a function.
+        assert_eq!(btf.function_args("gfp_t"), None);
     }
 
     #[test]

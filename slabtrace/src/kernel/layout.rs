@@ -7,7 +7,7 @@
 //! macros (and so not in BTF) fall back to their long-stable values, with a log line. A kernel
 //! without what the OOM programs read still traces slab; [`KernelLayout::oom`] says why not.
 
-use log::warn;
+use log::{info, warn};
 use slabtrace_common::Config;
 
 use super::btf::Btf;
@@ -27,8 +27,10 @@ pub struct Tracepoint {
     pub args: &'static [&'static str],
 }
 
-/// Every tracepoint slabtrace needs, with the signature its program was written against
-/// (include/trace/events/kmem.h, Linux 6.1 and later).
+/// The kmem tracepoints, each with the leading arguments every supported kernel passes (as
+/// [`Btf::tracepoint_args`] spells them, compared with [`args_match`]), and its programs:
+/// `kmem_cache_alloc` as on Linux 6.1 and later (before, see [`CacheAlloc::Fexit`]);
+/// `kmem_cache_free` gained the cache as a third argument in 6.1 ([`KmemHooks::free_has_cache`]).
 pub const TRACEPOINTS: [Tracepoint; 4] = [
     Tracepoint {
         name: "kmem_cache_alloc",
@@ -40,7 +42,7 @@ pub const TRACEPOINTS: [Tracepoint; 4] = [
         name: "kmem_cache_free",
         irq: &["kmem_cache_free_irq", "kmem_cache_free_irq2"],
         floor: "floor_kmem_cache_free",
-        args: &["unsigned long", "const void *", "const struct kmem_cache *"],
+        args: &["unsigned long", "const void *"],
     },
     Tracepoint {
         name: "kmalloc",
@@ -55,6 +57,127 @@ pub const TRACEPOINTS: [Tracepoint; 4] = [
         args: &["unsigned long", "const void *"],
     },
 ];
+
+/// `kmem_cache_free`'s third argument from Linux 6.1 on: the cache.
+const FREE_CACHE_ARG: &str = "const struct kmem_cache *";
+
+/// Before Linux 6.1, kmalloc calls that named a NUMA node had a tracepoint of their own, with
+/// `kmalloc`'s arguments and the node after them.
+const KMALLOC_NODE_TRACEPOINT: &str = "kmalloc_node";
+
+/// The allocation functions traced on return where the `kmem_cache_alloc` tracepoint carries no
+/// cache (before Linux 6.1): (function, program, parameters). The program reads the object
+/// returned right after the last parameter, so the parameters must match exactly.
+pub const FEXIT_HOOKS: [(&str, &str, &[&str]); 3] = [
+    ("kmem_cache_alloc", "kmem_cache_alloc_exit", &["struct kmem_cache *", "gfp_t"]),
+    (
+        "kmem_cache_alloc_node",
+        "kmem_cache_alloc_node_exit",
+        &["struct kmem_cache *", "gfp_t", "int"],
+    ),
+    (
+        "kmem_cache_alloc_lru",
+        "kmem_cache_alloc_lru_exit",
+        &["struct kmem_cache *", "struct list_lru *", "gfp_t"],
+    ),
+];
+
+/// How the kmem programs attach on this kernel, decided from its BTF before anything loads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KmemHooks {
+    /// How allocations from named caches are seen.
+    pub cache_alloc: CacheAlloc,
+    /// The tracepoints the kmalloc program goes on: `kmalloc`, and `kmalloc_node` before 6.1.
+    pub kmalloc: Vec<&'static str>,
+    /// Whether `kmem_cache_free` names the cache (Linux 6.1 and later); without it, frees of
+    /// objects allocated before tracing are counted without a cache.
+    pub free_has_cache: bool,
+}
+
+/// Where allocations from named caches are seen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheAlloc {
+    /// The `kmem_cache_alloc` tracepoint, which carries the cache (Linux 6.1 and later).
+    Tracepoint,
+    /// The allocation functions on return (`fexit`), as (function, program), those of
+    /// [`FEXIT_HOOKS`] this kernel has: before 6.1 the tracepoint has no cache pointer.
+    Fexit(Vec<(&'static str, &'static str)>),
+}
+
+impl KmemHooks {
+    /// Reads from `tracepoint_args` (each kmem tracepoint's arguments, or None if BTF lacks
+    /// it) and `function_args` (a function's parameters, or None) how this kernel can be
+    /// traced, or says in one sentence why it cannot.
+    pub fn detect(
+        tracepoint_args: impl Fn(&str) -> Option<Vec<String>>,
+        function_args: impl Fn(&str) -> Option<Vec<String>>,
+    ) -> Result<Self, LayoutError> {
+        let mut found = Vec::new();
+        for tp in &TRACEPOINTS {
+            let args = tracepoint_args(tp.name).ok_or(LayoutError::MissingTracepoint(tp.name))?;
+            found.push(args);
+        }
+        // The programs of these three read the same leading arguments on every kernel.
+        for (tp, args) in TRACEPOINTS.iter().zip(&found).skip(1) {
+            if !args_match(args, tp.args) {
+                return Err(LayoutError::TracepointLayout {
+                    name: tp.name,
+                    found: args.join(", "),
+                    expected: tp.args.join(", "),
+                });
+            }
+        }
+        let (alloc, free) = (&found[0], &found[1]);
+        let cache_alloc = if args_match(alloc, TRACEPOINTS[0].args) {
+            CacheAlloc::Tracepoint
+        } else {
+            let hooks: Vec<(&str, &str)> = FEXIT_HOOKS
+                .iter()
+                .filter(|(function, _, params)| {
+                    function_args(function).is_some_and(|found| {
+                        found.len() == params.len() && args_match(&found, params)
+                    })
+                })
+                .map(|&(function, program, _)| (function, program))
+                .collect();
+            if !hooks.iter().any(|(function, _)| *function == "kmem_cache_alloc") {
+                return Err(LayoutError::TracepointLayout {
+                    name: TRACEPOINTS[0].name,
+                    found: alloc.join(", "),
+                    expected: TRACEPOINTS[0].args.join(", "),
+                });
+            }
+            CacheAlloc::Fexit(hooks)
+        };
+        let mut kmalloc_tracepoints = vec![TRACEPOINTS[2].name];
+        if tracepoint_args(KMALLOC_NODE_TRACEPOINT).is_some_and(|a| args_match(&a, TRACEPOINTS[2].args)) {
+            kmalloc_tracepoints.push(KMALLOC_NODE_TRACEPOINT);
+        }
+        let free_has_cache = free.get(2).is_some_and(|a| normalize(a) == normalize(FREE_CACHE_ARG));
+        Ok(Self { cache_alloc, kmalloc: kmalloc_tracepoints, free_has_cache })
+    }
+}
+
+/// An argument's spelling without what does not change how a program reads it: `const`, and
+/// the typedefs of the same integer (`gfp_t` is an `unsigned int`, `size_t` an `unsigned
+/// long`), which kernels have swapped over the years.
+fn normalize(arg: &str) -> String {
+    let bare = arg.replace("const ", "").replace(" const", "");
+    match bare.trim() {
+        "gfp_t" | "unsigned int" | "u32" => "unsigned int".to_owned(),
+        "size_t" | "unsigned long" | "u64" => "unsigned long".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+/// Whether `found` (a signature from BTF) starts with `expected`, tolerating [`normalize`]'s
+/// cosmetic differences: a tracepoint may gain arguments at the end, and its types may change
+/// their spelling without changing what the program reads.
+#[must_use]
+pub fn args_match(found: &[String], expected: &[&str]) -> bool {
+    found.len() >= expected.len()
+        && found.iter().zip(expected).all(|(f, e)| normalize(f) == normalize(e))
+}
 
 /// The OOM victim tracepoint and the leading arguments its program reads (as
 /// [`Btf::tracepoint_args`] spells them), as on Linux 6.18; until at least 6.8 it took only
@@ -97,11 +220,11 @@ pub const SHRINKER_TRACEPOINTS: [Tracepoint; 2] = [
 ];
 
 /// A kernel slabtrace cannot trace, said in one sentence.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LayoutError {
     /// No `btf_trace_<name>` in BTF.
     #[error(
-        "the kernel has no tracepoint kmem:{0} in its BTF: slabtrace needs Linux 6.1 or later \
+        "the kernel has no tracepoint kmem:{0} in its BTF: slabtrace needs Linux 5.10 or later \
          with CONFIG_TRACEPOINTS and CONFIG_DEBUG_INFO_BTF"
     )]
     MissingTracepoint(&'static str),
@@ -129,8 +252,15 @@ pub enum LayoutError {
 /// What slabtrace learned about the running kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelLayout {
-    /// Each tracepoint's arguments as BTF spells them, or None if BTF lacks it.
-    pub tracepoint_args: Vec<(&'static str, Option<Vec<String>>)>,
+    /// How the kmem programs attach here, or why slabtrace cannot trace this kernel.
+    pub kmem: Result<KmemHooks, LayoutError>,
+    /// Whether the kernel has `bpf_get_current_task_btf` (5.11 and later).
+    pub task_btf: bool,
+    /// Whether BPF maps may allocate elements as they come from inside the allocator: the
+    /// kernel has BPF's own memory allocator (`struct bpf_mem_alloc`, Linux 6.1 and later).
+    /// Before, a growing map's kmalloc from a program tracing the allocator can deadlock it,
+    /// so the call-site map (`--call-sites`) is refused there.
+    pub any_context_maps: bool,
     /// `struct kmem_cache` offsets: name, size, `object_size`, flags.
     pub cache_offsets: [u32; 4],
     /// `__GFP_ACCOUNT`, `__GFP_RECLAIMABLE`, `__GFP_DMA` masks.
@@ -191,7 +321,7 @@ impl ShrinkerLayout {
             let found = btf
                 .tracepoint_args(tp.name)
                 .ok_or(ShrinkerLayoutError::MissingTracepoint(tp.name))?;
-            if found.len() < tp.args.len() || found.iter().zip(tp.args).any(|(f, e)| f != e) {
+            if !args_match(&found, tp.args) {
                 return Err(ShrinkerLayoutError::TracepointLayout {
                     name: tp.name,
                     found: found.join(", "),
@@ -280,7 +410,7 @@ impl OomLayout {
             .tracepoint_args(OOM_TRACEPOINT.name)
             .ok_or(OomLayoutError::MissingTracepoint("oom:mark_victim"))?;
         let expected = OOM_TRACEPOINT.args;
-        if found.len() < expected.len() || found.iter().zip(expected).any(|(f, e)| f != e) {
+        if !args_match(&found, expected) {
             return Err(OomLayoutError::TracepointLayout {
                 found: found.join(", "),
                 expected: expected.join(", "),
@@ -378,12 +508,11 @@ impl KernelLayout {
             offset("object_size", "kmem_cache.object_size")?,
             offset("flags", "kmem_cache.flags")?,
         ];
-        let bit = |name: &str, fallback: u64| match btf.enum_value(name) {
+        let mut fallbacks = Vec::new();
+        let mut bit = |name: &'static str, fallback: u64| match btf.enum_value(name) {
             Some(bit) if (0..64).contains(&bit) => 1u64 << bit,
             _ => {
-                warn!(
-                    "{name} not in the kernel's BTF; assuming {fallback:#x}, its value before Linux 6.8"
-                );
+                fallbacks.push(name);
                 fallback
             }
         };
@@ -397,8 +526,19 @@ impl KernelLayout {
             account: bit("_SLAB_ACCOUNT", 0x0400_0000) as u32,
             reclaim_account: bit("_SLAB_RECLAIM_ACCOUNT", 0x0002_0000) as u32,
         };
-        let tracepoint_args =
-            TRACEPOINTS.iter().map(|tp| (tp.name, btf.tracepoint_args(tp.name))).collect();
+        if !fallbacks.is_empty() {
+            // Expected before Linux 6.8, where these were macros, which BTF does not carry.
+            info!(
+                "{} not in the kernel's BTF: using the values they have had since Linux 4.x",
+                fallbacks.join(", ")
+            );
+        }
+        let kmem = KmemHooks::detect(
+            |tp| btf.tracepoint_args(tp),
+            |function| btf.function_args(function).map(|(params, _)| params),
+        );
+        let task_btf = btf.enum_value("BPF_FUNC_get_current_task_btf").is_some();
+        let any_context_maps = btf.member_offset("bpf_mem_alloc", "cache").is_some();
         let task_stack = if cfg!(target_arch = "x86_64") {
             let kasan = btf.member_offset("kmem_cache", "kasan_info").is_some();
             let size = if kasan { 2 * X86_64_THREAD_SIZE } else { X86_64_THREAD_SIZE };
@@ -413,29 +553,7 @@ impl KernelLayout {
         }
         let oom = OomLayout::from_btf(btf);
         let shrinker = ShrinkerLayout::from_btf(btf);
-        Ok(Self { tracepoint_args, cache_offsets, gfp, slab, task_stack, oom, shrinker })
-    }
-
-    /// Fails unless tracepoint `name` exists with the arguments its program reads.
-    pub fn check_tracepoint(&self, name: &'static str) -> Result<(), LayoutError> {
-        let expected = TRACEPOINTS.iter().find(|tp| tp.name == name).map_or(&[][..], |tp| tp.args);
-        let found = self
-            .tracepoint_args
-            .iter()
-            .find(|(n, _)| *n == name)
-            .and_then(|(_, args)| args.as_ref())
-            .ok_or(LayoutError::MissingTracepoint(name))?;
-        let matches =
-            found.len() >= expected.len() && found.iter().zip(expected).all(|(f, e)| f == e);
-        if matches {
-            Ok(())
-        } else {
-            Err(LayoutError::TracepointLayout {
-                name,
-                found: found.join(", "),
-                expected: expected.join(", "),
-            })
-        }
+        Ok(Self { kmem, task_btf, any_context_maps, cache_offsets, gfp, slab, task_stack, oom, shrinker })
     }
 
     /// The load-time constant for these facts and a sample of 1 in `sample` (a power of two).
@@ -469,12 +587,15 @@ impl KernelLayout {
             off_sc_reclaim_state: oom.map_or(0, |o| o.sc_reclaim_state),
             off_sc_target_memcg: oom.map_or(0, |o| o.sc_target_memcg),
             off_memcg_cgroup: oom.map_or(0, |o| o.memcg_cgroup),
-            padding: 0,
             // Zeros when the shrinker programs cannot run: they are not attached then.
             off_shrinker_scan_objects: shrinker.map_or(0, |s| s.scan_objects),
             off_shrinker_name: shrinker.and_then(|s| s.name).unwrap_or(0),
             shrinker_has_name: u32::from(shrinker.is_some_and(|s| s.name.is_some())),
             call_sites: 0,
+            free_has_cache: u32::from(self.kmem.as_ref().is_ok_and(|k| k.free_has_cache)),
+            task_btf: u32::from(self.task_btf),
+            // The loader writes its own pid.
+            self_tgid: 0,
         }
     }
 }
@@ -483,9 +604,15 @@ impl KernelLayout {
 mod tests {
     use super::*;
 
-    fn layout(args: Vec<(&'static str, Option<Vec<String>>)>) -> KernelLayout {
+    fn layout() -> KernelLayout {
         KernelLayout {
-            tracepoint_args: args,
+            kmem: Ok(KmemHooks {
+                cache_alloc: CacheAlloc::Tracepoint,
+                kmalloc: vec!["kmalloc"],
+                free_has_cache: true,
+            }),
+            task_btf: true,
+            any_context_maps: true,
             cache_offsets: [96, 24, 28, 8],
             gfp: GfpBits { account: 1 << 22, reclaimable: 1 << 4, dma: 1 },
             slab: SlabFlags { account: 1 << 26, reclaim_account: 1 << 17 },
@@ -499,63 +626,157 @@ mod tests {
         v.iter().map(|s| (*s).to_owned()).collect()
     }
 
-    #[test]
-    fn the_6_18_signature_is_accepted() {
-        let l = layout(vec![(
-            "kmem_cache_alloc",
-            Some(strings(&[
-                "unsigned long",
-                "const void *",
-                "struct kmem_cache *",
-                "gfp_t",
-                "int",
-            ])),
-        )]);
-        assert_eq!(l.check_tracepoint("kmem_cache_alloc"), Ok(()));
+    /// A kernel's kmem tracepoints and functions, as BTF spells them.
+    struct Kernel {
+        tracepoints: Vec<(&'static str, Vec<String>)>,
+        functions: Vec<(&'static str, Vec<String>)>,
+    }
+
+    impl Kernel {
+        fn detect(&self) -> Result<KmemHooks, LayoutError> {
+            KmemHooks::detect(
+                |tp| self.tracepoints.iter().find(|(n, _)| *n == tp).map(|(_, a)| a.clone()),
+                |f| self.functions.iter().find(|(n, _)| *n == f).map(|(_, a)| a.clone()),
+            )
+        }
+
+        /// Linux 6.1 to 6.18 (6.18's spelling).
+        fn linux_6() -> Self {
+            Self {
+                tracepoints: vec![
+                    (
+                        "kmem_cache_alloc",
+                        strings(&[
+                            "unsigned long",
+                            "const void *",
+                            "struct kmem_cache *",
+                            "gfp_t",
+                            "int",
+                        ]),
+                    ),
+                    (
+                        "kmem_cache_free",
+                        strings(&["unsigned long", "const void *", "const struct kmem_cache *"]),
+                    ),
+                    (
+                        "kmalloc",
+                        strings(&[
+                            "unsigned long",
+                            "const void *",
+                            "size_t",
+                            "size_t",
+                            "gfp_t",
+                            "int",
+                        ]),
+                    ),
+                    ("kfree", strings(&["unsigned long", "const void *"])),
+                ],
+                functions: vec![],
+            }
+        }
+
+        /// Linux 5.10 (5.15 differs only by `kmem_cache_free`'s `const char *name`).
+        fn linux_5_10() -> Self {
+            let kmalloc = strings(&["unsigned long", "const void *", "size_t", "size_t", "gfp_t"]);
+            let mut node = kmalloc.clone();
+            node.push("int".to_owned());
+            Self {
+                tracepoints: vec![
+                    ("kmem_cache_alloc", kmalloc.clone()),
+                    ("kmem_cache_alloc_node", node.clone()),
+                    ("kmem_cache_free", strings(&["unsigned long", "const void *"])),
+                    ("kmalloc", kmalloc),
+                    ("kmalloc_node", node),
+                    ("kfree", strings(&["unsigned long", "const void *"])),
+                ],
+                functions: vec![
+                    ("kmem_cache_alloc", strings(&["struct kmem_cache *", "gfp_t"])),
+                    ("kmem_cache_alloc_node", strings(&["struct kmem_cache *", "gfp_t", "int"])),
+                ],
+            }
+        }
     }
 
     #[test]
-    fn an_older_signature_is_refused_with_both_spelled_out() {
-        // Linux 5.x: (call_site, ptr, bytes_req, bytes_alloc, gfp_flags, node).
-        let l = layout(vec![(
-            "kmem_cache_alloc",
-            Some(strings(&["unsigned long", "const void *", "size_t", "size_t", "gfp_t", "int"])),
-        )]);
-        let err = l.check_tracepoint("kmem_cache_alloc").unwrap_err();
-        let text = err.to_string();
+    fn linux_6_has_every_tracepoint_it_needs() {
+        let hooks = Kernel::linux_6().detect().unwrap();
+        assert_eq!(hooks.cache_alloc, CacheAlloc::Tracepoint);
+        assert_eq!(hooks.kmalloc, ["kmalloc"]);
+        assert!(hooks.free_has_cache);
+    }
+
+    #[test]
+    fn before_6_1_allocations_are_traced_on_return_from_the_functions_there() {
+        let hooks = Kernel::linux_5_10().detect().unwrap();
+        assert_eq!(
+            hooks.cache_alloc,
+            CacheAlloc::Fexit(vec![
+                ("kmem_cache_alloc", "kmem_cache_alloc_exit"),
+                ("kmem_cache_alloc_node", "kmem_cache_alloc_node_exit"),
+            ])
+        );
+        assert_eq!(hooks.kmalloc, ["kmalloc", "kmalloc_node"]);
+        assert!(!hooks.free_has_cache);
+    }
+
+    #[test]
+    fn cosmetic_changes_of_a_signature_are_tolerated() {
+        let mut k = Kernel::linux_6();
+        // gfp_t spelled as its integer, size_t as unsigned long, const dropped.
+        k.tracepoints[0].1[3] = "unsigned int".to_owned();
+        k.tracepoints[2].1[2] = "unsigned long".to_owned();
+        k.tracepoints[1].1[2] = "struct kmem_cache *".to_owned();
+        let hooks = k.detect().unwrap();
+        assert_eq!(hooks.cache_alloc, CacheAlloc::Tracepoint);
+        assert!(hooks.free_has_cache);
+    }
+
+    #[test]
+    fn an_unknown_signature_is_refused_with_both_spelled_out() {
+        // A 5.x kmem_cache_alloc tracepoint without the functions fexit needs.
+        let mut k = Kernel::linux_5_10();
+        k.functions.clear();
+        let text = k.detect().unwrap_err().to_string();
         assert!(text.contains("size_t, size_t"), "{text}");
         assert!(text.contains("struct kmem_cache *"), "{text}");
+        // A kmalloc whose bytes_alloc is not where the program reads it.
+        let mut k = Kernel::linux_6();
+        k.tracepoints[2].1[3] = "struct foo *".to_owned();
+        assert!(matches!(
+            k.detect(),
+            Err(LayoutError::TracepointLayout { name: "kmalloc", .. })
+        ));
     }
 
     #[test]
     fn a_missing_tracepoint_is_named() {
-        let l = layout(vec![("kfree", None)]);
-        assert_eq!(l.check_tracepoint("kfree"), Err(LayoutError::MissingTracepoint("kfree")));
-        assert_eq!(l.check_tracepoint("kmalloc"), Err(LayoutError::MissingTracepoint("kmalloc")));
+        let mut k = Kernel::linux_6();
+        k.tracepoints.retain(|(n, _)| *n != "kfree");
+        assert_eq!(k.detect(), Err(LayoutError::MissingTracepoint("kfree")));
     }
 
     #[test]
     fn config_carries_offsets_and_the_sample_mask() {
-        let c = layout(vec![]).config(64);
+        let c = layout().config(64);
         assert_eq!(c.sample_mask, 63);
         assert_eq!(c.off_cache_name, 96);
         assert_eq!(c.off_cache_flags, 8);
         assert_eq!(c.gfp_account, 1 << 22);
-        assert_eq!(layout(vec![]).config(1).sample_mask, 0);
+        assert_eq!(layout().config(1).sample_mask, 0);
         assert_eq!((c.off_task_stack, c.thread_size), (32, 16384));
-        let no_irq = KernelLayout { task_stack: None, ..layout(vec![]) };
+        let no_irq = KernelLayout { task_stack: None, ..layout() };
         assert_eq!(no_irq.config(1).thread_size, 0);
     }
 
     #[test]
     fn config_carries_oom_offsets_only_when_the_oom_programs_can_run() {
-        let no_oom = layout(vec![]).config(1);
+        let no_oom = layout().config(1);
         assert_eq!(
             (no_oom.off_task_tgid, no_oom.off_sc_target_memcg, no_oom.off_memcg_cgroup),
             (0, 0, 0)
         );
         let oom = OomLayout::from_btf(&oom_btf(OomKernel::Current)).expect("oom layout");
-        let c = KernelLayout { oom: Ok(oom), ..layout(vec![]) }.config(1);
+        let c = KernelLayout { oom: Ok(oom), ..layout() }.config(1);
         assert_eq!((c.off_task_pid, c.off_task_tgid, c.off_task_comm), (0, 4, 8));
         assert_eq!(
             (c.off_task_cgroups, c.off_task_signal, c.off_signal_oom_score_adj),
@@ -566,7 +787,7 @@ mod tests {
             (c.off_task_reclaim_state, c.off_sc_reclaim_state, c.off_sc_target_memcg),
             (40, 112, 16)
         );
-        assert_eq!((c.off_memcg_cgroup, c.padding), (8 + 16, 0));
+        assert_eq!((c.off_memcg_cgroup, c.self_tgid), (8 + 16, 0));
         // The kmem half is untouched.
         assert_eq!((c.off_cache_name, c.thread_size), (96, 16384));
     }
@@ -788,19 +1009,19 @@ mod tests {
 
     #[test]
     fn config_carries_shrinker_offsets_only_when_the_shrinker_programs_can_run() {
-        let none = layout(vec![]).config(1);
+        let none = layout().config(1);
         assert_eq!(
             (none.off_shrinker_scan_objects, none.off_shrinker_name, none.shrinker_has_name),
             (0, 0, 0)
         );
         let unnamed = ShrinkerLayout { scan_objects: 8, name: None };
-        let c = KernelLayout { shrinker: Ok(unnamed), ..layout(vec![]) }.config(1);
+        let c = KernelLayout { shrinker: Ok(unnamed), ..layout() }.config(1);
         assert_eq!(
             (c.off_shrinker_scan_objects, c.off_shrinker_name, c.shrinker_has_name),
             (8, 0, 0)
         );
         let named = ShrinkerLayout { scan_objects: 8, name: Some(24) };
-        let c = KernelLayout { shrinker: Ok(named), ..layout(vec![]) }.config(1);
+        let c = KernelLayout { shrinker: Ok(named), ..layout() }.config(1);
         assert_eq!(
             (c.off_shrinker_scan_objects, c.off_shrinker_name, c.shrinker_has_name, c.call_sites),
             (8, 24, 1, 0)
@@ -821,37 +1042,5 @@ mod tests {
             "tracepoint vmscan:mm_shrink_slab_end has arguments (a) but slabtrace reads (b), as on \
              Linux 6.18"
         );
-    }
-
-    #[test]
-    fn reads_the_running_kernel() {
-        let path = std::path::Path::new("/sys/kernel/btf/vmlinux");
-        if !path.exists() {
-            eprintln!("skipped: no {}", path.display());
-            return;
-        }
-        let btf = Btf::from_file(path).expect("parse vmlinux BTF");
-        let l = KernelLayout::from_btf(&btf).expect("layout");
-        for tp in TRACEPOINTS {
-            l.check_tracepoint(tp.name).expect(tp.name);
-        }
-        let [name, size, object_size, flags] = l.cache_offsets;
-        assert!(name != size && size != object_size && object_size != flags);
-        assert_eq!(l.gfp.account.count_ones(), 1);
-        // The OOM programs' fields resolve too (Linux 6.18 here: tgid 1268, comm 1752,
-        // cgroups 2376, reclaim_state 2112; css_set.dfl_cgrp 112, cgroup.kn 256,
-        // kernfs_node.id 96; scan_control.target_mem_cgroup 16, .reclaim_state 112).
-        let oom = l.oom.as_ref().expect("the OOM programs can run on this kernel");
-        assert!(oom.task_tgid == oom.task_pid + 4, "{oom:?}");
-        assert!(oom.task_comm > oom.task_tgid && oom.task_cgroups > 0, "{oom:?}");
-        assert!(oom.sc_reclaim_state != oom.sc_target_memcg, "{oom:?}");
-        let c = l.config(1);
-        assert_eq!((c.off_task_tgid, c.off_kernfs_node_id), (oom.task_tgid, oom.kernfs_node_id));
-        // And the shrinker programs' (Linux 6.18: scan_objects 8; no name without
-        // CONFIG_SHRINKER_DEBUG, which this kernel lacks).
-        let shrinker = l.shrinker.as_ref().expect("the shrinker programs can run on this kernel");
-        assert_eq!(shrinker.scan_objects, btf.member_offset("shrinker", "scan_objects").unwrap());
-        assert_eq!(shrinker.name, btf.member_offset("shrinker", "name"));
-        assert_eq!(c.off_shrinker_scan_objects, shrinker.scan_objects);
     }
 }

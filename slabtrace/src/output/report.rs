@@ -205,6 +205,12 @@ pub struct SelfStats {
     pub live_insert_failed: u64,
     /// Whether allocations in interrupt context are told apart from the interrupted task's.
     pub interrupt_detection: bool,
+    /// The program type of the kmem tracepoint programs: `tp_btf`, or `raw_tp` on kernels
+    /// whose verifier refuses the former (Linux 6.1 to 6.12).
+    pub kmem_programs: String,
+    /// Where allocations from named caches are seen: `tracepoint` (Linux 6.1 and later), or
+    /// `fexit` on the allocation functions (earlier kernels, whose tracepoint has no cache).
+    pub cache_allocs: String,
     /// Where the live-object, counter and cache maps are pinned (the daemon's `--pin-path`
     /// directory for this layout and sample rate); absent when they are not.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -60,7 +60,7 @@ pub enum ProbeError {
         source: io::Error,
     },
     /// Attaching a program failed.
-    #[error("cannot attach tp_btf/{program}: {source}")]
+    #[error("cannot attach the BPF program {program}: {source}")]
     Attach {
         /// Which program.
         program: &'static str,
@@ -68,6 +68,18 @@ pub enum ProbeError {
         #[source]
         source: ProgramError,
     },
+    /// The program type asked for cannot trace this kernel's kmem events.
+    #[error(
+        "the kmem programs cannot be loaded as {0:?} tracepoints on this kernel: leave \
+         --tracepoint-programs at auto"
+    )]
+    NoPrograms(super::kmem::TracepointPrograms),
+    /// `--call-sites` on a kernel where its map would allocate inside the allocator.
+    #[error(
+        "--call-sites needs Linux 6.1 or later: on this kernel its map would allocate memory \
+         from inside the slab allocator it traces, which can deadlock the node"
+    )]
+    CallSitesUnsafe,
     /// The object is missing a program: a build problem, not a user's.
     #[error("the BPF object has no program {0}; rebuild slabtrace")]
     MissingProgram(&'static str),

@@ -7,7 +7,9 @@
 
 pub mod caps;
 mod error;
+pub mod kmem;
 pub mod pin;
+mod self_check;
 
 use std::{
     collections::BTreeMap,
@@ -23,12 +25,13 @@ use log::{debug, info, warn};
 use slabtrace_common::{Config, ShrinkerStats};
 
 pub use error::ProbeError;
+pub use kmem::{Loaded, TracepointPrograms};
 pub use pin::PinError;
 
 use crate::{
     kernel::layout::{
-        KernelLayout, OOM_RECLAIM_TRACEPOINT, OOM_TRACEPOINT, OomLayoutError, SHRINKER_TRACEPOINTS,
-        ShrinkerLayoutError, TRACEPOINTS,
+        CacheAlloc, KernelLayout, OOM_RECLAIM_TRACEPOINT, OOM_TRACEPOINT, OomLayoutError,
+        SHRINKER_TRACEPOINTS, ShrinkerLayoutError,
     },
     maps::{fdinfo::BpfFootprint, shrinkers::read_shrinkers, snapshot::MapReadError},
     node::oom::{OomKill, OomReader, OomReaderError, OomSymbols, find_memcg_root},
@@ -110,7 +113,7 @@ pub struct Limits {
 }
 
 /// Which programs to attach.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
 pub enum ProbeSet {
     /// slabtrace's programs.
     #[default]
@@ -133,6 +136,18 @@ pub struct Tracer {
     shrinkers: Result<(), ShrinkersUnavailable>,
     /// The pinned maps' directory and its lock, when the maps are pinned.
     pins: Option<pin::Pins>,
+    /// How the kmem programs were loaded: the tracepoint program type, and whether
+    /// allocations from named caches are traced on return from functions (before Linux 6.1).
+    kmem: (Loaded, bool),
+}
+
+impl Tracer {
+    /// Whether allocations in interrupt context are told apart: the architecture allows it and
+    /// the start-up self-check passed.
+    #[must_use]
+    pub fn interrupt_detection(&self) -> bool {
+        self.config.thread_size != 0
+    }
 }
 
 impl Tracer {
@@ -143,64 +158,68 @@ impl Tracer {
     ///
     /// The OOM and shrinker programs are attached too when the kernel allows (with
     /// [`ProbeSet::Slabtrace`]); if it does not, one warning each says why and tracing goes on
-    /// without them.
+    /// without them. `programs` chooses the kmem tracepoint programs' type (see [`kmem`]).
     pub fn start(
         layout: &KernelLayout,
         config: Config,
         limits: Limits,
         btf_path: &Path,
         set: ProbeSet,
+        programs: TracepointPrograms,
         pin_path: Option<&Path>,
     ) -> Result<Self, ProbeError> {
         caps::check()?;
+        let hooks = layout.kmem.clone()?;
+        if config.call_sites != 0 && !layout.any_context_maps {
+            return Err(ProbeError::CallSitesUnsafe);
+        }
         raise_memlock_limit();
         let btf = AyaBtf::parse_file(btf_path, aya::Endianness::default())
             .map_err(|source| ProbeError::Btf { path: btf_path.to_owned(), source })?;
         let pins = pin_path
             .map(|root| pin::Pins::prepare(root, config.sample_mask + 1, limits))
             .transpose()?;
-        let mut loader = EbpfLoader::new();
-        loader
-            .btf(Some(&btf))
-            .override_global("CONFIG", &config, true)
-            .map_max_entries("COUNTERS", limits.max_keys)
-            .map_max_entries("LIVE", limits.max_live);
-        if let Some(pins) = &pins {
-            for (name, _) in pin::pinned_maps(limits) {
-                loader.map_pin_path(name, pins.path_of(name));
+        let mut config = config;
+        config.self_tgid = std::process::id();
+        let load = |config: &Config| {
+            let mut loader = EbpfLoader::new();
+            loader
+                .btf(Some(&btf))
+                .override_global("CONFIG", config, true)
+                .map_max_entries("COUNTERS", limits.max_keys)
+                .map_max_entries("LIVE", limits.max_live);
+            if let Some(pins) = &pins {
+                for (name, _) in pin::pinned_maps(limits) {
+                    loader.map_pin_path(name, pins.path_of(name));
+                }
             }
+            loader.load(BPF_OBJECT).map_err(ProbeError::from_load)
+        };
+        let mut ebpf = load(&config)?;
+        if config.thread_size != 0 && !self_check::task_context_is_task(&mut ebpf) {
+            // The constant is frozen into the loaded object: load it again without the test.
+            warn!(
+                "this kernel's task stacks are not where its BTF suggests (THREAD_SIZE {}): \
+                 allocations in interrupt context are charged to the interrupted task's cgroup",
+                config.thread_size
+            );
+            config.thread_size = 0;
+            drop(ebpf);
+            ebpf = load(&config)?;
         }
-        let mut ebpf = loader.load(BPF_OBJECT).map_err(ProbeError::from_load)?;
-        let mut lossy = Vec::new();
-        for tp in TRACEPOINTS {
-            layout.check_tracepoint(tp.name)?;
-            let names: Vec<&'static str> = match set {
-                // The interrupt programs only exist to take events the task program's
-                // recursion guard would drop; without interrupt detection the task program
-                // handles everything.
-                ProbeSet::Slabtrace if layout.task_stack.is_some() => {
-                    std::iter::once(tp.name).chain(tp.irq.iter().copied()).collect()
-                }
-                ProbeSet::Slabtrace => vec![tp.name],
-                ProbeSet::Floor => vec![tp.floor],
-            };
-            for &name in &names {
-                let program: &mut BtfTracePoint = ebpf
-                    .program_mut(name)
-                    .ok_or(ProbeError::MissingProgram(name))?
-                    .try_into()
-                    .map_err(|source| ProbeError::program(name, source))?;
-                program.load(tp.name, &btf).map_err(|source| ProbeError::program(name, source))?;
-                program.attach().map_err(|source| ProbeError::program(name, source))?;
-                // A program alone on its tracepoint loses what it skips; with twins, what one
-                // skips another takes (only a double nesting is lost, and no counter sees it).
-                if names.len() == 1 {
-                    lossy.push(
-                        program.info().map_err(|source| ProbeError::program(name, source))?.id(),
-                    );
-                }
-                debug!("attached {name} to tp_btf/{}", tp.name);
-            }
+        // The interrupt programs only exist to take events the task program's recursion guard
+        // would drop; without interrupt detection the task program handles everything.
+        let irq = config.thread_size != 0;
+        let (program_type, lossy) = kmem::attach(&mut ebpf, &btf, &hooks, set, irq, programs)?;
+        let fexit = matches!(hooks.cache_alloc, CacheAlloc::Fexit(_));
+        if program_type == Loaded::Raw && programs == TracepointPrograms::Auto {
+            info!("this kernel refuses the BTF tracepoint programs: using raw tracepoints");
+        }
+        if fexit {
+            info!(
+                "the kmem_cache_alloc tracepoint has no cache here (before Linux 6.1): tracing the \
+                 allocation functions on return instead"
+            );
         }
         info!(
             "tracing kmem tracepoints; tracking 1 in {} objects' addresses",
@@ -219,7 +238,14 @@ impl Tracer {
             }),
             ProbeSet::Floor => Err(ShrinkersUnavailable::Floor),
         };
-        Ok(Self { ebpf, config, lossy, oom, shrinkers, pins })
+        Ok(Self { ebpf, config, lossy, oom, shrinkers, pins, kmem: (program_type, fexit) })
+    }
+
+    /// How the kmem programs were loaded: the tracepoint program type, and whether allocations
+    /// from named caches are traced on return from the allocation functions (before 6.1).
+    #[must_use]
+    pub fn kmem_programs(&self) -> (Loaded, bool) {
+        self.kmem
     }
 
     /// The directory the maps are pinned in, if they are.

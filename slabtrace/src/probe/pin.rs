@@ -32,9 +32,6 @@ use super::Limits;
 /// `statfs` magic of the BPF filesystem (include/uapi/linux/magic.h).
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
-/// `BPF_F_NO_PREALLOC`, the cache map's only flag.
-const NO_PREALLOC: u32 = 1;
-
 /// What makes a map's bytes readable by this slabtrace: checked before a pinned map is reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapShape {
@@ -82,7 +79,7 @@ pub fn pinned_maps(limits: Limits) -> [(&'static str, MapShape); 3] {
                 key_size: size(size_of::<u64>()),
                 value_size: size(size_of::<CacheInfo>()),
                 max_entries: CACHES_CAPACITY,
-                flags: NO_PREALLOC,
+                flags: 0,
             },
         ),
     ]

@@ -1,0 +1,36 @@
+//! The start-up self-check of the interrupt test: on `raw_tp/sys_enter`, for the loader's own
+//! system calls only (certainly task context), records what `account::Context` makes of them.
+//! The loader attaches it for a moment before the kmem programs and turns interrupt detection
+//! off if the verdict is wrong (a kernel whose stack size or layout is not what BTF suggests).
+//!
+//! Written against (include/trace/events/syscalls.h, every supported kernel):
+//! ```c
+//! TP_PROTO(struct pt_regs *regs, long id)
+//! ```
+//! The context pointer is the argument array on the current stack, as for the kmem programs.
+
+use aya_ebpf::{
+    EbpfContext as _, helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use slabtrace_common::{SELF_CHECK_INTERRUPT, SELF_CHECK_TASK};
+
+use crate::{account::Context, config, maps::SELF_CHECK};
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn self_check(ctx: RawTracePointContext) -> i32 {
+    #[expect(clippy::cast_possible_truncation, reason = "the upper half is the tgid")]
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid != config::self_tgid() {
+        return 0;
+    }
+    let verdict = match Context::of(ctx.as_ptr()) {
+        Context::Task => SELF_CHECK_TASK,
+        Context::Interrupt => SELF_CHECK_INTERRUPT,
+    };
+    if let Some(slot) = SELF_CHECK.get_ptr_mut(0) {
+        // SAFETY: the map's one slot; only this program writes it.
+        unsafe { *slot = verdict };
+    }
+    0
+}
