@@ -11,7 +11,7 @@
 
 mod cpio;
 mod initramfs;
-mod kernels;
+pub(crate) mod kernels;
 mod qemu;
 mod report;
 
@@ -38,6 +38,7 @@ pub const VM_TESTS: &[&str] = &[
     "daemon",
     "errors",
     "events",
+    "kernel_layout",
     "oom",
     "privileges",
     "restart",
@@ -95,7 +96,26 @@ struct TestBinary {
     tests: Vec<String>,
 }
 
+/// `cargo xtask vm`: prepares the matrix and runs it, printing every console.
 pub fn run(args: &VmArgs) -> Result<()> {
+    match prepare(args)? {
+        Some(prepared) => prepared.run(true).map(drop),
+        None => Ok(()),
+    }
+}
+
+/// Everything built and fetched for a run of the matrix.
+pub struct Prepared<'a> {
+    args: &'a VmArgs,
+    fetched: Vec<kernels::Kernel>,
+    planned: Vec<String>,
+    vm_dir: PathBuf,
+    initrd: PathBuf,
+    memory_mib: u64,
+}
+
+/// Fetches the kernels and builds the initramfs; None when `--list` was all that was asked.
+pub fn prepare(args: &VmArgs) -> Result<Option<Prepared<'_>>> {
     let selected = kernels::select(&args.kernels)?;
     if args.list {
         for k in &selected {
@@ -107,7 +127,7 @@ pub fn run(args: &VmArgs) -> Result<()> {
         for (group, why) in HOST_ONLY_TESTS {
             println!("host   {group} (needs {why})");
         }
-        return Ok(());
+        return Ok(None);
     }
     let root = setup::workspace_root()?;
     let vm_dir = root.join(VM_DIR);
@@ -162,46 +182,70 @@ pub fn run(args: &VmArgs) -> Result<()> {
     // The initramfs stays in memory as the root filesystem; the OOM tests' limits are 64 MiB.
     let memory_mib = 2048 + initrd_mib;
 
-    let started = Instant::now();
-    let boot = |kernel: &kernels::Kernel| {
-        let mut run = report::Run {
-            kernel: kernel.spec.name.to_owned(),
-            package: kernel.package.clone(),
-            version: kernel.version.clone(),
-            planned: planned.clone(),
-            ..report::Run::default()
+    Ok(Some(Prepared { args, fetched, planned, vm_dir, initrd, memory_mib }))
+}
+
+impl Prepared<'_> {
+    /// Boots every kernel, `--jobs` at a time, prints the table and fails unless every test
+    /// passed everywhere; returns a line per kernel for the record. `stream` prints every
+    /// console line, else only the tests' results.
+    pub fn run(self, stream: bool) -> Result<Vec<String>> {
+        let Self { args, fetched, planned, vm_dir, initrd, memory_mib } = self;
+        let started = Instant::now();
+        let boot = |kernel: &kernels::Kernel| {
+            let mut run = report::Run {
+                kernel: kernel.spec.name.to_owned(),
+                package: kernel.package.clone(),
+                version: kernel.version.clone(),
+                planned: planned.clone(),
+                ..report::Run::default()
+            };
+            if let Err(e) = boot_one(kernel, &vm_dir, &initrd, memory_mib, args, stream, &mut run) {
+                run.problem = Some(format!("{e:#}"));
+            }
+            run
         };
-        if let Err(e) = boot_one(kernel, &vm_dir, &initrd, memory_mib, args, &mut run) {
-            run.problem = Some(format!("{e:#}"));
-        }
-        run
-    };
-    // Kernels side by side, `--jobs` at a time: much of a test's time is waiting (RCU grace
-    // periods, daemon intervals), which VMs can share.
-    let queue = std::sync::Mutex::new(fetched.iter().collect::<std::collections::VecDeque<_>>());
-    let mut runs: Vec<report::Run> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..args.jobs.max(1))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    while let Some(kernel) = queue.lock().ok().and_then(|mut q| q.pop_front()) {
-                        done.push(boot(kernel));
-                    }
-                    done
+        // Kernels side by side, `--jobs` at a time: much of a test's time is waiting (RCU grace
+        // periods, daemon intervals), which VMs can share.
+        let queue =
+            std::sync::Mutex::new(fetched.iter().collect::<std::collections::VecDeque<_>>());
+        let mut runs: Vec<report::Run> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..args.jobs.max(1))
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        while let Some(kernel) = queue.lock().ok().and_then(|mut q| q.pop_front()) {
+                            done.push(boot(kernel));
+                        }
+                        done
+                    })
                 })
+                .collect();
+            workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
+        });
+        // The list's order, whatever order the VMs ended in.
+        runs.sort_by_key(|r| kernels::KERNELS.iter().position(|k| k.name == r.kernel));
+        println!("\n{}", report::table(&runs));
+        println!("matrix: {}s; console logs in {}", started.elapsed().as_secs(), vm_dir.display());
+        let red: Vec<&str> =
+            runs.iter().filter(|r| !r.green()).map(|r| r.kernel.as_str()).collect();
+        if !red.is_empty() {
+            bail!("the VM tests did not all pass on {}", red.join(", "));
+        }
+        Ok(runs
+            .iter()
+            .map(|r| {
+                format!(
+                    "vm tests on {} ({} {}): {} passed of {}",
+                    r.kernel,
+                    r.package,
+                    r.version,
+                    r.passed(),
+                    r.planned.len()
+                )
             })
-            .collect();
-        workers.into_iter().flat_map(|w| w.join().unwrap_or_default()).collect()
-    });
-    // The list's order, whatever order the VMs ended in.
-    runs.sort_by_key(|r| kernels::KERNELS.iter().position(|k| k.name == r.kernel));
-    println!("\n{}", report::table(&runs));
-    println!("matrix: {}s; console logs in {}", started.elapsed().as_secs(), vm_dir.display());
-    let red: Vec<&str> = runs.iter().filter(|r| !r.green()).map(|r| r.kernel.as_str()).collect();
-    if !red.is_empty() {
-        bail!("the VM tests did not all pass on {}", red.join(", "));
+            .collect())
     }
-    Ok(())
 }
 
 /// Boots `kernel` once with a fresh scratch disk, recording into `run`.
@@ -211,6 +255,7 @@ fn boot_one(
     initrd: &Path,
     memory_mib: u64,
     args: &VmArgs,
+    stream: bool,
     run: &mut report::Run,
 ) -> Result<()> {
     // The NVMe driver and ext4 built in: a scratch disk without loading modules.
@@ -235,6 +280,7 @@ fn boot_one(
             kvm: args.kvm,
             test_timeout: Duration::from_secs(args.timeout),
             log: &log,
+            stream,
         },
         kernel.spec.name,
         run,

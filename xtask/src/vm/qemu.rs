@@ -41,6 +41,9 @@ pub struct Boot<'a> {
     pub test_timeout: Duration,
     /// Where the console goes.
     pub log: &'a Path,
+    /// Whether the console is also printed, each line prefixed with the kernel's name; when
+    /// not, only the tests' results are (the root suite prints beside it).
+    pub stream: bool,
 }
 
 /// The kernel command line: the console on the serial port; a panic ends the VM at once
@@ -124,8 +127,11 @@ pub fn boot(boot: &Boot, prefix: &str, run: &mut Run) -> Result<()> {
         match rx.recv_timeout(wait) {
             Ok(Line::Console(line)) => {
                 let _ = writeln!(log, "{line}");
-                println!("[{prefix}] {line}");
-                if let Some(event) = Event::parse(&line) {
+                let event = Event::parse(&line);
+                if boot.stream || matches!(event, Some(Event::Result { .. })) {
+                    println!("[{prefix}] {line}");
+                }
+                if let Some(event) = event {
                     run.record(&event);
                     match event {
                         Event::Booted(_) | Event::Start { .. } | Event::Result { .. } => {
@@ -213,6 +219,7 @@ mod tests {
             kvm: false,
             test_timeout: Duration::from_secs(1),
             log: Path::new("/k/log"),
+            stream: true,
         };
         let a = args(&boot).join(" ");
         assert!(a.starts_with("-accel tcg -cpu max -smp 2"), "{a}");
