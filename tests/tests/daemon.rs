@@ -50,12 +50,24 @@ fn gone_cgroups_with_nothing_live_leave_the_kernel_map() -> Result<()> {
     for (sa, sf) in &after {
         ensure!(sa > sf, "a key with nothing live was kept: {sa} sampled allocs, {sf} frees");
     }
-    let gone = daemon.wait_for_event(Duration::from_secs(10), |e| {
-        e["type"] == "cgroup.gone" && e["owner"]["cgroup"] == path
-    })?;
-    let retired = daemon.wait_for_event(Duration::from_secs(10), |e| {
-        e["type"] == "self.stats" && e["retired_counters"].as_u64() >= Some(1)
-    })?;
+    let gone_events = || -> Vec<Value> {
+        daemon
+            .events()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e["type"] == "cgroup.gone")
+            .collect()
+    };
+    let gone = daemon
+        .wait_for_event(Duration::from_mins(1), |e| {
+            e["type"] == "cgroup.gone" && e["owner"]["cgroup"] == path
+        })
+        .with_context(|| format!("no cgroup.gone for {path}; those seen: {:?}", gone_events()))?;
+    let retired = daemon
+        .wait_for_event(Duration::from_mins(1), |e| {
+            e["type"] == "self.stats" && e["retired_counters"].as_u64() >= Some(1)
+        })
+        .context("no self.stats with retired_counters")?;
     eprintln!(
         "cgroup {id}: {} keys before removal, {} after; {gone}\n{retired}",
         before.len(),

@@ -50,11 +50,14 @@ pub const VM_PACKAGES: &[(&str, &str)] = &[
 
 /// Installs the Debian packages of `needed` (command, package) whose command is missing.
 pub fn ensure_packages(needed: &[(&str, &str)]) -> Result<()> {
-    let missing: Vec<&str> = needed
+    let mut missing: Vec<&str> = needed
         .iter()
         .filter(|(command, _)| which(command).is_none())
         .map(|(_, package)| *package)
         .collect();
+    // One package may bring several of the commands (containerd and ctr).
+    missing.sort_unstable();
+    missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
