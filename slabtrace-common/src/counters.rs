@@ -41,6 +41,10 @@ assert_size!(LiveObject, 24);
 /// hundred caches. The BPF side sizes the map with it; userspace checks pinned maps against it.
 pub const CACHES_CAPACITY: u32 = 4096;
 
+/// Entries of the call-site map with `--call-sites` ((cgroup, cache, call site) → allocations,
+/// per CPU); without it the loader sizes the map to one entry.
+pub const CALL_SITES_CAPACITY: u32 = 16_384;
+
 /// Longest cache name kept, with its terminating NUL.
 pub const CACHE_NAME_LEN: usize = 64;
 

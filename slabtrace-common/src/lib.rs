@@ -13,7 +13,9 @@ pub mod oom;
 pub mod shrinker;
 
 pub use config::Config;
-pub use counters::{CACHE_NAME_LEN, CACHES_CAPACITY, CacheInfo, Counters, LiveObject, Stat};
+pub use counters::{
+    CACHE_NAME_LEN, CACHES_CAPACITY, CALL_SITES_CAPACITY, CacheInfo, Counters, LiveObject, Stat,
+};
 pub use key::{CacheId, CallSiteKey, CounterKey};
 pub use oom::OomEvent;
 pub use shrinker::ShrinkerStats;

@@ -252,7 +252,8 @@ fn add_existing(key: &CounterKey, delta: &Counters) -> bool {
 /// load-time constant: when it is off the verifier drops this code from the program.
 #[inline(always)]
 pub fn record_call_site(cgroup_id: u64, cache: u64, call_site: u64) {
-    if config::call_sites() == 0 {
+    // 0: the hook has no call site (fexit, before Linux 6.1).
+    if config::call_sites() == 0 || call_site == 0 {
         return;
     }
     let key = CallSiteKey { cgroup_id, cache, call_site };

@@ -1,12 +1,11 @@
 //! Every map, each bounded. The loader may resize them (`--max-*` flags) before load.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use slabtrace_common::{
-    CACHES_CAPACITY, CacheInfo, CallSiteKey, CounterKey, Counters, LiveObject, ShrinkerStats, Stat,
+    CACHES_CAPACITY, CALL_SITES_CAPACITY, CacheInfo, CallSiteKey, CounterKey, Counters, LiveObject, ShrinkerStats, Stat,
 };
 
 /// Per-(cgroup, cache) counters; per-CPU so the hot path needs no atomics.
@@ -24,13 +23,13 @@ pub static LIVE: LruHashMap<u64, LiveObject> = LruHashMap::with_max_entries(262_
 #[map(name = "CACHES")]
 pub static CACHES: HashMap<u64, CacheInfo> = HashMap::with_max_entries(CACHES_CAPACITY, 0);
 
-/// Allocations per (cgroup, cache, kernel call site), only with `--call-sites`. Per-CPU, and
-/// allocated as keys appear: it costs nothing when the option is off. That is safe inside the
-/// allocator only from Linux 6.1 (BPF's own memory allocator); the loader refuses
-/// `--call-sites` on older kernels.
+/// Allocations per (cgroup, cache, kernel call site), only with `--call-sites`. Per-CPU and
+/// preallocated, like every map here: a map that allocates its elements as they come would
+/// kmalloc from inside the allocator being traced, which before Linux 6.1 can deadlock it (and
+/// 5.10 warns about at load). The loader sizes it to one entry when the option is off.
 #[map(name = "CALL_SITES")]
 pub static CALL_SITES: PerCpuHashMap<CallSiteKey, u64> =
-    PerCpuHashMap::with_max_entries(16_384, BPF_F_NO_PREALLOC);
+    PerCpuHashMap::with_max_entries(CALL_SITES_CAPACITY, 0);
 
 /// slabtrace's own counters, indexed by [`Stat`].
 #[map(name = "STATS")]

@@ -95,7 +95,8 @@ pub fn apply_call_sites(
     }
     let mut by: BTreeMap<(u64, String), BTreeMap<u64, u64>> = BTreeMap::new();
     for (key, n) in sites {
-        let counter = CounterKey { cgroup_id: key.cgroup_id, cache: key.cache, flags: 0, padding: 0 };
+        let counter =
+            CounterKey { cgroup_id: key.cgroup_id, cache: key.cache, flags: 0, padding: 0 };
         let (cache, ..) = describe(ctx, &counter);
         *by.entry((key.cgroup_id, cache)).or_default().entry(key.call_site).or_default() += n;
     }
@@ -238,7 +239,8 @@ fn describe(ctx: &Context<'_>, key: &CounterKey) -> (String, u64, bool) {
     match CacheId::decode(key.cache) {
         CacheId::Unknown => (UNKNOWN_CACHE.to_owned(), 0, false),
         CacheId::Kmalloc { family, bytes } => {
-            (kmalloc::cache_name(family, bytes), u64::from(bytes), family & KMALLOC_ACCOUNT != 0)
+            let name = kmalloc::cache_name(family, bytes, ctx.slab_flags.kmalloc_cgroup);
+            (name, u64::from(bytes), family & KMALLOC_ACCOUNT != 0)
         }
         CacheId::Cache(ptr) => match ctx.caches.get(&ptr) {
             Some(info) => (
@@ -402,7 +404,8 @@ mod tests {
 
     const DENTRY: u64 = 0xffff_8880_0100_0000;
     const SOCK: u64 = 0xffff_8880_0200_0000;
-    const FLAGS: SlabFlags = SlabFlags { account: 1 << 26, reclaim_account: 1 << 17 };
+    const FLAGS: SlabFlags =
+        SlabFlags { account: 1 << 26, reclaim_account: 1 << 17, kmalloc_cgroup: true };
 
     fn info(name: &str, size: u32, flags: u32) -> CacheInfo {
         let mut info = CacheInfo { size, object_size: size, flags, ..CacheInfo::default() };

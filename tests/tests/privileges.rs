@@ -28,11 +28,29 @@ const DAEMONSET_CAPS: &[&str] = &["bpf", "perfmon", "syslog"];
 /// Capability bits (include/uapi/linux/capability.h).
 fn bit(cap: &str) -> u64 {
     match cap {
+        "sys_resource" => 1 << 24,
         "syslog" => 1 << 34,
         "perfmon" => 1 << 38,
         "bpf" => 1 << 39,
         other => panic!("no bit for {other}"),
     }
+}
+
+/// Whether this kernel charges BPF maps to `RLIMIT_MEMLOCK` (before Linux 5.11): raising it
+/// then needs `CAP_SYS_RESOURCE` on top of the `DaemonSet`'s capabilities.
+fn memlock_kernel() -> Result<bool> {
+    let btf =
+        slabtrace::kernel::btf::Btf::from_file(std::path::Path::new("/sys/kernel/btf/vmlinux"))?;
+    Ok(slabtrace::kernel::layout::KernelLayout::from_btf(&btf)?.memlock_maps)
+}
+
+/// `caps`, plus `sys_resource` where the kernel charges maps to `RLIMIT_MEMLOCK`.
+fn on_this_kernel(caps: &[&'static str]) -> Result<Vec<&'static str>> {
+    let mut caps = caps.to_vec();
+    if memlock_kernel()? {
+        caps.push("sys_resource");
+    }
+    Ok(caps)
 }
 
 /// `setpriv` keeping exactly `caps` (as root: the bounding set limits what exec grants).
@@ -71,7 +89,8 @@ fn the_daemonset_capabilities_are_enough_for_the_daemon() -> Result<()> {
     let pins = PinDir::new("caps")?;
     let fs = Tmpfs::mount("caps")?;
     let a = Cgroup::create("caps-a")?;
-    let wrapper = setpriv(DAEMONSET_CAPS);
+    let caps = on_this_kernel(DAEMONSET_CAPS)?;
+    let wrapper = setpriv(&caps);
     let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
     let daemon = Daemon::start_under(
         "caps",
@@ -79,7 +98,7 @@ fn the_daemonset_capabilities_are_enough_for_the_daemon() -> Result<()> {
         &["--interval", "1s", "--sample", "1", "--pin-path", pins.arg()],
         |_| {},
     )?;
-    let want: u64 = DAEMONSET_CAPS.iter().map(|c| bit(c)).sum();
+    let want: u64 = caps.iter().map(|c| bit(c)).sum();
     let eff = cap_eff(daemon.pid())?;
     ensure!(eff == want, "the daemon runs with CapEff {eff:#x}, not only {want:#x}");
     a.run(Command::new(workload()).arg("create").arg(fs.path()).arg("3000"))?;
@@ -116,8 +135,20 @@ fn each_capability_taken_away_is_named() -> Result<()> {
             "the error does not name {missing}: {err}"
         );
     }
+    if memlock_kernel()? {
+        // Before 5.11 the maps count against RLIMIT_MEMLOCK, which only CAP_SYS_RESOURCE
+        // raises: without it, one sentence that says so.
+        let out = report_with(DAEMONSET_CAPS)?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure!(!out.status.success(), "it ran with a 64 KiB memlock limit: {err}");
+        let last = err.lines().last().unwrap_or_default();
+        ensure!(
+            last.contains("RLIMIT_MEMLOCK") && last.contains("CAP_SYS_RESOURCE"),
+            "the error does not name the memlock limit: {err}"
+        );
+    }
     // Without CAP_SYSLOG it traces, and says what it cannot do.
-    let out = report_with(&["bpf", "perfmon"])?;
+    let out = report_with(&on_this_kernel(&["bpf", "perfmon"])?)?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(out.status.success(), "it failed without CAP_SYSLOG: {err}");
     ensure!(err.contains("CAP_SYSLOG"), "no warning naming CAP_SYSLOG: {err}");

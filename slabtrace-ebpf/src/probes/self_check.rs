@@ -1,13 +1,17 @@
-//! The start-up self-check of the interrupt test: on `raw_tp/sys_enter`, for the loader's own
-//! system calls only (certainly task context), records what `account::Context` makes of them.
-//! The loader attaches it for a moment before the kmem programs and turns interrupt detection
-//! off if the verdict is wrong (a kernel whose stack size or layout is not what BTF suggests).
+//! The start-up self-check of the interrupt test: on `raw_tp/task_rename`, for the loader's
+//! own renames only (`prctl(PR_SET_NAME)`, certainly task context), records what
+//! `account::Context` makes of them. The loader attaches it for a moment before the kmem
+//! programs and turns interrupt detection off if the verdict is wrong (a kernel whose stack
+//! size or layout is not what BTF suggests).
 //!
-//! Written against (include/trace/events/syscalls.h, every supported kernel):
+//! Written against (include/trace/events/task.h, every supported kernel):
 //! ```c
-//! TP_PROTO(struct pt_regs *regs, long id)
+//! TP_PROTO(struct task_struct *task, const char *comm)
 //! ```
 //! The context pointer is the argument array on the current stack, as for the kmem programs.
+//! (Not `sys_enter`: enabling a syscall tracepoint flags every task for syscall tracing, and
+//! on a 5.10 VM attaching and detaching it at every start once left both CPUs spinning at
+//! the syscall entry's patched branch.)
 
 use aya_ebpf::{
     EbpfContext as _, helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint,
@@ -17,7 +21,7 @@ use slabtrace_common::{SELF_CHECK_INTERRUPT, SELF_CHECK_TASK};
 
 use crate::{account::Context, config, maps::SELF_CHECK};
 
-#[raw_tracepoint(tracepoint = "sys_enter")]
+#[raw_tracepoint(tracepoint = "task_rename")]
 pub fn self_check(ctx: RawTracePointContext) -> i32 {
     #[expect(clippy::cast_possible_truncation, reason = "the upper half is the tgid")]
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;

@@ -150,7 +150,9 @@ impl KmemHooks {
             CacheAlloc::Fexit(hooks)
         };
         let mut kmalloc_tracepoints = vec![TRACEPOINTS[2].name];
-        if tracepoint_args(KMALLOC_NODE_TRACEPOINT).is_some_and(|a| args_match(&a, TRACEPOINTS[2].args)) {
+        if tracepoint_args(KMALLOC_NODE_TRACEPOINT)
+            .is_some_and(|a| args_match(&a, TRACEPOINTS[2].args))
+        {
             kmalloc_tracepoints.push(KMALLOC_NODE_TRACEPOINT);
         }
         let free_has_cache = free.get(2).is_some_and(|a| normalize(a) == normalize(FREE_CACHE_ARG));
@@ -256,11 +258,9 @@ pub struct KernelLayout {
     pub kmem: Result<KmemHooks, LayoutError>,
     /// Whether the kernel has `bpf_get_current_task_btf` (5.11 and later).
     pub task_btf: bool,
-    /// Whether BPF maps may allocate elements as they come from inside the allocator: the
-    /// kernel has BPF's own memory allocator (`struct bpf_mem_alloc`, Linux 6.1 and later).
-    /// Before, a growing map's kmalloc from a program tracing the allocator can deadlock it,
-    /// so the call-site map (`--call-sites`) is refused there.
-    pub any_context_maps: bool,
+    /// Whether BPF maps are charged to `RLIMIT_MEMLOCK` (`struct bpf_map` has `memory`: before
+    /// Linux 5.11), so that raising that limit needs `CAP_SYS_RESOURCE`.
+    pub memlock_maps: bool,
     /// `struct kmem_cache` offsets: name, size, `object_size`, flags.
     pub cache_offsets: [u32; 4],
     /// `__GFP_ACCOUNT`, `__GFP_RECLAIMABLE`, `__GFP_DMA` masks.
@@ -493,6 +493,9 @@ pub struct SlabFlags {
     pub account: u32,
     /// `SLAB_RECLAIM_ACCOUNT`: objects are reclaimable (`SReclaimable` in /proc/meminfo).
     pub reclaim_account: u32,
+    /// Whether accounted kmallocs have caches of their own, `kmalloc-cg-*` (Linux 5.14 and
+    /// later: `KMALLOC_CGROUP` in BTF); before, they share the plain `kmalloc-*` caches.
+    pub kmalloc_cgroup: bool,
 }
 
 impl KernelLayout {
@@ -525,6 +528,7 @@ impl KernelLayout {
         let slab = SlabFlags {
             account: bit("_SLAB_ACCOUNT", 0x0400_0000) as u32,
             reclaim_account: bit("_SLAB_RECLAIM_ACCOUNT", 0x0002_0000) as u32,
+            kmalloc_cgroup: btf.enum_value("KMALLOC_CGROUP").is_some(),
         };
         if !fallbacks.is_empty() {
             // Expected before Linux 6.8, where these were macros, which BTF does not carry.
@@ -538,7 +542,7 @@ impl KernelLayout {
             |function| btf.function_args(function).map(|(params, _)| params),
         );
         let task_btf = btf.enum_value("BPF_FUNC_get_current_task_btf").is_some();
-        let any_context_maps = btf.member_offset("bpf_mem_alloc", "cache").is_some();
+        let memlock_maps = btf.member_offset("bpf_map", "memory").is_some();
         let task_stack = if cfg!(target_arch = "x86_64") {
             let kasan = btf.member_offset("kmem_cache", "kasan_info").is_some();
             let size = if kasan { 2 * X86_64_THREAD_SIZE } else { X86_64_THREAD_SIZE };
@@ -553,7 +557,7 @@ impl KernelLayout {
         }
         let oom = OomLayout::from_btf(btf);
         let shrinker = ShrinkerLayout::from_btf(btf);
-        Ok(Self { kmem, task_btf, any_context_maps, cache_offsets, gfp, slab, task_stack, oom, shrinker })
+        Ok(Self { kmem, task_btf, memlock_maps, cache_offsets, gfp, slab, task_stack, oom, shrinker })
     }
 
     /// The load-time constant for these facts and a sample of 1 in `sample` (a power of two).
@@ -612,10 +616,10 @@ mod tests {
                 free_has_cache: true,
             }),
             task_btf: true,
-            any_context_maps: true,
+            memlock_maps: false,
             cache_offsets: [96, 24, 28, 8],
             gfp: GfpBits { account: 1 << 22, reclaimable: 1 << 4, dma: 1 },
-            slab: SlabFlags { account: 1 << 26, reclaim_account: 1 << 17 },
+            slab: SlabFlags { account: 1 << 26, reclaim_account: 1 << 17, kmalloc_cgroup: true },
             task_stack: Some((32, 16384)),
             oom: Err(OomLayoutError::MissingTracepoint("oom:mark_victim")),
             shrinker: Err(ShrinkerLayoutError::MissingScanObjects),
@@ -742,10 +746,7 @@ mod tests {
         // A kmalloc whose bytes_alloc is not where the program reads it.
         let mut k = Kernel::linux_6();
         k.tracepoints[2].1[3] = "struct foo *".to_owned();
-        assert!(matches!(
-            k.detect(),
-            Err(LayoutError::TracepointLayout { name: "kmalloc", .. })
-        ));
+        assert!(matches!(k.detect(), Err(LayoutError::TracepointLayout { name: "kmalloc", .. })));
     }
 
     #[test]

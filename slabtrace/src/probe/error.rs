@@ -68,18 +68,22 @@ pub enum ProbeError {
         #[source]
         source: ProgramError,
     },
+    /// Before Linux 5.11 maps are charged to `RLIMIT_MEMLOCK`, and it could not be raised.
+    #[error(
+        "this kernel (before Linux 5.11) charges BPF maps to RLIMIT_MEMLOCK, which is {limit} \
+         bytes here, and slabtrace may not raise it: grant CAP_SYS_RESOURCE too, or raise the \
+         memlock limit of its container or service"
+    )]
+    MemlockLimit {
+        /// The limit in force.
+        limit: u64,
+    },
     /// The program type asked for cannot trace this kernel's kmem events.
     #[error(
         "the kmem programs cannot be loaded as {0:?} tracepoints on this kernel: leave \
          --tracepoint-programs at auto"
     )]
     NoPrograms(super::kmem::TracepointPrograms),
-    /// `--call-sites` on a kernel where its map would allocate inside the allocator.
-    #[error(
-        "--call-sites needs Linux 6.1 or later: on this kernel its map would allocate memory \
-         from inside the slab allocator it traces, which can deadlock the node"
-    )]
-    CallSitesUnsafe,
     /// The object is missing a program: a build problem, not a user's.
     #[error("the BPF object has no program {0}; rebuild slabtrace")]
     MissingProgram(&'static str),

@@ -22,7 +22,7 @@ use aya::{
     programs::{BtfTracePoint, ProgramError},
 };
 use log::{debug, info, warn};
-use slabtrace_common::{Config, ShrinkerStats};
+use slabtrace_common::{CALL_SITES_CAPACITY, Config, ShrinkerStats};
 
 pub use error::ProbeError;
 pub use kmem::{Loaded, TracepointPrograms};
@@ -170,10 +170,7 @@ impl Tracer {
     ) -> Result<Self, ProbeError> {
         caps::check()?;
         let hooks = layout.kmem.clone()?;
-        if config.call_sites != 0 && !layout.any_context_maps {
-            return Err(ProbeError::CallSitesUnsafe);
-        }
-        raise_memlock_limit();
+        let memlock = raise_memlock_limit();
         let btf = AyaBtf::parse_file(btf_path, aya::Endianness::default())
             .map_err(|source| ProbeError::Btf { path: btf_path.to_owned(), source })?;
         let pins = pin_path
@@ -187,13 +184,25 @@ impl Tracer {
                 .btf(Some(&btf))
                 .override_global("CONFIG", config, true)
                 .map_max_entries("COUNTERS", limits.max_keys)
-                .map_max_entries("LIVE", limits.max_live);
+                .map_max_entries("LIVE", limits.max_live)
+                // Preallocated (see the map): one entry unless call sites are counted.
+                .map_max_entries(
+                    "CALL_SITES",
+                    if config.call_sites == 0 { 1 } else { CALL_SITES_CAPACITY },
+                );
             if let Some(pins) = &pins {
                 for (name, _) in pin::pinned_maps(limits) {
                     loader.map_pin_path(name, pins.path_of(name));
                 }
             }
-            loader.load(BPF_OBJECT).map_err(ProbeError::from_load)
+            loader.load(BPF_OBJECT).map_err(|e| match (ProbeError::from_load(e), memlock) {
+                // A map refused for want of privilege, where maps count against a limit that
+                // could not be raised: that limit is what is missing.
+                (ProbeError::NotPrivileged { .. }, Err(limit)) if layout.memlock_maps => {
+                    ProbeError::MemlockLimit { limit }
+                }
+                (other, _) => other,
+            })
         };
         let mut ebpf = load(&config)?;
         if config.thread_size != 0 && !self_check::task_context_is_task(&mut ebpf) {
@@ -417,11 +426,17 @@ fn attach_shrinkers(
 }
 
 /// Kernels before 5.11 charge BPF maps against `RLIMIT_MEMLOCK`; later ones use memcg and ignore
-/// it. Raising it is harmless either way.
-fn raise_memlock_limit() {
+/// it. Raising it is harmless either way; without `CAP_SYS_RESOURCE` it may fail, and then the
+/// limit in force is returned.
+fn raise_memlock_limit() -> Result<(), u64> {
     let limit = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
     // SAFETY: setrlimit with a valid pointer to an initialised struct.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const limit) } != 0 {
-        debug!("could not raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const limit) } == 0 {
+        return Ok(());
     }
+    debug!("could not raise RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
+    let mut now = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit through a valid pointer.
+    unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &raw mut now) };
+    Err(now.rlim_cur)
 }
