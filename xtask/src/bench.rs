@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// Run slabtrace with `--call-sites` (to measure what counting call sites costs).
     #[arg(long)]
     pub call_sites: bool,
+    /// The kmem programs' type for the floor and slabtrace runs: `btf` (BTF tracepoints),
+    /// `raw` (raw tracepoints, what Linux 6.1 to 6.12 get) or `auto`, to compare their costs.
+    #[arg(long, default_value = "auto", value_name = "TYPE")]
+    pub tracepoint_programs: String,
     /// Also write the summary as JSON (schema `slabtrace.bench.v1`) to this file, to compare
     /// runs later.
     #[arg(long, value_name = "PATH")]
@@ -78,6 +82,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         ops: args.ops,
         sample: args.sample,
         call_sites: args.call_sites,
+        tracepoint_programs: args.tracepoint_programs.clone(),
         clock_ticks: clock_ticks_per_second()?,
     };
 
@@ -174,6 +179,7 @@ struct Bench {
     ops: u64,
     sample: Option<u32>,
     call_sites: bool,
+    tracepoint_programs: String,
     clock_ticks: f64,
 }
 
@@ -184,8 +190,14 @@ impl Bench {
             let wall = self.workload()?;
             return Ok(Run { rep, mode, wall_ms: ms(wall), tracer: None });
         }
-        let tracer =
-            Tracer::start(&self.slabtrace, mode, self.sample, self.call_sites, &self.scratch.base)?;
+        let tracer = Tracer::start(
+            &self.slabtrace,
+            mode,
+            self.sample,
+            self.call_sites,
+            &self.tracepoint_programs,
+            &self.scratch.base,
+        )?;
         let cpu_ready = tracer.cpu_ticks()?;
         let wall = self.workload()?;
         // Read before SIGINT: building the report afterwards costs CPU that is not tracing.
@@ -243,6 +255,7 @@ impl Tracer {
         mode: Mode,
         sample: Option<u32>,
         call_sites: bool,
+        tracepoint_programs: &str,
         dir: &Path,
     ) -> Result<Self> {
         let ready = dir.join("ready");
@@ -264,6 +277,7 @@ impl Tracer {
         if call_sites && mode == Mode::Slabtrace {
             command.arg("--call-sites");
         }
+        command.args(["--tracepoint-programs", tracepoint_programs]);
         // Its logs go to a file: shown only if it fails, and a pipe nobody reads could fill.
         let log_file =
             File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;

@@ -112,6 +112,8 @@ pub struct Prepared<'a> {
     vm_dir: PathBuf,
     initrd: PathBuf,
     memory_mib: u64,
+    /// Held until the run ends.
+    _lock: fs::File,
 }
 
 /// Fetches the kernels and builds the initramfs; None when `--list` was all that was asked.
@@ -132,6 +134,7 @@ pub fn prepare(args: &VmArgs) -> Result<Option<Prepared<'_>>> {
     let root = setup::workspace_root()?;
     let vm_dir = root.join(VM_DIR);
     fs::create_dir_all(&vm_dir)?;
+    let lock = lock(&vm_dir)?;
     setup::ensure_packages(setup::VM_PACKAGES)?;
     ensure!(
         setup::which("qemu-system-x86_64").is_some(),
@@ -182,7 +185,23 @@ pub fn prepare(args: &VmArgs) -> Result<Option<Prepared<'_>>> {
     // The initramfs stays in memory as the root filesystem; the OOM tests' limits are 64 MiB.
     let memory_mib = 2048 + initrd_mib;
 
-    Ok(Some(Prepared { args, fetched, planned, vm_dir, initrd, memory_mib }))
+    Ok(Some(Prepared { args, fetched, planned, vm_dir, initrd, memory_mib, _lock: lock }))
+}
+
+/// Takes `vm_dir` for this run: two runs would boot VMs on the same scratch disks and write
+/// the same console logs.
+fn lock(vm_dir: &Path) -> Result<fs::File> {
+    use std::os::fd::AsRawFd as _;
+    let path = vm_dir.join("lock");
+    let file = fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns; the lock goes with the file.
+    let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    ensure!(
+        taken,
+        "another `cargo xtask vm` (or `cargo xtask test`) is using {}: wait for it to end",
+        vm_dir.display()
+    );
+    Ok(file)
 }
 
 impl Prepared<'_> {
@@ -190,7 +209,7 @@ impl Prepared<'_> {
     /// passed everywhere; returns a line per kernel for the record. `stream` prints every
     /// console line, else only the tests' results.
     pub fn run(self, stream: bool) -> Result<Vec<String>> {
-        let Self { args, fetched, planned, vm_dir, initrd, memory_mib } = self;
+        let Self { args, fetched, planned, vm_dir, initrd, memory_mib, _lock } = self;
         let started = Instant::now();
         let boot = |kernel: &kernels::Kernel| {
             let mut run = report::Run {

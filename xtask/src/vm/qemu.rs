@@ -48,10 +48,11 @@ pub struct Boot<'a> {
 
 /// The kernel command line: the console on the serial port; a panic ends the VM at once
 /// (`panic=-1` reboots, `-no-reboot` makes that an exit); cgroup2 only, as on a Kubernetes
-/// 1.25+ node; quiet, so the console is mostly the tests' own output; no speculation
+/// 1.25+ node; kernel messages down to warnings (`loglevel=5`), so that a `WARN()` or a soft
+/// lockup slabtrace causes is seen and fails the run, and little else; no speculation
 /// mitigations, which cost much under TCG and test nothing here; RDRAND (`-cpu max` has it)
 /// seeds the RNG, so nothing waits for entropy.
-pub const APPEND: &str = "console=ttyS0 panic=-1 cgroup_no_v1=all quiet mitigations=off \
+pub const APPEND: &str = "console=ttyS0 panic=-1 cgroup_no_v1=all loglevel=5 mitigations=off \
                           random.trust_cpu=on rdinit=/init";
 
 /// qemu's arguments for `boot`.
@@ -130,6 +131,9 @@ pub fn boot(boot: &Boot, prefix: &str, run: &mut Run) -> Result<()> {
                 let event = Event::parse(&line);
                 if boot.stream || matches!(event, Some(Event::Result { .. })) {
                     println!("[{prefix}] {line}");
+                }
+                if event.is_none() {
+                    run.console(&line);
                 }
                 if let Some(event) = event {
                     run.record(&event);

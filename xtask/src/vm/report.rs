@@ -80,10 +80,20 @@ pub struct Run {
     pub results: Vec<(String, Outcome)>,
     /// Why the run ended early (qemu killed, init's error), if it did.
     pub problem: Option<String>,
+    /// The kernel's own complaints on the console (`WARNING:`, `BUG:`): a test can pass while
+    /// slabtrace makes the kernel warn, and that must not look green.
+    pub kernel_complaints: Vec<String>,
     pub wall: Duration,
 }
 
 impl Run {
+    /// Takes a console line that is not an event in: keeps the kernel's warnings.
+    pub fn console(&mut self, line: &str) {
+        if is_kernel_complaint(line) && self.kernel_complaints.len() < 20 {
+            self.kernel_complaints.push(line.trim().to_owned());
+        }
+    }
+
     /// Takes an event in.
     pub fn record(&mut self, event: &Event) {
         match event {
@@ -115,8 +125,20 @@ impl Run {
 
     /// Whether everything planned ran and passed.
     pub fn green(&self) -> bool {
-        self.release.is_some() && self.failed() == 0 && self.not_run().is_empty()
+        self.release.is_some()
+            && self.failed() == 0
+            && self.not_run().is_empty()
+            && self.kernel_complaints.is_empty()
     }
+}
+
+/// A console line in which the kernel reports a warning or a bug of its own (a `WARN()`, a soft
+/// lockup, an RCU stall).
+#[must_use]
+pub fn is_kernel_complaint(line: &str) -> bool {
+    ["] WARNING: CPU:", "] BUG: ", "] watchdog: BUG:", "rcu_sched self-detected stall", "] Oops"]
+        .iter()
+        .any(|needle| line.contains(needle))
 }
 
 /// The summary: a row per kernel, then what failed where.
@@ -154,6 +176,9 @@ pub fn table(runs: &[Run]) -> String {
         let _ = writeln!(out, "{}", cells.join("  ").trim_end());
     }
     for r in runs {
+        for complaint in &r.kernel_complaints {
+            let _ = writeln!(out, "{}: the kernel complained: {complaint}", r.kernel);
+        }
         if let Some(problem) = &r.problem {
             let _ = writeln!(out, "{}: {problem}", r.kernel);
         }
@@ -177,6 +202,27 @@ fn format_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kernel_s_warnings_and_lockups_turn_a_run_red() {
+        let mut run = Run {
+            release: Some("5.10".into()),
+            planned: vec!["a::b".into()],
+            results: vec![("a::b".into(), Outcome::Ok)],
+            ..Run::default()
+        };
+        run.console("[   12.8] EXT4-fs (nvme0n1): mounted filesystem");
+        assert!(run.green());
+        for line in [
+            "[   12.896385] WARNING: CPU: 0 PID: 86 at kernel/bpf/verifier.c:10519 bpf_check",
+            "[  112.461617] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [slabtrace:148]",
+        ] {
+            assert!(is_kernel_complaint(line), "{line}");
+            run.console(line);
+        }
+        assert!(!run.green());
+        assert!(table(&[run]).contains("the kernel complained: [  112.461617] watchdog"));
+    }
 
     #[test]
     fn guest_lines_parse_wherever_they_start() {
