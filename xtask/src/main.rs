@@ -45,6 +45,10 @@ enum Task {
         /// machine.
         #[arg(long, value_name = "N")]
         under_load: Option<u32>,
+        /// Leave out the kernel matrix (`cargo xtask vm`), which otherwise runs beside the
+        /// root integration tests.
+        #[arg(long)]
+        no_vm: bool,
         /// Passed to the integration test binary (a test name filter, for example).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -63,7 +67,9 @@ fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::ensure_toolchain(),
         Task::Run { args } => run(&args),
-        Task::Test { unit_only, under_load, args } => test(unit_only, under_load, &args),
+        Task::Test { unit_only, under_load, no_vm, args } => {
+            test(unit_only, under_load, no_vm, &args)
+        }
         Task::Bench(args) => bench::run(&args),
         Task::Image(args) => image::run(&args),
         Task::Vm(args) => vm::run(&args),
@@ -93,7 +99,7 @@ fn run(args: &[String]) -> Result<()> {
     std::process::exit(status.code().unwrap_or(1));
 }
 
-fn test(unit_only: bool, under_load: Option<u32>, args: &[String]) -> Result<()> {
+fn test(unit_only: bool, under_load: Option<u32>, no_vm: bool, args: &[String]) -> Result<()> {
     setup::ensure_toolchain()?;
     // Unit tests: pure logic on fixtures, no root needed.
     cmd(
@@ -135,8 +141,27 @@ fn test(unit_only: bool, under_load: Option<u32>, args: &[String]) -> Result<()>
     // And the image of it, which tests/tests/image.rs deploys through containerd's CRI.
     let archive = setup::workspace_root()?.join(image::TEST_ARCHIVE);
     image::run(&image::ImageArgs { tag: None, builder: None, output: Some(archive.clone()) })?;
+    // The kernel matrix: the same kernel-side tests in VMs of the other kernels nodes run,
+    // side by side with the root suite here (both spend most of their time waiting).
+    // A name filter narrows both.
+    let vm_args = vm::VmArgs {
+        kernels: Vec::new(),
+        tests: args.iter().filter(|a| !a.starts_with('-')).cloned().collect(),
+        list: false,
+        timeout: 600,
+        kvm: false,
+        refresh: false,
+        jobs: vm::kernels::KERNELS.len(),
+    };
+    let prepared = if no_vm { None } else { vm::prepare(&vm_args)? };
     let load = under_load.map(Load::start).transpose()?;
-    let summary = run_integration_tests(args, &archive);
+    let (summary, vm_lines) = std::thread::scope(|s| {
+        let matrix = prepared.map(|p| s.spawn(move || p.run(false)));
+        let summary = run_integration_tests(args, &archive);
+        let vm_lines = matrix
+            .map(|m| m.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the VM runner panicked"))));
+        (summary, vm_lines)
+    });
     drop(load);
     let summary = summary?;
     let root = setup::workspace_root()?;
@@ -145,11 +170,29 @@ fn test(unit_only: bool, under_load: Option<u32>, args: &[String]) -> Result<()>
     } else {
         Some(count_tests(&root.join("tests"))?)
     };
-    let line = summary.line(expected);
-    fs::write(root.join(SUMMARY_FILE), format!("{line}\n"))
-        .with_context(|| format!("writing {SUMMARY_FILE}"))?;
-    eprintln!("xtask: {line}");
-    summary.check(expected)
+    let mut lines = vec![summary.line(expected)];
+    let vm_result = match vm_lines {
+        Some(Ok(vm)) => {
+            lines.extend(vm);
+            Ok(())
+        }
+        Some(Err(e)) => {
+            lines.push(format!("vm tests: {e:#}"));
+            Err(e)
+        }
+        None => {
+            lines.push("vm tests: left out (--no-vm)".to_owned());
+            Ok(())
+        }
+    };
+    let mut text = lines.join("\n");
+    text.push('\n');
+    fs::write(root.join(SUMMARY_FILE), &text).with_context(|| format!("writing {SUMMARY_FILE}"))?;
+    for line in &lines {
+        eprintln!("xtask: {line}");
+    }
+    summary.check(expected)?;
+    vm_result
 }
 
 /// `stress-ng --cpu N` for as long as this lives.
