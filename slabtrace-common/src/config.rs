@@ -11,7 +11,7 @@ use crate::assert_size;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
-    /// Track an address when `hash(address) & sample_mask == 0`: a sample of 1 in
+    /// Track an address when `hash(address ^ sample_salt) & sample_mask == 0`: a sample of 1 in
     /// `sample_mask + 1` (a power of two; 0 tracks every object).
     pub sample_mask: u64,
     /// `__GFP_ACCOUNT` as a mask.
@@ -83,8 +83,22 @@ pub struct Config {
     /// The loader's own process id: the start-up self-check of the interrupt test looks only at
     /// its system calls.
     pub self_tgid: u32,
+    /// Mixed into every address before it is hashed, so that which objects are sampled (and
+    /// where they sit in the live-object table) differs from run to run and node to node: no
+    /// node has the same blind spots for ever. Kept with pinned maps (see the loader's `pin`).
+    pub sample_salt: u64,
+    /// The live-object table has `2^live_set_bits` sets of [`crate::LIVE_WAYS`] slots (1 to 27).
+    pub live_set_bits: u32,
+    /// 1 to track sampled objects from allocation to free (frees credited to the allocator);
+    /// 0 only in the bench's ablation runs.
+    pub track_live: u32,
+    /// 1 to count every event in the statistics (`alloc_events`, `free_events`); 0 only in
+    /// the bench's ablation runs.
+    pub count_events: u32,
+    /// Zero.
+    pub padding: u32,
 }
-assert_size!(Config, 136);
+assert_size!(Config, 160);
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: u64 and u32 fields, no padding (size asserted).

@@ -19,23 +19,61 @@ pub struct Counters {
     pub sampled_allocs: u64,
     /// Frees of sampled objects this cgroup allocated, wherever they were freed.
     pub sampled_frees: u64,
+    /// Sampled objects of this cgroup pushed out of the full live-object table before their
+    /// free was seen: their fate is unknown, so they no longer count as live (an upper bound
+    /// on what is missing from the live figure, not a phantom that stays live for ever).
+    pub sampled_evicted: u64,
 }
-assert_size!(Counters, 24);
+assert_size!(Counters, 32);
 
-/// Value of the live-object map: who allocated the object at this address.
+/// Ways per set of the live-object table: an address can sit in one of this many slots. Eight:
+/// with four, a table a third full already pushed out 1 object in 200.
+pub const LIVE_WAYS: usize = 8;
+
+/// One element of the live-object table: a set of [`LIVE_WAYS`] slots, found with one lookup.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LiveObject {
+pub struct LiveSet {
+    /// The slots, in no order.
+    pub slots: [LiveSlot; LIVE_WAYS],
+}
+assert_size!(LiveSet, 256);
+
+/// A slot of the live-object table (a [`LiveSet`]): the address of a sampled object and who
+/// allocated it. `addr` 0 is an empty slot.
+///
+/// The table is shared by every CPU and written without atomics (5.10 has none but add), so a
+/// slot written by two CPUs at once could mix two objects' fields. `check` catches that: a
+/// reader that finds `check != Self::check_of(...)` ignores the slot and counts it
+/// (`Stat::LiveTorn`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveSlot {
+    /// The object's address; 0: empty.
+    pub addr: u64,
     /// The allocating cgroup (a [`crate::CounterKey::cgroup_id`]).
     pub cgroup_id: u64,
     /// The cache (a [`crate::CounterKey::cache`]).
     pub cache: u64,
     /// The key's flags (a [`crate::CounterKey::flags`]).
     pub flags: u32,
-    /// Zero.
-    pub padding: u32,
+    /// [`Self::check_of`] the other fields.
+    pub check: u32,
 }
-assert_size!(LiveObject, 24);
+assert_size!(LiveSlot, 32);
+
+impl LiveSlot {
+    /// The check word of a slot holding these fields.
+    #[inline]
+    #[must_use]
+    pub const fn check_of(addr: u64, cgroup_id: u64, cache: u64, flags: u32) -> u32 {
+        let x = addr ^ cgroup_id.rotate_left(21) ^ cache.rotate_left(42) ^ flags as u64;
+        #[expect(clippy::cast_possible_truncation, reason = "folding 64 bits into 32")]
+        let folded = (x ^ (x >> 32)) as u32;
+        // Never 0, so a zeroed slot is never consistent.
+        folded | 1
+    }
+}
 
 /// Entries of the cache-info map (`struct kmem_cache *` → [`CacheInfo`]): a node has a few
 /// hundred caches. The BPF side sizes the map with it; userspace checks pinned maps against it.
@@ -83,13 +121,13 @@ pub enum Stat {
     CountersFull,
     /// A new cache did not fit in the cache-info map: it will show without a name.
     CachesFull,
-    /// Sampled objects inserted in the live-object map.
+    /// Sampled objects put in the live-object table.
     LiveInserts,
     /// Sampled objects removed from it by their free.
     LiveDeletes,
     /// An allocation at an address still tracked as live: its free was never seen.
     MissedFrees,
-    /// Insertion into the live-object map failed.
+    /// A sampled object could not be put in the live-object table (its slot was unreadable).
     LiveInsertFailed,
     /// Allocations counted in the interrupt bucket.
     IrqAllocs,
@@ -107,20 +145,28 @@ pub enum Stat {
     ShrinkerReadFailed,
     /// A new (cgroup, cache, call site) did not fit in the call-site map: not counted there.
     CallSitesFull,
+    /// Sampled objects pushed out of a full set of the live-object table (credited to their
+    /// owner as evicted).
+    LiveEvictions,
+    /// Live-object slots found inconsistent (two CPUs wrote them at once): ignored.
+    LiveTorn,
+    /// `kmem_cache_free` events taken by the second program because they arrived while the
+    /// first was running on that CPU (an interrupt's batch of RCU frees, typically).
+    NestedFrees,
 }
 
 impl Stat {
     /// Number of statistics (the array's size).
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 19;
 }
 // The last variant's index plus one: a variant added without raising COUNT fails to build.
-const _: () = assert!(Stat::CallSitesFull as u32 + 1 == Stat::COUNT);
+const _: () = assert!(Stat::NestedFrees as u32 + 1 == Stat::COUNT);
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY (all three): plain old data of integer fields with no implicit padding, sizes
     // asserted above.
     unsafe impl aya::Pod for super::Counters {}
-    unsafe impl aya::Pod for super::LiveObject {}
+    unsafe impl aya::Pod for super::LiveSet {}
     unsafe impl aya::Pod for super::CacheInfo {}
 }

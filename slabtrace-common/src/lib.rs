@@ -14,7 +14,8 @@ pub mod shrinker;
 
 pub use config::Config;
 pub use counters::{
-    CACHE_NAME_LEN, CACHES_CAPACITY, CALL_SITES_CAPACITY, CacheInfo, Counters, LiveObject, Stat,
+    CACHE_NAME_LEN, CACHES_CAPACITY, CALL_SITES_CAPACITY, CacheInfo, Counters, LIVE_WAYS, LiveSet,
+    LiveSlot, Stat,
 };
 pub use key::{CacheId, CallSiteKey, CounterKey};
 pub use oom::OomEvent;
@@ -22,9 +23,10 @@ pub use shrinker::ShrinkerStats;
 
 /// The version of what the pinned maps (counters, live objects, caches) hold. A daemon keeps
 /// its maps on the BPF filesystem across restarts and reuses those of this version only, so
-/// bump it whenever [`CounterKey`], [`Counters`], [`LiveObject`] or [`CacheInfo`] changes
-/// meaning, even at the same size.
-pub const MAP_LAYOUT_VERSION: u32 = 1;
+/// bump it whenever [`CounterKey`], [`Counters`], [`LiveSet`] or [`CacheInfo`] changes
+/// meaning, even at the same size. 2: the live objects in a set-associative array, evictions
+/// counted per owner.
+pub const MAP_LAYOUT_VERSION: u32 = 2;
 
 /// The self-check saw the loader's system call in task context, as it was.
 pub const SELF_CHECK_TASK: u32 = 1;

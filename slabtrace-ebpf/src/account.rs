@@ -1,8 +1,9 @@
 //! The bookkeeping every probe shares: count an allocation, credit a free.
 //!
 //! Hot-path budget: an allocation costs the cgroup id, one per-CPU hash lookup and, for the
-//! sampled 1 in N, one LRU insert; a free of an unsampled address costs a multiply and a
-//! compare, and a sampled free one lookup, one delete and one per-CPU hash lookup.
+//! sampled 1 in N, one array lookup, up to eight compares and a slot write; a free of an
+//! unsampled address costs a multiply and a compare, and a sampled free one array lookup, up
+//! to eight compares and one per-CPU hash lookup.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -12,13 +13,13 @@ use aya_ebpf::{
     },
 };
 use slabtrace_common::{
-    CallSiteKey, CounterKey, Counters, LiveObject, Stat,
+    CallSiteKey, CounterKey, Counters, Stat,
     key::{IRQ_CGROUP, UNTRACKED_CGROUP},
 };
 
 use crate::{
     config,
-    maps::{CALL_SITES, COUNTERS, IRQ_FREE_SEEN, LIVE, bump},
+    maps::{CALL_SITES, COUNTERS, FREE_NESTING, bump, bump_event},
 };
 
 /// Argument `n` of the event whose context pointer is `ctx`. Tracing programs of every type
@@ -34,28 +35,24 @@ pub fn arg(ctx: *const core::ffi::c_void, n: usize) -> u64 {
     unsafe { core::ptr::read_volatile(ctx.cast::<u64>().add(n)) }
 }
 
-/// Whether the object at `addr` is in the deterministic sample. Alloc and free of one address
-/// always agree, which is what lets a free find its allocation.
+/// The address with this run's salt, hashed (Fibonacci hashing: the multiply spreads the
+/// address's low bits, mostly zero since slab objects are aligned, into the high half).
 #[inline(always)]
-pub fn sampled(addr: u64) -> bool {
-    // Fibonacci hashing: the multiply spreads the address's low bits (slab objects are
-    // aligned, so those are mostly zero) into the high half.
-    (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) & config::sample_mask() == 0
+fn mix(addr: u64) -> u64 {
+    (addr ^ config::sample_salt()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-/// The context an event happened in.
+/// Whether the object at `addr` is in this run's sample. Alloc and free of one address always
+/// agree, which is what lets a free find its allocation.
+#[inline(always)]
+pub fn sampled(addr: u64) -> bool {
+    config::track_live() != 0 && (mix(addr) >> 32) & config::sample_mask() == 0
+}
+
+/// The context an allocation happened in: whom to charge it to.
 ///
-/// The kernel skips a program that fires while the same program is already running on that
-/// CPU (its recursion guard). A softirq that runs a batch of RCU callbacks (dentries, inodes)
-/// on the way out of an interrupt that arrived during a `kmem_cache_free` program would lose
-/// every free in the batch (2,000 of 12,000 inode frees in one test run here). So that
-/// tracepoint has a task-context program and two interrupt-context ones, attached in that
-/// order: a batch nested in the task program goes to the first interrupt program; one nested
-/// in the first interrupt program's brief run for a task-context free goes to the second,
-/// which takes an interrupt-context free only if the first did not mark it (`IRQ_FREE_SEEN`);
-/// one nested in the second's run finds the first idle. The other tracepoints keep one program
-/// each: every extra program costs every event another entry (about 30 ns), and their nested
-/// events are few; their skipped runs are counted as lost events.
+/// The free programs do not need it: a free is credited to whoever allocated the object,
+/// whatever context frees it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Context {
     /// The current task's own work.
@@ -71,14 +68,7 @@ impl Context {
         if in_interrupt(ctx) { Self::Interrupt } else { Self::Task }
     }
 
-    /// Whether a free program for this context handles the event whose context pointer is
-    /// `ctx`. Without interrupt detection only the task program is attached, and it takes all.
-    #[inline(always)]
-    pub fn handles(self, ctx: *const core::ffi::c_void) -> bool {
-        in_interrupt(ctx) == (self == Self::Interrupt)
-    }
-
-    /// The cgroup to charge for an allocation this program handles.
+    /// The cgroup to charge for an allocation in this context.
     #[inline(always)]
     pub fn cgroup(self) -> u64 {
         match self {
@@ -92,20 +82,56 @@ impl Context {
     }
 }
 
-/// Notes that the first interrupt-context free program took the free of `ptr` on this CPU.
-#[inline(always)]
-pub fn mark_irq_free(ptr: u64) {
-    if let Some(slot) = IRQ_FREE_SEEN.get_ptr_mut(0) {
-        // SAFETY: this CPU's slot; the second program reads it only on this CPU.
-        unsafe { *slot = ptr };
-    }
+/// `kmem_cache_free`'s two programs.
+///
+/// The kernel skips a program that fires while the same program is already running on that
+/// CPU (its recursion guard). A softirq that runs a batch of RCU callbacks (dentries, inodes)
+/// on the way out of an interrupt that arrived during the free program would lose every free
+/// in the batch (2,000 of 12,000 inode frees in one test run here). So the tracepoint has a
+/// second program, attached after the first: the first notes on this CPU that it is running
+/// and which address it took; the second takes an event only while the first is running (so
+/// the event is nested in it, and the kernel skipped the first for it) and the first did not
+/// take that address (on kernels without the guard the nested first program runs and takes
+/// it). Otherwise the second returns at once: the price is one more dispatch per free, and
+/// only frees nested in the second's own brief run are lost. The other tracepoints keep one
+/// program each: their nested events are few, and their skipped runs are counted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Nesting {
+    /// The first program: takes every event the kernel runs it for.
+    First,
+    /// The second: takes events nested in a run of the first.
+    Second,
 }
 
-/// Whether the first interrupt-context free program took the free of `ptr` on this CPU.
-#[inline(always)]
-pub fn irq_free_marked(ptr: u64) -> bool {
-    // SAFETY: this CPU's slot, read once.
-    IRQ_FREE_SEEN.get_ptr(0).is_some_and(|slot| unsafe { *slot } == ptr)
+impl Nesting {
+    /// Credits the free of `addr` (of `cache`, 0 if unknown) if this program is the one to.
+    #[inline(always)]
+    pub fn free(self, addr: u64, cache: u64) {
+        let Some(state) = FREE_NESTING.get_ptr_mut(0) else {
+            if self == Self::First {
+                record_free(addr, cache);
+            }
+            return;
+        };
+        // SAFETY: this CPU's slot. A nested run on this CPU completes before the interrupted
+        // one goes on, so each read-modify-write sees a consistent value.
+        unsafe {
+            match self {
+                Self::First => {
+                    (*state)[0] += 1;
+                    (*state)[1] = addr;
+                    record_free(addr, cache);
+                    (*state)[0] -= 1;
+                }
+                Self::Second => {
+                    if (*state)[0] != 0 && (*state)[1] != addr {
+                        bump(Stat::NestedFrees);
+                        record_free(addr, cache);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Whether the tracepoint fired on an interrupt stack rather than the current task's stack.
@@ -153,12 +179,12 @@ fn in_interrupt(ctx: *const core::ffi::c_void) -> bool {
 /// so the caller can record what it needs to know about the cache once.
 #[inline(always)]
 pub fn record_alloc(cgroup_id: u64, cache: u64, flags: u32, addr: u64) -> bool {
-    bump(Stat::AllocEvents);
+    bump_event(Stat::AllocEvents);
     let key = CounterKey { cgroup_id, cache, flags, padding: 0 };
     let sample = sampled(addr);
-    let new_key = add(&key, 1, u64::from(sample), 0);
+    let new_key = add(&key, &Counters { allocs: 1, sampled_allocs: u64::from(sample), ..ZERO });
     if sample {
-        track(addr, LiveObject { cgroup_id, cache, flags, padding: 0 });
+        live::track(addr, cgroup_id, cache, flags);
     }
     new_key
 }
@@ -167,67 +193,167 @@ pub fn record_alloc(cgroup_id: u64, cache: u64, flags: u32, addr: u64) -> bool {
 /// cache the free names (0 when the tracepoint does not say, as `kfree`'s does not).
 #[inline(always)]
 pub fn record_free(addr: u64, cache: u64) {
-    bump(Stat::FreeEvents);
+    bump_event(Stat::FreeEvents);
     if !sampled(addr) {
         return;
     }
-    let key = match LIVE.get_ptr(addr) {
-        Some(obj) => {
-            // SAFETY: the pointer came from a successful lookup; the entry is copied out before
-            // it is deleted.
-            let obj = unsafe { *obj };
-            let _ = LIVE.remove(addr);
-            bump(Stat::LiveDeletes);
-            CounterKey { cgroup_id: obj.cgroup_id, cache: obj.cache, flags: obj.flags, padding: 0 }
-        }
-        // Allocated before tracing started, or evicted: credited to no one, per cache.
-        None => CounterKey { cgroup_id: UNTRACKED_CGROUP, cache, flags: 0, padding: 0 },
-    };
-    add(&key, 0, 0, 1);
+    // Allocated before tracing started, or evicted: credited to no one, per cache.
+    let key = live::take(addr).unwrap_or(CounterKey {
+        cgroup_id: UNTRACKED_CGROUP,
+        cache,
+        flags: 0,
+        padding: 0,
+    });
+    add(&key, &Counters { sampled_frees: 1, ..ZERO });
 }
 
-/// Remembers a sampled object. An address still in the map means its free was never seen (a
-/// free path without a tracepoint): the old owner is credited with that free, so its live
-/// count stays right, and the miss is counted.
-#[inline(always)]
-fn track(addr: u64, obj: LiveObject) {
-    match LIVE.insert(addr, obj, u64::from(BPF_NOEXIST)) {
-        Ok(()) => bump(Stat::LiveInserts),
-        Err(_) => {
-            if let Some(old) = LIVE.get_ptr(addr) {
-                // SAFETY: pointer from a successful lookup, copied at once.
-                let old = unsafe { *old };
+const ZERO: Counters =
+    Counters { allocs: 0, sampled_allocs: 0, sampled_frees: 0, sampled_evicted: 0 };
+
+/// The live-object table: sampled addresses and their owners, in sets of [`LIVE_WAYS`] slots,
+/// one set per array element. An address belongs to one set (a hash of it picks which) and sits in any of
+/// its slots. Nothing allocates, nothing locks; every way out of a slot is credited to the
+/// slot's owner: its free (a free), the same address allocated again (a free never seen), or
+/// another object needing the room (an eviction).
+mod live {
+    use slabtrace_common::{CounterKey, Counters, LIVE_WAYS, LiveSlot, Stat};
+
+    use super::{ZERO, add};
+    use crate::{
+        config,
+        maps::{LIVE, bump},
+    };
+
+    /// `addr`'s set, and a way to evict from that set if it is full.
+    #[inline(always)]
+    fn set_of(addr: u64) -> (u32, usize) {
+        // A second hash, independent of the sampling one, so that sampled objects spread
+        // over every set (the sampled ones all share the sampling hash's low bits).
+        let mut x = addr ^ config::sample_salt();
+        x ^= x >> 31;
+        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        #[expect(clippy::cast_possible_truncation, reason = "at most 30 bits after the shift")]
+        let set = (x >> (64 - config::live_set_bits())) as u32;
+        #[expect(clippy::cast_possible_truncation, reason = "a few bits")]
+        let victim = (x >> 7) as usize & (LIVE_WAYS - 1);
+        (set, victim)
+    }
+
+    /// The owner's key of a slot, or None if the slot is inconsistent.
+    #[inline(always)]
+    fn owner(slot: &LiveSlot) -> Option<CounterKey> {
+        if slot.check == LiveSlot::check_of(slot.addr, slot.cgroup_id, slot.cache, slot.flags) {
+            Some(CounterKey {
+                cgroup_id: slot.cgroup_id,
+                cache: slot.cache,
+                flags: slot.flags,
+                padding: 0,
+            })
+        } else {
+            bump(Stat::LiveTorn);
+            None
+        }
+    }
+
+    /// Puts a sampled object in the table.
+    #[inline(always)]
+    pub fn track(addr: u64, cgroup_id: u64, cache: u64, flags: u32) {
+        let (set, victim) = set_of(addr);
+        let Some(set) = LIVE.get_ptr_mut(set) else {
+            bump(Stat::LiveInsertFailed);
+            return;
+        };
+        let mut empty: Option<*mut LiveSlot> = None;
+        for way in 0..LIVE_WAYS {
+            // SAFETY: a slot of the set from a successful lookup; see LiveSlot on concurrent
+            // writers.
+            let slot = unsafe { &raw mut (*set).slots[way] };
+            // SAFETY: as above.
+            let held = unsafe { (*slot).addr };
+            if held == addr {
+                // The address is back without its free having been seen (a free path with
+                // no tracepoint): credit the old owner with that free.
                 bump(Stat::MissedFrees);
-                let owner = CounterKey {
-                    cgroup_id: old.cgroup_id,
-                    cache: old.cache,
-                    flags: old.flags,
-                    padding: 0,
-                };
-                add(&owner, 0, 0, 1);
-                if LIVE.insert(addr, obj, 0).is_err() {
-                    bump(Stat::LiveInsertFailed);
+                // SAFETY: as above.
+                if let Some(old) = owner(unsafe { &*slot }) {
+                    add(&old, &Counters { sampled_frees: 1, ..ZERO });
                 }
-            } else {
-                bump(Stat::LiveInsertFailed);
+                fill(slot, addr, cgroup_id, cache, flags);
+                return;
+            }
+            if held == 0 && empty.is_none() {
+                empty = Some(slot);
             }
         }
+        let slot = match empty {
+            Some(slot) => slot,
+            None => {
+                // A full set: push one object out and credit its owner with an eviction.
+                // SAFETY: as above; victim < LIVE_WAYS.
+                let slot = unsafe { &raw mut (*set).slots[victim] };
+                bump(Stat::LiveEvictions);
+                // SAFETY: as above.
+                if let Some(old) = owner(unsafe { &*slot }) {
+                    add(&old, &Counters { sampled_evicted: 1, ..ZERO });
+                }
+                slot
+            }
+        };
+        fill(slot, addr, cgroup_id, cache, flags);
+    }
+
+    /// Writes an object into a slot, its address last: a reader that matches the address
+    /// then finds the rest written (on this CPU; see LiveSlot for others).
+    #[inline(always)]
+    fn fill(slot: *mut LiveSlot, addr: u64, cgroup_id: u64, cache: u64, flags: u32) {
+        bump(Stat::LiveInserts);
+        // SAFETY: a pointer into the array from a successful lookup.
+        unsafe {
+            (*slot).cgroup_id = cgroup_id;
+            (*slot).flags = flags;
+            // The check from the cache read back: in a BTF tracepoint `cache` is a typed
+            // kernel pointer, on which the verifier forbids arithmetic; read from the map it
+            // is a plain number.
+            core::ptr::write_volatile(&raw mut (*slot).cache, cache);
+            let cache = core::ptr::read_volatile(&raw const (*slot).cache);
+            (*slot).check = LiveSlot::check_of(addr, cgroup_id, cache, flags);
+            core::ptr::write_volatile(&raw mut (*slot).addr, addr);
+        }
+    }
+
+    /// Takes a sampled object out of the table at its free: its owner, if it was there.
+    #[inline(always)]
+    pub fn take(addr: u64) -> Option<CounterKey> {
+        let (set, _) = set_of(addr);
+        let set = LIVE.get_ptr_mut(set)?;
+        for way in 0..LIVE_WAYS {
+            // SAFETY: a slot of the set from a successful lookup.
+            unsafe {
+                let slot = &raw mut (*set).slots[way];
+                if (*slot).addr == addr {
+                    let held = *slot;
+                    (*slot).addr = 0;
+                    bump(Stat::LiveDeletes);
+                    return owner(&held);
+                }
+            }
+        }
+        None
     }
 }
 
 /// Adds to a key's per-CPU counters, creating the key if needed. Returns true if it was new.
 #[inline(always)]
-fn add(key: &CounterKey, allocs: u64, sampled_allocs: u64, sampled_frees: u64) -> bool {
-    let value = Counters { allocs, sampled_allocs, sampled_frees };
-    if add_existing(key, &value) {
+fn add(key: &CounterKey, value: &Counters) -> bool {
+    if add_existing(key, value) {
         return false;
     }
     // NOEXIST: another CPU may have created the key meanwhile; then one retry of the update
     // path is enough (this CPU's copy of a new key starts at zero).
-    if COUNTERS.insert(key, &value, u64::from(BPF_NOEXIST)).is_ok() {
+    if COUNTERS.insert(key, value, u64::from(BPF_NOEXIST)).is_ok() {
         return true;
     }
-    if !add_existing(key, &value) {
+    if !add_existing(key, value) {
         bump(Stat::CountersFull);
     }
     false
@@ -244,6 +370,7 @@ fn add_existing(key: &CounterKey, delta: &Counters) -> bool {
         (*c).allocs += delta.allocs;
         (*c).sampled_allocs += delta.sampled_allocs;
         (*c).sampled_frees += delta.sampled_frees;
+        (*c).sampled_evicted += delta.sampled_evicted;
     }
     true
 }

@@ -39,6 +39,11 @@ static CONFIG: Config = Config {
     call_sites: 0,
     task_btf: 0,
     self_tgid: 0,
+    sample_salt: 0,
+    live_set_bits: 0,
+    track_live: 0,
+    count_events: 0,
+    padding: 0,
 };
 
 macro_rules! field {
@@ -81,3 +86,7 @@ field!(call_sites, u32);
 field!(free_has_cache, u32);
 field!(task_btf, u32);
 field!(self_tgid, u32);
+field!(sample_salt, u64);
+field!(live_set_bits, u32);
+field!(track_live, u32);
+field!(count_events, u32);

@@ -5,17 +5,22 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use slabtrace_common::{
-    CACHES_CAPACITY, CALL_SITES_CAPACITY, CacheInfo, CallSiteKey, CounterKey, Counters, LiveObject, ShrinkerStats, Stat,
+    CACHES_CAPACITY, CALL_SITES_CAPACITY, CacheInfo, CallSiteKey, CounterKey, Counters, LiveSet,
+    ShrinkerStats, Stat,
 };
 
 /// Per-(cgroup, cache) counters; per-CPU so the hot path needs no atomics.
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuHashMap<CounterKey, Counters> = PerCpuHashMap::with_max_entries(8192, 0);
 
-/// Sampled live objects: address → allocating (cgroup, cache). An LRU, because some free paths
-/// emit no tracepoint and their entries would otherwise fill the map for good.
+/// Sampled live objects: a set-associative table, one [`slabtrace_common::LIVE_WAYS`]-way set
+/// per element of a plain array (see `account::live`). An array, not a hash: a lookup is one
+/// inlined index and a few compares, with no lock and no allocation, its memory is exactly
+/// its slots (32 bytes each), and a full set pushes an object out where the code sees it, so
+/// the owner is credited (an LRU hash evicts silently, leaving phantom live objects, and
+/// evicts the oldest: the leaks). The loader sizes it (`--max-live`).
 #[map(name = "LIVE")]
-pub static LIVE: LruHashMap<u64, LiveObject> = LruHashMap::with_max_entries(262_144, 0);
+pub static LIVE: Array<LiveSet> = Array::with_max_entries(32_768, 0);
 
 /// `struct kmem_cache *` → name, sizes and flags, filled the first time a cache is seen.
 /// Preallocated (about 0.4 MiB): before Linux 6.1, a map that allocates its elements as they
@@ -35,10 +40,11 @@ pub static CALL_SITES: PerCpuHashMap<CallSiteKey, u64> =
 #[map(name = "STATS")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
 
-/// Per CPU: the address whose interrupt-context `kmem_cache_free` the first interrupt program
-/// took last, so the second one does not count it again. See `account::Context`.
-#[map(name = "IRQ_FREE_SEEN")]
-pub static IRQ_FREE_SEEN: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+/// Per CPU, `kmem_cache_free`'s first program's state: [depth, address]: how many of its runs
+/// are in progress on this CPU, and the address the latest one took. The second program takes
+/// an event only while the first is in progress and did not take it (see `account::Nesting`).
+#[map(name = "FREE_NESTING")]
+pub static FREE_NESTING: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
 
 /// OOM victims on their way to userspace, one [`slabtrace_common::OomEvent`] (264 bytes plus
 /// an 8-byte header) each: 64 KiB holds 240, far more than the kernel kills between two reads.
@@ -66,6 +72,14 @@ pub static SHRINKERS: LruPerCpuHashMap<u64, ShrinkerStats> =
 /// [`slabtrace_common::SELF_CHECK_TASK`] or [`slabtrace_common::SELF_CHECK_INTERRUPT`].
 #[map(name = "SELF_CHECK")]
 pub static SELF_CHECK: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Adds one to a statistic counted on every event, unless the bench measures without them.
+#[inline(always)]
+pub fn bump_event(stat: Stat) {
+    if crate::config::count_events() != 0 {
+        bump(stat);
+    }
+}
 
 /// Adds one to a statistic.
 #[inline(always)]

@@ -41,6 +41,11 @@ pub struct CacheUsage {
     pub live_bytes: u64,
     /// ± bound on `live_objects` and `frees` (three standard deviations; 0 when exact).
     pub live_objects_error: u64,
+    /// Tracked objects of this cgroup pushed out of the full live-object table before their
+    /// free was seen (scaled by the sample rate): their fate is unknown, so they are not in
+    /// `live_objects`, which may be short by up to this many. 0 unless the table filled
+    /// (`--max-live`).
+    pub evicted_objects: u64,
     /// Allocations charged to a memcg (`__GFP_ACCOUNT`, or a cache with `SLAB_ACCOUNT`).
     pub accounted_allocs: u64,
     /// Allocations charged to no memcg: memory no container limit sees.
@@ -201,8 +206,10 @@ pub struct CacheTotals {
     pub live_objects: u64,
     /// `live_objects × object_size`.
     pub live_bytes: u64,
-    /// Change in the cache's object count that slabtrace saw: `live_objects −
-    /// untracked_frees` (= `allocs − frees − untracked_frees` when exact); compare with
+    /// Change in the cache's object count that slabtrace saw: `live_objects +
+    /// evicted_objects − untracked_frees` (= `allocs − frees − untracked_frees` when exact:
+    /// an object pushed out of the live-object table is not live on paper, but when it is
+    /// freed that free comes back as untracked); compare with
     /// /proc/slabinfo's change. Built from the live estimate rather than from exact
     /// allocations minus estimated frees, so that both sides of the difference come from the
     /// same sample: a cache that recycles a few hot slots, none of them sampled, would
@@ -268,6 +275,7 @@ struct Raw {
     accounted_allocs: u64,
     sampled_allocs: u64,
     sampled_frees: u64,
+    sampled_evicted: u64,
     accounted_sampled_live: u64,
 }
 
@@ -277,14 +285,19 @@ impl Raw {
         self.allocs += c.allocs;
         self.sampled_allocs += c.sampled_allocs;
         self.sampled_frees += c.sampled_frees;
+        self.sampled_evicted += c.sampled_evicted;
         if accounted {
             self.accounted_allocs += c.allocs;
-            self.accounted_sampled_live += c.sampled_allocs.saturating_sub(c.sampled_frees);
+            self.accounted_sampled_live +=
+                c.sampled_allocs.saturating_sub(c.sampled_frees + c.sampled_evicted);
         }
     }
 
     fn usage(&self, cache: String, n: u64) -> CacheUsage {
-        let live_sampled = self.sampled_allocs.saturating_sub(self.sampled_frees);
+        // An evicted object's fate is unknown: not counted live (where it would stay for
+        // ever), reported beside.
+        let live_sampled =
+            self.sampled_allocs.saturating_sub(self.sampled_frees + self.sampled_evicted);
         // Neither estimate can exceed the exact allocation count: both are about objects
         // allocated in the window.
         let live_objects = (live_sampled * n).min(self.allocs);
@@ -299,6 +312,7 @@ impl Raw {
             live_objects,
             live_bytes: live_objects * self.object_size,
             live_objects_error: error_bound(live_objects.max(frees), n),
+            evicted_objects: (self.sampled_evicted * n).min(self.allocs),
             accounted_allocs: self.accounted_allocs,
             unaccounted_allocs: self.allocs - self.accounted_allocs,
             accounted_live_bytes: accounted_live * self.object_size,
@@ -378,7 +392,7 @@ pub fn attribute(
             let u = raw.usage(name, n);
             let untracked_frees = untracked * n;
             CacheTotals {
-                net_objects: i64::try_from(u.live_objects).unwrap_or(i64::MAX)
+                net_objects: i64::try_from(u.live_objects + u.evicted_objects).unwrap_or(i64::MAX)
                     - i64::try_from(untracked_frees).unwrap_or(i64::MAX),
                 cache: u.cache,
                 object_size: u.object_size,
@@ -421,7 +435,7 @@ mod tests {
     }
 
     fn c(allocs: u64, sa: u64, sf: u64) -> Counters {
-        Counters { allocs, sampled_allocs: sa, sampled_frees: sf }
+        Counters { allocs, sampled_allocs: sa, sampled_frees: sf, sampled_evicted: 0 }
     }
 
     fn key(cgroup_id: u64, cache: u64) -> CounterKey {
@@ -534,6 +548,26 @@ mod tests {
         assert_eq!(dentry.net_objects, i64::try_from(dentry.live_objects).unwrap() - 7);
         let unknown = a.caches.iter().find(|c| c.cache == UNKNOWN_CACHE).unwrap();
         assert_eq!(unknown.untracked_frees, 4);
+    }
+
+    #[test]
+    fn evicted_objects_are_neither_live_nor_lost_from_the_node_count() {
+        let caches = caches();
+        let ctx = Context { caches: &caches, sample: 1, slab_flags: FLAGS };
+        // 10 allocated: 2 freed while tracked, 5 pushed out of the table (3 of them freed
+        // since, as untracked frees), 3 still tracked.
+        let evicted =
+            Counters { allocs: 10, sampled_allocs: 10, sampled_frees: 2, sampled_evicted: 5 };
+        let deltas = BTreeMap::from([
+            (key(100, DENTRY), evicted),
+            (key(UNTRACKED_CGROUP, DENTRY), c(0, 0, 3)),
+        ]);
+        let a = attribute(&deltas, &ctx, names);
+        let mine = &a.cgroups[0].caches[0];
+        assert_eq!((mine.live_objects, mine.evicted_objects, mine.frees), (3, 5, 2));
+        let dentry = a.caches.iter().find(|c| c.cache == "dentry").unwrap();
+        // The node saw 10 come and 2 + 3 go.
+        assert_eq!(dentry.net_objects, 10 - 2 - 3);
     }
 
     #[test]

@@ -227,8 +227,9 @@ pub struct TracerArgs {
     /// and live figures are then estimates, each shown with its error bound.
     #[arg(long, default_value_t = DEFAULT_SAMPLE, value_name = "N", value_parser = parse_sample, env = "SLABTRACE_SAMPLE")]
     pub sample: u32,
-    /// Capacity of the live-object map (entries of 16+16 bytes plus kernel overhead). When
-    /// full, the oldest tracked objects are evicted and counted.
+    /// Capacity of the live-object table: tracked objects at most, 32 bytes each (rounded down
+    /// to a power of two, at least 16). When one of its 8-slot sets is full, a tracked object
+    /// is pushed out: counted as evicted for its cgroup, no longer as live.
     #[arg(long, default_value_t = 262_144, value_name = "ENTRIES", env = "SLABTRACE_MAX_LIVE")]
     pub max_live: u32,
     /// Also count allocations per kernel call site (`ext4_alloc_inode+0x1d`), shown as the top
@@ -245,6 +246,51 @@ pub struct TracerArgs {
     /// (`cargo xtask bench`).
     #[arg(long, value_enum, default_value_t, hide = true)]
     pub tracepoint_programs: crate::probe::TracepointPrograms,
+    /// Leave one part of the BPF side out, to measure what it costs (`cargo xtask bench
+    /// --ablation`); repeatable. Not for production: what is left out is not reported.
+    #[arg(long, value_enum, value_name = "PART", hide = true)]
+    pub bench_without: Vec<BenchPart>,
+}
+
+/// A part of the BPF side the bench can leave out (`--bench-without`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchPart {
+    /// Tracking sampled objects from allocation to free: no frees credited, nothing live.
+    Live,
+    /// The interrupt-context test of allocations: all charged to the interrupted task.
+    Interrupts,
+    /// `kmem_cache_free`'s second program, for frees nested in a run of the first.
+    FreeBackup,
+    /// The OOM programs.
+    Oom,
+    /// The shrinker programs.
+    Shrinkers,
+    /// The per-event statistics (`alloc_events`, `free_events`).
+    Stats,
+}
+
+impl TracerArgs {
+    /// The load-time constant's settings and the programs' parts these arguments choose, on
+    /// top of what the kernel's layout decided (`config`).
+    #[must_use]
+    pub fn apply(
+        &self,
+        mut config: slabtrace_common::Config,
+    ) -> (slabtrace_common::Config, crate::probe::Parts) {
+        config.call_sites = u32::from(self.call_sites);
+        let mut parts = crate::probe::Parts::ALL;
+        for part in &self.bench_without {
+            match part {
+                BenchPart::Live => config.track_live = 0,
+                BenchPart::Interrupts => config.thread_size = 0,
+                BenchPart::Stats => config.count_events = 0,
+                BenchPart::FreeBackup => parts.nested_free = false,
+                BenchPart::Oom => parts.oom = false,
+                BenchPart::Shrinkers => parts.shrinkers = false,
+            }
+        }
+        (config, parts)
+    }
 }
 
 /// Filesystem roots, configurable for containers that mount the host's elsewhere.

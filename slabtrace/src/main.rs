@@ -2,8 +2,9 @@
 
 use clap::Parser as _;
 use slabtrace::{
+    advise,
     cli::{Cli, Command},
-    advise, daemon, top, trace,
+    daemon, top, trace,
 };
 
 fn main() -> std::process::ExitCode {

@@ -13,7 +13,7 @@ use std::{
 };
 
 use log::{debug, warn};
-use slabtrace_common::{CounterKey, Counters, ShrinkerStats, Stat};
+use slabtrace_common::{CounterKey, Counters, ShrinkerStats};
 
 use crate::{
     advice::{self, Advice, NodeSample, Policy},
@@ -48,10 +48,6 @@ const OOM_HISTORY: usize = 100;
 
 /// Holders listed with an OOM kill.
 const OOM_HOLDERS: usize = 10;
-
-/// The live-object map is counted (a walk of the whole map, one syscall per entry) at most
-/// this often; in between the last count stands.
-const LIVE_COUNT_EVERY: Duration = Duration::from_mins(1);
 
 /// What one interval produced. Sinks get it behind an `Arc` and never reach back into the maps.
 #[derive(Debug)]
@@ -133,9 +129,6 @@ pub struct Pipeline {
     totals: BTreeMap<CounterKey, Counters>,
     frame: Frame,
     last_tick: Instant,
-    /// The last count of the live-object map: when, how many entries, and the insert and
-    /// delete counters at that moment (evictions are derived from the three together).
-    live_count: Option<(Instant, u64, u64, u64)>,
     events: u64,
     /// When each finished cgroup was first seen finished (see [`crate::maps::retire`]).
     finished_at: BTreeMap<u64, Instant>,
@@ -175,7 +168,6 @@ impl Pipeline {
             totals: BTreeMap::new(),
             frame: Frame::default(),
             last_tick,
-            live_count: None,
             events: 0,
             finished_at: BTreeMap::new(),
             grace: opts.runtime.gone_pod_ttl(),
@@ -218,7 +210,7 @@ impl Pipeline {
 
     /// Reads the maps between intervals, only to name cgroups while they exist.
     pub fn peek(&mut self) -> Result<(), TraceError> {
-        self.session.read(false).map(drop)
+        self.session.read().map(drop)
     }
 
     /// Drains OOM kills, noting /proc/meminfo as it is now; true if some wait to be
@@ -236,25 +228,7 @@ impl Pipeline {
     /// compares with the previous interval. `last` marks the final interval before shutdown.
     pub fn tick(&mut self, last: bool) -> Result<Interval, TraceError> {
         let now = Instant::now();
-        let count_live = last
-            || self.live_count.is_none_or(|(at, ..)| now.duration_since(at) >= LIVE_COUNT_EVERY);
-        let mut snap = self.session.read(count_live)?;
-        match snap.live_entries {
-            Some(n) => {
-                let (inserts, deletes) =
-                    (snap.stats.get(Stat::LiveInserts), snap.stats.get(Stat::LiveDeletes));
-                self.live_count = Some((now, n, inserts, deletes));
-            }
-            // Between counts, the live-object figures are those of the last count, all three
-            // of them: today's inserts against an old count would look like evictions.
-            None => {
-                if let Some((_, n, inserts, deletes)) = self.live_count {
-                    snap.live_entries = Some(n);
-                    snap.stats.0[Stat::LiveInserts as usize] = inserts;
-                    snap.stats.0[Stat::LiveDeletes as usize] = deletes;
-                }
-            }
-        }
+        let snap = self.session.read()?;
         self.session.refresh();
         let grown = delta(&self.read, &snap.counters);
         for (key, d) in &grown {
@@ -262,6 +236,7 @@ impl Pipeline {
             t.allocs += d.allocs;
             t.sampled_allocs += d.sampled_allocs;
             t.sampled_frees += d.sampled_frees;
+            t.sampled_evicted += d.sampled_evicted;
         }
         self.read.clone_from(&snap.counters);
         self.retire(now);

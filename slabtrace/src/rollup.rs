@@ -72,6 +72,7 @@ fn merge(into: &mut BTreeMap<String, CacheUsage>, from: &[CacheUsage]) {
         e.frees += c.frees;
         e.live_objects += c.live_objects;
         e.live_bytes += c.live_bytes;
+        e.evicted_objects += c.evicted_objects;
         e.accounted_allocs += c.accounted_allocs;
         e.unaccounted_allocs += c.unaccounted_allocs;
         e.accounted_live_bytes += c.accounted_live_bytes;

@@ -156,8 +156,7 @@ impl Session {
         let slabinfo_before = read_slabinfo_or_warn(&roots.proc_root, &mut warnings);
         let meminfo_before = read_kernel_memory(&roots.proc_root);
 
-        let mut config = layout.config(opts.tracer.sample);
-        config.call_sites = u32::from(opts.tracer.call_sites);
+        let (config, parts) = opts.tracer.apply(layout.config(opts.tracer.sample));
         let limits = Limits { max_keys: opts.tracer.max_keys, max_live: opts.tracer.max_live };
         let started_wall = SystemTime::now();
         let tracer = Tracer::start(
@@ -166,6 +165,7 @@ impl Session {
             limits,
             &roots.btf,
             opts.set,
+            parts,
             opts.tracer.tracepoint_programs,
             opts.pin_path,
         )?;
@@ -183,7 +183,7 @@ impl Session {
             runtime,
             warnings,
             sample: u64::from(opts.tracer.sample),
-            max_live: u64::from(opts.tracer.max_live),
+            max_live: u64::from(limits.live_slots()),
             max_keys: u64::from(opts.tracer.max_keys),
             proc_root: roots.proc_root.clone(),
             sys_root: roots.sys_root.clone(),
@@ -200,7 +200,7 @@ impl Session {
         };
         session.runtime.list(&mut session.warnings);
         if session.tracer.as_ref().is_some_and(Tracer::resumed) {
-            let snap = session.read(false)?;
+            let snap = session.read()?;
             let report = session.report(&snap, &snap.counters)?;
             session.resumed_net =
                 report.caches.into_iter().map(|c| (c.totals.cache, c.totals.net_objects)).collect();
@@ -227,13 +227,12 @@ impl Session {
     }
 
     /// Reads the maps, names every cgroup in them while it may still exist, and asks the
-    /// runtime about pods it has not named yet. `count_live` also counts the live-object map's
-    /// entries (a walk of the whole map).
-    pub fn read(&mut self, count_live: bool) -> Result<Snapshot, TraceError> {
+    /// runtime about pods it has not named yet.
+    pub fn read(&mut self) -> Result<Snapshot, TraceError> {
         let tracer = self.tracer.as_ref().ok_or_else(|| {
             TraceError::Usage("the probes are detached; nothing more to read".to_owned())
         })?;
-        let snap = Snapshot::read(tracer.ebpf(), count_live)?;
+        let snap = Snapshot::read(tracer.ebpf())?;
         let pods = name_cgroups(snap.counters.keys(), &mut self.resolver);
         self.runtime.name_pods(&pods, &mut self.warnings);
         Ok(snap)
@@ -250,7 +249,7 @@ impl Session {
     pub fn detach(&mut self) {
         if let Some(tracer) = self.tracer.take() {
             let footprint = fdinfo::read_self(&self.proc_root);
-            let lost = tracer.lost_events(&footprint);
+            let lost = tracer.lost_events(&footprint, nested_frees(&tracer));
             self.detached = Some((footprint, lost));
             info!("traced for {:.1}s", self.started.elapsed().as_secs_f64());
         }
@@ -330,7 +329,7 @@ impl Session {
             (Some(d), _) => d.clone(),
             (None, Some(tracer)) => {
                 let footprint = fdinfo::read_self(&self.proc_root);
-                let lost = tracer.lost_events(&footprint);
+                let lost = tracer.lost_events(&footprint, nested_frees(tracer));
                 (footprint, lost)
             }
             (None, None) => (fdinfo::BpfFootprint::default(), 0),
@@ -555,6 +554,12 @@ fn read_slabinfo_or_warn(
     }
 }
 
+/// The frees `kmem_cache_free`'s second program took (0 if the statistics cannot be read: the
+/// lost-event figure is then an upper bound).
+fn nested_frees(tracer: &Tracer) -> u64 {
+    crate::maps::snapshot::read_stats(tracer.ebpf()).map_or(0, |s| s.get(Stat::NestedFrees))
+}
+
 fn self_stats(
     snap: &Snapshot,
     footprint: &fdinfo::BpfFootprint,
@@ -565,16 +570,8 @@ fn self_stats(
     mut warnings: Vec<String>,
 ) -> SelfStats {
     let s = &snap.stats;
-    let live_entries = snap.live_entries.unwrap_or(0);
-    // Entries leave the LRU by a seen free (delete) or by eviction; what is neither is there.
-    // Without a count this interval, no eviction figure (rather than a wrong one).
-    let evictions = if snap.live_entries.is_some() {
-        s.get(Stat::LiveInserts)
-            .saturating_sub(s.get(Stat::LiveDeletes))
-            .saturating_sub(live_entries)
-    } else {
-        0
-    };
+    let live_entries = snap.live_entries;
+    let evictions = s.get(Stat::LiveEvictions);
     let counters_full = s.get(Stat::CountersFull);
     if counters_full > 0 {
         warnings.push(format!(
@@ -583,7 +580,7 @@ fn self_stats(
     }
     if evictions > 0 {
         warnings.push(format!(
-            "{evictions} tracked objects were evicted from the full live-object map, so their frees count as untracked: raise --max-live or --sample"
+            "{evictions} tracked objects were pushed out of the full live-object table, so their owners' live figures may be short by up to evicted_objects and their frees count as untracked: raise --max-live or --sample"
         ));
     }
     if !interrupt_detection {

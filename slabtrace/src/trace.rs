@@ -54,11 +54,11 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
         std::thread::sleep(Duration::from_millis(50));
         if Instant::now() >= next_tick {
             next_tick += TICK;
-            session.read(false)?;
+            session.read()?;
             drain_oom(&mut session, &args.session.roots.proc_root, &mut kills);
         }
     }
-    let snap = session.read(true)?;
+    let snap = session.read()?;
     drain_oom(&mut session, &args.session.roots.proc_root, &mut kills);
     session.detach();
     // Liveness as of now: cgroups removed during the window keep their path, marked gone; and

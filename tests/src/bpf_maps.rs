@@ -36,7 +36,7 @@ pub fn held_map(pid: u32, name: &str) -> Result<MapData> {
 }
 
 /// Per key of `cgroup_id` in the `COUNTERS` map of process `pid`: (sampled allocations,
-/// sampled frees), summed over CPUs.
+/// sampled objects gone: freed or evicted from the live-object table), summed over CPUs.
 pub fn counters_of_cgroup(pid: u32, cgroup_id: u64) -> Result<Vec<(u64, u64)>> {
     let map = Map::PerCpuHashMap(held_map(pid, "COUNTERS")?);
     let counters: PerCpuHashMap<_, CounterKey, Counters> = PerCpuHashMap::try_from(map)?;
@@ -50,7 +50,7 @@ pub fn counters_of_cgroup(pid: u32, cgroup_id: u64) -> Result<Vec<(u64, u64)>> {
         };
         if key.cgroup_id == cgroup_id {
             let sampled_allocs = per_cpu.iter().map(|c| c.sampled_allocs).sum();
-            let sampled_frees = per_cpu.iter().map(|c| c.sampled_frees).sum();
+            let sampled_frees = per_cpu.iter().map(|c| c.sampled_frees + c.sampled_evicted).sum();
             keys.push((sampled_allocs, sampled_frees));
         }
     }

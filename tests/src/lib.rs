@@ -69,14 +69,15 @@ pub fn require_root() -> Result<()> {
 pub fn library_tracer() -> Result<slabtrace::probe::Tracer> {
     use slabtrace::{
         kernel::{btf::Btf, layout::KernelLayout},
-        probe::{Limits, ProbeSet, TracepointPrograms, Tracer},
+        probe::{Limits, Parts, ProbeSet, TracepointPrograms, Tracer},
     };
     let vmlinux = Path::new("/sys/kernel/btf/vmlinux");
     let layout = KernelLayout::from_btf(&Btf::from_file(vmlinux)?)?;
     let limits = Limits { max_keys: 16_384, max_live: 65_536 };
     let config = layout.config(16);
     let programs = TracepointPrograms::Auto;
-    Ok(Tracer::start(&layout, config, limits, vmlinux, ProbeSet::Slabtrace, programs, None)?)
+    let set = ProbeSet::Slabtrace;
+    Ok(Tracer::start(&layout, config, limits, vmlinux, set, Parts::ALL, programs, None)?)
 }
 
 /// The cgroup2 mount point, from /proc/self/mountinfo.

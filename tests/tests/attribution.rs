@@ -6,7 +6,11 @@
 //! callbacks on whatever CPU and task, yet slabtrace must credit those frees to A, show the
 //! rest as live in A, and agree with /proc/slabinfo.
 
-use std::{process::Command, thread};
+use std::{
+    process::Command,
+    sync::{PoisonError, RwLock, RwLockReadGuard},
+    thread,
+};
 
 use anyhow::Result;
 use slabtrace_integration::{
@@ -16,6 +20,16 @@ use slabtrace_integration::{
 
 /// tmpfs inodes: one per file, nobody else on a test node makes them.
 const INODE_CACHE: &str = "shmem_inode_cache";
+
+/// The tests of this file make and remove tmpfs inodes at once; the one that compares the node's
+/// count of them with /proc/slabinfo takes this exclusively, so that no other test's inodes
+/// come or go between the end of its trace and its reading of the kernel's count.
+static SHMEM_INODES: RwLock<()> = RwLock::new(());
+
+/// What a test that makes tmpfs inodes holds while it does.
+fn making_shmem_inodes() -> RwLockReadGuard<'static, ()> {
+    SHMEM_INODES.read().unwrap_or_else(PoisonError::into_inner)
+}
 
 fn create(cg: &Cgroup, dir: &std::path::Path, n: u64, name_len: usize) -> Result<()> {
     cg.run(
@@ -51,11 +65,14 @@ fn frees_are_credited_to_the_allocating_cgroup_exactly() -> Result<()> {
     const CREATED: u64 = 20_000;
     const UNLINKED: u64 = 12_000;
     require_root()?;
+    let _books = SHMEM_INODES.write().unwrap_or_else(PoisonError::into_inner);
     let a = Cgroup::create("alloc")?;
     let b = Cgroup::create("free")?;
     let fs = Tmpfs::mount("exact")?;
 
-    let tracer = Slabtrace::start(&["--sample", "1"])?;
+    // Exact: every object on the node tracked, while other tests run; a table four times the
+    // default keeps it a small fraction full, where next to nothing is pushed out.
+    let tracer = Slabtrace::start(&["--sample", "1", "--max-live", "1048576"])?;
     // Read once tracing runs, so frees from before (an earlier test's unmount, freed lazily)
     // fall in both books or in neither.
     let before = slabinfo_active(INODE_CACHE)?;
@@ -90,12 +107,15 @@ fn frees_are_credited_to_the_allocating_cgroup_exactly() -> Result<()> {
         node_cache(&report, INODE_CACHE),
         report["self"]
     );
-    assert_eq!(num(in_a, "live_objects"), allocs - frees);
+    // Live is what was neither freed nor pushed out of the live-object table.
+    let evicted = num(in_a, "evicted_objects");
+    assert!(evicted <= allocs / 1000, "{evicted} of A's inodes evicted: {in_a:?}");
+    assert_eq!(num(in_a, "live_objects"), allocs - frees - evicted);
     // Frees nested in a probe (an RCU batch in the softirq on the way out of an interrupt that
     // arrived during a probe) are taken by the interrupt-context programs, not lost.
     let lost = report["self"]["lost_events"].as_u64().unwrap();
     assert!(lost <= 100, "{lost} events lost to probe recursion");
-    assert_eq!(num(in_a, "live_bytes"), (allocs - frees) * num(in_a, "object_size"));
+    assert_eq!(num(in_a, "live_bytes"), (allocs - frees - evicted) * num(in_a, "object_size"));
     assert_eq!(num(in_a, "live_objects_error"), 0);
     assert_eq!(in_a.unwrap()["estimated"], false);
     // B unlinked but allocated no inode: nothing of this cache is B's.
@@ -132,6 +152,7 @@ fn sampled_estimates_stay_within_their_bound() -> Result<()> {
     const KEPT: u64 = 30_000;
     const CHURNED: u64 = 30_000;
     require_root()?;
+    let _books = making_shmem_inodes();
     let keep = Cgroup::create("keep")?;
     let churn = Cgroup::create("churn")?;
     let fs = Tmpfs::mount("sampled")?;
@@ -176,10 +197,13 @@ fn kmalloc_size_classes_and_memcg_accounting() -> Result<()> {
     const FILES: u64 = 3_000;
     const EVENTFDS: u64 = 3_000;
     require_root()?;
+    let _books = making_shmem_inodes();
     let cg = Cgroup::create("kmalloc")?;
     let fs = Tmpfs::mount("kmalloc")?;
 
-    let tracer = Slabtrace::start(&["--sample", "1"])?;
+    // Exact: every object on the node tracked, while other tests run; a table four times the
+    // default keeps it a small fraction full, where next to nothing is pushed out.
+    let tracer = Slabtrace::start(&["--sample", "1", "--max-live", "1048576"])?;
     // 100-byte names do not fit in the dentry: each gets an external name from kmalloc with
     // __GFP_ACCOUNT, which is kmalloc-cg-128, or kmalloc-rcl-128 on kernels (6.18) that also
     // mark it __GFP_RECLAIMABLE: charged to the memcg either way.
@@ -194,7 +218,12 @@ fn kmalloc_size_classes_and_memcg_accounting() -> Result<()> {
     let names = cache_of(mine, "kmalloc-rcl-128").or_else(|| cache_of(mine, "kmalloc-cg-128"));
     assert!(num(names, "allocs") >= FILES, "external names: {names:?}");
     assert_eq!(num(names, "accounted_allocs"), num(names, "allocs"));
-    assert!(num(names, "live_objects") >= FILES, "names are still live: {names:?}");
+    // Live, or pushed out of the live-object table: a bound, [live, live + evicted].
+    assert!(
+        num(names, "live_objects") + num(names, "evicted_objects") >= FILES,
+        "names are still live: {names:?}"
+    );
+    assert!(num(names, "evicted_objects") <= FILES / 1000, "{names:?}");
     assert_eq!(num(names, "unaccounted_live_bytes"), 0);
 
     let ctx = cache_of(mine, "kmalloc-64");
@@ -241,6 +270,7 @@ fn interrupt_allocations_are_not_charged_to_the_interrupted_task() -> Result<()>
 fn a_removed_cgroup_keeps_its_path_and_its_live_objects() -> Result<()> {
     const FILES: u64 = 2_000;
     require_root()?;
+    let _books = making_shmem_inodes();
     let fs = Tmpfs::mount("vanish")?;
     let cg = Cgroup::create("vanish")?;
     let (id, path) = (cg.id()?, cg.relative().to_owned());
@@ -269,6 +299,7 @@ fn pods_roll_up_their_containers_from_kubelet_cgroup_paths() -> Result<()> {
     const APP: &str = "9f1c2b3a4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8";
     const SIDECAR: &str = "1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809";
     require_root()?;
+    let _books = making_shmem_inodes();
     // The cgroupfs driver's layout for a BestEffort pod with two containers.
     let app = Cgroup::create_at(&format!("/kubepods/besteffort/pod{UID}/{APP}"))?;
     let sidecar = Cgroup::create_at(&format!("/kubepods/besteffort/pod{UID}/{SIDECAR}"))?;
@@ -301,6 +332,7 @@ fn a_deleted_pod_keeps_its_identity_and_its_live_objects() -> Result<()> {
     const UID: &str = "7d2c9e4f-3a1b-4c5d-8e6f-9a0b1c2d3e4f";
     const ID: &str = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
     require_root()?;
+    let _books = making_shmem_inodes();
     // The systemd driver's layout (it cannot run here: no systemd), made by hand: a Burstable
     // pod with one containerd container.
     let slice = format!("kubepods-burstable-pod{}.slice", UID.replace('-', "_"));
@@ -331,6 +363,7 @@ fn a_deleted_pod_keeps_its_identity_and_its_live_objects() -> Result<()> {
 fn reconciliation_explains_a_known_workload() -> Result<()> {
     const CREATED: u64 = 20_000;
     require_root()?;
+    let _books = making_shmem_inodes();
     let a = Cgroup::create("reconcile")?;
     let fs = Tmpfs::mount("reconcile")?;
     let tracer = Slabtrace::start(&[])?;
@@ -357,6 +390,7 @@ fn reconciliation_explains_a_known_workload() -> Result<()> {
 fn call_sites_name_the_kernel_functions_that_allocated() -> Result<()> {
     const CREATED: u64 = 3_000;
     require_root()?;
+    let _books = making_shmem_inodes();
     let a = Cgroup::create("callsites")?;
     let fs = Tmpfs::mount("callsites")?;
     let tracer = Slabtrace::start(&["--call-sites"])?;
@@ -397,5 +431,41 @@ fn call_sites_name_the_kernel_functions_that_allocated() -> Result<()> {
         .flat_map(|c| c["caches"].as_array().into_iter().flatten())
         .any(|c| c.get("call_sites").is_some());
     assert!(!any, "call sites without --call-sites");
+    Ok(())
+}
+
+#[test]
+fn a_full_live_object_table_pushes_objects_out_and_leaves_no_phantoms() -> Result<()> {
+    const FILES: u64 = 2_000;
+    require_root()?;
+    let _books = making_shmem_inodes();
+    let cg = Cgroup::create("evict")?;
+    let fs = Tmpfs::mount("evict")?;
+    // The smallest table there is: two sets of eight slots, for every object on the node.
+    let tracer = Slabtrace::start(&["--sample", "1", "--max-live", "16"])?;
+    create(&cg, fs.path(), FILES, 0)?;
+    unlink(&cg, fs.path(), 0, FILES, 0)?;
+    thread::sleep(RCU_SETTLE);
+    let report = tracer.finish()?;
+
+    let inodes = cache_of(cgroup(&report, cg.relative()), INODE_CACHE);
+    let (allocs, live, evicted) =
+        (num(inodes, "allocs"), num(inodes, "live_objects"), num(inodes, "evicted_objects"));
+    assert!(allocs >= FILES, "{inodes:?}");
+    // Nearly all were pushed out before their free; each is said so, once, for its owner.
+    assert!(evicted >= FILES / 2, "only {evicted} of {allocs} inodes evicted: {inodes:?}");
+    // Every file is gone, and nothing stays live on paper: what is left fits the table.
+    assert!(live <= 16, "{live} inodes still live on paper after all were freed: {inodes:?}");
+    let me = &report["self"];
+    assert!(me["evictions"].as_u64() >= Some(evicted), "{me}");
+    assert_eq!(me["live_capacity"], 16, "{me}");
+    let warned = me["warnings"].as_array().into_iter().flatten().any(|w| {
+        w.as_str().is_some_and(|w| w.contains("pushed out of the full live-object table"))
+    });
+    assert!(warned, "no warning about the evictions: {me}");
+    // Node-wide, the inodes came and went: each evicted one's free came back as untracked.
+    let node = node_cache(&report, INODE_CACHE).expect("node-wide inode cache");
+    let net = node["net_objects"].as_i64().unwrap();
+    assert!(net.unsigned_abs() <= 100, "net {net} inodes after creating and removing all: {node}");
     Ok(())
 }

@@ -118,7 +118,7 @@ fn a_memcg_oom_kill_names_the_victim_its_cgroup_and_the_memcg() -> Result<()> {
     // The slab side of the join: the victim's cgroup2 id keys slab counters (its exec and
     // page faults allocate vm_area_structs, page-table slabs and more), and the BPF side lost
     // nothing.
-    let snapshot = Snapshot::read(tracer.ebpf(), false).context("reading the maps")?;
+    let snapshot = Snapshot::read(tracer.ebpf()).context("reading the maps")?;
     let allocs: u64 = snapshot
         .counters
         .iter()

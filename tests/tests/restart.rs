@@ -88,7 +88,7 @@ fn frees_after_a_restart_are_credited_to_the_allocating_cgroup() -> Result<()> {
 fn maps_of_another_layout_are_replaced_with_a_warning() -> Result<()> {
     require_root()?;
     let pins = PinDir::new("layout")?;
-    let state = pins.path().join(state_dir_name(1));
+    let state = pins.path().join(state_dir_name(1, 0x5a17));
     let old = pins.path().join("v0-sample1");
     fs::create_dir_all(&state)?;
     fs::create_dir_all(&old)?;
@@ -111,7 +111,7 @@ fn maps_of_another_layout_are_replaced_with_a_warning() -> Result<()> {
     ensure!(!old.exists(), "the old version's maps are still pinned");
     let live = bpf_maps::pinned_map_info(&state.join("LIVE"))?;
     ensure!(
-        live.value_size() == 24 && live.max_entries() == 262_144,
+        live.value_size() == 256 && live.max_entries() == 262_144 / 8,
         "LIVE now has {}-byte values and {} entries",
         live.value_size(),
         live.max_entries()

@@ -198,7 +198,7 @@ fn drop_caches_shows_the_superblock_shrinkers_reclaiming_dentries() -> Result<()
     );
 
     // Nothing lost on the BPF side.
-    let stats = Snapshot::read(tracer.ebpf(), false).context("reading the maps")?.stats;
+    let stats = Snapshot::read(tracer.ebpf()).context("reading the maps")?.stats;
     assert_eq!(ShrinkerLosses::from_stats(&stats), ShrinkerLosses::default());
     eprintln!("took {:?}", started.elapsed());
     Ok(())

@@ -18,9 +18,9 @@ use super::btf::Btf;
 pub struct Tracepoint {
     /// Name under `kmem:` and of the BPF program.
     pub name: &'static str,
-    /// The programs for events in interrupt context, if this tracepoint has them (attached
-    /// when interrupt context can be told apart).
-    pub irq: &'static [&'static str],
+    /// The programs that take events nested in a run of the first, which the kernel's
+    /// recursion guard keeps from it (see the BPF side's `account::Nesting`), if any.
+    pub nested: &'static [&'static str],
     /// The empty program on the same tracepoint (the bench's floor).
     pub floor: &'static str,
     /// The arguments the program reads, in order; later ones may follow.
@@ -34,25 +34,25 @@ pub struct Tracepoint {
 pub const TRACEPOINTS: [Tracepoint; 4] = [
     Tracepoint {
         name: "kmem_cache_alloc",
-        irq: &[],
+        nested: &[],
         floor: "floor_kmem_cache_alloc",
         args: &["unsigned long", "const void *", "struct kmem_cache *", "gfp_t"],
     },
     Tracepoint {
         name: "kmem_cache_free",
-        irq: &["kmem_cache_free_irq", "kmem_cache_free_irq2"],
+        nested: &["kmem_cache_free_nested"],
         floor: "floor_kmem_cache_free",
         args: &["unsigned long", "const void *"],
     },
     Tracepoint {
         name: "kmalloc",
-        irq: &[],
+        nested: &[],
         floor: "floor_kmalloc",
         args: &["unsigned long", "const void *", "size_t", "size_t", "gfp_t"],
     },
     Tracepoint {
         name: "kfree",
-        irq: &[],
+        nested: &[],
         floor: "floor_kfree",
         args: &["unsigned long", "const void *"],
     },
@@ -186,7 +186,7 @@ pub fn args_match(found: &[String], expected: &[&str]) -> bool {
 /// `int pid`.
 pub const OOM_TRACEPOINT: Tracepoint = Tracepoint {
     name: "mark_victim",
-    irq: &[],
+    nested: &[],
     floor: "",
     args: &["struct task_struct *", "uid_t"],
 };
@@ -202,7 +202,7 @@ pub const OOM_RECLAIM_TRACEPOINT: &str = "mm_vmscan_memcg_reclaim_begin";
 pub const SHRINKER_TRACEPOINTS: [Tracepoint; 2] = [
     Tracepoint {
         name: "mm_shrink_slab_start",
-        irq: &[],
+        nested: &[],
         floor: "",
         args: &[
             "struct shrinker *",
@@ -215,7 +215,7 @@ pub const SHRINKER_TRACEPOINTS: [Tracepoint; 2] = [
     },
     Tracepoint {
         name: "mm_shrink_slab_end",
-        irq: &[],
+        nested: &[],
         floor: "",
         args: &["struct shrinker *", "int", "int", "long", "long", "long"],
     },
@@ -557,7 +557,17 @@ impl KernelLayout {
         }
         let oom = OomLayout::from_btf(btf);
         let shrinker = ShrinkerLayout::from_btf(btf);
-        Ok(Self { kmem, task_btf, memlock_maps, cache_offsets, gfp, slab, task_stack, oom, shrinker })
+        Ok(Self {
+            kmem,
+            task_btf,
+            memlock_maps,
+            cache_offsets,
+            gfp,
+            slab,
+            task_stack,
+            oom,
+            shrinker,
+        })
     }
 
     /// The load-time constant for these facts and a sample of 1 in `sample` (a power of two).
@@ -598,8 +608,13 @@ impl KernelLayout {
             call_sites: 0,
             free_has_cache: u32::from(self.kmem.as_ref().is_ok_and(|k| k.free_has_cache)),
             task_btf: u32::from(self.task_btf),
-            // The loader writes its own pid.
+            // The loader writes its own pid, the salt and the table's geometry.
             self_tgid: 0,
+            sample_salt: 0,
+            live_set_bits: 1,
+            track_live: 1,
+            count_events: 1,
+            padding: 0,
         }
     }
 }

@@ -34,7 +34,8 @@ pub fn delta(
 fn one(then: &Counters, now: &Counters) -> Counters {
     let reset = now.allocs < then.allocs
         || now.sampled_allocs < then.sampled_allocs
-        || now.sampled_frees < then.sampled_frees;
+        || now.sampled_frees < then.sampled_frees
+        || now.sampled_evicted < then.sampled_evicted;
     if reset {
         *now
     } else {
@@ -42,6 +43,7 @@ fn one(then: &Counters, now: &Counters) -> Counters {
             allocs: now.allocs - then.allocs,
             sampled_allocs: now.sampled_allocs - then.sampled_allocs,
             sampled_frees: now.sampled_frees - then.sampled_frees,
+            sampled_evicted: now.sampled_evicted - then.sampled_evicted,
         }
     }
 }
@@ -55,7 +57,7 @@ mod tests {
     }
 
     fn c(allocs: u64, sa: u64, sf: u64) -> Counters {
-        Counters { allocs, sampled_allocs: sa, sampled_frees: sf }
+        Counters { allocs, sampled_allocs: sa, sampled_frees: sf, sampled_evicted: 0 }
     }
 
     #[test]

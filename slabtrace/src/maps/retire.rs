@@ -30,9 +30,9 @@ pub struct Retirement {
     pub forget: BTreeSet<u64>,
 }
 
-/// Whether a key has no live sampled object.
+/// Whether a key has no live sampled object (each was freed or evicted).
 fn empty(c: &Counters) -> bool {
-    c.sampled_allocs <= c.sampled_frees
+    c.sampled_allocs <= c.sampled_frees + c.sampled_evicted
 }
 
 /// Plans the retirement. `in_map` is what the kernel's map holds now, `totals` what userspace
@@ -92,7 +92,7 @@ mod tests {
     }
 
     fn c(sa: u64, sf: u64) -> Counters {
-        Counters { allocs: sa * 16, sampled_allocs: sa, sampled_frees: sf }
+        Counters { allocs: sa * 16, sampled_allocs: sa, sampled_frees: sf, sampled_evicted: 0 }
     }
 
     const GRACE: Duration = Duration::from_mins(10);

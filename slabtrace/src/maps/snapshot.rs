@@ -9,7 +9,7 @@ use aya::{
     Ebpf,
     maps::{HashMap, MapError, PerCpuArray, PerCpuHashMap},
 };
-use slabtrace_common::{CacheInfo, CallSiteKey, CounterKey, Counters, LiveObject, Stat};
+use slabtrace_common::{CacheInfo, CallSiteKey, CounterKey, Counters, Stat};
 
 /// slabtrace's own counters from the BPF side, indexed by [`Stat`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -32,8 +32,10 @@ pub struct Snapshot {
     pub caches: BTreeMap<u64, CacheInfo>,
     /// BPF-side statistics, summed over CPUs.
     pub stats: Stats,
-    /// Entries in the live-object map, if counted (a walk of the whole map).
-    pub live_entries: Option<u64>,
+    /// Objects in the live-object table, from the BPF side's statistics (in, less out by a
+    /// free, an eviction or a reused address): no walk of the table. After a restart on pinned
+    /// maps this counts what this run put in, not what it found there.
+    pub live_entries: u64,
     /// Allocations per (cgroup, cache, call site), summed over CPUs (`--call-sites`; empty
     /// otherwise).
     pub call_sites: BTreeMap<CallSiteKey, u64>,
@@ -61,9 +63,9 @@ fn read_err(map: &'static str) -> impl Fn(MapError) -> MapReadError {
 }
 
 impl Snapshot {
-    /// Reads every map. `count_live` also walks the live-object map to count its entries
-    /// (one syscall per entry: done at report time, not every tick).
-    pub fn read(ebpf: &Ebpf, count_live: bool) -> Result<Self, MapReadError> {
+    /// Reads every map but the live-object table (one lookup per slot), whose occupancy the
+    /// statistics give.
+    pub fn read(ebpf: &Ebpf) -> Result<Self, MapReadError> {
         let map = |name: &'static str| ebpf.map(name).ok_or(MapReadError::Missing(name));
 
         let counters_map: PerCpuHashMap<_, CounterKey, Counters> =
@@ -90,23 +92,12 @@ impl Snapshot {
             .collect::<Result<_, _>>()
             .map_err(read_err("CACHES"))?;
 
-        let stats_map: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map("STATS")?).map_err(read_err("STATS"))?;
-        let mut stats = Stats::default();
-        for (i, slot) in stats.0.iter_mut().enumerate() {
-            #[expect(clippy::cast_possible_truncation, reason = "Stat::COUNT is small")]
-            let per_cpu = stats_map.get(&(i as u32), 0).map_err(read_err("STATS"))?;
-            *slot = per_cpu.iter().sum();
-        }
-
-        let live_entries = if count_live {
-            // aya reads an LRU hash through HashMap.
-            let live: HashMap<_, u64, LiveObject> =
-                HashMap::try_from(map("LIVE")?).map_err(read_err("LIVE"))?;
-            Some(live.keys().flatten().count() as u64)
-        } else {
-            None
-        };
+        let stats = read_stats(ebpf)?;
+        let live_entries = stats
+            .get(Stat::LiveInserts)
+            .saturating_sub(stats.get(Stat::LiveDeletes))
+            .saturating_sub(stats.get(Stat::LiveEvictions))
+            .saturating_sub(stats.get(Stat::MissedFrees));
 
         let sites_map: PerCpuHashMap<_, CallSiteKey, u64> =
             PerCpuHashMap::try_from(map("CALL_SITES")?).map_err(read_err("CALL_SITES"))?;
@@ -121,6 +112,19 @@ impl Snapshot {
 
         Ok(Self { counters, caches, stats, live_entries, call_sites })
     }
+}
+
+/// Reads the BPF side's statistics, summed over CPUs.
+pub fn read_stats(ebpf: &Ebpf) -> Result<Stats, MapReadError> {
+    let map = ebpf.map("STATS").ok_or(MapReadError::Missing("STATS"))?;
+    let stats_map: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(read_err("STATS"))?;
+    let mut stats = Stats::default();
+    for (i, slot) in stats.0.iter_mut().enumerate() {
+        #[expect(clippy::cast_possible_truncation, reason = "Stat::COUNT is small")]
+        let per_cpu = stats_map.get(&(i as u32), 0).map_err(read_err("STATS"))?;
+        *slot = per_cpu.iter().sum();
+    }
+    Ok(stats)
 }
 
 /// Deletes `keys` from the counters map (see [`super::retire`]); returns how many were there.
@@ -146,6 +150,7 @@ fn sum<'a>(values: impl Iterator<Item = &'a Counters>) -> Counters {
         allocs: acc.allocs + c.allocs,
         sampled_allocs: acc.sampled_allocs + c.sampled_allocs,
         sampled_frees: acc.sampled_frees + c.sampled_frees,
+        sampled_evicted: acc.sampled_evicted + c.sampled_evicted,
     })
 }
 
@@ -156,10 +161,13 @@ mod tests {
     #[test]
     fn sums_per_cpu_copies() {
         let cpus = [
-            Counters { allocs: 3, sampled_allocs: 1, sampled_frees: 0 },
-            Counters { allocs: 4, sampled_allocs: 0, sampled_frees: 2 },
+            Counters { allocs: 3, sampled_allocs: 1, sampled_frees: 0, sampled_evicted: 1 },
+            Counters { allocs: 4, sampled_allocs: 0, sampled_frees: 2, sampled_evicted: 0 },
         ];
-        assert_eq!(sum(cpus.iter()), Counters { allocs: 7, sampled_allocs: 1, sampled_frees: 2 });
+        assert_eq!(
+            sum(cpus.iter()),
+            Counters { allocs: 7, sampled_allocs: 1, sampled_frees: 2, sampled_evicted: 1 }
+        );
         assert_eq!(sum([].iter()), Counters::default());
     }
 }

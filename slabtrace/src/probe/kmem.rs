@@ -71,15 +71,37 @@ impl Hook {
     }
 }
 
-/// A program to attach, and whether it is alone on its events: a program alone loses what the
-/// kernel's recursion guard makes it skip; `kmem_cache_free`'s three take each other's (see
-/// the BPF side's `account::Context`).
+/// A program to attach, and what becomes of the events the kernel's recursion guard makes it
+/// skip.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Planned {
     /// What to attach.
     pub hook: Hook,
-    /// Whether its skipped runs are lost events.
-    pub lossy: bool,
+    /// Its skipped events.
+    pub misses: Misses,
+}
+
+/// What becomes of the events a program skips (see the BPF side's `account::Nesting`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Misses {
+    /// Lost: it is alone on its events.
+    Lost,
+    /// Taken by the program for nested events, but those that arrive while that one is busy
+    /// too: the lost ones are its misses less what the nested program took.
+    Nested,
+    /// None lost: it is the program for nested events, and what it skips arrived while the
+    /// first program was idle, which took it (or is counted in the first's misses).
+    Taken,
+}
+
+/// The ids of the attached programs whose misses matter: those alone on their events, and
+/// `kmem_cache_free`'s first when a second takes its nested events.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MissAccount {
+    /// Programs whose every miss is a lost event.
+    pub lost: Vec<u32>,
+    /// The program whose misses the nested program takes (lost: its misses less those).
+    pub nested: Option<u32>,
 }
 
 /// The tracepoint program type a load actually used.
@@ -91,14 +113,13 @@ pub enum Loaded {
     Raw,
 }
 
-/// The raw twin of tracepoint program `program` (`kmem_cache_free_irq` →
-/// `kmem_cache_free_irq_raw`).
+/// The raw twin of tracepoint program `program` (`kmem_cache_free_nested` →
+/// `kmem_cache_free_nested_raw`).
 fn raw_name(program: &'static str) -> &'static str {
     match program {
         "kmem_cache_alloc" => "kmem_cache_alloc_raw",
         "kmem_cache_free" => "kmem_cache_free_raw",
-        "kmem_cache_free_irq" => "kmem_cache_free_irq_raw",
-        "kmem_cache_free_irq2" => "kmem_cache_free_irq2_raw",
+        "kmem_cache_free_nested" => "kmem_cache_free_nested_raw",
         "kmalloc" => "kmalloc_raw",
         "kfree" => "kfree_raw",
         // Every floor program of one raw tracepoint is the same empty body.
@@ -106,15 +127,15 @@ fn raw_name(program: &'static str) -> &'static str {
     }
 }
 
-/// The programs to attach for `hooks`, with tracepoint programs of type `kind`, the interrupt
-/// twins when interrupt context can be told apart (`irq`), or the empty floor programs.
+/// The programs to attach for `hooks`, with tracepoint programs of type `kind` and, with
+/// `nested`, the programs for nested events, or the empty floor programs.
 ///
 /// A BTF tracepoint program is bound to one tracepoint at load, so where `kmalloc` has a
 /// `kmalloc_node` twin (before 6.1) the plan for BTF tracepoints is None: raw tracepoints
 /// serve there. So does the floor on kernels that trace allocations with fexit, which has no
 /// empty twin.
 #[must_use]
-pub fn plan(hooks: &KmemHooks, kind: Loaded, set: ProbeSet, irq: bool) -> Option<Vec<Planned>> {
+pub fn plan(hooks: &KmemHooks, kind: Loaded, set: ProbeSet, nested: bool) -> Option<Vec<Planned>> {
     if kind == Loaded::Btf && hooks.kmalloc.len() > 1 {
         return None;
     }
@@ -130,26 +151,34 @@ pub fn plan(hooks: &KmemHooks, kind: Loaded, set: ProbeSet, irq: bool) -> Option
                 return None;
             }
             for &(function, program) in functions {
-                planned.push(Planned { hook: Hook::Fexit { program, function }, lossy: true });
+                planned.push(Planned {
+                    hook: Hook::Fexit { program, function },
+                    misses: Misses::Lost,
+                });
             }
             continue;
         }
         let programs: Vec<&'static str> = if floor {
             vec![tp.floor]
-        } else if irq {
-            std::iter::once(tp.name).chain(tp.irq.iter().copied()).collect()
+        } else if nested {
+            std::iter::once(tp.name).chain(tp.nested.iter().copied()).collect()
         } else {
             vec![tp.name]
         };
-        let lossy = programs.len() == 1;
-        for program in programs {
+        let alone = programs.len() == 1;
+        for (i, program) in programs.into_iter().enumerate() {
+            let misses = match (alone, i) {
+                (true, _) => Misses::Lost,
+                (false, 0) => Misses::Nested,
+                (false, _) => Misses::Taken,
+            };
             let hook = match kind {
                 Loaded::Btf => Hook::Btf { program, tracepoint: tp.name },
                 Loaded::Raw => {
                     Hook::Raw { program: raw_name(program), tracepoints: tracepoints.clone() }
                 }
             };
-            planned.push(Planned { hook, lossy });
+            planned.push(Planned { hook, misses });
         }
     }
     Some(planned)
@@ -163,9 +192,9 @@ pub fn attach(
     btf: &AyaBtf,
     hooks: &KmemHooks,
     set: ProbeSet,
-    irq: bool,
+    nested: bool,
     choice: TracepointPrograms,
-) -> Result<(Loaded, Vec<u32>), ProbeError> {
+) -> Result<(Loaded, MissAccount), ProbeError> {
     let kinds: &[Loaded] = match choice {
         TracepointPrograms::Auto => &[Loaded::Btf, Loaded::Raw],
         TracepointPrograms::Btf => &[Loaded::Btf],
@@ -173,12 +202,12 @@ pub fn attach(
     };
     let mut last = None;
     for &kind in kinds {
-        let Some(planned) = plan(hooks, kind, set, irq) else {
+        let Some(planned) = plan(hooks, kind, set, nested) else {
             debug!("no {kind:?} plan for this kernel's kmem hooks");
             continue;
         };
         match attach_all(ebpf, btf, &planned) {
-            Ok(lossy) => return Ok((kind, lossy)),
+            Ok(account) => return Ok((kind, account)),
             Err(e) => {
                 debug!("kmem programs as {kind:?} did not load: {e}");
                 last = Some(e);
@@ -189,22 +218,26 @@ pub fn attach(
 }
 
 /// Loads and attaches every planned program, in order; if one fails, unloads them all.
-fn attach_all(ebpf: &mut Ebpf, btf: &AyaBtf, planned: &[Planned]) -> Result<Vec<u32>, ProbeError> {
-    let mut lossy = Vec::new();
+fn attach_all(
+    ebpf: &mut Ebpf,
+    btf: &AyaBtf,
+    planned: &[Planned],
+) -> Result<MissAccount, ProbeError> {
+    let mut account = MissAccount::default();
     for (i, p) in planned.iter().enumerate() {
         match attach_one(ebpf, btf, &p.hook) {
-            Ok(id) => {
-                if p.lossy {
-                    lossy.push(id);
-                }
-            }
+            Ok(id) => match p.misses {
+                Misses::Lost => account.lost.push(id),
+                Misses::Nested => account.nested = Some(id),
+                Misses::Taken => {}
+            },
             Err(e) => {
                 unload(ebpf, &planned[..=i]);
                 return Err(e);
             }
         }
     }
-    Ok(lossy)
+    Ok(account)
 }
 
 /// Loads and attaches one program (loading once if it goes on several tracepoints); returns its
@@ -286,7 +319,7 @@ mod tests {
     }
 
     fn programs(plan: &[Planned]) -> Vec<(&'static str, bool)> {
-        plan.iter().map(|p| (p.hook.program(), p.lossy)).collect()
+        plan.iter().map(|p| (p.hook.program(), p.misses == Misses::Lost)).collect()
     }
 
     #[test]
@@ -298,8 +331,7 @@ mod tests {
             [
                 ("kmem_cache_alloc", true),
                 ("kmem_cache_free", false),
-                ("kmem_cache_free_irq", false),
-                ("kmem_cache_free_irq2", false),
+                ("kmem_cache_free_nested", false),
                 ("kmalloc", true),
                 ("kfree", true),
             ]
@@ -309,18 +341,21 @@ mod tests {
             [
                 ("kmem_cache_alloc_raw", true),
                 ("kmem_cache_free_raw", false),
-                ("kmem_cache_free_irq_raw", false),
-                ("kmem_cache_free_irq2_raw", false),
+                ("kmem_cache_free_nested_raw", false),
                 ("kmalloc_raw", true),
                 ("kfree_raw", true),
             ]
         );
-        assert_eq!(raw[4].hook, Hook::Raw { program: "kmalloc_raw", tracepoints: vec!["kmalloc"] });
-        assert_eq!(btf[1].hook, Hook::Btf { program: "kmem_cache_free", tracepoint: "kmem_cache_free" });
+        assert_eq!(raw[3].hook, Hook::Raw { program: "kmalloc_raw", tracepoints: vec!["kmalloc"] });
+        assert_eq!(
+            btf[1].hook,
+            Hook::Btf { program: "kmem_cache_free", tracepoint: "kmem_cache_free" }
+        );
+        assert_eq!((btf[1].misses, btf[2].misses), (Misses::Nested, Misses::Taken));
     }
 
     #[test]
-    fn without_interrupt_detection_one_free_program_takes_all_and_loses_what_it_skips() {
+    fn without_the_nested_program_one_free_program_takes_all_and_loses_what_it_skips() {
         let raw = plan(&linux_6(), Loaded::Raw, ProbeSet::Slabtrace, false).unwrap();
         assert_eq!(programs(&raw)[1], ("kmem_cache_free_raw", true));
         assert_eq!(raw.len(), 4);

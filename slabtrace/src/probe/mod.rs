@@ -22,7 +22,10 @@ use aya::{
     programs::{BtfTracePoint, ProgramError},
 };
 use log::{debug, info, warn};
-use slabtrace_common::{CALL_SITES_CAPACITY, Config, ShrinkerStats};
+use slabtrace_common::{CALL_SITES_CAPACITY, Config, LIVE_WAYS, ShrinkerStats};
+
+#[expect(clippy::cast_possible_truncation, reason = "eight")]
+const WAYS: u32 = LIVE_WAYS as u32;
 
 pub use error::ProbeError;
 pub use kmem::{Loaded, TracepointPrograms};
@@ -57,6 +60,9 @@ pub enum OomUnavailable {
     /// The bench's floor programs were asked for, which have no OOM twin.
     #[error("the overhead floor measures the kmem programs alone")]
     Floor,
+    /// The bench measures slabtrace without them.
+    #[error("left out to measure slabtrace without them (--bench-without oom)")]
+    Ablation,
 }
 
 /// The shrinker programs, in the order they are attached: the end program first, so that every
@@ -79,6 +85,9 @@ pub enum ShrinkersUnavailable {
     /// The bench's floor programs were asked for, which have no shrinker twin.
     #[error("the overhead floor measures the kmem programs alone")]
     Floor,
+    /// The bench measures slabtrace without them.
+    #[error("left out to measure slabtrace without them (--bench-without shrinkers)")]
+    Ablation,
 }
 
 /// An optional program group could not be loaded or attached.
@@ -108,8 +117,47 @@ static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub struct Limits {
     /// Entries of the (cgroup, cache) counters map.
     pub max_keys: u32,
-    /// Entries of the sampled live-object LRU.
+    /// At most this many slots in the sampled live-object table (see [`Self::live_slots`]).
     pub max_live: u32,
+}
+
+impl Limits {
+    /// The live-object table's slots: `max_live` rounded down to a power of two (the table is
+    /// `2^bits` sets of [`LIVE_WAYS`] slots), at least two sets.
+    #[must_use]
+    pub fn live_slots(&self) -> u32 {
+        self.live_sets() * WAYS
+    }
+
+    /// The live-object table's sets (its map's entries).
+    #[must_use]
+    pub fn live_sets(&self) -> u32 {
+        1 << self.live_set_bits()
+    }
+
+    /// log2 of the live-object table's number of sets (1 to 27).
+    #[must_use]
+    pub fn live_set_bits(&self) -> u32 {
+        let sets = (self.max_live / WAYS).max(2);
+        (u32::BITS - 1 - sets.leading_zeros()).min(27)
+    }
+}
+
+/// The optional parts of slabtrace's programs: all of them, but in the bench's ablation runs,
+/// which measure what each costs by leaving it out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Parts {
+    /// `kmem_cache_free`'s second program, for frees nested in a run of the first.
+    pub nested_free: bool,
+    /// The OOM programs.
+    pub oom: bool,
+    /// The shrinker programs.
+    pub shrinkers: bool,
+}
+
+impl Parts {
+    /// Every part.
+    pub const ALL: Self = Self { nested_free: true, oom: true, shrinkers: true };
 }
 
 /// Which programs to attach.
@@ -126,10 +174,8 @@ pub enum ProbeSet {
 pub struct Tracer {
     ebpf: Ebpf,
     config: Config,
-    /// Ids of the programs whose skipped runs are lost events: those alone on their
-    /// tracepoint. (A skipped run of one of `kmem_cache_free`'s programs is a nested interrupt
-    /// event, which one of the others takes.)
-    lossy: Vec<u32>,
+    /// Which programs' skipped runs are lost events (see [`kmem::Misses`]).
+    misses: kmem::MissAccount,
     /// The OOM victims' reader, or why the OOM programs are not attached.
     oom: Result<OomReader, OomUnavailable>,
     /// Whether the shrinker programs are attached, or why not.
@@ -158,13 +204,19 @@ impl Tracer {
     ///
     /// The OOM and shrinker programs are attached too when the kernel allows (with
     /// [`ProbeSet::Slabtrace`]); if it does not, one warning each says why and tracing goes on
-    /// without them. `programs` chooses the kmem tracepoint programs' type (see [`kmem`]).
+    /// without them. `programs` chooses the kmem tracepoint programs' type (see [`kmem`]);
+    /// `parts` leaves optional ones out (the bench's ablation runs).
+    ///
+    /// The loader sets the sampling salt (kept with pinned maps, else new each run) and the
+    /// live-object table's geometry in `config`.
+    #[expect(clippy::too_many_arguments, reason = "each is one independent choice of the caller")]
     pub fn start(
         layout: &KernelLayout,
         config: Config,
         limits: Limits,
         btf_path: &Path,
         set: ProbeSet,
+        parts: Parts,
         programs: TracepointPrograms,
         pin_path: Option<&Path>,
     ) -> Result<Self, ProbeError> {
@@ -178,13 +230,15 @@ impl Tracer {
             .transpose()?;
         let mut config = config;
         config.self_tgid = std::process::id();
+        config.sample_salt = pins.as_ref().map_or_else(pin::new_salt, |p| p.salt);
+        config.live_set_bits = limits.live_set_bits();
         let load = |config: &Config| {
             let mut loader = EbpfLoader::new();
             loader
                 .btf(Some(&btf))
                 .override_global("CONFIG", config, true)
                 .map_max_entries("COUNTERS", limits.max_keys)
-                .map_max_entries("LIVE", limits.max_live)
+                .map_max_entries("LIVE", limits.live_sets())
                 // Preallocated (see the map): one entry unless call sites are counted.
                 .map_max_entries(
                     "CALL_SITES",
@@ -216,10 +270,8 @@ impl Tracer {
             drop(ebpf);
             ebpf = load(&config)?;
         }
-        // The interrupt programs only exist to take events the task program's recursion guard
-        // would drop; without interrupt detection the task program handles everything.
-        let irq = config.thread_size != 0;
-        let (program_type, lossy) = kmem::attach(&mut ebpf, &btf, &hooks, set, irq, programs)?;
+        let (program_type, misses) =
+            kmem::attach(&mut ebpf, &btf, &hooks, set, parts.nested_free, programs)?;
         let fexit = matches!(hooks.cache_alloc, CacheAlloc::Fexit(_));
         if program_type == Loaded::Raw && programs == TracepointPrograms::Auto {
             info!("this kernel refuses the BTF tracepoint programs: using raw tracepoints");
@@ -235,19 +287,24 @@ impl Tracer {
             config.sample_mask + 1
         );
         let oom = match set {
-            ProbeSet::Slabtrace => attach_oom(&mut ebpf, layout, &btf).inspect_err(|e| {
-                warn!("not reporting OOM kills on this kernel: {e}");
-            }),
+            ProbeSet::Slabtrace if parts.oom => {
+                attach_oom(&mut ebpf, layout, &btf).inspect_err(|e| {
+                    warn!("not reporting OOM kills on this kernel: {e}");
+                })
+            }
+            ProbeSet::Slabtrace => Err(OomUnavailable::Ablation),
             // The bench measures the kmem programs alone.
             ProbeSet::Floor => Err(OomUnavailable::Floor),
         };
         let shrinkers = match set {
-            ProbeSet::Slabtrace => attach_shrinkers(&mut ebpf, layout, &btf).inspect_err(|e| {
-                warn!("not reporting shrinker activity (reclaim) on this kernel: {e}");
-            }),
+            ProbeSet::Slabtrace if parts.shrinkers => attach_shrinkers(&mut ebpf, layout, &btf)
+                .inspect_err(|e| {
+                    warn!("not reporting shrinker activity (reclaim) on this kernel: {e}");
+                }),
+            ProbeSet::Slabtrace => Err(ShrinkersUnavailable::Ablation),
             ProbeSet::Floor => Err(ShrinkersUnavailable::Floor),
         };
-        Ok(Self { ebpf, config, lossy, oom, shrinkers, pins, kmem: (program_type, fexit) })
+        Ok(Self { ebpf, config, misses, oom, shrinkers, pins, kmem: (program_type, fexit) })
     }
 
     /// How the kmem programs were loaded: the tracepoint program type, and whether allocations
@@ -333,10 +390,16 @@ impl Tracer {
         &mut self.ebpf
     }
 
-    /// Events no program saw: the skipped runs of the programs that had no twin to take them.
+    /// Events no program saw: the skipped runs of the programs alone on their events, and the
+    /// nested frees `kmem_cache_free`'s second program could not take (it was busy too).
+    /// `nested_frees` is what the second took (`Stat::NestedFrees`).
     #[must_use]
-    pub fn lost_events(&self, footprint: &BpfFootprint) -> u64 {
-        footprint.misses_of(&self.lossy)
+    pub fn lost_events(&self, footprint: &BpfFootprint, nested_frees: u64) -> u64 {
+        let nested = self
+            .misses
+            .nested
+            .map_or(0, |id| footprint.misses_of(&[id]).saturating_sub(nested_frees));
+        footprint.misses_of(&self.misses.lost) + nested
     }
 
     /// The load-time constant in use.

@@ -4,9 +4,11 @@
 //! `DaemonSet` forgets who holds the node's slab.
 //!
 //! Layout: `<pin path>/<state>/{COUNTERS,LIVE,CACHES}`, where `<state>` names everything that
-//! decides what the maps' bytes mean: [`MAP_LAYOUT_VERSION`] and the sample rate. A directory
-//! with another name was written by an incompatible slabtrace (or another `--sample`) and is
-//! removed, with a warning. Maps of the right state whose shape (type, key and value sizes,
+//! decides what the maps' bytes mean: [`MAP_LAYOUT_VERSION`], the sample rate and the sampling
+//! salt (`v2-sample16-salt0123456789abcdef`). The salt is drawn at random when the maps are
+//! created and read back from the name on a restart, so the restarted daemon samples the same
+//! addresses as the one that filled the maps. A directory of another version or sample rate was
+//! written by an incompatible slabtrace (or another `--sample`) and is removed, with a warning. Maps of the right state whose shape (type, key and value sizes,
 //! capacity) differs, say after `--max-live` changed, are replaced together, also with a
 //! warning: counters without their live objects would credit nothing, and live objects without
 //! their counters would make frees outrun allocations.
@@ -24,7 +26,7 @@ use std::{
 use aya::maps::{MapInfo, MapType};
 use log::{info, warn};
 use slabtrace_common::{
-    CACHES_CAPACITY, CacheInfo, CounterKey, Counters, LiveObject, MAP_LAYOUT_VERSION,
+    CACHES_CAPACITY, CacheInfo, CounterKey, Counters, LiveSet, MAP_LAYOUT_VERSION,
 };
 
 use super::Limits;
@@ -65,10 +67,10 @@ pub fn pinned_maps(limits: Limits) -> [(&'static str, MapShape); 3] {
         (
             "LIVE",
             MapShape {
-                map_type: MapType::LruHash as u32,
-                key_size: size(size_of::<u64>()),
-                value_size: size(size_of::<LiveObject>()),
-                max_entries: limits.max_live,
+                map_type: MapType::Array as u32,
+                key_size: size(size_of::<u32>()),
+                value_size: size(size_of::<LiveSet>()),
+                max_entries: limits.live_sets(),
                 flags: 0,
             },
         ),
@@ -85,11 +87,40 @@ pub fn pinned_maps(limits: Limits) -> [(&'static str, MapShape); 3] {
     ]
 }
 
-/// The directory name for maps whose bytes mean what this slabtrace, sampling 1 in `sample`,
-/// thinks they mean.
+/// The directory name for maps whose bytes mean what this slabtrace, sampling 1 in `sample`
+/// with `salt`, thinks they mean.
 #[must_use]
-pub fn state_dir_name(sample: u64) -> String {
-    format!("v{MAP_LAYOUT_VERSION}-sample{sample}")
+pub fn state_dir_name(sample: u64, salt: u64) -> String {
+    format!("{}{salt:016x}", state_prefix(sample))
+}
+
+/// What every compatible state directory's name starts with; the salt follows.
+fn state_prefix(sample: u64) -> String {
+    format!("v{MAP_LAYOUT_VERSION}-sample{sample}-salt")
+}
+
+/// The salt a compatible state directory's name carries, if `name` is one.
+#[must_use]
+pub fn salt_of(name: &str, sample: u64) -> Option<u64> {
+    let hex = name.strip_prefix(&state_prefix(sample))?;
+    (hex.len() == 16).then(|| u64::from_str_radix(hex, 16).ok()).flatten()
+}
+
+/// A new sampling salt, from the kernel's random source (or, should that fail, the clock: the
+/// salt only has to differ between runs, not to be secret).
+#[must_use]
+pub fn new_salt() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom into a buffer we own, of the length given.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n == 8 {
+        u64::from_ne_bytes(bytes)
+    } else {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0x5eed, |d| d.as_secs().rotate_left(30) ^ u64::from(d.subsec_nanos()))
+            ^ u64::from(std::process::id()).rotate_left(32)
+    }
 }
 
 /// What to do with the pinned maps found, given what each should look like.
@@ -178,6 +209,8 @@ pub struct Pins {
     pub dir: PathBuf,
     /// Whether the maps there were left by an earlier slabtrace and are reused.
     pub resumed: bool,
+    /// The sampling salt the maps there were (or are to be) filled with.
+    pub salt: u64,
     /// Holds the lock on the pin path.
     _lock: File,
 }
@@ -198,7 +231,14 @@ impl Pins {
                 PinError::Io { path: root.to_owned(), source: e }
             });
         }
-        let state = state_dir_name(sample);
+        // The salt of the compatible maps there, if any; else a new one.
+        let mut salt = None;
+        for entry in fs::read_dir(root).map_err(io_error(root))? {
+            let name = entry.map_err(io_error(root))?.file_name();
+            salt = salt.or_else(|| salt_of(&name.to_string_lossy(), sample));
+        }
+        let salt = salt.unwrap_or_else(new_salt);
+        let state = state_dir_name(sample, salt);
         for entry in fs::read_dir(root).map_err(io_error(root))? {
             let entry = entry.map_err(io_error(root))?;
             if entry.file_name() != state.as_str() {
@@ -240,7 +280,7 @@ impl Pins {
             }
         };
         fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-        Ok(Self { dir, resumed, _lock: lock })
+        Ok(Self { dir, resumed, salt, _lock: lock })
     }
 
     /// Where the map `name` is pinned.
@@ -339,7 +379,7 @@ mod tests {
         }));
         let Plan::Replace(why) = p else { panic!("{p:?}") };
         assert!(why.starts_with("LIVE has another shape"), "{why}");
-        assert!(why.contains("7 entries") && why.contains("200 entries"), "{why}");
+        assert!(why.contains("7 entries") && why.contains("16 entries"), "{why}");
     }
 
     #[test]
@@ -357,18 +397,25 @@ mod tests {
     }
 
     #[test]
-    fn the_state_directory_names_layout_and_sample() {
-        assert_eq!(state_dir_name(16), format!("v{MAP_LAYOUT_VERSION}-sample16"));
-        assert_ne!(state_dir_name(1), state_dir_name(16));
+    fn the_state_directory_names_layout_sample_and_salt() {
+        let name = state_dir_name(16, 0xab);
+        assert_eq!(name, format!("v{MAP_LAYOUT_VERSION}-sample16-salt00000000000000ab"));
+        assert_eq!(salt_of(&name, 16), Some(0xab));
+        // Another sample rate, version or a mangled salt is not this slabtrace's state.
+        assert_eq!(salt_of(&name, 1), None);
+        assert_eq!(salt_of("v1-sample16", 16), None);
+        assert_eq!(salt_of(&format!("v{MAP_LAYOUT_VERSION}-sample16-saltxyz"), 16), None);
+        assert_ne!(new_salt(), new_salt());
     }
 
     #[test]
     fn shapes_follow_the_limits_and_the_shared_types() {
         let maps = pinned_maps(LIMITS);
         assert_eq!(maps[0].1.max_entries, 100);
-        assert_eq!(maps[1].1.max_entries, 200);
-        assert_eq!(maps[0].1.value_size, 24);
-        assert_eq!(maps[1].1.value_size, 24);
+        // 200 slots at most: 16 sets of 8 ways.
+        assert_eq!(maps[1].1.max_entries, 16);
+        assert_eq!(maps[0].1.value_size, 32);
+        assert_eq!(maps[1].1.value_size, 256);
         assert_eq!(maps[2].1.value_size, 80);
     }
 }

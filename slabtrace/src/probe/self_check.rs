@@ -5,11 +5,7 @@
 //! the kmem programs are attached, a program on `task_rename` judges slabtrace renaming its
 //! own thread, which is task context by definition.
 
-use aya::{
-    Ebpf,
-    maps::Array,
-    programs::RawTracePoint,
-};
+use aya::{Ebpf, maps::Array, programs::RawTracePoint};
 use log::{debug, warn};
 use slabtrace_common::{SELF_CHECK_INTERRUPT, SELF_CHECK_TASK};
 
