@@ -75,7 +75,8 @@ fn frees_after_a_restart_are_credited_to_the_allocating_cgroup() -> Result<()> {
          restart (B unlinked them after): {in_a:?}; self: {}",
         after["self"]
     );
-    ensure!(num(in_a, "live_objects") == allocs - frees, "{in_a:?}");
+    // Live, or pushed out of the live-object table by what other tests make meanwhile.
+    ensure!(num(in_a, "live_objects") + num(in_a, "evicted_objects") == allocs - frees, "{in_a:?}");
     // B freed them but allocated none of them.
     let in_b = cache_of(cgroup(&after, b.relative()), "shmem_inode_cache");
     ensure!(num(in_b, "frees") < 100, "B was credited frees it did not allocate: {in_b:?}");

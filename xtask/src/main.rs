@@ -53,7 +53,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Overhead per traced event: no tracer vs an empty BPF program vs slabtrace; needs root.
+    /// Overhead per traced event: no tracer vs an empty BPF program vs slabtrace (and, with
+    /// --ablation, slabtrace without each part), from the wall clock and from the kernel's own
+    /// per-program accounting; needs root.
     Bench(bench::BenchArgs),
     /// The container image (scratch + a static binary built here) with podman, buildah or
     /// docker; no registry needed.

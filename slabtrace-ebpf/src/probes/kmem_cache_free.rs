@@ -57,5 +57,5 @@ fn try_kmem_cache_free(ctx: *const c_void, program: Nesting) {
     }
     // The cache, where the tracepoint carries it (Linux 6.1 and later).
     let cache = if config::free_has_cache() != 0 { arg(ctx, 2) } else { 0 };
-    program.free(ptr, cache);
+    program.free(ctx, ptr, cache);
 }
