@@ -26,8 +26,8 @@ pub struct Counters {
 }
 assert_size!(Counters, 32);
 
-/// Ways per set of the live-object table: an address can sit in one of this many slots. Eight:
-/// with four, a table a third full already pushed out 1 object in 200.
+/// Slots per set of the live-object table. An address has two candidate sets and sits in any
+/// slot of either (see the BPF side's `account::live`).
 pub const LIVE_WAYS: usize = 8;
 
 /// One element of the live-object table: a set of [`LIVE_WAYS`] slots, found with one lookup.

@@ -232,7 +232,7 @@ mod live {
     use super::{ZERO, add};
     use crate::{
         config,
-        maps::{LIVE, bump},
+        maps::{LIVE, SCRATCH, bump},
     };
 
     /// `addr`'s two candidate sets, and a slot to evict if both are full (the first set's
@@ -269,24 +269,31 @@ mod live {
         }
     }
 
-    /// The slot holding `addr` in `set`, and the set's first empty slot.
+    /// What [`track`] does with the slot it picked.
+    const MISSED: u32 = 0;
+    const EMPTY: u32 = 1;
+    const EVICT: u32 = 2;
+    /// No slot found.
+    const NONE: u32 = 2 * LIVE_WAYS as u32;
+
+    /// Where `addr` sits in `set`, and its first empty slot (each [`NONE`] if none).
     #[inline(always)]
-    fn scan(set: *mut LiveSet, addr: u64) -> (Option<*mut LiveSlot>, Option<*mut LiveSlot>) {
-        let mut empty = None;
+    fn scan(set: *const LiveSet, addr: u64) -> (u32, u32) {
+        let mut empty = NONE;
         for way in 0..LIVE_WAYS {
             // SAFETY: a slot of a set from a successful lookup; see LiveSlot on concurrent
             // writers.
-            let slot = unsafe { &raw mut (*set).slots[way] };
-            // SAFETY: as above.
-            let held = unsafe { (*slot).addr };
+            let held = unsafe { (*set).slots[way].addr };
+            #[expect(clippy::cast_possible_truncation, reason = "below 8")]
+            let way = way as u32;
             if held == addr {
-                return (Some(slot), empty);
+                return (way, empty);
             }
-            if held == 0 && empty.is_none() {
-                empty = Some(slot);
+            if held == 0 && empty == NONE {
+                empty = way;
             }
         }
-        (None, empty)
+        (NONE, empty)
     }
 
     /// Puts a sampled object in the table.
@@ -298,38 +305,62 @@ mod live {
             bump(Stat::LiveInsertFailed);
             return;
         };
-        let (held1, empty1) = scan(first, addr);
-        let (held2, empty2) = match held1 {
-            Some(_) => (None, None),
-            None => scan(second, addr),
-        };
-        if let Some(slot) = held1.or(held2) {
-            // The address is back without its free having been seen (a free path with no
-            // tracepoint): credit the old owner with that free.
-            bump(Stat::MissedFrees);
-            // SAFETY: a slot from a successful lookup.
-            if let Some(old) = owner(unsafe { &*slot }) {
-                add(&old, &Counters { sampled_frees: 1, ..ZERO });
+        // Slots are numbered 0..8 in the first set, 8..16 in the second.
+        let (mut held, mut empty) = scan(first, addr);
+        if held == NONE {
+            let (held2, empty2) = scan(second, addr);
+            if held2 != NONE {
+                held = held2 + 8;
             }
-            fill(slot, addr, cgroup_id, cache, flags);
-            return;
+            if empty == NONE && empty2 != NONE {
+                empty = empty2 + 8;
+            }
         }
-        let slot = match empty1.or(empty2) {
-            Some(slot) => slot,
-            None => {
-                // Both sets full: push one object out and credit its owner with an eviction.
-                let set = if victim < LIVE_WAYS { first } else { second };
-                // SAFETY: as above; the index is below LIVE_WAYS.
-                let slot = unsafe { &raw mut (*set).slots[victim & (LIVE_WAYS - 1)] };
-                bump(Stat::LiveEvictions);
-                // SAFETY: as above.
-                if let Some(old) = owner(unsafe { &*slot }) {
-                    add(&old, &Counters { sampled_evicted: 1, ..ZERO });
-                }
-                slot
-            }
+        #[expect(clippy::cast_possible_truncation, reason = "below 16")]
+        let (what, slot) = if held != NONE {
+            (MISSED, held)
+        } else if empty != NONE {
+            (EMPTY, empty)
+        } else {
+            (EVICT, victim as u32)
         };
+        // Every way here gave constants; hidden from the verifier they are one case to check
+        // instead of dozens (5.10's verifier took a minute a program under emulation).
+        let (what, slot) = (opaque(what), opaque(slot) & (NONE - 1));
+        let set = if slot < 8 { first } else { second };
+        // SAFETY: a slot of a set from a successful lookup; the index is below LIVE_WAYS.
+        let slot = unsafe { &raw mut (*set).slots[(slot & 7) as usize] };
+        if what == MISSED || what == EVICT {
+            // MISSED: the address is back without its free having been seen (a free path
+            // with no tracepoint): credit the old owner with that free. EVICT: both sets are
+            // full: push this one out and credit its owner with an eviction.
+            let gone = if what == MISSED {
+                bump(Stat::MissedFrees);
+                Counters { sampled_frees: 1, ..ZERO }
+            } else {
+                bump(Stat::LiveEvictions);
+                Counters { sampled_evicted: 1, ..ZERO }
+            };
+            // SAFETY: as above.
+            if let Some(old) = owner(unsafe { &*slot }) {
+                add(&old, &gone);
+            }
+        }
         fill(slot, addr, cgroup_id, cache, flags);
+    }
+
+    /// `v`, as a number the verifier knows nothing of (written to and read back from map
+    /// memory).
+    #[inline(always)]
+    fn opaque(v: u32) -> u32 {
+        match SCRATCH.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot, written and read back at once.
+            Some(p) => unsafe {
+                core::ptr::write_volatile(p, v);
+                core::ptr::read_volatile(p)
+            },
+            None => v,
+        }
     }
 
     /// Writes an object into a slot, its address last: a reader that matches the address
@@ -355,17 +386,27 @@ mod live {
     #[inline(always)]
     pub fn take(addr: u64) -> Option<CounterKey> {
         let (first, second, _) = sets_of(addr);
-        let mut found = LIVE.get_ptr_mut(first).and_then(|set| scan(set, addr).0);
-        if found.is_none() {
-            found = LIVE.get_ptr_mut(second).and_then(|set| scan(set, addr).0);
+        let (Some(first), Some(second)) = (LIVE.get_ptr_mut(first), LIVE.get_ptr_mut(second))
+        else {
+            return None;
+        };
+        let (mut held, _) = scan(first, addr);
+        if held == NONE {
+            let (held2, _) = scan(second, addr);
+            if held2 == NONE {
+                return None;
+            }
+            held = held2 + 8;
         }
-        let slot = found?;
-        // SAFETY: a slot from a successful lookup.
+        let held = opaque(held) & (NONE - 1);
+        let set = if held < 8 { first } else { second };
+        // SAFETY: a slot of a set from a successful lookup; the index is below LIVE_WAYS.
         unsafe {
-            let held = *slot;
+            let slot = &raw mut (*set).slots[(held & 7) as usize];
+            let taken = *slot;
             (*slot).addr = 0;
             bump(Stat::LiveDeletes);
-            owner(&held)
+            owner(&taken)
         }
     }
 }

@@ -36,6 +36,11 @@ pub static CACHES: HashMap<u64, CacheInfo> = HashMap::with_max_entries(CACHES_CA
 pub static CALL_SITES: PerCpuHashMap<CallSiteKey, u64> =
     PerCpuHashMap::with_max_entries(CALL_SITES_CAPACITY, 0);
 
+/// Per CPU, one word the live-object code writes and reads back to hide a value's origin from
+/// the verifier (see `account::live`).
+#[map(name = "SCRATCH")]
+pub static SCRATCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
 /// slabtrace's own counters, indexed by [`Stat`].
 #[map(name = "STATS")]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
