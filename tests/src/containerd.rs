@@ -64,6 +64,7 @@ static STARTED: AtomicU32 = AtomicU32::new(0);
 pub struct Containerd {
     // Fields drop in this order: the clients and their runtime before the daemon they talk to.
     runtime_client: RuntimeServiceClient<Channel>,
+    exec_client: RuntimeServiceClient<Channel>,
     image_client: ImageServiceClient<Channel>,
     rt: tokio::runtime::Runtime,
     daemon: Daemon,
@@ -134,9 +135,13 @@ impl Containerd {
         daemon.import_image()?;
 
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let channel = rt.block_on(cri::connect_channel(&daemon.socket))?;
+        let channel = rt.block_on(cri::connect_channel(&daemon.socket, cri::TIMEOUT))?;
+        // ExecSync runs a workload, which on a busy CI machine takes more than the two seconds
+        // slabtrace gives its own lookups: its own channel, bounded by CALL_TIMEOUT.
+        let exec = rt.block_on(cri::connect_channel(&daemon.socket, CALL_TIMEOUT))?;
         let me = Self {
             runtime_client: RuntimeServiceClient::new(channel.clone()),
+            exec_client: RuntimeServiceClient::new(exec),
             image_client: ImageServiceClient::new(channel),
             rt,
             daemon,
@@ -345,8 +350,16 @@ impl Containerd {
             cmd: cmd.iter().map(|&s| s.to_owned()).collect(),
             timeout: i64::try_from(timeout.as_secs().max(1))?,
         };
+        let mut client = self.exec_client.clone();
         let answer = self
-            .call("ExecSync", |mut c| async move { c.exec_sync(request).await })
+            .rt
+            .block_on(async move {
+                tokio::time::timeout(CALL_TIMEOUT, async move { client.exec_sync(request).await })
+                    .await
+            })
+            .with_context(|| format!("ExecSync: no answer within {} s", CALL_TIMEOUT.as_secs()))?
+            .map(tonic::Response::into_inner)
+            .map_err(|s| anyhow::anyhow!("ExecSync failed: {} ({:?})", s.message(), s.code()))
             .with_context(|| format!("exec {cmd:?} in {container_id}"))?;
         Ok(ExecOutput { exit_code: answer.exit_code, stdout: answer.stdout, stderr: answer.stderr })
     }
@@ -692,9 +705,12 @@ impl Drop for Daemon {
         for pod in &book.pods {
             remove_cgroup_everywhere(pod);
         }
-        for top in &book.fresh_tops {
-            remove_tree(top);
-        }
+        // A top-level directory may hold other tests' pods, still running: remove what is
+        // empty of it and kill nothing (the pods above were this daemon's). The last daemon
+        // of the process to stop removes what is left.
+        let mut tops = FRESH_TOPS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        tops.extend(book.fresh_tops);
+        tops.retain(|top| !remove_empty_tree(top));
         unmount_under(&self.dir);
         if mounts_under(&self.dir).is_empty() {
             if let Err(e) = fs::remove_dir_all(&self.dir) {
@@ -823,6 +839,23 @@ fn remove_cgroup_everywhere(cgroup_path: &str) {
 
 /// Removes a cgroup directory tree deepest first, killing its processes; retries for a while
 /// because killed processes take a moment to leave.
+/// Top-level cgroup directories (`<hierarchy>/kubepods`) this test process's daemons created,
+/// not yet removed because some other daemon's pods were still in them.
+static FRESH_TOPS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Removes the cgroup directory `dir` and those below it that hold no process, deepest
+/// first; true if `dir` is gone.
+fn remove_empty_tree(dir: &Path) -> bool {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_empty_tree(&entry.path());
+            }
+        }
+    }
+    fs::remove_dir(dir).is_ok() || !dir.exists()
+}
+
 fn remove_tree(dir: &Path) {
     if let Ok(entries) = fs::read_dir(dir) {
         for entry in entries.flatten() {

@@ -159,7 +159,7 @@ impl CriClient {
             .enable_time()
             .build()
             .map_err(CriError::Runtime)?;
-        let channel = runtime.block_on(connect_channel(socket))?;
+        let channel = runtime.block_on(connect_channel(socket, TIMEOUT))?;
         Ok(Self { client: RuntimeServiceClient::new(channel), socket: socket.to_owned(), runtime })
     }
 
@@ -252,15 +252,16 @@ impl CriClient {
     }
 }
 
-/// Opens a gRPC channel to the runtime on `socket`, giving up after [`TIMEOUT`]. For callers
-/// that run their own tokio runtime and need more of the CRI than [`CriClient`] offers (the
-/// integration tests create pods with it).
-pub async fn connect_channel(socket: &Path) -> Result<Channel, CriError> {
+/// Opens a gRPC channel to the runtime on `socket`, giving up after [`TIMEOUT`]; every call on
+/// it gets at most `call_timeout` (slabtrace's own lookups [`TIMEOUT`]). For callers that run
+/// their own tokio runtime and need more of the CRI than [`CriClient`] offers (the integration
+/// tests create pods and run workloads in them with it).
+pub async fn connect_channel(socket: &Path, call_timeout: Duration) -> Result<Channel, CriError> {
     let path = socket.to_owned();
     // The URI is never dialled (the connector opens the unix socket); tonic needs a well-formed
     // http URI all the same, for the :authority header.
     let endpoint =
-        Endpoint::from_static("http://localhost").connect_timeout(TIMEOUT).timeout(TIMEOUT);
+        Endpoint::from_static("http://localhost").connect_timeout(TIMEOUT).timeout(call_timeout);
     let connect = endpoint.connect_with_connector(tower::service_fn(move |_: Uri| {
         let path = path.clone();
         async move { Ok::<_, io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
