@@ -1,9 +1,9 @@
 //! The bookkeeping every probe shares: count an allocation, credit a free.
 //!
 //! Hot-path budget: an allocation costs the cgroup id, one per-CPU hash lookup and, for the
-//! sampled 1 in N, one array lookup, up to eight compares and a slot write; a free of an
-//! unsampled address costs a multiply and a compare, and a sampled free one array lookup, up
-//! to eight compares and one per-CPU hash lookup.
+//! sampled 1 in N, two array lookups, up to sixteen compares and a slot write; a free of an
+//! unsampled address costs a multiply and a compare, and a sampled free two array lookups, up
+//! to sixteen compares and one per-CPU hash lookup.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,

@@ -14,10 +14,10 @@ use slabtrace_common::{
 pub static COUNTERS: PerCpuHashMap<CounterKey, Counters> = PerCpuHashMap::with_max_entries(8192, 0);
 
 /// Sampled live objects: a set-associative table, one [`slabtrace_common::LIVE_WAYS`]-way set
-/// per element of a plain array (see `account::live`). An array, not a hash: a lookup is one
-/// inlined index and a few compares, with no lock and no allocation, its memory is exactly
-/// its slots (32 bytes each), and a full set pushes an object out where the code sees it, so
-/// the owner is credited (an LRU hash evicts silently, leaving phantom live objects, and
+/// per element of a plain array, two candidate sets per address (see `account::live`). An
+/// array, not a hash: a lookup is an inlined index and a few compares, with no lock and no
+/// allocation, its memory is exactly its slots (32 bytes each), and when both of an address's
+/// sets are full an object is pushed out where the code sees it, so the owner is credited (an LRU hash evicts silently, leaving phantom live objects, and
 /// evicts the oldest: the leaks). The loader sizes it (`--max-live`).
 #[map(name = "LIVE")]
 pub static LIVE: Array<LiveSet> = Array::with_max_entries(32_768, 0);

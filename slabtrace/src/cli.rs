@@ -228,8 +228,8 @@ pub struct TracerArgs {
     #[arg(long, default_value_t = DEFAULT_SAMPLE, value_name = "N", value_parser = parse_sample, env = "SLABTRACE_SAMPLE")]
     pub sample: u32,
     /// Capacity of the live-object table: tracked objects at most, 32 bytes each (rounded down
-    /// to a power of two, at least 16). When one of its 8-slot sets is full, a tracked object
-    /// is pushed out: counted as evicted for its cgroup, no longer as live.
+    /// to a power of two, at least 16). When both 8-slot sets an address may go in are full, a
+    /// tracked object is pushed out: counted as evicted for its cgroup, no longer as live.
     #[arg(long, default_value_t = 262_144, value_name = "ENTRIES", env = "SLABTRACE_MAX_LIVE")]
     pub max_live: u32,
     /// Also count allocations per kernel call site (`ext4_alloc_inode+0x1d`), shown as the top
