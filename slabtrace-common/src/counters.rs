@@ -153,14 +153,17 @@ pub enum Stat {
     /// `kmem_cache_free` events taken by the second program because they arrived while the
     /// first was running on that CPU (an interrupt's batch of RCU frees, typically).
     NestedFrees,
+    /// New keys whose cgroup id did not fit in the new-keys ring buffer: their cgroups are
+    /// named at the next interval's full read instead, if they still exist then.
+    NewKeysLost,
 }
 
 impl Stat {
     /// Number of statistics (the array's size).
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 20;
 }
 // The last variant's index plus one: a variant added without raising COUNT fails to build.
-const _: () = assert!(Stat::NestedFrees as u32 + 1 == Stat::COUNT);
+const _: () = assert!(Stat::NewKeysLost as u32 + 1 == Stat::COUNT);
 
 #[cfg(feature = "user")]
 mod pod {

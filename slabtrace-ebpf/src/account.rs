@@ -6,7 +6,7 @@
 //! to sixteen compares and one per-CPU hash lookup.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_probe_read_kernel,
         generated::{bpf_get_current_task, bpf_get_current_task_btf},
@@ -19,7 +19,7 @@ use slabtrace_common::{
 
 use crate::{
     config,
-    maps::{CALL_SITES, COUNTERS, FREE_NESTING, bump, bump_event},
+    maps::{CALL_SITES, COUNTERS, FREE_NESTING, NEW_KEYS, bump, bump_event},
 };
 
 /// Argument `n` of the event whose context pointer is `ctx`. Tracing programs of every type
@@ -296,6 +296,31 @@ mod live {
         (NONE, empty)
     }
 
+    /// Where `addr` sits in its two sets, and the first empty slot there: slots are numbered
+    /// 0..8 in the first set and 8..16 in the second, [`NONE`] for none.
+    #[inline(always)]
+    fn find(first: *const LiveSet, second: *const LiveSet, addr: u64) -> (u32, u32) {
+        let (held, empty) = scan(first, addr);
+        if held != NONE {
+            return (held, empty);
+        }
+        let (held2, empty2) = scan(second, addr);
+        let held = if held2 == NONE { NONE } else { held2 + 8 };
+        let empty = if empty == NONE && empty2 != NONE { empty2 + 8 } else { empty };
+        (held, empty)
+    }
+
+    /// The slot numbered `n` (as [`find`] numbers them). `n` goes through [`opaque`] first:
+    /// every way to it gave a constant, and hidden from the verifier they are one case to
+    /// check instead of dozens (5.10's verifier took a minute a program under emulation).
+    #[inline(always)]
+    fn slot_at(first: *mut LiveSet, second: *mut LiveSet, n: u32) -> *mut LiveSlot {
+        let n = opaque(n) & (NONE - 1);
+        let set = if n < 8 { first } else { second };
+        // SAFETY: a set from a successful lookup; the index is below LIVE_WAYS.
+        unsafe { &raw mut (*set).slots[(n & 7) as usize] }
+    }
+
     /// Puts a sampled object in the table.
     #[inline(always)]
     pub fn track(addr: u64, cgroup_id: u64, cache: u64, flags: u32) {
@@ -305,31 +330,17 @@ mod live {
             bump(Stat::LiveInsertFailed);
             return;
         };
-        // Slots are numbered 0..8 in the first set, 8..16 in the second.
-        let (mut held, mut empty) = scan(first, addr);
-        if held == NONE {
-            let (held2, empty2) = scan(second, addr);
-            if held2 != NONE {
-                held = held2 + 8;
-            }
-            if empty == NONE && empty2 != NONE {
-                empty = empty2 + 8;
-            }
-        }
+        let (held, empty) = find(first, second, addr);
         #[expect(clippy::cast_possible_truncation, reason = "below 16")]
-        let (what, slot) = if held != NONE {
+        let (what, n) = if held != NONE {
             (MISSED, held)
         } else if empty != NONE {
             (EMPTY, empty)
         } else {
             (EVICT, victim as u32)
         };
-        // Every way here gave constants; hidden from the verifier they are one case to check
-        // instead of dozens (5.10's verifier took a minute a program under emulation).
-        let (what, slot) = (opaque(what), opaque(slot) & (NONE - 1));
-        let set = if slot < 8 { first } else { second };
-        // SAFETY: a slot of a set from a successful lookup; the index is below LIVE_WAYS.
-        let slot = unsafe { &raw mut (*set).slots[(slot & 7) as usize] };
+        let what = opaque(what);
+        let slot = slot_at(first, second, n);
         if what == MISSED || what == EVICT {
             // MISSED: the address is back without its free having been seen (a free path
             // with no tracepoint): credit the old owner with that free. EVICT: both sets are
@@ -341,7 +352,7 @@ mod live {
                 bump(Stat::LiveEvictions);
                 Counters { sampled_evicted: 1, ..ZERO }
             };
-            // SAFETY: as above.
+            // SAFETY: a slot from slot_at; see LiveSlot on concurrent writers.
             if let Some(old) = owner(unsafe { &*slot }) {
                 add(&old, &gone);
             }
@@ -390,19 +401,13 @@ mod live {
         else {
             return None;
         };
-        let (mut held, _) = scan(first, addr);
+        let (held, _) = find(first, second, addr);
         if held == NONE {
-            let (held2, _) = scan(second, addr);
-            if held2 == NONE {
-                return None;
-            }
-            held = held2 + 8;
+            return None;
         }
-        let held = opaque(held) & (NONE - 1);
-        let set = if held < 8 { first } else { second };
-        // SAFETY: a slot of a set from a successful lookup; the index is below LIVE_WAYS.
+        let slot = slot_at(first, second, held);
+        // SAFETY: a slot from slot_at.
         unsafe {
-            let slot = &raw mut (*set).slots[(held & 7) as usize];
             let taken = *slot;
             (*slot).addr = 0;
             bump(Stat::LiveDeletes);
@@ -420,6 +425,10 @@ fn add(key: &CounterKey, value: &Counters) -> bool {
     // NOEXIST: another CPU may have created the key meanwhile; then one retry of the update
     // path is enough (this CPU's copy of a new key starts at zero).
     if COUNTERS.insert(key, value, u64::from(BPF_NOEXIST)).is_ok() {
+        // No wakeup: userspace drains the ring on its own clock.
+        if NEW_KEYS.output::<u64>(&key.cgroup_id, u64::from(BPF_RB_NO_WAKEUP)).is_err() {
+            bump(Stat::NewKeysLost);
+        }
         return true;
     }
     if !add_existing(key, value) {

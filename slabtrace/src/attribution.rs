@@ -301,7 +301,14 @@ impl Raw {
         // Neither estimate can exceed the exact allocation count: both are about objects
         // allocated in the window.
         let live_objects = (live_sampled * n).min(self.allocs);
-        let frees = (self.sampled_frees * n).min(self.allocs);
+        let evicted_objects = (self.sampled_evicted * n).min(self.allocs - live_objects);
+        // Frees from the exact allocation count: each object this owner allocated since
+        // tracing started is freed, live or evicted now. Scaled from the sampled frees
+        // instead, the figure would carry each reused address's whole history at once (an
+        // address allocated and freed a thousand times is in the sample, or not, a thousand
+        // times together), which no independent-objects bound covers; live and evicted
+        // objects sit at distinct addresses, so this one's error is theirs.
+        let frees = self.allocs - live_objects - evicted_objects;
         let accounted_live = (self.accounted_sampled_live.min(live_sampled) * n).min(live_objects);
         CacheUsage {
             cache,
@@ -312,7 +319,7 @@ impl Raw {
             live_objects,
             live_bytes: live_objects * self.object_size,
             live_objects_error: error_bound(live_objects.max(frees), n),
-            evicted_objects: (self.sampled_evicted * n).min(self.allocs),
+            evicted_objects,
             accounted_allocs: self.accounted_allocs,
             unaccounted_allocs: self.allocs - self.accounted_allocs,
             accounted_live_bytes: accounted_live * self.object_size,
@@ -481,6 +488,26 @@ mod tests {
         assert!(d.estimated);
         assert_eq!(d.live_objects_error, error_bound(960, 16));
         assert!(d.live_objects_error > 0);
+    }
+
+    #[test]
+    fn frees_of_reused_addresses_come_from_the_exact_allocation_count() {
+        let caches = caches();
+        let ctx = Context { caches: &caches, sample: 16, slab_flags: FLAGS };
+        // One address allocated and freed 10,000 times: either it is not in the sample (no
+        // sampled free at all) or it is (10,000 of them, 16 × too many once scaled). Either
+        // way nothing is live, so everything allocated was freed.
+        for sampled in [0, 10_000] {
+            let deltas = BTreeMap::from([(key(100, DENTRY), c(10_000, sampled, sampled))]);
+            let d = &attribute(&deltas, &ctx, names).cgroups[0].caches[0];
+            assert_eq!((d.allocs, d.frees, d.live_objects), (10_000, 10_000, 0), "{sampled}");
+        }
+        // Evicted objects' fate is unknown: neither live nor freed.
+        let mut evicting = c(1600, 100, 40);
+        evicting.sampled_evicted = 10;
+        let deltas = BTreeMap::from([(key(100, DENTRY), evicting)]);
+        let d = &attribute(&deltas, &ctx, names).cgroups[0].caches[0];
+        assert_eq!((d.frees, d.live_objects, d.evicted_objects), (640, 800, 160));
     }
 
     #[test]

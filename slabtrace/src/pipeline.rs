@@ -208,9 +208,10 @@ impl Pipeline {
         self.session.attached()
     }
 
-    /// Reads the maps between intervals, only to name cgroups while they exist.
+    /// Between intervals: names the cgroups of new keys while they exist.
     pub fn peek(&mut self) -> Result<(), TraceError> {
-        self.session.read().map(drop)
+        self.session.peek();
+        Ok(())
     }
 
     /// Drains OOM kills, noting /proc/meminfo as it is now; true if some wait to be

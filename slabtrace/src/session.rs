@@ -233,9 +233,22 @@ impl Session {
             TraceError::Usage("the probes are detached; nothing more to read".to_owned())
         })?;
         let snap = Snapshot::read(tracer.ebpf())?;
-        let pods = name_cgroups(snap.counters.keys(), &mut self.resolver);
+        let pods = name_cgroups(snap.counters.keys().map(|k| k.cgroup_id), &mut self.resolver);
         self.runtime.name_pods(&pods, &mut self.warnings);
         Ok(snap)
+    }
+
+    /// Names the cgroups of keys new since the last call, while they exist, and asks the
+    /// runtime about their pods: what a daemon does between intervals, without reading the
+    /// counters map (which, at 200,000 keys, costs most of a core each time).
+    pub fn peek(&mut self) {
+        let Some(tracer) = self.tracer.as_mut() else { return };
+        let ids = tracer.new_cgroups();
+        if ids.is_empty() {
+            return;
+        }
+        let pods = name_cgroups(ids.into_iter(), &mut self.resolver);
+        self.runtime.name_pods(&pods, &mut self.warnings);
     }
 
     /// Brings liveness up to date: walks the cgroup tree again and asks the runtime for its
@@ -499,28 +512,24 @@ fn warn_once(warnings: &mut Vec<String>, warning: String) {
 
 /// Resolves every cgroup id among `keys` while its directory may still exist.
 /// Returns the uids of the pods those cgroups belong to.
-fn name_cgroups<'a>(
-    keys: impl Iterator<Item = &'a CounterKey>,
-    resolver: &mut CgroupResolver,
-) -> BTreeSet<String> {
+/// Resolves each cgroup id to its path (the resolver remembers it), and returns the uids of
+/// the pods among them.
+fn name_cgroups(ids: impl Iterator<Item = u64>, resolver: &mut CgroupResolver) -> BTreeSet<String> {
     let mut pods = BTreeSet::new();
     let mut last = None;
-    for key in keys {
-        if last == Some(key.cgroup_id)
-            || key.cgroup_id == IRQ_CGROUP
-            || key.cgroup_id == UNTRACKED_CGROUP
-        {
+    for id in ids {
+        if last == Some(id) || id == IRQ_CGROUP || id == UNTRACKED_CGROUP {
             continue;
         }
-        last = Some(key.cgroup_id);
-        match resolver.resolve(key.cgroup_id) {
+        last = Some(id);
+        match resolver.resolve(id) {
             Some(path) => match identify(&path) {
                 Identity::Container { pod_uid, .. } | Identity::Pod { pod_uid, .. } => {
                     pods.insert(pod_uid);
                 }
                 _ => {}
             },
-            None => debug!("cgroup id {} has no directory under the cgroup2 mount", key.cgroup_id),
+            None => debug!("cgroup id {id} has no directory under the cgroup2 mount"),
         }
     }
     pods

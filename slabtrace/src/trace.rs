@@ -32,7 +32,7 @@ use crate::{
     session::Session,
 };
 
-/// How often the session looks at the maps while it runs (to name new cgroups).
+/// How often the session names the cgroups of new keys while it runs.
 const TICK: Duration = Duration::from_secs(1);
 
 /// `slabtrace report`: trace for `args.duration` seconds (or until SIGINT/SIGTERM), then print
@@ -54,7 +54,7 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
         std::thread::sleep(Duration::from_millis(50));
         if Instant::now() >= next_tick {
             next_tick += TICK;
-            session.read()?;
+            session.peek();
             drain_oom(&mut session, &args.session.roots.proc_root, &mut kills);
         }
     }

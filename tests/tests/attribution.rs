@@ -192,6 +192,37 @@ fn sampled_estimates_stay_within_their_bound() -> Result<()> {
     Ok(())
 }
 
+/// Address reuse: one process opens and closes a file 20,000 times, one at a time, so the
+/// allocator hands it the same few `struct file`s over and over. Sampling by address takes
+/// all of one address's history or none of it, which scaling the sampled frees cannot
+/// survive (most runs would see none of them); the frees must still come out right, within
+/// the bound the report gives.
+#[test]
+fn frees_of_reused_addresses_stay_within_their_bound() -> Result<()> {
+    const OPENS: u64 = 20_000;
+    require_root()?;
+    let cg = Cgroup::create("reuse")?;
+    let tracer = Slabtrace::start(&["--sample", "16"])?;
+    cg.run(Command::new(workload()).arg("reopen").arg(OPENS.to_string()))?;
+    thread::sleep(RCU_SETTLE);
+    let report = tracer.finish()?;
+
+    let owner = cgroup(&report, cg.relative());
+    let filp = cache_of(owner, "filp").ok_or_else(|| {
+        anyhow::anyhow!("no filp cache in the cgroup's report: {:#}", owner.unwrap_or(&report))
+    })?;
+    let allocs = num(Some(filp), "allocs");
+    assert!(allocs >= OPENS, "allocs are exact: {allocs} < {OPENS} opens");
+    // The process has exited: everything it opened is closed.
+    let (frees, live) = (num(Some(filp), "frees"), num(Some(filp), "live_objects"));
+    let bound = num(Some(filp), "live_objects_error");
+    assert!(
+        allocs.abs_diff(frees) <= bound && live <= bound,
+        "{frees} frees and {live} live of {allocs} allocated: off by more than ±{bound}"
+    );
+    Ok(())
+}
+
 #[test]
 fn kmalloc_size_classes_and_memcg_accounting() -> Result<()> {
     const FILES: u64 = 3_000;

@@ -125,6 +125,22 @@ pub struct BenchArgs {
     /// runs later.
     #[arg(long, value_name = "PATH")]
     pub json: Option<PathBuf>,
+    /// Instead of the per-event overhead, measure the daemon's userspace at scale: a cgroup
+    /// tree of --cgroups pods (kubelet's systemd layout) whose counters hold --caches keys
+    /// each, and the daemon's CPU and memory over --intervals intervals of 10 s with
+    /// Prometheus scraping once an interval (about half a minute more than the intervals).
+    /// Needs a machine that is not a Kubernetes node: it makes its own kubepods.slice.
+    #[arg(long, conflicts_with_all = ["without", "ablation", "json"])]
+    pub scale: bool,
+    /// Pods for --scale.
+    #[arg(long, default_value_t = 1000, value_name = "N", requires = "scale")]
+    pub cgroups: u32,
+    /// Caches per pod for --scale.
+    #[arg(long, default_value_t = 200, value_name = "N", requires = "scale")]
+    pub caches: u32,
+    /// Intervals measured for --scale, after two of warm-up.
+    #[arg(long, default_value_t = 6, value_name = "N", requires = "scale")]
+    pub intervals: u32,
 }
 
 impl BenchArgs {
@@ -137,6 +153,13 @@ impl BenchArgs {
 /// Builds slabtrace and the workload, runs every mode `reps` times, then every tracer mode once
 /// more with the kernel's per-program accounting, and prints the report.
 pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.scale {
+        return crate::scale::run(crate::scale::ScaleArgs {
+            cgroups: args.cgroups,
+            caches: args.caches,
+            intervals: args.intervals,
+        });
+    }
     // is_root reads the effective uid, which is what loading BPF programs and mounting need.
     if !setup::is_root() {
         bail!(
@@ -768,7 +791,7 @@ fn remove_if_present(path: &Path) -> Result<()> {
     }
 }
 
-fn clock_ticks_per_second() -> Result<f64> {
+pub(crate) fn clock_ticks_per_second() -> Result<f64> {
     // SAFETY: sysconf only reads a configuration value.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     ensure!(ticks > 0, "sysconf(_SC_CLK_TCK) failed");
@@ -780,7 +803,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// utime + stime (fields 14 and 15) from the text of `/proc/<pid>/stat`, in clock ticks.
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+pub(crate) fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     // Field 2, the command name, is in parentheses and may itself hold spaces and parentheses:
     // count from the last ')'. The first field after it is field 3.
     let rest = &stat[stat.rfind(')')? + 1..];

@@ -5,6 +5,7 @@
 
 mod bench;
 mod image;
+mod scale;
 mod setup;
 mod vm;
 

@@ -19,6 +19,7 @@ use std::{
 
 use aya::{
     Btf as AyaBtf, Ebpf, EbpfLoader,
+    maps::{MapData, RingBuf},
     programs::{BtfTracePoint, ProgramError},
 };
 use log::{debug, info, warn};
@@ -178,6 +179,9 @@ pub struct Tracer {
     misses: kmem::MissAccount,
     /// The OOM victims' reader, or why the OOM programs are not attached.
     oom: Result<OomReader, OomUnavailable>,
+    /// The cgroup ids of keys new to the counters map (None if the ring cannot be opened:
+    /// new cgroups are then named at each interval's full read only).
+    new_keys: Option<RingBuf<MapData>>,
     /// Whether the shrinker programs are attached, or why not.
     shrinkers: Result<(), ShrinkersUnavailable>,
     /// The pinned maps' directory and its lock, when the maps are pinned.
@@ -304,7 +308,23 @@ impl Tracer {
             ProbeSet::Slabtrace => Err(ShrinkersUnavailable::Ablation),
             ProbeSet::Floor => Err(ShrinkersUnavailable::Floor),
         };
-        Ok(Self { ebpf, config, misses, oom, shrinkers, pins, kmem: (program_type, fexit) })
+        let new_keys = ebpf
+            .take_map("NEW_KEYS")
+            .map(RingBuf::try_from)
+            .transpose()
+            .inspect_err(|e| warn!("cannot open the new-keys ring buffer: {e}"))
+            .ok()
+            .flatten();
+        Ok(Self {
+            ebpf,
+            config,
+            misses,
+            oom,
+            new_keys,
+            shrinkers,
+            pins,
+            kmem: (program_type, fexit),
+        })
     }
 
     /// How the kmem programs were loaded: the tracepoint program type, and whether allocations
@@ -366,6 +386,20 @@ impl Tracer {
     /// in `Stat::OomEventsLost`.
     pub fn oom_kills(&mut self) -> Vec<OomKill> {
         self.oom.as_mut().map_or_else(|_| Vec::new(), OomReader::drain)
+    }
+
+    /// The cgroup ids of keys new to the counters map since the last call, in order, with
+    /// repeats (one per new key). Never blocks.
+    pub fn new_cgroups(&mut self) -> Vec<u64> {
+        let mut ids = Vec::new();
+        if let Some(ring) = self.new_keys.as_mut() {
+            while let Some(item) = ring.next() {
+                if let Ok(bytes) = <[u8; 8]>::try_from(&*item) {
+                    ids.push(u64::from_ne_bytes(bytes));
+                }
+            }
+        }
+        ids
     }
 
     /// The OOM reader (to name memcgs under another root, say), if the programs are attached.

@@ -6,6 +6,7 @@
 //! slab-workload churn DIR N               create and unlink N files, one at a time
 //! slab-workload stat-missing DIR N        stat N names that do not exist (negative dentries)
 //! slab-workload eventfd N HOLD_MS         open N eventfds, hold them, close them
+//! slab-workload reopen N                  open and close /dev/null N times, one at a time
 //! slab-workload tcp-connect N             N loopback TCP connections, accepted and closed
 //! slab-workload hog MB                    touch MB MiB of anonymous memory, then exit
 //! ```
@@ -88,6 +89,14 @@ fn run(args: &[String]) -> Result<(), String> {
                 unsafe { libc::close(fd) };
             }
         }
+        Some("reopen") => {
+            // One `struct file` at a time: the allocator hands back the few it just freed,
+            // so a handful of addresses carry every allocation.
+            let n: u64 = arg(args, 1, "N")?;
+            for _ in 0..n {
+                drop(fs::File::open("/dev/null").map_err(io)?);
+            }
+        }
         Some("tcp-connect") => {
             let n: u64 = arg(args, 1, "N")?;
             let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io)?;
@@ -105,7 +114,7 @@ fn run(args: &[String]) -> Result<(), String> {
         }
         _ => {
             return Err(
-                "usage: slab-workload create|unlink|churn|stat-missing|eventfd|tcp-connect|hog …"
+                "usage: slab-workload create|unlink|churn|stat-missing|eventfd|reopen|tcp-connect|hog …"
                     .into(),
             );
         }
