@@ -587,6 +587,12 @@ fn self_stats(
             "{counters_full} events were not counted because the counters map was full: raise --max-keys"
         ));
     }
+    let new_keys_lost = s.get(Stat::NewKeysLost);
+    if new_keys_lost > 0 {
+        warnings.push(format!(
+            "{new_keys_lost} new (cgroup, cache) keys came faster than slabtrace named their cgroups between intervals: a cgroup created and removed within one interval may show by id only"
+        ));
+    }
     if evictions > 0 {
         warnings.push(format!(
             "{evictions} tracked objects were pushed out of the full live-object table, so their owners' live figures may be short by up to evicted_objects and their frees count as untracked: raise --max-live or --sample"
@@ -620,6 +626,7 @@ fn self_stats(
         counters_full,
         counters_entries: snap.counters.len() as u64,
         counters_capacity: max_keys,
+        new_keys_lost,
         retired_counters: 0,
         caches_full: s.get(Stat::CachesFull),
         live_insert_failed: s.get(Stat::LiveInsertFailed),

@@ -196,6 +196,9 @@ pub struct SelfStats {
     pub counters_entries: u64,
     /// Its capacity (`--max-keys`).
     pub counters_capacity: u64,
+    /// New keys whose cgroup id did not fit in the new-keys ring buffer: their cgroups were
+    /// named at the next interval's read instead (a cgroup gone by then stays unnamed).
+    pub new_keys_lost: u64,
     /// Keys of gone cgroups with nothing live, deleted from the counters map so far (the
     /// daemon and `top` do this; `report` keeps everything).
     pub retired_counters: u64,
