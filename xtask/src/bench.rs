@@ -153,13 +153,6 @@ impl BenchArgs {
 /// Builds slabtrace and the workload, runs every mode `reps` times, then every tracer mode once
 /// more with the kernel's per-program accounting, and prints the report.
 pub fn run(args: &BenchArgs) -> Result<()> {
-    if args.scale {
-        return crate::scale::run(crate::scale::ScaleArgs {
-            cgroups: args.cgroups,
-            caches: args.caches,
-            intervals: args.intervals,
-        });
-    }
     // is_root reads the effective uid, which is what loading BPF programs and mounting need.
     if !setup::is_root() {
         bail!(

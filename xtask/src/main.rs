@@ -73,6 +73,11 @@ fn main() -> Result<()> {
         Task::Test { unit_only, under_load, no_vm, args } => {
             test(unit_only, under_load, no_vm, &args)
         }
+        Task::Bench(args) if args.scale => scale::run(scale::ScaleArgs {
+            cgroups: args.cgroups,
+            caches: args.caches,
+            intervals: args.intervals,
+        }),
         Task::Bench(args) => bench::run(&args),
         Task::Image(args) => image::run(&args),
         Task::Vm(args) => vm::run(&args),
