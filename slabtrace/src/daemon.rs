@@ -97,9 +97,7 @@ pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
             next = (next + args.interval).max(Instant::now());
         } else if now >= next_peek {
             next_peek = now + PEEK;
-            if let Err(e) = pipeline.peek() {
-                warn!("cannot read the maps: {e}");
-            }
+            pipeline.peek();
             // An OOM kill ends the interval now, so its slab picture is that of the moment.
             if pipeline.poll_oom() {
                 next = now;

@@ -4,25 +4,53 @@
 //! [`kernel`] finds out what the running kernel looks like, [`probe`] loads and attaches the BPF
 //! programs, [`cgroup`] names cgroup ids, [`node`] reads the kernel's own books.
 
+// Public: what the integration tests use (kernel layouts, cgroup and CRI helpers, the metrics
+// encoder, pinned-map naming). Everything else is private, so dead code shows.
 pub mod advice;
-pub mod advise;
-pub mod attribution;
+mod advise;
+mod attribution;
 pub mod cgroup;
-pub mod cli;
-pub mod daemon;
+mod cli;
+mod daemon;
 pub mod frame;
 pub mod kernel;
 pub mod maps;
 pub mod node;
-pub mod oom_report;
+mod oom_report;
 pub mod output;
 pub mod pipeline;
 pub mod probe;
-pub mod rollup;
+mod rollup;
 pub mod runtime;
-pub mod session;
-pub mod top;
-pub mod trace;
+mod session;
+mod top;
+mod trace;
 
 #[cfg(test)]
 mod testutil;
+
+use clap::Parser as _;
+
+use crate::cli::{Cli, Command};
+
+/// The command line's entry point: parses it, sets up logging, runs the command; on an error,
+/// one sentence that says what to do on standard error, and a failure status.
+#[must_use]
+pub fn main() -> std::process::ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Report(args) => trace::report(&args),
+        Command::Daemon(args) => daemon::run(&args),
+        Command::Advise(args) => advise::run(&args),
+        Command::Top(args) => top::run(&args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The chain of causes is already in the sentence.
+            eprintln!("slabtrace: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

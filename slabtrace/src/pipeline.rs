@@ -197,21 +197,9 @@ impl Pipeline {
         self.growth_window = window.as_secs_f64();
     }
 
-    /// The session (for warnings and liveness).
-    pub fn session(&mut self) -> &mut Session {
-        &mut self.session
-    }
-
-    /// Whether the probes are attached.
-    #[must_use]
-    pub fn attached(&self) -> bool {
-        self.session.attached()
-    }
-
     /// Between intervals: names the cgroups of new keys while they exist.
-    pub fn peek(&mut self) -> Result<(), TraceError> {
+    pub fn peek(&mut self) {
         self.session.peek();
-        Ok(())
     }
 
     /// Drains OOM kills, noting /proc/meminfo as it is now; true if some wait to be
@@ -247,7 +235,7 @@ impl Pipeline {
             debug!("no /proc/slabinfo: {e}");
             Vec::new()
         });
-        let mut report = self.session.report(&snap, &self.totals)?;
+        let mut report = self.session.report(&snap, &self.totals);
         report.self_stats.retired_counters = self.retired;
         let frame = Frame::from_report(&report);
         let session = &mut self.session;

@@ -201,7 +201,7 @@ impl Session {
         session.runtime.list(&mut session.warnings);
         if session.tracer.as_ref().is_some_and(Tracer::resumed) {
             let snap = session.read()?;
-            let report = session.report(&snap, &snap.counters)?;
+            let report = session.report(&snap, &snap.counters);
             session.resumed_net =
                 report.caches.into_iter().map(|c| (c.totals.cache, c.totals.net_objects)).collect();
         }
@@ -212,18 +212,6 @@ impl Session {
     #[must_use]
     pub fn started(&self) -> Instant {
         self.started
-    }
-
-    /// Whether the probes are attached.
-    #[must_use]
-    pub fn attached(&self) -> bool {
-        self.tracer.is_some()
-    }
-
-    /// The sample rate N.
-    #[must_use]
-    pub fn sample(&self) -> u64 {
-        self.sample
     }
 
     /// Reads the maps, names every cgroup in them while it may still exist, and asks the
@@ -325,24 +313,17 @@ impl Session {
         self.resolver.retain_vanished(keep);
     }
 
-    /// Adds a warning to the next reports (said once).
-    pub fn warn(&mut self, warning: String) {
-        warn_once(&mut self.warnings, warning);
-    }
-
     /// The report of `totals` (counters per key since the session started, or whatever window
     /// the caller accumulated), with the kernel's books as of now next to those at the start.
     /// `snap` gives the caches, the BPF-side statistics and the live-map count.
-    pub fn report(
-        &mut self,
-        snap: &Snapshot,
-        totals: &BTreeMap<CounterKey, Counters>,
-    ) -> Result<Report, TraceError> {
+    pub fn report(&mut self, snap: &Snapshot, totals: &BTreeMap<CounterKey, Counters>) -> Report {
         let (footprint, lost_events) = match (&self.detached, &self.tracer) {
             (Some(d), _) => d.clone(),
             (None, Some(tracer)) => {
                 let footprint = fdinfo::read_self(&self.proc_root);
-                let lost = tracer.lost_events(&footprint, nested_frees(tracer));
+                // The snapshot's statistics, read just before: a nested free taken since then
+                // only makes the lost figure an upper bound for that moment.
+                let lost = tracer.lost_events(&footprint, snap.stats.get(Stat::NestedFrees));
                 (footprint, lost)
             }
             (None, None) => (fdinfo::BpfFootprint::default(), 0),
@@ -403,7 +384,7 @@ impl Session {
             &NodeBooks { before: &self.slabinfo_before, after: &slabinfo_after, aliases: &aliases },
             &self.resumed_net,
         );
-        Ok(report)
+        report
     }
 }
 

@@ -102,10 +102,7 @@ fn watch(
             dirty = true;
         } else if now >= next_peek {
             next_peek = now + PEEK;
-            if let Err(e) = pipeline.peek() {
-                view.failed(format!("cannot read the maps: {e}"));
-                dirty = true;
-            }
+            pipeline.peek();
         }
         if let Some(line) = screen.new_log_line() {
             view.log(line);

@@ -65,7 +65,7 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
     // the runtime's names as of now.
     session.refresh();
     let totals = delta(&BTreeMap::new(), &snap.counters);
-    let mut report = session.report(&snap, &totals)?;
+    let mut report = session.report(&snap, &totals);
     let frame = Frame::from_report(&report);
     report.oom_kills = kills
         .iter()

@@ -2,4 +2,4 @@
 
 pub mod kubepods;
 pub mod mount;
-pub mod resolve;
+pub(crate) mod resolve;

@@ -54,12 +54,6 @@ impl CgroupResolver {
         self.rescan_interval = interval;
     }
 
-    /// The cgroup2 root this resolver walks.
-    #[must_use]
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// The path of cgroup `id` relative to the root: `"/"` for the root itself, `"/a/b"` for
     /// `root/a/b`.
     ///

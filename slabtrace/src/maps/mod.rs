@@ -6,5 +6,5 @@ pub mod retire;
 pub mod shrinkers;
 pub mod snapshot;
 
-pub use delta::{CounterDelta, delta};
+pub use delta::delta;
 pub use snapshot::{Snapshot, Stats, delete_counters};

@@ -1,10 +1,10 @@
 //! The kernel's own books: /proc/slabinfo, /proc/meminfo and the merge aliases in
 //! /sys/kernel/slab. Parsers are pure and take text; readers take a configurable root.
 
-pub mod aliases;
+pub(crate) mod aliases;
 pub mod growth;
-pub mod meminfo;
+pub(crate) mod meminfo;
 pub mod oom;
-pub mod reconcile;
+pub(crate) mod reconcile;
 pub mod shrinkers;
-pub mod slabinfo;
+pub(crate) mod slabinfo;

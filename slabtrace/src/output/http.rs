@@ -345,7 +345,8 @@ fn respond(endpoints: &Endpoints, req: &Request<Incoming>) -> Response<Full<Byte
 #[derive(Debug)]
 pub struct Http {
     latest: Arc<Latest>,
-    server: HttpServer,
+    /// Held for as long as the endpoints serve: dropping it stops the server.
+    _server: HttpServer,
 }
 
 impl Http {
@@ -364,7 +365,7 @@ impl Http {
         let endpoints = Endpoints::new(Arc::clone(&latest), exporter, args.interval);
         let server = HttpServer::start(&args.listen, endpoints)?;
         info!("serving /metrics, /report and /healthz on http://{}", server.addr());
-        Ok(Some(Self { latest, server }))
+        Ok(Some(Self { latest, _server: server }))
     }
 
     /// Hands an interval to the endpoints (a pointer swap).
@@ -375,12 +376,6 @@ impl Http {
     /// Says the probes are detached (`/healthz` turns 503).
     pub fn detached(&self) {
         self.latest.detach();
-    }
-
-    /// The address the server listens on.
-    #[must_use]
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr()
     }
 }
 

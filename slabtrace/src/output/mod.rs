@@ -2,8 +2,8 @@
 //! stream, its Prometheus metrics and HTTP endpoints, and the live `top` view.
 
 pub mod events;
-pub mod http;
+pub(crate) mod http;
 pub mod metrics;
 pub mod report;
-pub mod table;
-pub mod top;
+pub(crate) mod table;
+pub(crate) mod top;

@@ -284,6 +284,7 @@ impl TopView {
     }
 
     /// The current order.
+    #[cfg(test)]
     #[must_use]
     pub fn sort(&self) -> (Sort, bool) {
         (self.sort, self.reverse)

@@ -5,9 +5,9 @@
 //! warning saying why OOM kills will not be reported. So are the shrinker programs, with one
 //! warning saying reclaim activity will not be reported.
 
-pub mod caps;
+pub(crate) mod caps;
 mod error;
-pub mod kmem;
+pub(crate) mod kmem;
 pub mod pin;
 mod self_check;
 
