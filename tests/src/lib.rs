@@ -311,10 +311,19 @@ pub fn cache_of<'a>(cgroup: Option<&'a Value>, cache: &str) -> Option<&'a Value>
     cgroup?["caches"].as_array()?.iter().find(|c| c["cache"] == cache)
 }
 
-/// A number field of an entry, 0 if the entry or field is absent.
+/// A count field of an entry; 0 if the entry is absent (nothing of it was counted). A field
+/// missing from an entry that is there, or not a count, fails the test: a renamed field must
+/// not read as a zero that an `assert_eq!(…, 0)` would take for an answer.
+///
+/// # Panics
+/// When the field is missing or not a count.
 #[must_use]
 pub fn num(entry: Option<&Value>, field: &str) -> u64 {
-    entry.and_then(|e| e[field].as_u64()).unwrap_or(0)
+    let Some(entry) = entry else { return 0 };
+    match entry.get(field) {
+        Some(value) => value.as_u64().unwrap_or_else(|| panic!("{field} is not a count: {value}")),
+        None => panic!("no field {field} in {entry}: renamed or removed?"),
+    }
 }
 
 /// The node-wide entry for a cache.

@@ -159,11 +159,9 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "reads the live kernel as root: `cargo xtask test` runs it"]
     fn finds_real_mount() {
-        match find_cgroup2_mount(Path::new("/proc")) {
-            Ok(mount) => assert!(mount.is_dir(), "{}", mount.display()),
-            Err(err @ CgroupError::NoCgroup2 { .. }) => eprintln!("skipped: {err}"),
-            Err(err) => panic!("{err}"),
-        }
+        let mount = find_cgroup2_mount(Path::new("/proc")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(mount.is_dir(), "{}", mount.display());
     }
 }

@@ -1087,12 +1087,9 @@ pub(crate) mod tests {
     /// Against the running kernel: the layout slabtrace needs must be found, whatever the
     /// numbers (on Linux 6.18: `kmem_cache.flags` 16, `.size` 32, `.object_size` 36, `.name` 104).
     #[test]
+    #[ignore = "reads the live kernel as root: `cargo xtask test` runs it"]
     fn running_kernel_vmlinux() {
         let path = Path::new("/sys/kernel/btf/vmlinux");
-        if !path.exists() {
-            eprintln!("skipped: no /sys/kernel/btf/vmlinux");
-            return;
-        }
         let start = std::time::Instant::now();
         let btf = Btf::from_file(path).unwrap();
         eprintln!("parsed {} in {:?}: {btf:?}", path.display(), start.elapsed());

@@ -352,16 +352,9 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "reads the live kernel as root: `cargo xtask test` runs it"]
     fn reads_real_proc_slabinfo() {
-        match read_slabinfo(Path::new("/proc")) {
-            Ok(caches) => assert!(!caches.is_empty()),
-            Err(SlabInfoError::PermissionDenied { .. }) => {
-                eprintln!("skipped: /proc/slabinfo needs root");
-            }
-            Err(SlabInfoError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                eprintln!("skipped: no /proc/slabinfo on this kernel");
-            }
-            Err(err) => panic!("{err}"),
-        }
+        let caches = read_slabinfo(Path::new("/proc")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!caches.is_empty());
     }
 }
