@@ -26,25 +26,40 @@ pub enum CgroupError {
     NoCgroup2 { path: PathBuf },
 }
 
-/// The mount point of the first cgroup2 filesystem in a `/proc/self/mountinfo` text.
+/// One line of `/proc/self/mountinfo`, as far as slabtrace needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount<'a> {
+    /// Where it is mounted (unescaped).
+    pub mount_point: PathBuf,
+    /// The filesystem type (`cgroup2`, `cgroup`, ...).
+    pub fstype: &'a str,
+    /// The superblock's options, comma-separated (a cgroup v1 mount's controllers are there).
+    pub super_options: &'a str,
+}
+
+/// The mounts of a `/proc/self/mountinfo` text.
 ///
 /// A mountinfo line is `id parent major:minor root mount-point options [optional fields...] -
 /// fstype source super-options` (proc(5)). The optional fields vary in number, so the fs type
 /// is found after the lone `-`, not by position from the start. Lines that do not have that
 /// shape are skipped: one odd line must not hide a good one.
-#[must_use]
-pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
+pub fn mounts(mountinfo: &str) -> impl Iterator<Item = Mount<'_>> {
+    mountinfo.lines().filter_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         // The separator comes after the six fixed fields.
         let separator = fields.iter().skip(6).position(|field| *field == "-")? + 6;
-        let fstype = fields.get(separator + 1)?;
-        if *fstype == "cgroup2" {
-            fields.get(4).map(|mount_point| PathBuf::from(unescape(mount_point)))
-        } else {
-            None
-        }
+        Some(Mount {
+            mount_point: PathBuf::from(unescape(fields.get(4)?)),
+            fstype: fields.get(separator + 1)?,
+            super_options: fields.get(separator + 3).copied().unwrap_or(""),
+        })
     })
+}
+
+/// The mount point of the first cgroup2 filesystem in a `/proc/self/mountinfo` text.
+#[must_use]
+pub fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mounts(mountinfo).find(|m| m.fstype == "cgroup2").map(|m| m.mount_point)
 }
 
 /// Reads `proc_root/self/mountinfo` and returns the first cgroup2 mount point.

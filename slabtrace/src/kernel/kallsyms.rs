@@ -96,6 +96,21 @@ impl Kallsyms {
         Some(Symbol { name, offset: addr - start })
     }
 
+    /// Where the functions named `names` lie, in address order: each from its start to the
+    /// next symbol's. A compiler's split-off parts count as the function's own
+    /// (`out_of_memory.cold` is `out_of_memory`); module symbols do not match.
+    #[must_use]
+    pub fn function_ranges(&self, names: &[&str]) -> Vec<std::ops::Range<u64>> {
+        self.symbols
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, name))| names.contains(&name.split('.').next().unwrap_or(name)))
+            .map(|(i, (start, _))| {
+                *start..self.symbols.get(i + 1).map_or(u64::MAX, |(next, _)| *next)
+            })
+            .collect()
+    }
+
     /// `addr` as `name+0xoff`, or as hex when unknown.
     #[must_use]
     pub fn name(&self, addr: u64) -> String {

@@ -32,9 +32,10 @@ use slabtrace_common::{
 
 use crate::{
     cgroup::{
-        mount::{cgroup2_mount, unescape},
+        mount::{cgroup2_mount, mounts},
         resolve::CgroupResolver,
     },
+    kernel::kallsyms::Kallsyms,
     maps::Stats,
 };
 
@@ -251,39 +252,11 @@ impl OomSymbols {
     /// A function ends where the next text symbol starts.
     #[must_use]
     pub fn parse(kallsyms: &str) -> Option<Self> {
-        let mut starts = Vec::new();
-        let mut wanted = Vec::new();
-        for line in kallsyms.lines() {
-            let mut fields = line.split_whitespace();
-            let (Some(addr), Some(kind), Some(name), None) =
-                (fields.next(), fields.next(), fields.next(), fields.next())
-            else {
-                continue; // a module's symbol (fourth field), or not a symbol line
-            };
-            if !matches!(kind, "t" | "T") {
-                continue;
-            }
-            let Ok(addr) = u64::from_str_radix(addr, 16) else { continue };
-            starts.push(addr);
-            // `out_of_memory.cold` is part of `out_of_memory`.
-            let base = name.split('.').next().unwrap_or(name);
-            if base == OUT_OF_MEMORY || MEMCG_CALLERS.contains(&base) {
-                wanted.push((addr, base == OUT_OF_MEMORY));
-            }
-        }
-        starts.sort_unstable();
-        starts.dedup();
-        let mut symbols = Self { out_of_memory: Vec::new(), memcg_callers: Vec::new() };
-        for (start, is_oom) in wanted {
-            if start == 0 {
-                return None; // addresses hidden
-            }
-            let next = starts.partition_point(|&a| a <= start);
-            let end = starts.get(next).copied().unwrap_or(u64::MAX);
-            let list = if is_oom { &mut symbols.out_of_memory } else { &mut symbols.memcg_callers };
-            list.push(start..end);
-        }
-        (!symbols.out_of_memory.is_empty()).then_some(symbols)
+        // Hidden addresses (kptr_restrict) read as zero, which the table leaves out.
+        let table = Kallsyms::parse(kallsyms);
+        let out_of_memory = table.function_ranges(&[OUT_OF_MEMORY]);
+        let memcg_callers = table.function_ranges(&MEMCG_CALLERS);
+        (!out_of_memory.is_empty()).then_some(Self { out_of_memory, memcg_callers })
     }
 
     /// Classifies a kernel stack (return addresses, innermost first) by the caller of
@@ -317,18 +290,10 @@ pub fn find_memcg_root(proc_root: &Path) -> Option<PathBuf> {
 /// [`find_memcg_root`] on a mountinfo text.
 #[must_use]
 pub fn memcg_mount(mountinfo: &str) -> Option<PathBuf> {
-    let v1 = mountinfo.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        // See `cgroup2_mount`: the fs type comes after the lone `-`, the super options last.
-        let separator = fields.iter().skip(6).position(|field| *field == "-")? + 6;
-        let is_memory = fields.get(separator + 1) == Some(&"cgroup")
-            && fields.get(separator + 3)?.split(',').any(|option| option == "memory");
-        if !is_memory {
-            return None;
-        }
-        fields.get(4).map(|mount_point| PathBuf::from(unescape(mount_point)))
+    let v1 = mounts(mountinfo).find(|m| {
+        m.fstype == "cgroup" && m.super_options.split(',').any(|option| option == "memory")
     });
-    v1.or_else(|| cgroup2_mount(mountinfo))
+    v1.map(|m| m.mount_point).or_else(|| cgroup2_mount(mountinfo))
 }
 
 /// An [`OomEvent`] from a ring buffer record; None if the record has another size.

@@ -7,3 +7,4 @@ pub mod metrics;
 pub mod report;
 pub(crate) mod table;
 pub(crate) mod top;
+pub(crate) mod units;

@@ -3,7 +3,10 @@
 
 use std::fmt::Write as _;
 
-use super::report::Report;
+use super::{
+    report::Report,
+    units::{human_bytes, signed_bytes},
+};
 use crate::{
     attribution::{CacheUsage, Totals},
     cli::By,
@@ -80,31 +83,6 @@ fn pod_name(p: &PodUsage) -> String {
     if p.deleted { format!("{name} (deleted)") } else { name }
 }
 
-/// Bytes with a binary unit, three significant figures: `512B`, `12.3K`, `1.81G`.
-#[must_use]
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
-    if bytes < 1024 {
-        return format!("{bytes}B");
-    }
-    let mut value = bytes as f64;
-    let mut unit = "";
-    for u in UNITS {
-        if value < 1024.0 {
-            break;
-        }
-        value /= 1024.0;
-        unit = u;
-    }
-    if value < 10.0 {
-        format!("{value:.2}{unit}")
-    } else if value < 100.0 {
-        format!("{value:.1}{unit}")
-    } else {
-        format!("{value:.0}{unit}")
-    }
-}
-
 /// Renders `report`.
 #[must_use]
 pub fn render(report: &Report, limits: TableLimits) -> String {
@@ -150,8 +128,7 @@ pub fn render(report: &Report, limits: TableLimits) -> String {
 /// What the kernel's books say, growth findings, advice and OOM kills, a line each.
 fn render_findings(out: &mut String, report: &Report) {
     if let Some(t) = &report.reconciliation.total {
-        let signed =
-            |b: i64| format!("{}{}", if b < 0 { "-" } else { "+" }, human_bytes(b.unsigned_abs()));
+        let signed = |b: i64| signed_bytes(b as f64);
         let coverage = t.coverage_pct.map_or_else(
             || "(a change within 1 MiB: no coverage figure)".to_owned(),
             |p| format!("({p:.0}% of it)"),
@@ -319,15 +296,6 @@ fn truncate(s: &str, width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bytes_are_human() {
-        assert_eq!(human_bytes(0), "0B");
-        assert_eq!(human_bytes(1023), "1023B");
-        assert_eq!(human_bytes(1024), "1.00K");
-        assert_eq!(human_bytes(1536 * 1024), "1.50M");
-        assert_eq!(human_bytes(123 * 1024 * 1024 * 1024), "123G");
-    }
 
     #[test]
     fn long_paths_keep_their_end() {

@@ -21,7 +21,10 @@ use ratatui::{
 
 use crate::{
     frame::{Change, OwnerKey},
-    output::{report::KernelMemory, table::human_bytes},
+    output::{
+        report::KernelMemory,
+        units::{count, human_bytes, objects, signed_bytes},
+    },
     pipeline::Interval,
 };
 
@@ -512,7 +515,7 @@ impl TopView {
                     cell(objects(r.live_objects), true),
                     cell(count(r.allocs_per_second), true),
                     cell(count(r.frees_per_second), true),
-                    cell(growth(r.growth_per_second), true),
+                    cell(signed_bytes(r.growth_per_second), true),
                     cell(human_bytes(r.unaccounted_live_bytes), true),
                 ])
             })
@@ -571,75 +574,6 @@ fn keep_start(s: &str, width: usize) -> String {
     }
     let head: String = s.chars().take(width - 1).collect();
     format!("{head}…")
-}
-
-/// A number of objects: exact below a thousand, then as [`count`].
-#[must_use]
-pub fn objects(n: u64) -> String {
-    if n < 1000 { n.to_string() } else { count(n as f64) }
-}
-
-/// A count or a rate, three significant figures with a decimal unit: `0`, `2.5`, `640`,
-/// `12.3k`, `1.20M`.
-#[must_use]
-pub fn count(value: f64) -> String {
-    const UNITS: [&str; 4] = ["k", "M", "G", "T"];
-    if value == 0.0 {
-        return "0".to_owned();
-    }
-    if value.abs() < 9.95 {
-        return format!("{value:.1}");
-    }
-    if value.abs() < 999.5 {
-        return format!("{value:.0}");
-    }
-    let mut v = value;
-    let mut unit = "";
-    for u in UNITS {
-        // Rounded as it will be printed, so 999.7k becomes 1.00M and not "1000k".
-        if v.abs() < 999.5 {
-            break;
-        }
-        v /= 1000.0;
-        unit = u;
-    }
-    if v.abs() < 9.995 {
-        format!("{v:.2}{unit}")
-    } else if v.abs() < 99.95 {
-        format!("{v:.1}{unit}")
-    } else {
-        format!("{v:.0}{unit}")
-    }
-}
-
-/// A change of bytes per second, signed, with a binary unit: `+1.20M`, `-512B`, `0`.
-#[must_use]
-pub fn growth(bytes_per_second: f64) -> String {
-    const UNITS: [&str; 5] = ["K", "M", "G", "T", "P"];
-    let magnitude = bytes_per_second.abs();
-    if magnitude < 0.5 {
-        return "0".to_owned();
-    }
-    let sign = if bytes_per_second > 0.0 { '+' } else { '-' };
-    if magnitude < 1023.5 {
-        return format!("{sign}{magnitude:.0}B");
-    }
-    let mut v = magnitude;
-    let mut unit = "";
-    for u in UNITS {
-        if v < 1023.5 {
-            break;
-        }
-        v /= 1024.0;
-        unit = u;
-    }
-    if v < 9.995 {
-        format!("{sign}{v:.2}{unit}")
-    } else if v < 99.95 {
-        format!("{sign}{v:.1}{unit}")
-    } else {
-        format!("{sign}{v:.0}{unit}")
-    }
 }
 
 #[cfg(test)]
@@ -1008,52 +942,6 @@ mod tests {
         press(&mut view, KeyCode::End);
         press(&mut view, KeyCode::Char('n'));
         assert!(screen(&mut view, 100, 12)[4].starts_with("/cg00"));
-    }
-
-    #[test]
-    fn counts_and_rates_are_short() {
-        let cases = [
-            (0.0, "0"),
-            (0.26, "0.3"),
-            (2.5, "2.5"),
-            (9.96, "10"),
-            (640.0, "640"),
-            (999.4, "999"),
-            (999.6, "1.00k"),
-            (12_345.0, "12.3k"),
-            (123_456.0, "123k"),
-            (999_700.0, "1.00M"),
-            (1_200_000.0, "1.20M"),
-            (3e9, "3.00G"),
-        ];
-        for (value, text) in cases {
-            assert_eq!(count(value), text, "{value}");
-        }
-    }
-
-    #[test]
-    fn objects_are_whole() {
-        let cases = [(0, "0"), (3, "3"), (999, "999"), (1000, "1.00k"), (21_000, "21.0k")];
-        for (n, text) in cases {
-            assert_eq!(objects(n), text, "{n}");
-        }
-    }
-
-    #[test]
-    fn growth_is_signed() {
-        let cases = [
-            (0.0, "0"),
-            (0.4, "0"),
-            (-0.4, "0"),
-            (512.0, "+512B"),
-            (-512.0, "-512B"),
-            (1023.6, "+1.00K"),
-            (1536.0 * 1024.0, "+1.50M"),
-            (-200.0 * 1024.0 * 1024.0, "-200M"),
-        ];
-        for (value, text) in cases {
-            assert_eq!(growth(value), text, "{value}");
-        }
     }
 
     #[test]
