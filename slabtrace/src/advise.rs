@@ -2,8 +2,7 @@
 //! printed with its evidence and a `KubeletConfiguration` snippet.
 
 use std::{
-    io::{Read as _, Write as _},
-    net::TcpStream,
+    io::Write as _,
     sync::atomic::Ordering,
     time::{Duration, Instant},
 };
@@ -67,26 +66,14 @@ fn from_daemon(addr: &str) -> Result<Advice, TraceError> {
             "cannot get the advice from the daemon at {host}: {why}; is `slabtrace daemon` running with --listen there?"
         ))
     };
-    let mut stream = TcpStream::connect(host).map_err(|e| fail(e.to_string()))?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    write!(stream, "GET /report HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+    let (status, body) = crate::output::http_get::get(host, "/report", Duration::from_secs(10))
         .map_err(|e| fail(e.to_string()))?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(|e| fail(e.to_string()))?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) =
-        text.split_once("\r\n\r\n").ok_or_else(|| fail("no HTTP response".into()))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(fail(head.lines().next().unwrap_or_default().to_owned() + ": " + body.trim()));
+    if status != 200 {
+        let body = String::from_utf8_lossy(&body);
+        return Err(fail(format!("HTTP {status}: {}", body.trim())));
     }
-    // The daemon answers /report in one piece; a chunked body would start with its size.
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        body.split_once("\r\n").map_or(body, |(_, rest)| rest)
-    } else {
-        body
-    };
-    let report: serde_json::Value = serde_json::from_str(body.trim_end_matches(|c: char| c != '}'))
-        .map_err(|e| fail(format!("not a JSON report ({e})")))?;
+    let report: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| fail(format!("not a JSON report ({e})")))?;
     let advice = report.get("advice").filter(|a| !a.is_null()).ok_or_else(|| {
         fail("its report has no advice yet (it needs /proc/meminfo and one interval)".to_owned())
     })?;

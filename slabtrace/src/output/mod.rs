@@ -3,6 +3,7 @@
 
 pub mod events;
 pub(crate) mod http;
+pub mod http_get;
 pub mod metrics;
 pub mod report;
 pub(crate) mod table;
