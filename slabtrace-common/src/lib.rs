@@ -21,6 +21,51 @@ pub use key::{CacheId, CallSiteKey, CounterKey};
 pub use oom::OomEvent;
 pub use shrinker::ShrinkerStats;
 
+/// The BPF maps' names. A `#[map]` static on the BPF side takes its own name, so each static
+/// there is called exactly this; userspace finds the maps by these constants, and a unit test
+/// checks the built object has these maps and no others.
+pub mod map_names {
+    /// Per-(cgroup, cache) counters.
+    pub const COUNTERS: &str = "COUNTERS";
+    /// The live-object table.
+    pub const LIVE: &str = "LIVE";
+    /// Cgroup ids of keys new to the counters.
+    pub const NEW_KEYS: &str = "NEW_KEYS";
+    /// Cache pointer → name, sizes, flags.
+    pub const CACHES: &str = "CACHES";
+    /// Allocations per call site (`--call-sites`).
+    pub const CALL_SITES: &str = "CALL_SITES";
+    /// The verifier-hiding scratch word.
+    pub const SCRATCH: &str = "SCRATCH";
+    /// slabtrace's own statistics.
+    pub const STATS: &str = "STATS";
+    /// `kmem_cache_free`'s first program's state.
+    pub const FREE_NESTING: &str = "FREE_NESTING";
+    /// OOM victims.
+    pub const OOM_EVENTS: &str = "OOM_EVENTS";
+    /// Per task, the memcg its latest reclaim targeted.
+    pub const OOM_RECLAIMS: &str = "OOM_RECLAIMS";
+    /// Per shrinker, reclaim totals.
+    pub const SHRINKERS: &str = "SHRINKERS";
+    /// The start-up self-check's verdict.
+    pub const SELF_CHECK: &str = "SELF_CHECK";
+    /// Every map of the object.
+    pub const ALL: [&str; 12] = [
+        COUNTERS,
+        LIVE,
+        NEW_KEYS,
+        CACHES,
+        CALL_SITES,
+        SCRATCH,
+        STATS,
+        FREE_NESTING,
+        OOM_EVENTS,
+        OOM_RECLAIMS,
+        SHRINKERS,
+        SELF_CHECK,
+    ];
+}
+
 /// The version of what the pinned maps (counters, live objects, caches) hold. A daemon keeps
 /// its maps on the BPF filesystem across restarts and reuses those of this version only, so
 /// bump it whenever [`CounterKey`], [`Counters`], [`LiveSet`] or [`CacheInfo`] changes

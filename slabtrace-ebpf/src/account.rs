@@ -248,7 +248,7 @@ mod live {
         let shift = 64 - config::live_set_bits();
         #[expect(clippy::cast_possible_truncation, reason = "at most 27 bits after the shift")]
         let (first, second) = ((a >> shift) as u32, (b >> shift) as u32);
-        #[expect(clippy::cast_possible_truncation, reason = "a few bits")]
+        // A u64 is a usize on the BPF target: nothing truncates.
         let victim = (a >> 7) as usize & (2 * LIVE_WAYS - 1);
         (first, second, victim)
     }
@@ -462,11 +462,11 @@ pub fn record_call_site(cgroup_id: u64, cache: u64, call_site: u64) {
         return;
     }
     let key = CallSiteKey { cgroup_id, cache, call_site };
-    match CALL_SITES.get_ptr_mut(&key) {
-        // SAFETY: this CPU's copy; programs of one type do not nest on a CPU.
+    match CALL_SITES.get_ptr_mut(key) {
+        // SAFETY: this CPU's copy; see maps::bump on nesting.
         Some(n) => unsafe { *n += 1 },
         None => {
-            if CALL_SITES.insert(&key, &1, u64::from(BPF_NOEXIST)).is_err() {
+            if CALL_SITES.insert(key, 1, u64::from(BPF_NOEXIST)).is_err() {
                 bump(Stat::CallSitesFull);
             }
         }

@@ -38,7 +38,7 @@ pub fn held_map(pid: u32, name: &str) -> Result<MapData> {
 /// Per key of `cgroup_id` in the `COUNTERS` map of process `pid`: (sampled allocations,
 /// sampled objects gone: freed or evicted from the live-object table), summed over CPUs.
 pub fn counters_of_cgroup(pid: u32, cgroup_id: u64) -> Result<Vec<(u64, u64)>> {
-    let map = Map::PerCpuHashMap(held_map(pid, "COUNTERS")?);
+    let map = Map::PerCpuHashMap(held_map(pid, slabtrace_common::map_names::COUNTERS)?);
     let counters: PerCpuHashMap<_, CounterKey, Counters> = PerCpuHashMap::try_from(map)?;
     let mut keys = Vec::new();
     for entry in &counters {

@@ -134,6 +134,24 @@ fn test(unit_only: bool, under_load: Option<u32>, no_vm: bool, args: &[String]) 
             "warnings",
         ],
     )?;
+    // The BPF crate, linted like the rest, for the only target it builds for.
+    cmd(
+        "cargo",
+        &[
+            "+nightly",
+            "clippy",
+            "--package",
+            "slabtrace-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+            "--release",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
     if unit_only {
         return Ok(());
     }

@@ -100,6 +100,10 @@ pub fn ensure_toolchain() -> Result<()> {
     if !components.lines().any(|l| l.starts_with("rust-src")) {
         cmd("rustup", &["component", "add", "rust-src", "--toolchain", "nightly"])?;
     }
+    // `cargo xtask test` lints the BPF crate with nightly's clippy.
+    if !components.lines().any(|l| l.starts_with("clippy")) {
+        cmd("rustup", &["component", "add", "clippy", "--toolchain", "nightly"])?;
+    }
     let linker = Command::new("bpf-linker").arg("--version").output();
     let have = linker
         .ok()

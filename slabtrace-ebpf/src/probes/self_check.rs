@@ -23,7 +23,7 @@ use crate::{account::Context, config, maps::SELF_CHECK};
 
 #[raw_tracepoint(tracepoint = "task_rename")]
 pub fn self_check(ctx: RawTracePointContext) -> i32 {
-    #[expect(clippy::cast_possible_truncation, reason = "the upper half is the tgid")]
+    // The upper half: the tgid.
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if tgid != config::self_tgid() {
         return 0;

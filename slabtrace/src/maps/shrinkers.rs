@@ -15,7 +15,7 @@ use slabtrace_common::ShrinkerStats;
 use super::snapshot::MapReadError;
 
 /// The map's name in the BPF object.
-const MAP: &str = "SHRINKERS";
+const MAP: &str = slabtrace_common::map_names::SHRINKERS;
 
 /// Reads the shrinker map: `struct shrinker *` → totals, summed over CPUs.
 pub fn read_shrinkers(ebpf: &Ebpf) -> Result<BTreeMap<u64, ShrinkerStats>, MapReadError> {

@@ -9,7 +9,10 @@ use aya::{
     Ebpf,
     maps::{HashMap, MapError, PerCpuArray, PerCpuHashMap},
 };
-use slabtrace_common::{CacheInfo, CallSiteKey, CounterKey, Counters, Stat};
+use slabtrace_common::{
+    CacheInfo, CallSiteKey, CounterKey, Counters, Stat,
+    map_names::{CACHES, CALL_SITES, COUNTERS, STATS},
+};
 
 /// slabtrace's own counters from the BPF side, indexed by [`Stat`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -69,20 +72,20 @@ impl Snapshot {
         let map = |name: &'static str| ebpf.map(name).ok_or(MapReadError::Missing(name));
 
         let counters_map: PerCpuHashMap<_, CounterKey, Counters> =
-            PerCpuHashMap::try_from(map("COUNTERS")?).map_err(read_err("COUNTERS"))?;
+            PerCpuHashMap::try_from(map(COUNTERS)?).map_err(read_err(COUNTERS))?;
         let mut counters = BTreeMap::new();
         for entry in &counters_map {
             let (key, per_cpu) = match entry {
                 Ok(e) => e,
                 // A key deleted between get_next_key and lookup: gone, skip it.
                 Err(MapError::KeyNotFound) => continue,
-                Err(e) => return Err(read_err("COUNTERS")(e)),
+                Err(e) => return Err(read_err(COUNTERS)(e)),
             };
             counters.insert(key, sum(per_cpu.iter()));
         }
 
         let caches_map: HashMap<_, u64, CacheInfo> =
-            HashMap::try_from(map("CACHES")?).map_err(read_err("CACHES"))?;
+            HashMap::try_from(map(CACHES)?).map_err(read_err(CACHES))?;
         let caches = caches_map
             .iter()
             .filter_map(|e| match e {
@@ -90,7 +93,7 @@ impl Snapshot {
                 other => Some(other),
             })
             .collect::<Result<_, _>>()
-            .map_err(read_err("CACHES"))?;
+            .map_err(read_err(CACHES))?;
 
         let stats = read_stats(ebpf)?;
         let live_entries = stats
@@ -100,13 +103,13 @@ impl Snapshot {
             .saturating_sub(stats.get(Stat::MissedFrees));
 
         let sites_map: PerCpuHashMap<_, CallSiteKey, u64> =
-            PerCpuHashMap::try_from(map("CALL_SITES")?).map_err(read_err("CALL_SITES"))?;
+            PerCpuHashMap::try_from(map(CALL_SITES)?).map_err(read_err(CALL_SITES))?;
         let mut call_sites = BTreeMap::new();
         for entry in &sites_map {
             match entry {
                 Ok((key, per_cpu)) => _ = call_sites.insert(key, per_cpu.iter().sum()),
                 Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(read_err("CALL_SITES")(e)),
+                Err(e) => return Err(read_err(CALL_SITES)(e)),
             }
         }
 
@@ -116,12 +119,12 @@ impl Snapshot {
 
 /// Reads the BPF side's statistics, summed over CPUs.
 pub fn read_stats(ebpf: &Ebpf) -> Result<Stats, MapReadError> {
-    let map = ebpf.map("STATS").ok_or(MapReadError::Missing("STATS"))?;
-    let stats_map: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(read_err("STATS"))?;
+    let map = ebpf.map(STATS).ok_or(MapReadError::Missing(STATS))?;
+    let stats_map: PerCpuArray<_, u64> = PerCpuArray::try_from(map).map_err(read_err(STATS))?;
     let mut stats = Stats::default();
     for (i, slot) in stats.0.iter_mut().enumerate() {
         #[expect(clippy::cast_possible_truncation, reason = "Stat::COUNT is small")]
-        let per_cpu = stats_map.get(&(i as u32), 0).map_err(read_err("STATS"))?;
+        let per_cpu = stats_map.get(&(i as u32), 0).map_err(read_err(STATS))?;
         *slot = per_cpu.iter().sum();
     }
     Ok(stats)
@@ -129,16 +132,16 @@ pub fn read_stats(ebpf: &Ebpf) -> Result<Stats, MapReadError> {
 
 /// Deletes `keys` from the counters map (see [`super::retire`]); returns how many were there.
 pub fn delete_counters(ebpf: &mut Ebpf, keys: &[CounterKey]) -> Result<usize, MapReadError> {
-    let map = ebpf.map_mut("COUNTERS").ok_or(MapReadError::Missing("COUNTERS"))?;
+    let map = ebpf.map_mut(COUNTERS).ok_or(MapReadError::Missing(COUNTERS))?;
     let mut counters: PerCpuHashMap<_, CounterKey, Counters> =
-        PerCpuHashMap::try_from(map).map_err(read_err("COUNTERS"))?;
+        PerCpuHashMap::try_from(map).map_err(read_err(COUNTERS))?;
     let mut deleted = 0;
     for key in keys {
         match counters.remove(key) {
             Ok(()) => deleted += 1,
             // Already gone: nothing to do.
             Err(MapError::KeyNotFound | MapError::SyscallError(_)) => {}
-            Err(e) => return Err(read_err("COUNTERS")(e)),
+            Err(e) => return Err(read_err(COUNTERS)(e)),
         }
     }
     Ok(deleted)

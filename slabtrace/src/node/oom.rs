@@ -40,7 +40,7 @@ use crate::{
 };
 
 /// The ring buffer the BPF side writes OOM victims to.
-pub const OOM_EVENTS_MAP: &str = "OOM_EVENTS";
+pub const OOM_EVENTS_MAP: &str = slabtrace_common::map_names::OOM_EVENTS;
 
 /// The kernel function every OOM kill happens in.
 const OUT_OF_MEMORY: &str = "out_of_memory";

@@ -23,7 +23,7 @@ use aya::{
     programs::{BtfTracePoint, ProgramError},
 };
 use log::{debug, info, warn};
-use slabtrace_common::{CALL_SITES_CAPACITY, Config, LIVE_WAYS, ShrinkerStats};
+use slabtrace_common::{CALL_SITES_CAPACITY, Config, LIVE_WAYS, ShrinkerStats, map_names};
 
 #[expect(clippy::cast_possible_truncation, reason = "eight")]
 const WAYS: u32 = LIVE_WAYS as u32;
@@ -241,11 +241,11 @@ impl Tracer {
             loader
                 .btf(Some(&btf))
                 .override_global("CONFIG", config, true)
-                .map_max_entries("COUNTERS", limits.max_keys)
-                .map_max_entries("LIVE", limits.live_sets())
+                .map_max_entries(map_names::COUNTERS, limits.max_keys)
+                .map_max_entries(map_names::LIVE, limits.live_sets())
                 // Preallocated (see the map): one entry unless call sites are counted.
                 .map_max_entries(
-                    "CALL_SITES",
+                    map_names::CALL_SITES,
                     if config.call_sites == 0 { 1 } else { CALL_SITES_CAPACITY },
                 );
             if let Some(pins) = &pins {
@@ -309,7 +309,7 @@ impl Tracer {
             ProbeSet::Floor => Err(ShrinkersUnavailable::Floor),
         };
         let new_keys = ebpf
-            .take_map("NEW_KEYS")
+            .take_map(map_names::NEW_KEYS)
             .map(RingBuf::try_from)
             .transpose()
             .inspect_err(|e| warn!("cannot open the new-keys ring buffer: {e}"))
@@ -536,4 +536,21 @@ fn raise_memlock_limit() -> Result<(), u64> {
     // SAFETY: getrlimit writes one rlimit through a valid pointer.
     unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &raw mut now) };
     Err(now.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_object_has_the_maps_userspace_names_and_no_others() {
+        let object = aya_obj::Object::parse(BPF_OBJECT).expect("the built BPF object parses");
+        // Sections such as .rodata are maps to aya too; they are not named maps.
+        let mut found: Vec<&str> =
+            object.maps.keys().map(String::as_str).filter(|n| !n.starts_with('.')).collect();
+        found.sort_unstable();
+        let mut named = map_names::ALL.to_vec();
+        named.sort_unstable();
+        assert_eq!(found, named);
+    }
 }

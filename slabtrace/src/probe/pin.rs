@@ -26,7 +26,7 @@ use std::{
 use aya::maps::{MapInfo, MapType};
 use log::{info, warn};
 use slabtrace_common::{
-    CACHES_CAPACITY, CacheInfo, CounterKey, Counters, LiveSet, MAP_LAYOUT_VERSION,
+    CACHES_CAPACITY, CacheInfo, CounterKey, Counters, LiveSet, MAP_LAYOUT_VERSION, map_names,
 };
 
 use super::Limits;
@@ -55,7 +55,7 @@ pub fn pinned_maps(limits: Limits) -> [(&'static str, MapShape); 3] {
     let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     [
         (
-            "COUNTERS",
+            map_names::COUNTERS,
             MapShape {
                 map_type: MapType::PerCpuHash as u32,
                 key_size: size(size_of::<CounterKey>()),
@@ -65,7 +65,7 @@ pub fn pinned_maps(limits: Limits) -> [(&'static str, MapShape); 3] {
             },
         ),
         (
-            "LIVE",
+            map_names::LIVE,
             MapShape {
                 map_type: MapType::Array as u32,
                 key_size: size(size_of::<u32>()),
@@ -75,7 +75,7 @@ pub fn pinned_maps(limits: Limits) -> [(&'static str, MapShape); 3] {
             },
         ),
         (
-            "CACHES",
+            map_names::CACHES,
             MapShape {
                 map_type: MapType::Hash as u32,
                 key_size: size(size_of::<u64>()),

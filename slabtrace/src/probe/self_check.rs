@@ -7,7 +7,7 @@
 
 use aya::{Ebpf, maps::Array, programs::RawTracePoint};
 use log::{debug, warn};
-use slabtrace_common::{SELF_CHECK_INTERRUPT, SELF_CHECK_TASK};
+use slabtrace_common::{SELF_CHECK_INTERRUPT, SELF_CHECK_TASK, map_names};
 
 /// Whether the interrupt test judged this thread's rename to be task context. A check that
 /// cannot run at all leaves the test on, with a warning.
@@ -49,6 +49,6 @@ fn run(ebpf: &mut Ebpf) -> Result<u32, Box<dyn std::error::Error>> {
     attached?;
     unloaded?;
     let verdicts: Array<_, u32> =
-        Array::try_from(ebpf.map("SELF_CHECK").ok_or("no SELF_CHECK map")?)?;
+        Array::try_from(ebpf.map(map_names::SELF_CHECK).ok_or("no SELF_CHECK map")?)?;
     Ok(verdicts.get(&0, 0)?)
 }
