@@ -36,7 +36,7 @@ pub fn run(args: &AdviseArgs) -> Result<(), TraceError> {
 
 /// Traces for `--duration`, a node sample a second, and advises from that.
 fn traced(args: &AdviseArgs) -> Result<Advice, TraceError> {
-    let mut pipeline = Pipeline::start(args.session.options(ProbeSet::Slabtrace))?;
+    let mut pipeline = Pipeline::start(&args.session.options(ProbeSet::Slabtrace))?;
     pipeline.set_advice_margin(f64::from(args.margin) / 100.0);
     let stop = stop_flag();
     let deadline = Instant::now() + Duration::from_secs(args.duration);

@@ -206,13 +206,13 @@ pub struct SessionArgs {
 }
 
 impl SessionArgs {
-    /// The session options these arguments give, with the programs of `set`.
+    /// The session's options (plain structs, no clap), with the programs of `set`.
     #[must_use]
-    pub fn options(&self, set: crate::probe::ProbeSet) -> crate::session::SessionOptions<'_> {
+    pub fn options(&self, set: crate::probe::ProbeSet) -> crate::session::SessionOptions {
         crate::session::SessionOptions {
-            roots: &self.roots,
-            tracer: &self.tracer,
-            runtime: &self.runtime,
+            roots: self.roots.options(),
+            tracer: self.tracer.options(),
+            runtime: self.runtime.options(),
             set,
             pin_path: None,
         }
@@ -270,26 +270,28 @@ pub enum BenchPart {
 }
 
 impl TracerArgs {
-    /// The load-time constant's settings and the programs' parts these arguments choose, on
-    /// top of what the kernel's layout decided (`config`).
+    /// The session's BPF-side options.
     #[must_use]
-    pub fn apply(
-        &self,
-        mut config: slabtrace_common::Config,
-    ) -> (slabtrace_common::Config, crate::probe::Parts) {
-        config.call_sites = u32::from(self.call_sites);
-        let mut parts = crate::probe::Parts::ALL;
+    pub fn options(&self) -> crate::session::TracerOptions {
+        let mut ablation = crate::session::Ablation::default();
         for part in &self.bench_without {
             match part {
-                BenchPart::Live => config.track_live = 0,
-                BenchPart::Interrupts => config.thread_size = 0,
-                BenchPart::Stats => config.count_events = 0,
-                BenchPart::FreeBackup => parts.nested_free = false,
-                BenchPart::Oom => parts.oom = false,
-                BenchPart::Shrinkers => parts.shrinkers = false,
+                BenchPart::Live => ablation.live = false,
+                BenchPart::Interrupts => ablation.interrupts = false,
+                BenchPart::Stats => ablation.stats = false,
+                BenchPart::FreeBackup => ablation.parts.nested_free = false,
+                BenchPart::Oom => ablation.parts.oom = false,
+                BenchPart::Shrinkers => ablation.parts.shrinkers = false,
             }
         }
-        (config, parts)
+        crate::session::TracerOptions {
+            sample: self.sample,
+            max_live: self.max_live,
+            max_keys: self.max_keys,
+            call_sites: self.call_sites,
+            tracepoint_programs: self.tracepoint_programs,
+            ablation,
+        }
     }
 }
 
@@ -325,23 +327,30 @@ pub struct RuntimeArgs {
 }
 
 impl RuntimeArgs {
-    /// `--gone-pod-ttl` as a duration.
+    /// The session's runtime options.
     #[must_use]
-    pub fn gone_pod_ttl(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(self.gone_pod_ttl)
+    pub fn options(&self) -> crate::session::RuntimeOptions {
+        crate::session::RuntimeOptions {
+            cri_socket: self.cri_socket.clone(),
+            gone_pod_ttl: std::time::Duration::from_secs(self.gone_pod_ttl),
+        }
     }
 }
 
-/// Table rows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum By {
-    /// Per Kubernetes pod.
-    Pod,
-    /// Per container.
-    Container,
-    /// Per cgroup.
-    Cgroup,
+impl Roots {
+    /// The session's roots.
+    #[must_use]
+    pub fn options(&self) -> crate::session::Roots {
+        crate::session::Roots {
+            btf: self.btf.clone(),
+            proc_root: self.proc_root.clone(),
+            sys_root: self.sys_root.clone(),
+            cgroup_root: self.cgroup_root.clone(),
+        }
+    }
 }
+
+pub use crate::output::table::By;
 
 /// Report formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -16,7 +16,7 @@ use crate::{
     cli::{DEFAULT_PIN_PATH, DaemonArgs},
     output::{
         events::{EventStream, EventTarget},
-        http::Http,
+        http::{Http, HttpOptions},
     },
     pipeline::Pipeline,
     probe::{ProbeSet, pin::on_bpffs},
@@ -50,13 +50,18 @@ pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
     let target: EventTarget = args.events.parse().map_err(TraceError::Usage)?;
     let stop = stop_flag();
     let mut options = args.session.options(ProbeSet::Slabtrace);
-    options.pin_path = pin_path(args.pin_path.as_deref());
-    let mut pipeline = Pipeline::start(options)?;
+    options.pin_path = pin_path(args.pin_path.as_deref()).map(Path::to_path_buf);
+    let mut pipeline = Pipeline::start(&options)?;
     pipeline.set_growth(args.growth_window, args.growth_min_mib << 20);
     pipeline.set_advice_margin(f64::from(args.advice_margin) / 100.0);
     let events = EventStream::open(&target, args.event_buffer, args.events_top)
         .map_err(|e| TraceError::Usage(e.to_string()))?;
-    let http = Http::start(args, events.as_ref().map(EventStream::counters))
+    let endpoints = HttpOptions {
+        listen: args.listen.clone(),
+        metrics_top: args.metrics_top,
+        interval: args.interval,
+    };
+    let http = Http::start(&endpoints, events.as_ref().map(EventStream::counters))
         .map_err(|e| TraceError::Usage(e.to_string()))?;
     if let Some(path) = &args.ready_file {
         fs::write(path, b"attached\n")

@@ -156,12 +156,13 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Starts the session.
-    pub fn start(opts: SessionOptions<'_>) -> Result<Self, TraceError> {
+    pub fn start(opts: &SessionOptions) -> Result<Self, TraceError> {
         let session = Session::start(opts)?;
+        let (proc_root, grace) = (opts.roots.proc_root.clone(), opts.runtime.gone_pod_ttl);
         let last_tick = session.started();
         Ok(Self {
             session,
-            proc_root: opts.roots.proc_root.clone(),
+            proc_root,
             node: session::hostname(),
             seq: 0,
             read: BTreeMap::new(),
@@ -170,7 +171,7 @@ impl Pipeline {
             last_tick,
             events: 0,
             finished_at: BTreeMap::new(),
-            grace: opts.runtime.gone_pod_ttl(),
+            grace,
             retired: 0,
             pending_oom: Vec::new(),
             oom_history: VecDeque::new(),

@@ -15,7 +15,7 @@ use std::{
 
 use log::{debug, info, warn};
 use slabtrace_common::{
-    CounterKey, Counters, Stat,
+    Config, CounterKey, Counters, Stat,
     key::{IRQ_CGROUP, UNTRACKED_CGROUP},
 };
 
@@ -26,7 +26,6 @@ use crate::{
         mount::find_cgroup2_mount,
         resolve::CgroupResolver,
     },
-    cli::{Roots, RuntimeArgs, TracerArgs},
     kernel::{btf::Btf, layout::KernelLayout},
     maps::{Snapshot, fdinfo},
     node::{
@@ -38,7 +37,7 @@ use crate::{
     output::report::{
         KernelMemory, MeminfoChange, NodeCache, Report, SCHEMA, Sampling, SelfStats, SlabinfoChange,
     },
-    probe::{Limits, Loaded, ProbeError, ProbeSet, Tracer},
+    probe::{Limits, Loaded, Parts, ProbeError, ProbeSet, Tracer},
     rollup::{self, Directory},
     runtime::cri::{CriClient, CriError},
 };
@@ -91,20 +90,99 @@ pub enum TraceError {
     Usage(String),
 }
 
-/// What a session needs from the command line.
-#[derive(Clone, Copy)]
-pub struct SessionOptions<'a> {
+/// Where the kernel's files are (a container may mount the host's elsewhere).
+#[derive(Clone, Debug)]
+pub struct Roots {
+    /// The kernel's BTF.
+    pub btf: PathBuf,
+    /// procfs (slabinfo, meminfo, mountinfo).
+    pub proc_root: PathBuf,
+    /// sysfs (the slab merge aliases under kernel/slab).
+    pub sys_root: PathBuf,
+    /// The cgroup2 mount; found from mountinfo when None.
+    pub cgroup_root: Option<PathBuf>,
+}
+
+/// The BPF side's settings.
+#[derive(Clone, Debug)]
+pub struct TracerOptions {
+    /// One object address in N is tracked from allocation to free.
+    pub sample: u32,
+    /// Live-object table slots at most.
+    pub max_live: u32,
+    /// Counters map entries.
+    pub max_keys: u32,
+    /// Count allocations per kernel call site too.
+    pub call_sites: bool,
+    /// The kmem tracepoint programs' type.
+    pub tracepoint_programs: crate::probe::TracepointPrograms,
+    /// What the bench's ablation runs leave out of the load-time constant (each `false`
+    /// turns that part off) and of the programs.
+    pub ablation: Ablation,
+}
+
+/// The parts of the BPF side the bench can leave out; everything on by default.
+#[derive(Clone, Copy, Debug)]
+pub struct Ablation {
+    /// Tracking sampled objects from allocation to free.
+    pub live: bool,
+    /// The interrupt-context test.
+    pub interrupts: bool,
+    /// The per-event statistics.
+    pub stats: bool,
+    /// Optional programs.
+    pub parts: Parts,
+}
+
+impl Default for Ablation {
+    fn default() -> Self {
+        Self { live: true, interrupts: true, stats: true, parts: Parts::ALL }
+    }
+}
+
+impl TracerOptions {
+    /// The load-time constant's settings and the programs' parts these options choose, on
+    /// top of what the kernel's layout decided (`config`).
+    #[must_use]
+    pub fn apply(&self, mut config: Config) -> (Config, Parts) {
+        config.call_sites = u32::from(self.call_sites);
+        let a = self.ablation;
+        if !a.live {
+            config.track_live = 0;
+        }
+        if !a.interrupts {
+            config.thread_size = 0;
+        }
+        if !a.stats {
+            config.count_events = 0;
+        }
+        (config, a.parts)
+    }
+}
+
+/// Where pod and container names come from.
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    /// The CRI socket; the usual ones are tried when None.
+    pub cri_socket: Option<PathBuf>,
+    /// How long a pod the runtime no longer lists keeps its names.
+    pub gone_pod_ttl: Duration,
+}
+
+/// What a session needs: plain options, whatever the command line looked like.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
     /// Filesystem roots.
-    pub roots: &'a Roots,
+    pub roots: Roots,
     /// BPF-side settings.
-    pub tracer: &'a TracerArgs,
+    pub tracer: TracerOptions,
     /// Pod names.
-    pub runtime: &'a RuntimeArgs,
+    pub runtime: RuntimeOptions,
     /// Which programs.
     pub set: ProbeSet,
     /// Where to pin the maps that outlive a restart (the daemon's `--pin-path`); None keeps
     /// them private to this process.
-    pub pin_path: Option<&'a Path>,
+    pub pin_path: Option<PathBuf>,
 }
 
 /// A running session.
@@ -142,8 +220,8 @@ pub struct Session {
 
 impl Session {
     /// Reads the kernel's layout, attaches the probes and asks the runtime for pod names.
-    pub fn start(opts: SessionOptions<'_>) -> Result<Self, TraceError> {
-        let roots = opts.roots;
+    pub fn start(opts: &SessionOptions) -> Result<Self, TraceError> {
+        let roots = &opts.roots;
         let btf = Btf::from_file(&roots.btf)
             .map_err(|source| TraceError::Btf { path: roots.btf.clone(), source })?;
         let layout = KernelLayout::from_btf(&btf)?;
@@ -167,7 +245,7 @@ impl Session {
             opts.set,
             parts,
             opts.tracer.tracepoint_programs,
-            opts.pin_path,
+            opts.pin_path.as_deref(),
         )?;
         let pins = tracer.pin_dir().map(|d| (d.display().to_string(), tracer.resumed()));
         let kmem_programs = tracer.kmem_programs();
@@ -175,7 +253,7 @@ impl Session {
         let started = Instant::now();
 
         // Names now, while pods that may be deleted during the window still exist.
-        let runtime = Runtime::connect(opts.runtime, &mut warnings);
+        let runtime = Runtime::connect(&opts.runtime, &mut warnings);
         let mut session = Self {
             layout,
             tracer: Some(tracer),
@@ -400,7 +478,7 @@ struct Runtime {
 impl Runtime {
     /// The container runtime's client: the given socket, or the first usual one that answers.
     /// Without one, pods keep their uids only; the warning says so once.
-    fn connect(args: &RuntimeArgs, warnings: &mut Vec<String>) -> Self {
+    fn connect(args: &RuntimeOptions, warnings: &mut Vec<String>) -> Self {
         let socket = args.cri_socket.as_deref();
         let client = match socket {
             Some(socket) => CriClient::connect(socket).and_then(|c| c.version().map(|v| (c, v))),
@@ -424,7 +502,7 @@ impl Runtime {
         Self {
             cri,
             directory: Directory::default(),
-            gone_pod_ttl: args.gone_pod_ttl(),
+            gone_pod_ttl: args.gone_pod_ttl,
             last_asked: Instant::now(),
             retry: RUNTIME_RETRY,
         }

@@ -59,7 +59,7 @@ pub fn run(args: &TopArgs) -> Result<(), TraceError> {
         return Err(TraceError::Usage(NOT_A_TERMINAL.to_owned()));
     }
     let stop = stop_flag();
-    let mut pipeline = Pipeline::start(args.session.options(ProbeSet::Slabtrace))?;
+    let mut pipeline = Pipeline::start(&args.session.options(ProbeSet::Slabtrace))?;
     let mut view = TopView::new(args.interval);
     let result = Screen::enter().and_then(|mut screen| {
         let result = watch(&mut screen, &mut pipeline, &mut view, &stop, args);

@@ -39,7 +39,7 @@ const TICK: Duration = Duration::from_secs(1);
 /// the report.
 pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
     let set = if args.floor { ProbeSet::Floor } else { ProbeSet::Slabtrace };
-    let mut session = Session::start(args.session.options(set))?;
+    let mut session = Session::start(&args.session.options(set))?;
     if let Some(path) = &args.ready_file {
         fs::write(path, b"attached\n")
             .map_err(|source| TraceError::Write { what: path.display().to_string(), source })?;

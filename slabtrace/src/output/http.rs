@@ -33,7 +33,6 @@ use log::{debug, info, warn};
 use tokio::sync::oneshot;
 
 use crate::{
-    cli::DaemonArgs,
     output::{
         events::EventCounters,
         metrics::{Exporter, ExporterOptions, Latest, text_format},
@@ -341,6 +340,17 @@ fn respond(endpoints: &Endpoints, req: &Request<Incoming>) -> Response<Full<Byte
     response
 }
 
+/// What the daemon's endpoints are told.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// `address:port`, or `off`/`none` for no endpoints.
+    pub listen: String,
+    /// Pod × cache series in /metrics.
+    pub metrics_top: usize,
+    /// The daemon's interval (/healthz says unhealthy when intervals are late).
+    pub interval: Duration,
+}
+
 /// The daemon's HTTP side: what the tracing loop hands over, and the server serving it.
 #[derive(Debug)]
 pub struct Http {
@@ -353,7 +363,7 @@ impl Http {
     /// Starts the endpoints on `--listen`; `None` for `--listen off`. `stream` is the event
     /// stream's counters, exported as metrics.
     pub fn start(
-        args: &DaemonArgs,
+        args: &HttpOptions,
         stream: Option<Arc<EventCounters>>,
     ) -> Result<Option<Self>, HttpError> {
         if matches!(args.listen.as_str(), "off" | "none") {

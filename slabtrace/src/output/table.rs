@@ -9,7 +9,6 @@ use super::{
 };
 use crate::{
     attribution::{CacheUsage, Totals},
-    cli::By,
     rollup::PodUsage,
 };
 
@@ -81,6 +80,17 @@ fn pod_name(p: &PodUsage) -> String {
         _ => format!("pod {}", p.uid),
     };
     if p.deleted { format!("{name} (deleted)") } else { name }
+}
+
+/// Table rows (`--by`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum By {
+    /// Per Kubernetes pod.
+    Pod,
+    /// Per container.
+    Container,
+    /// Per cgroup.
+    Cgroup,
 }
 
 /// Renders `report`.
