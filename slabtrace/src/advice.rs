@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     cgroup::kubepods::{Identity, identify},
-    output::report::Report,
+    observation::Observation,
 };
 
 const MI: u64 = 1 << 20;
@@ -80,7 +80,11 @@ pub fn parse_dentry_state(text: &str) -> Option<(u64, u64)> {
 /// without `SLAB_RECLAIM_ACCOUNT`), the kubelet's and runtimes' slab, and `dentries`. None
 /// without meminfo.
 #[must_use]
-pub fn node_sample(report: &Report, t: f64, dentries: Option<(u64, u64)>) -> Option<NodeSample> {
+pub fn node_sample(
+    report: &Observation,
+    t: f64,
+    dentries: Option<(u64, u64)>,
+) -> Option<NodeSample> {
     let m = report.meminfo?.after;
     let reclaimable: BTreeSet<&str> =
         report.caches.iter().filter(|c| c.reclaimable).map(|c| c.totals.cache.as_str()).collect();

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::{
     attribution::CacheUsage,
     cgroup::kubepods::{Identity, Qos, identify},
-    output::report::Report,
+    observation::Observation,
 };
 
 /// Who holds the objects: the stable part, used as a key.
@@ -140,7 +140,7 @@ impl Frame {
     /// The frame of a cumulative report: its pods, the cgroups outside kubepods, and
     /// interrupt context.
     #[must_use]
-    pub fn from_report(report: &Report) -> Self {
+    pub fn from_observation(report: &Observation) -> Self {
         let mut frame = Self::default();
         for pod in &report.pods {
             let owner = Owner::Pod {

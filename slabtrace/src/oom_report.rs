@@ -11,7 +11,7 @@ use crate::{
     cgroup::kubepods::{Identity, identify},
     frame::{Frame, Owner},
     node::oom::{OomKill, OomScope},
-    output::report::{KernelMemory, Report},
+    observation::{KernelMemory, Observation},
 };
 
 /// The victim's or the trigger's identity.
@@ -98,7 +98,7 @@ pub struct OomReport {
 }
 
 /// The identity of a cgroup path: pod and container, names from the report.
-fn task(pid: u32, cgroup_id: u64, cgroup: Option<String>, report: &Report) -> Task {
+fn task(pid: u32, cgroup_id: u64, cgroup: Option<String>, report: &Observation) -> Task {
     let mut t = Task { pid, cgroup_id, cgroup, ..Task::default() };
     let Some(path) = t.cgroup.as_deref() else { return t };
     let (uid, container_id) = match identify(path) {
@@ -125,7 +125,7 @@ fn task(pid: u32, cgroup_id: u64, cgroup: Option<String>, report: &Report) -> Ta
 pub fn join(
     kill: &OomKill,
     meminfo: Option<KernelMemory>,
-    report: &Report,
+    report: &Observation,
     frame: &Frame,
     mut path: impl FnMut(u64) -> Option<String>,
     top: usize,
@@ -222,8 +222,8 @@ mod tests {
         }
     }
 
-    fn report() -> Report {
-        let mut report = Report::default();
+    fn report() -> Observation {
+        let mut report = Observation::default();
         report.pods.push(PodUsage {
             namespace: Some("git".into()),
             name: Some("gitea-0".into()),

@@ -238,7 +238,7 @@ impl Pipeline {
         });
         let mut report = self.session.report(&snap, &self.totals);
         report.self_stats.retired_counters = self.retired;
-        let frame = Frame::from_report(&report);
+        let frame = Frame::from_observation(&report);
         let session = &mut self.session;
         let oom_kills: Vec<OomReport> = std::mem::take(&mut self.pending_oom)
             .into_iter()

@@ -34,9 +34,10 @@ use crate::{
         reconcile::{self, CacheBooks, CacheReconciliation, Reconciliation},
         slabinfo::read_slabinfo,
     },
-    output::report::{
-        KernelMemory, MeminfoChange, NodeCache, Report, SCHEMA, Sampling, SelfStats, SlabinfoChange,
+    observation::{
+        KernelMemory, MeminfoChange, NodeCache, Observation, Sampling, SelfStats, SlabinfoChange,
     },
+    output::report::{Report, SCHEMA},
     probe::{Limits, Loaded, Parts, ProbeError, ProbeSet, Tracer},
     rollup::{self, Directory},
     runtime::cri::{CriClient, CriError},
@@ -280,8 +281,12 @@ impl Session {
         if session.tracer.as_ref().is_some_and(Tracer::resumed) {
             let snap = session.read()?;
             let report = session.report(&snap, &snap.counters);
-            session.resumed_net =
-                report.caches.into_iter().map(|c| (c.totals.cache, c.totals.net_objects)).collect();
+            session.resumed_net = report
+                .observation
+                .caches
+                .into_iter()
+                .map(|c| (c.totals.cache, c.totals.net_objects))
+                .collect();
         }
         Ok(session)
     }
@@ -752,26 +757,28 @@ fn build_report(
         .collect();
     Report {
         schema: SCHEMA,
-        node: hostname(),
-        started_at: humantime::format_rfc3339_seconds(window.started).to_string(),
-        duration_seconds: window.duration.as_secs_f64(),
-        sampling: Sampling {
-            rate: window.sample,
-            estimated: window.sample > 1,
-            error_bound: "live_objects_error is three standard deviations of the sampled estimate",
+        observation: Observation {
+            node: hostname(),
+            started_at: humantime::format_rfc3339_seconds(window.started).to_string(),
+            duration_seconds: window.duration.as_secs_f64(),
+            sampling: Sampling {
+                rate: window.sample,
+                estimated: window.sample > 1,
+                error_bound: "live_objects_error is three standard deviations of the sampled estimate",
+            },
+            pods: rollup::pods(&attribution.cgroups, window.sample),
+            cgroups: attribution.cgroups,
+            interrupt: attribution.interrupt,
+            caches,
+            meminfo: None,
+            reconciliation: Reconciliation::default(),
+            self_stats,
         },
-        pods: rollup::pods(&attribution.cgroups, window.sample),
-        cgroups: attribution.cgroups,
-        interrupt: attribution.interrupt,
-        caches,
-        meminfo: None,
-        reconciliation: Reconciliation::default(),
         oom_kills: Vec::new(),
         oom_kills_total: BTreeMap::new(),
         growth: Vec::new(),
         advice: None,
         reclaim: Vec::new(),
-        self_stats,
     }
 }
 

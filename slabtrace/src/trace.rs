@@ -66,7 +66,7 @@ pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
     session.refresh();
     let totals = delta(&BTreeMap::new(), &snap.counters);
     let mut report = session.report(&snap, &totals);
-    let frame = Frame::from_report(&report);
+    let frame = Frame::from_observation(&report);
     report.oom_kills = kills
         .iter()
         .map(|(kill, meminfo)| {

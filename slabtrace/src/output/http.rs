@@ -417,7 +417,8 @@ mod tests {
     }
 
     fn interval() -> Arc<Interval> {
-        let mut report = Report { schema: SCHEMA, node: "node-a".into(), ..Report::default() };
+        let mut report = Report { schema: SCHEMA, ..Report::default() };
+        report.node = "node-a".into();
         report.self_stats.sample_rate = 1;
         Arc::new(Interval {
             seq: 1,
