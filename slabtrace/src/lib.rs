@@ -7,11 +7,10 @@
 // Public: what the integration tests use (kernel layouts, cgroup and CRI helpers, the metrics
 // encoder, pinned-map naming). Everything else is private, so dead code shows.
 pub mod advice;
-mod advise;
 mod attribution;
 pub mod cgroup;
 mod cli;
-mod daemon;
+mod commands;
 pub mod frame;
 pub mod kernel;
 pub mod maps;
@@ -24,8 +23,6 @@ pub mod probe;
 mod rollup;
 pub mod runtime;
 mod session;
-mod top;
-mod trace;
 
 #[cfg(test)]
 mod testutil;
@@ -41,10 +38,10 @@ pub fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Report(args) => trace::report(&args),
-        Command::Daemon(args) => daemon::run(&args),
-        Command::Advise(args) => advise::run(&args),
-        Command::Top(args) => top::run(&args),
+        Command::Report(args) => commands::report::run(&args),
+        Command::Daemon(args) => commands::daemon::run(&args),
+        Command::Advise(args) => commands::advise::run(&args),
+        Command::Top(args) => commands::top::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,7 +1,7 @@
 //! The `slabtrace top` view: what the screen shows of the latest [`Interval`] and how key
 //! presses change it. Pure: the state is built from an `Interval`, keys are crossterm
 //! [`KeyEvent`]s and drawing goes to any ratatui backend, so every rule here is tested on a
-//! `TestBackend`; the terminal and the loop are in [`crate::top`].
+//! `TestBackend`; the terminal and the loop are in [`crate::commands::top`].
 //!
 //! A row is one owner (pod, cgroup, interrupt context) × one cache, or with `p` one owner's
 //! caches summed. Live figures are cumulative since the probes were attached; rates

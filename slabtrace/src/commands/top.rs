@@ -33,11 +33,11 @@ use ratatui::{Terminal, backend::CrosstermBackend};
 
 use crate::{
     cli::TopArgs,
+    commands::report::stop_flag,
     output::top::{Action, TopView},
     pipeline::Pipeline,
     probe::ProbeSet,
     session::TraceError,
-    trace::stop_flag,
 };
 
 /// Between intervals the maps are looked at this often, to name new cgroups while they exist.

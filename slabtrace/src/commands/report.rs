@@ -1,7 +1,7 @@
 //! `slabtrace report`: start a session, watch for a while, read the maps, report.
 //!
-//! The session resolves cgroup ids every second while it runs, so a cgroup removed before the
-//! report is written keeps the path it had.
+//! The session names the cgroups of new keys every second while it runs, so a cgroup removed
+//! before the report is written keeps the path it had.
 
 use std::{
     collections::BTreeMap,
@@ -37,7 +37,7 @@ const TICK: Duration = Duration::from_secs(1);
 
 /// `slabtrace report`: trace for `args.duration` seconds (or until SIGINT/SIGTERM), then print
 /// the report.
-pub fn report(args: &ReportArgs) -> Result<(), TraceError> {
+pub fn run(args: &ReportArgs) -> Result<(), TraceError> {
     let set = if args.floor { ProbeSet::Floor } else { ProbeSet::Slabtrace };
     let mut session = Session::start(&args.session.options(set))?;
     if let Some(path) = &args.ready_file {

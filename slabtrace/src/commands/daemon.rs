@@ -14,6 +14,7 @@ use log::{info, warn};
 
 use crate::{
     cli::{DEFAULT_PIN_PATH, DaemonArgs},
+    commands::report::stop_flag,
     output::{
         events::{EventStream, EventTarget},
         http::{Http, HttpOptions},
@@ -21,7 +22,6 @@ use crate::{
     pipeline::Pipeline,
     probe::{ProbeSet, pin::on_bpffs},
     session::TraceError,
-    trace::stop_flag,
 };
 
 /// Between intervals the maps are looked at this often, to name new cgroups while they exist.

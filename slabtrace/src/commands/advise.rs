@@ -10,10 +10,10 @@ use std::{
 use crate::{
     advice::Advice,
     cli::{AdviseArgs, Format},
+    commands::report::stop_flag,
     pipeline::Pipeline,
     probe::ProbeSet,
     session::TraceError,
-    trace::stop_flag,
 };
 
 /// `slabtrace advise`.
