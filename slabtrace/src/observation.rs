@@ -35,6 +35,11 @@ pub struct Observation {
     /// How much of the kernel's own books (slabinfo per cache, meminfo's Slab) slabtrace's
     /// figures explain over the window.
     pub reconciliation: crate::node::reconcile::Reconciliation,
+    /// /proc/slabinfo as read for this observation (empty if unreadable), read once and
+    /// shared by the reconciliation, the growth watch and the metrics. Not in the JSON:
+    /// `caches[].slabinfo` carries what the report shows of it.
+    #[serde(skip)]
+    pub slabinfo: Vec<crate::node::slabinfo::SlabInfo>,
     /// slabtrace's own cost and health.
     #[serde(rename = "self")]
     pub self_stats: SelfStats,

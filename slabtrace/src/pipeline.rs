@@ -23,7 +23,7 @@ use crate::{
         growth::{GrowthEvent, Observation, Reclaim, Thresholds, Watch},
         oom::OomKill,
         shrinkers::{self, NamedShrinkerDelta},
-        slabinfo::{SlabInfo, read_slabinfo},
+        slabinfo::SlabInfo,
     },
     oom_report::{self, OomReport},
     output::report::{KernelMemory, Report},
@@ -232,11 +232,8 @@ impl Pipeline {
         self.retire(now);
 
         self.poll_oom();
-        let slabinfo = read_slabinfo(&self.proc_root).unwrap_or_else(|e| {
-            debug!("no /proc/slabinfo: {e}");
-            Vec::new()
-        });
         let mut report = self.session.report(&snap, &self.totals);
+        let slabinfo = std::mem::take(&mut report.slabinfo);
         report.self_stats.retired_counters = self.retired;
         let frame = Frame::from_observation(&report);
         let session = &mut self.session;

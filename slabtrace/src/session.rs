@@ -32,7 +32,7 @@ use crate::{
         aliases::read_aliases,
         meminfo::read_meminfo,
         reconcile::{self, CacheBooks, CacheReconciliation, Reconciliation},
-        slabinfo::read_slabinfo,
+        slabinfo::{SlabInfo, read_slabinfo},
     },
     observation::{
         KernelMemory, MeminfoChange, NodeCache, Observation, Sampling, SelfStats, SlabinfoChange,
@@ -232,7 +232,8 @@ impl Session {
             None => find_cgroup2_mount(&roots.proc_root)?,
         };
         let mut warnings = Vec::new();
-        let slabinfo_before = read_slabinfo_or_warn(&roots.proc_root, &mut warnings);
+        let slabinfo_before =
+            slabinfo_lines(&read_slabinfo_or_warn(&roots.proc_root, &mut warnings));
         let meminfo_before = read_kernel_memory(&roots.proc_root);
 
         let (config, parts) = opts.tracer.apply(layout.config(opts.tracer.sample));
@@ -412,7 +413,8 @@ impl Session {
             (None, None) => (fdinfo::BpfFootprint::default(), 0),
         };
         let mut warnings = self.warnings.clone();
-        let slabinfo_after = read_slabinfo_or_warn(&self.proc_root, &mut warnings);
+        let slabinfo_now = read_slabinfo_or_warn(&self.proc_root, &mut warnings);
+        let slabinfo_after = slabinfo_lines(&slabinfo_now);
         let meminfo = match (self.meminfo_before, read_kernel_memory(&self.proc_root)) {
             (Some(before), Some(after)) => Some(MeminfoChange::new(before, after)),
             _ => None,
@@ -467,6 +469,7 @@ impl Session {
             &NodeBooks { before: &self.slabinfo_before, after: &slabinfo_after, aliases: &aliases },
             &self.resumed_net,
         );
+        report.slabinfo = slabinfo_now;
         report
     }
 }
@@ -606,25 +609,23 @@ struct SlabinfoLine {
     objects_per_slab: u64,
 }
 
-fn read_slabinfo_or_warn(
-    proc_root: &Path,
-    warnings: &mut Vec<String>,
-) -> BTreeMap<String, SlabinfoLine> {
-    match read_slabinfo(proc_root) {
-        Ok(entries) => entries
-            .into_iter()
-            .map(|e| {
-                (
-                    e.name,
-                    SlabinfoLine { active_objs: e.active_objs, objects_per_slab: e.objperslab },
-                )
-            })
-            .collect(),
-        Err(e) => {
-            warn_once(warnings, format!("no /proc/slabinfo comparison: {e}"));
-            BTreeMap::new()
-        }
-    }
+/// /proc/slabinfo now (empty, with a warning, if unreadable).
+fn read_slabinfo_or_warn(proc_root: &Path, warnings: &mut Vec<String>) -> Vec<SlabInfo> {
+    read_slabinfo(proc_root).unwrap_or_else(|e| {
+        warn_once(warnings, format!("no /proc/slabinfo comparison: {e}"));
+        Vec::new()
+    })
+}
+
+/// The lines of a slabinfo reading the books need, by cache name.
+fn slabinfo_lines(entries: &[SlabInfo]) -> BTreeMap<String, SlabinfoLine> {
+    entries
+        .iter()
+        .map(|e| {
+            let line = SlabinfoLine { active_objs: e.active_objs, objects_per_slab: e.objperslab };
+            (e.name.clone(), line)
+        })
+        .collect()
 }
 
 /// The frees `kmem_cache_free`'s second program took (0 if the statistics cannot be read: the
@@ -772,6 +773,7 @@ fn build_report(
             caches,
             meminfo: None,
             reconciliation: Reconciliation::default(),
+            slabinfo: Vec::new(),
             self_stats,
         },
         oom_kills: Vec::new(),

@@ -94,7 +94,12 @@ pub struct Finding {
     pub verdict: Verdict,
     /// Why.
     pub reason: Reason,
-    /// Least-squares slope of live bytes over the window, MB (10^6 bytes) per hour.
+    /// Least-squares slope of live bytes over the window, bytes per second: what metrics
+    /// export and what ranks findings. The JSON shows it as `rate_mb_per_hour` only.
+    #[serde(skip)]
+    pub bytes_per_second: f64,
+    /// The same slope in MB (10^6 bytes) per hour, for people (the events' and the report's
+    /// field).
     pub rate_mb_per_hour: f64,
     /// Live bytes at the end minus at the start of the window.
     pub growth_bytes: i64,
@@ -165,6 +170,7 @@ pub fn classify(
     Some(Finding {
         verdict,
         reason,
+        bytes_per_second: slope(points),
         rate_mb_per_hour: slope(points) * 3600.0 / 1e6,
         growth_bytes: growth,
         live_bytes: last.live_bytes,
@@ -527,7 +533,7 @@ impl<K: Ord + Clone> Watch<K> {
             finding: *f,
         });
         let mut all: Vec<GrowthFinding<O>> = rows.chain(caches).collect();
-        all.sort_by(|a, b| b.finding.rate_mb_per_hour.total_cmp(&a.finding.rate_mb_per_hour));
+        all.sort_by(|a, b| b.finding.bytes_per_second.total_cmp(&a.finding.bytes_per_second));
         all
     }
 }

@@ -704,10 +704,7 @@ fn encode_findings(enc: &mut DescriptorEncoder, interval: &Interval) -> fmt::Res
                 crate::node::growth::Reason::Stable => "stable",
                 crate::node::growth::Reason::Irregular => "irregular",
             };
-            (
-                GrowthLabels { owner, cache: g.cache.clone(), reason },
-                g.finding.rate_mb_per_hour * 1e6 / 3600.0,
-            )
+            (GrowthLabels { owner, cache: g.cache.clone(), reason }, g.finding.bytes_per_second)
         })
         .collect();
     let findings: Vec<(&GrowthLabels, f64)> = findings.iter().map(|(l, v)| (l, *v)).collect();
@@ -1323,6 +1320,7 @@ slabtrace_last_interval_timestamp_seconds 1800000000.0
             finding: Finding {
                 verdict: Verdict::Problematic,
                 reason: Reason::ReclaimNotRun,
+                bytes_per_second: 10_000.0,
                 rate_mb_per_hour: 36.0,
                 growth_bytes: 1 << 20,
                 live_bytes: 1 << 21,
