@@ -132,7 +132,7 @@ impl Default for Policy {
 }
 
 /// One recommended setting and the figure it comes from.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Setting {
     /// The setting, as the kubelet or sysctl names it.
     pub name: String,
@@ -145,7 +145,7 @@ pub struct Setting {
 }
 
 /// The advice.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Advice {
     /// How long the history spans, seconds.
     pub observed_seconds: f64,

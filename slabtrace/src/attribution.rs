@@ -23,7 +23,7 @@ use crate::kernel::{kmalloc, layout::SlabFlags};
 pub const UNKNOWN_CACHE: &str = "(unknown: kfree of an untracked object)";
 
 /// One cgroup's use of one cache over the window.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct CacheUsage {
     /// Cache name as /proc/slabinfo shows it (`dentry`, `kmalloc-cg-64`, …).
     pub cache: String,
@@ -66,7 +66,7 @@ pub struct CacheUsage {
 pub const CALL_SITES_SHOWN: usize = 3;
 
 /// Allocations from one kernel call site.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct CallSite {
     /// `function+0xoffset` from /proc/kallsyms, or the address in hex.
     pub site: String,
@@ -131,7 +131,7 @@ pub fn sort_caches(caches: &mut [CacheUsage]) {
 }
 
 /// Sums over a list of [`CacheUsage`]: what every cgroup, container and pod carries.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Totals {
     /// Objects allocated.
     pub allocs: u64,
@@ -169,7 +169,7 @@ impl Totals {
 }
 
 /// One cgroup over the window.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct CgroupUsage {
     /// cgroup2 id (the inode number of its directory).
     pub cgroup_id: u64,
@@ -185,7 +185,7 @@ pub struct CgroupUsage {
 }
 
 /// One cache, node-wide, over the window.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct CacheTotals {
     /// Cache name.
     pub cache: String,

@@ -28,7 +28,7 @@ pub enum OwnerKey {
 }
 
 /// Who holds the objects: what is known of them now (names can arrive later).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Owner {
     /// A Kubernetes pod.

@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// What was observed over one tracing window. Serialized flat into the report.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Observation {
     /// The node's hostname.
     pub node: String,
@@ -46,7 +46,7 @@ pub struct Observation {
 }
 
 /// How the sampled figures were made.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Sampling {
     /// N: one object address in N is tracked from allocation to free.
     pub rate: u64,
@@ -57,7 +57,7 @@ pub struct Sampling {
 }
 
 /// The /proc/meminfo lines that show kernel memory no container metric carries, in bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct KernelMemory {
     /// `Slab`: all slab caches.
     pub slab: u64,
@@ -89,7 +89,7 @@ impl KernelMemory {
 }
 
 /// /proc/meminfo at both ends of the window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct MeminfoChange {
     /// When tracing started.
     pub before: KernelMemory,
@@ -118,7 +118,7 @@ impl MeminfoChange {
 }
 
 /// One cache node-wide, with the kernel's own count beside slabtrace's.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct NodeCache {
     /// slabtrace's figures.
     #[serde(flatten)]
@@ -132,7 +132,7 @@ pub struct NodeCache {
 }
 
 /// The kernel's count of a cache's objects at both ends of the window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct SlabinfoChange {
     /// `active_objs` when tracing started.
     pub active_objs_before: u64,
@@ -154,7 +154,7 @@ impl SlabinfoChange {
 }
 
 /// slabtrace's own footprint and what it could not see.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct SelfStats {
     /// N of the address sample.
     pub sample_rate: u64,

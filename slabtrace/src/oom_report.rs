@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// The victim's or the trigger's identity.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Task {
     /// Process id.
     pub pid: u32,
@@ -32,7 +32,7 @@ pub struct Task {
 }
 
 /// A pod, by name and uid.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PodRef {
     /// Namespace; `null` until known.
     pub namespace: Option<String>,
@@ -43,7 +43,7 @@ pub struct PodRef {
 }
 
 /// One holder of slab memory when the OOM kill happened.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Holder {
     /// Who.
     pub owner: Owner,
@@ -56,7 +56,7 @@ pub struct Holder {
 }
 
 /// The slab picture at the kill.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct SlabPicture {
     /// Live slab bytes slabtrace attributes (allocated since it started).
     pub attributed_live_bytes: u64,
@@ -71,7 +71,7 @@ pub struct SlabPicture {
 }
 
 /// An OOM kill with its context.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct OomReport {
     /// When the kernel marked the victim (RFC 3339, UTC).
     pub at: String,

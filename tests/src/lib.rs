@@ -271,9 +271,24 @@ impl Slabtrace {
         if !err.trim().is_empty() {
             eprintln!("slabtrace stderr:\n{err}");
         }
-        serde_json::from_str(&out)
-            .with_context(|| format!("slabtrace printed no JSON report: {out}"))
+        let report: Value = serde_json::from_str(&out)
+            .with_context(|| format!("slabtrace printed no JSON report: {out}"))?;
+        check_report_schema(&report)?;
+        Ok(report)
     }
+}
+
+/// Fails with every way `report` breaks the published report schema
+/// (`schema/slabtrace.report.v1.json`): every report a test reads is checked against it.
+pub fn check_report_schema(report: &Value) -> Result<()> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/slabtrace.report.v1.json");
+    let schema: Value = serde_json::from_str(&fs::read_to_string(&path)?)?;
+    let validator = jsonschema::validator_for(&schema)
+        .map_err(|e| anyhow::anyhow!("{} is not a valid JSON Schema: {e}", path.display()))?;
+    let problems: Vec<String> =
+        validator.iter_errors(report).map(|e| format!("{e} at {}", e.instance_path)).collect();
+    ensure!(problems.is_empty(), "the report breaks {}:\n{}", path.display(), problems.join("\n"));
+    Ok(())
 }
 
 impl Drop for Slabtrace {

@@ -107,9 +107,9 @@ fn run(args: &[String]) -> Result<()> {
     std::process::exit(status.code().unwrap_or(1));
 }
 
-fn test(unit_only: bool, under_load: Option<u32>, no_vm: bool, args: &[String]) -> Result<()> {
-    setup::ensure_toolchain()?;
-    // Unit tests: pure logic on fixtures, no root needed.
+/// The unit tests (pure logic on fixtures, no root needed) and the lints: the host crates with
+/// stable clippy, the BPF crate with nightly's, for the only target it builds for.
+fn unit_tests_and_lints() -> Result<()> {
     cmd(
         "cargo",
         &[
@@ -134,7 +134,6 @@ fn test(unit_only: bool, under_load: Option<u32>, no_vm: bool, args: &[String]) 
             "warnings",
         ],
     )?;
-    // The BPF crate, linted like the rest, for the only target it builds for.
     cmd(
         "cargo",
         &[
@@ -151,7 +150,12 @@ fn test(unit_only: bool, under_load: Option<u32>, no_vm: bool, args: &[String]) 
             "-D",
             "warnings",
         ],
-    )?;
+    )
+}
+
+fn test(unit_only: bool, under_load: Option<u32>, no_vm: bool, args: &[String]) -> Result<()> {
+    setup::ensure_toolchain()?;
+    unit_tests_and_lints()?;
     if unit_only {
         return Ok(());
     }

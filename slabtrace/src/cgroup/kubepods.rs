@@ -40,7 +40,7 @@
 use serde::Serialize;
 
 /// A pod's Kubernetes quality-of-service class, as its cgroup's parent says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Qos {
     /// Directly under kubepods: there is no guaranteed parent cgroup.
@@ -52,7 +52,7 @@ pub enum Qos {
 }
 
 /// The container runtime, as far as the container cgroup's name tells.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Runtime {
     /// `cri-containerd-<id>.scope`.

@@ -270,7 +270,7 @@ pub fn reclaim_for_cache(
 
 /// One kind of shrinker's activity over an interval, node-wide: all shrinkers with one scan
 /// function and name (every ext4 superblock's, say) together.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct ShrinkerSummary {
     /// Their name, on kernels that keep names (`CONFIG_SHRINKER_DEBUG`).
     pub name: Option<String>,

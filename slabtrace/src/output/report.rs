@@ -14,7 +14,7 @@ pub use crate::observation::{
 pub const SCHEMA: &str = "slabtrace.report.v1";
 
 /// A report over one tracing window.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Report {
     /// Always [`SCHEMA`].
     pub schema: &'static str,
@@ -49,5 +49,47 @@ impl Deref for Report {
 impl DerefMut for Report {
     fn deref_mut(&mut self) -> &mut Observation {
         &mut self.observation
+    }
+}
+
+/// The report's JSON Schema, derived from the types that serialize it (their doc comments are
+/// its descriptions): what `schema/slabtrace.report.v1.json` publishes.
+#[must_use]
+pub fn json_schema() -> String {
+    // What slabtrace writes, not what it would read: a field left out when empty is optional.
+    let mut schema = schemars::generate::SchemaSettings::draft2020_12()
+        .for_serialize()
+        .into_generator()
+        .into_root_schema_for::<Report>();
+    schema.insert("$id".into(), "https://slabtrace.dev/schema/slabtrace.report.v1.json".into());
+    schema.insert("title".into(), "slabtrace report, version 1".into());
+    schema.insert(
+        "description".into(),
+        "What `slabtrace report --format json` prints and the daemon serves at /report. Byte \
+         figures are bytes, counts are objects; figures marked estimated come from 1-in-N \
+         address sampling (`sampling.rate`). Fields are only added within a version."
+            .into(),
+    );
+    serde_json::to_string_pretty(&schema).unwrap_or_default() + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The published schema is the one the types give; `SLABTRACE_WRITE_SCHEMA=1 cargo test
+    /// -p slabtrace --lib published_schema` writes it anew after a change.
+    #[test]
+    fn the_published_schema_is_the_reports_own() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schema/slabtrace.report.v1.json");
+        let generated = json_schema();
+        if std::env::var_os("SLABTRACE_WRITE_SCHEMA").is_some() {
+            std::fs::write(path, &generated).expect("write the schema");
+        }
+        let published = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            published == generated,
+            "{path} is not what the report's types give: run SLABTRACE_WRITE_SCHEMA=1 cargo test -p slabtrace --lib published_schema"
+        );
     }
 }
