@@ -1,4 +1,4 @@
-//! What every owner holds of every cache at one moment (a [`Frame`]), the change between two
+//! What every owner holds of every cache at one moment (a [`OwnerTable`]), the change between two
 //! frames, and the top-N of a change with the rest rolled up: what the daemon's event stream,
 //! its metrics and `slabtrace top` are all made of.
 //!
@@ -93,7 +93,7 @@ impl Owner {
 
 /// One owner's use of one cache since tracing started (cumulative).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Row {
+pub struct OwnerRow {
     /// Bytes per object.
     pub object_size: u64,
     /// Objects allocated (exact).
@@ -112,7 +112,7 @@ pub struct Row {
     pub unaccounted_live_bytes: u64,
 }
 
-impl Row {
+impl OwnerRow {
     fn of(c: &CacheUsage) -> Self {
         Self {
             object_size: c.object_size,
@@ -129,14 +129,14 @@ impl Row {
 
 /// Every owner's use of every cache at one moment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Frame {
+pub struct OwnerTable {
     /// Owners by key.
     pub owners: BTreeMap<OwnerKey, Owner>,
     /// (owner, cache name) → cumulative figures.
-    pub rows: BTreeMap<(OwnerKey, String), Row>,
+    pub rows: BTreeMap<(OwnerKey, String), OwnerRow>,
 }
 
-impl Frame {
+impl OwnerTable {
     /// The frame of a cumulative report: its pods, the cgroups outside kubepods, and
     /// interrupt context.
     #[must_use]
@@ -175,7 +175,7 @@ impl Frame {
     fn add(&mut self, owner: Owner, caches: &[CacheUsage]) {
         let key = owner.key();
         for c in caches {
-            self.rows.insert((key.clone(), c.cache.clone()), Row::of(c));
+            self.rows.insert((key.clone(), c.cache.clone()), OwnerRow::of(c));
         }
         self.owners.insert(key, owner);
     }
@@ -214,7 +214,7 @@ pub struct Change {
     /// Which cache.
     pub cache: String,
     /// Figures now (cumulative).
-    pub now: Row,
+    pub now: OwnerRow,
     /// Objects allocated in the interval.
     pub allocs: u64,
     /// Bytes allocated in the interval.
@@ -248,7 +248,7 @@ fn growth(now: u64, before: u64) -> u64 {
 /// The rows of `now` that changed since `before` (allocations, frees or live objects), most
 /// important first (see [`Change`]). Rows only in `now` count in full.
 #[must_use]
-pub fn changes(before: &Frame, now: &Frame) -> Vec<Change> {
+pub fn changes(before: &OwnerTable, now: &OwnerTable) -> Vec<Change> {
     let mut v: Vec<Change> = now
         .rows
         .iter()
@@ -313,16 +313,16 @@ pub fn top(mut changes: Vec<Change>, n: usize) -> (Vec<Change>, Option<Rest>) {
 mod tests {
     use super::*;
 
-    fn row(allocs: u64, frees: u64, size: u64) -> Row {
+    fn row(allocs: u64, frees: u64, size: u64) -> OwnerRow {
         let live = allocs - frees;
-        Row {
+        OwnerRow {
             object_size: size,
             allocs,
             alloc_bytes: allocs * size,
             frees,
             live_objects: live,
             live_bytes: live * size,
-            ..Row::default()
+            ..OwnerRow::default()
         }
     }
 
@@ -336,8 +336,8 @@ mod tests {
         }
     }
 
-    fn frame(entries: &[(&Owner, &str, Row)]) -> Frame {
-        let mut f = Frame::default();
+    fn frame(entries: &[(&Owner, &str, OwnerRow)]) -> OwnerTable {
+        let mut f = OwnerTable::default();
         for (owner, cache, r) in entries {
             f.owners.insert(owner.key(), (*owner).clone());
             f.rows.insert((owner.key(), (*cache).to_owned()), *r);
@@ -350,7 +350,7 @@ mod tests {
         let a = pod("a", false);
         let f = frame(&[(&a, "dentry", row(10, 2, 192))]);
         assert!(changes(&f, &f).is_empty());
-        assert!(changes(&Frame::default(), &Frame::default()).is_empty());
+        assert!(changes(&OwnerTable::default(), &OwnerTable::default()).is_empty());
     }
 
     #[test]
@@ -383,14 +383,14 @@ mod tests {
             (&b, "dentry", row(10, 0, 192)),
             (&cg, "filp", row(5, 1, 256)),
         ]);
-        let (kept, rest) = top(changes(&Frame::default(), &now), 1);
+        let (kept, rest) = top(changes(&OwnerTable::default(), &now), 1);
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].owner, OwnerKey::Pod("a".into()));
         let rest = rest.unwrap();
         assert_eq!((rest.rows, rest.allocs, rest.frees), (2, 15, 1));
         assert_eq!(rest.live_bytes, 10 * 192 + 4 * 256);
         assert_eq!(rest.live_bytes_delta, 10 * 192 + 4 * 256);
-        let (kept, rest) = top(changes(&Frame::default(), &now), 3);
+        let (kept, rest) = top(changes(&OwnerTable::default(), &now), 3);
         assert_eq!((kept.len(), rest), (3, None));
         assert_eq!(top(Vec::new(), 0), (Vec::new(), None));
     }
@@ -404,7 +404,7 @@ mod tests {
         assert_eq!(now.newly_gone(&before), vec![&deleted]);
         assert!(now.newly_gone(&now).is_empty());
         // Seen for the first time already gone: said once too.
-        assert_eq!(now.newly_gone(&Frame::default()), vec![&deleted]);
+        assert_eq!(now.newly_gone(&OwnerTable::default()), vec![&deleted]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::{
     cgroup::kubepods::{Identity, identify},
-    frame::{Frame, Owner},
+    frame::{Owner, OwnerTable},
     node::oom::{OomKill, OomScope},
     observation::{KernelMemory, Observation},
 };
@@ -126,7 +126,7 @@ pub fn join(
     kill: &OomKill,
     meminfo: Option<KernelMemory>,
     report: &Observation,
-    frame: &Frame,
+    frame: &OwnerTable,
     mut path: impl FnMut(u64) -> Option<String>,
     top: usize,
 ) -> OomReport {
@@ -196,7 +196,7 @@ mod tests {
     use super::*;
     use crate::{
         cgroup::kubepods::Qos,
-        frame::Row,
+        frame::OwnerRow,
         node::oom::OomTrigger,
         rollup::{ContainerUsage, PodUsage},
     };
@@ -245,7 +245,7 @@ mod tests {
         report
     }
 
-    fn frame() -> Frame {
+    fn frame() -> OwnerTable {
         let pod = Owner::Pod {
             namespace: Some("git".into()),
             name: Some("gitea-0".into()),
@@ -258,7 +258,7 @@ mod tests {
             cgroup: Some("/system.slice/a.service".into()),
             alive: true,
         };
-        let mut f = Frame::default();
+        let mut f = OwnerTable::default();
         for (owner, cache, live, unacct) in [
             (&pod, "ext4_inode_cache", 4_000_000, 0),
             (&pod, "lsm_inode_cache", 250_000, 250_000),
@@ -266,7 +266,11 @@ mod tests {
             (&svc, "filp", 0, 0),
         ] {
             f.owners.insert(owner.key(), owner.clone());
-            let row = Row { live_bytes: live, unaccounted_live_bytes: unacct, ..Row::default() };
+            let row = OwnerRow {
+                live_bytes: live,
+                unaccounted_live_bytes: unacct,
+                ..OwnerRow::default()
+            };
             f.rows.insert((owner.key(), cache.to_owned()), row);
         }
         f

@@ -1,5 +1,5 @@
 //! The long-running half of slabtrace: a [`Session`] read every interval into an [`Interval`]
-//! (the cumulative report, its [`Frame`], what changed, who is gone, the node's books and
+//! (the cumulative report, its [`OwnerTable`], what changed, who is gone, the node's books and
 //! slabtrace's own cost), which the daemon's sinks and `slabtrace top` consume.
 //!
 //! Counters are accumulated here from per-interval deltas rather than read whole from the
@@ -17,7 +17,7 @@ use slabtrace_common::{CounterKey, Counters, ShrinkerStats};
 
 use crate::{
     advice::{self, Advice, NodeSample, Policy},
-    frame::{self, Change, Frame, Owner, OwnerKey},
+    frame::{self, Change, Owner, OwnerKey, OwnerTable},
     maps::{delta, retire},
     node::{
         growth::{GrowthEvent, Observation, Reclaim, Thresholds, Watch},
@@ -63,7 +63,7 @@ pub struct Interval {
     /// Everything since the probes were attached (what `/report` serves).
     pub report: Report,
     /// Per owner × cache, cumulative.
-    pub frame: Frame,
+    pub frame: OwnerTable,
     /// Rows that changed in this interval, most important first.
     pub changes: Vec<Change>,
     /// Owners that went away in this interval (reported once).
@@ -94,7 +94,7 @@ impl Default for Interval {
             ts: SystemTime::UNIX_EPOCH,
             seconds: 1.0,
             report: Report::default(),
-            frame: Frame::default(),
+            frame: OwnerTable::default(),
             changes: Vec::new(),
             gone: Vec::new(),
             meminfo: None,
@@ -127,7 +127,7 @@ pub struct Pipeline {
     read: BTreeMap<CounterKey, Counters>,
     /// Counters accumulated from deltas since the start.
     totals: BTreeMap<CounterKey, Counters>,
-    frame: Frame,
+    frame: OwnerTable,
     last_tick: Instant,
     events: u64,
     /// When each finished cgroup was first seen finished (see [`crate::maps::retire`]).
@@ -167,7 +167,7 @@ impl Pipeline {
             seq: 0,
             read: BTreeMap::new(),
             totals: BTreeMap::new(),
-            frame: Frame::default(),
+            frame: OwnerTable::default(),
             last_tick,
             events: 0,
             finished_at: BTreeMap::new(),
@@ -235,7 +235,7 @@ impl Pipeline {
         let mut report = self.session.report(&snap, &self.totals);
         let slabinfo = std::mem::take(&mut report.slabinfo);
         report.self_stats.retired_counters = self.retired;
-        let frame = Frame::from_observation(&report);
+        let frame = OwnerTable::from_observation(&report);
         let session = &mut self.session;
         let oom_kills: Vec<OomReport> = std::mem::take(&mut self.pending_oom)
             .into_iter()
@@ -363,7 +363,7 @@ impl Pipeline {
     fn observe_growth(
         &mut self,
         report: &Report,
-        frame: &Frame,
+        frame: &OwnerTable,
         slabinfo: &[SlabInfo],
     ) -> Vec<GrowthEvent<Owner>> {
         let t = self.session.started().elapsed().as_secs_f64();

@@ -191,7 +191,7 @@ pub struct Session {
     layout: KernelLayout,
     tracer: Option<Tracer>,
     resolver: CgroupResolver,
-    runtime: Runtime,
+    runtime: PodNames,
     warnings: Vec<String>,
     sample: u64,
     max_live: u64,
@@ -255,7 +255,7 @@ impl Session {
         let started = Instant::now();
 
         // Names now, while pods that may be deleted during the window still exist.
-        let runtime = Runtime::connect(&opts.runtime, &mut warnings);
+        let runtime = PodNames::connect(&opts.runtime, &mut warnings);
         let mut session = Self {
             layout,
             tracer: Some(tracer),
@@ -475,7 +475,7 @@ impl Session {
 }
 
 /// Pod names from the container runtime, if there is one.
-struct Runtime {
+struct PodNames {
     cri: Option<CriClient>,
     directory: Directory,
     gone_pod_ttl: Duration,
@@ -483,7 +483,7 @@ struct Runtime {
     retry: Duration,
 }
 
-impl Runtime {
+impl PodNames {
     /// The container runtime's client: the given socket, or the first usual one that answers.
     /// Without one, pods keep their uids only; the warning says so once.
     fn connect(args: &RuntimeOptions, warnings: &mut Vec<String>) -> Self {

@@ -247,7 +247,7 @@ fn a_consumer_that_stops_reading_costs_counted_drops_not_tracing() -> Result<()>
 fn hand_built_events_of_every_kind_validate() -> Result<()> {
     use slabtrace::{
         cgroup::kubepods::Qos,
-        frame::{Frame, Owner, Row, changes},
+        frame::{Owner, OwnerRow, OwnerTable, changes},
         output::{
             events::{StreamStats, lines},
             report::{KernelMemory, Report},
@@ -263,16 +263,16 @@ fn hand_built_events_of_every_kind_validate() -> Result<()> {
     };
     let owners =
         [pod.clone(), Owner::Interrupt, Owner::Cgroup { cgroup_id: 9, cgroup: None, alive: true }];
-    let mut frame = Frame::default();
+    let mut frame = OwnerTable::default();
     for (i, owner) in owners.iter().enumerate() {
         let n = 10 * (i as u64 + 1);
-        let row = Row {
+        let row = OwnerRow {
             object_size: 64,
             allocs: n,
             alloc_bytes: 64 * n,
             live_objects: n,
             live_bytes: 64 * n,
-            ..Row::default()
+            ..OwnerRow::default()
         };
         frame.owners.insert(owner.key(), owner.clone());
         frame.rows.insert((owner.key(), "kmalloc-64".to_owned()), row);
@@ -285,7 +285,7 @@ fn hand_built_events_of_every_kind_validate() -> Result<()> {
         node: "n".into(),
         ts: std::time::SystemTime::now(),
         seconds: 1.0,
-        changes: changes(&Frame::default(), &frame),
+        changes: changes(&OwnerTable::default(), &frame),
         gone: vec![pod],
         frame,
         report,

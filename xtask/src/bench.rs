@@ -485,10 +485,15 @@ impl Tracer {
 
     /// The last lines of its log, for error messages.
     fn log_tail(&self) -> String {
-        let log = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(10)..].join("\n")
+        log_tail(&self.log)
     }
+}
+
+/// The last ten lines of a log file, for error messages (empty if unreadable).
+pub(crate) fn log_tail(path: &Path) -> String {
+    let log = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
 }
 
 impl Drop for Tracer {

@@ -313,9 +313,7 @@ impl Daemon {
     }
 
     fn log_tail(&self) -> String {
-        let log = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(10)..].join("\n")
+        crate::bench::log_tail(&self.log)
     }
 }
 

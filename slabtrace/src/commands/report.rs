@@ -20,7 +20,7 @@ use log::warn;
 pub use crate::session::TraceError;
 use crate::{
     cli::{Format, ReportArgs},
-    frame::Frame,
+    frame::OwnerTable,
     maps::delta,
     node::oom::OomKill,
     oom_report,
@@ -66,7 +66,7 @@ pub fn run(args: &ReportArgs) -> Result<(), TraceError> {
     session.refresh();
     let totals = delta(&BTreeMap::new(), &snap.counters);
     let mut report = session.report(&snap, &totals);
-    let frame = Frame::from_observation(&report);
+    let frame = OwnerTable::from_observation(&report);
     report.oom_kills = kills
         .iter()
         .map(|(kill, meminfo)| {

@@ -515,20 +515,20 @@ mod tests {
     use super::*;
     use crate::{
         cgroup::kubepods::Qos,
-        frame::{Frame, Row, changes},
+        frame::{OwnerRow, OwnerTable, changes},
         output::report::Report,
         pipeline::ProcessUsage,
     };
 
-    fn row(allocs: u64, live: u64) -> Row {
-        Row {
+    fn row(allocs: u64, live: u64) -> OwnerRow {
+        OwnerRow {
             object_size: 100,
             allocs,
             alloc_bytes: allocs * 100,
             frees: allocs - live,
             live_objects: live,
             live_bytes: live * 100,
-            ..Row::default()
+            ..OwnerRow::default()
         }
     }
 
@@ -548,7 +548,7 @@ mod tests {
         };
         let gone =
             Owner::Cgroup { cgroup_id: 8, cgroup: Some("/user.slice/x".into()), alive: false };
-        let mut frame = Frame::default();
+        let mut frame = OwnerTable::default();
         for (owner, cache, r) in [
             (&web, "dentry", row(1000, 900)),
             (&svc, "filp", row(10, 2)),
@@ -564,7 +564,7 @@ mod tests {
             node: "node-a".into(),
             ts: SystemTime::UNIX_EPOCH + Duration::from_hours(500_000),
             seconds: 10.0,
-            changes: changes(&Frame::default(), &frame),
+            changes: changes(&OwnerTable::default(), &frame),
             gone: vec![gone],
             frame,
             report,

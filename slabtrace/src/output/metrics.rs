@@ -51,7 +51,7 @@ use prometheus_client::{
 use crate::{
     attribution::CacheTotals,
     cgroup::kubepods::Qos,
-    frame::{Frame, Owner, OwnerKey, Row},
+    frame::{Owner, OwnerKey, OwnerRow, OwnerTable},
     output::events::EventCounters,
     pipeline::Interval,
 };
@@ -272,7 +272,7 @@ struct Figures {
 }
 
 impl Figures {
-    fn of_row(r: &Row) -> Self {
+    fn of_row(r: &OwnerRow) -> Self {
         Self {
             allocs: r.allocs,
             alloc_bytes: r.alloc_bytes,
@@ -451,7 +451,7 @@ impl View {
 }
 
 /// The exported rows of a frame, pods apart from the rest; expired owners are left out.
-fn owner_rows(frame: &Frame) -> (BTreeMap<RowKey, Figures>, BTreeMap<RowKey, Figures>) {
+fn owner_rows(frame: &OwnerTable) -> (BTreeMap<RowKey, Figures>, BTreeMap<RowKey, Figures>) {
     let live: BTreeMap<&OwnerKey, u64> = frame.live_bytes_by_owner().into_iter().collect();
     let (mut pods, mut cgroups) = (BTreeMap::new(), BTreeMap::new());
     for ((key, cache), row) in &frame.rows {
@@ -789,7 +789,11 @@ fn encode_caches(enc: &mut DescriptorEncoder, rollup: &Rollup<String>) -> fmt::R
     figure_families(enc, "slabtrace_cache", "in the cache", &series, false)
 }
 
-fn encode_pods(enc: &mut DescriptorEncoder, frame: &Frame, rollup: &Rollup<RowKey>) -> fmt::Result {
+fn encode_pods(
+    enc: &mut DescriptorEncoder,
+    frame: &OwnerTable,
+    rollup: &Rollup<RowKey>,
+) -> fmt::Result {
     let (named, rest) = rollup.split();
     let mut series: BTreeMap<PodCacheLabels, Figures> = BTreeMap::new();
     let mut info: BTreeSet<PodInfoLabels> = BTreeSet::new();
@@ -841,7 +845,7 @@ fn encode_pods(enc: &mut DescriptorEncoder, frame: &Frame, rollup: &Rollup<RowKe
 
 fn encode_cgroups(
     enc: &mut DescriptorEncoder,
-    frame: &Frame,
+    frame: &OwnerTable,
     rollup: &Rollup<RowKey>,
 ) -> fmt::Result {
     let (named, rest) = rollup.split();
@@ -1017,21 +1021,21 @@ mod tests {
 
     use super::*;
     use crate::{
-        frame::Frame,
+        frame::OwnerTable,
         node::slabinfo::SlabInfo,
         output::report::{KernelMemory, NodeCache},
         pipeline::ProcessUsage,
     };
 
-    fn row(allocs: u64, live: u64) -> Row {
-        Row {
+    fn row(allocs: u64, live: u64) -> OwnerRow {
+        OwnerRow {
             object_size: 100,
             allocs,
             alloc_bytes: allocs * 100,
             frees: allocs - live,
             live_objects: live,
             live_bytes: live * 100,
-            ..Row::default()
+            ..OwnerRow::default()
         }
     }
 
@@ -1045,8 +1049,8 @@ mod tests {
         }
     }
 
-    fn frame(rows: &[(&Owner, &str, Row)]) -> Frame {
-        let mut f = Frame::default();
+    fn frame(rows: &[(&Owner, &str, OwnerRow)]) -> OwnerTable {
+        let mut f = OwnerTable::default();
         for (owner, cache, r) in rows {
             f.owners.insert(owner.key(), (*owner).clone());
             f.rows.insert((owner.key(), (*cache).to_owned()), *r);
@@ -1054,7 +1058,7 @@ mod tests {
         f
     }
 
-    fn interval(seq: u64, frame: Frame) -> Interval {
+    fn interval(seq: u64, frame: OwnerTable) -> Interval {
         Interval {
             seq,
             node: "node-a".into(),

@@ -103,7 +103,7 @@ pub struct TopRow {
 
 /// What the view keeps of one interval.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Snapshot {
+pub struct IntervalView {
     /// Which interval.
     pub seq: u64,
     /// The node's name.
@@ -124,7 +124,7 @@ pub struct Snapshot {
     pub rows: Vec<TopRow>,
 }
 
-impl Snapshot {
+impl IntervalView {
     /// The rows of `interval`: every owner × cache with live bytes or activity in the
     /// interval. Rows with neither (everything freed long ago) are left out: slabtrace keeps
     /// them until their cgroup is gone, and they would push the useful rows off the screen.
@@ -238,7 +238,7 @@ pub fn arrange(rows: &[TopRow], group: Group, sort: Sort, reverse: bool) -> Vec<
 #[derive(Debug)]
 pub struct TopView {
     refresh: Duration,
-    snapshot: Option<Snapshot>,
+    snapshot: Option<IntervalView>,
     sort: Sort,
     reverse: bool,
     group: Group,
@@ -271,7 +271,7 @@ impl TopView {
 
     /// Takes in a new interval.
     pub fn update(&mut self, interval: &Interval) {
-        self.snapshot = Some(Snapshot::of(interval));
+        self.snapshot = Some(IntervalView::of(interval));
         self.error = None;
         self.clamp_scroll();
     }
@@ -585,7 +585,7 @@ mod tests {
     use super::*;
     use crate::{
         cgroup::kubepods::Qos,
-        frame::{Frame, Owner, Row as FrameRow, changes},
+        frame::{Owner, OwnerRow as FrameRow, OwnerTable, changes},
         output::report::Report,
         pipeline::ProcessUsage,
     };
@@ -620,8 +620,8 @@ mod tests {
         }
     }
 
-    fn frame(entries: &[(&Owner, &str, FrameRow)]) -> Frame {
-        let mut f = Frame::default();
+    fn frame(entries: &[(&Owner, &str, FrameRow)]) -> OwnerTable {
+        let mut f = OwnerTable::default();
         for (owner, cache, r) in entries {
             f.owners.insert(owner.key(), (*owner).clone());
             f.rows.insert((owner.key(), (*cache).to_owned()), *r);
@@ -697,7 +697,7 @@ mod tests {
 
     #[test]
     fn rows_carry_live_figures_and_interval_rates() {
-        let s = Snapshot::of(&fixture(16));
+        let s = IntervalView::of(&fixture(16));
         // The all-freed, unchanged kmalloc-64 row is left out.
         assert_eq!(s.rows.len(), 3);
         let dentry = s.rows.iter().find(|r| r.cache == "dentry").unwrap();
@@ -728,7 +728,7 @@ mod tests {
                 alive: false,
             },
         );
-        let s = Snapshot::of(&interval);
+        let s = IntervalView::of(&interval);
         assert!(s.rows.iter().any(|r| r.owner == "/system.slice/foo.service (gone)"));
     }
 
