@@ -20,10 +20,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    cgroup::kubepods::{Identity, identify},
-    observation::Observation,
-};
+use crate::{cgroup::kubepods::Identity, observation::Observation};
 
 const MI: u64 = 1 << 20;
 
@@ -99,9 +96,7 @@ pub fn node_sample(
         .cgroups
         .iter()
         .filter(|c| {
-            c.cgroup.as_deref().is_some_and(|path| {
-                matches!(identify(path), Identity::SystemUnit { unit, .. } if KUBE_UNITS.contains(&unit.as_str()))
-            })
+            matches!(&c.identity, Some(Identity::SystemUnit { unit, .. }) if KUBE_UNITS.contains(&unit.as_str()))
         })
         .map(|c| c.totals.live_bytes)
         .sum();

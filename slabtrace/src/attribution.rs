@@ -182,6 +182,10 @@ pub struct CgroupUsage {
     pub totals: Totals,
     /// Per cache, most live bytes first.
     pub caches: Vec<CacheUsage>,
+    /// What the path is (a pod's container, a system unit, ...), parsed once here for every
+    /// stage that asks; None without a path.
+    #[serde(skip)]
+    pub identity: Option<crate::cgroup::kubepods::Identity>,
 }
 
 /// One cache, node-wide, over the window.
@@ -388,6 +392,7 @@ pub fn attribute(
             interrupt = Some(usage);
         } else {
             (usage.cgroup, usage.alive) = cgroup_name(cgroup_id);
+            usage.identity = usage.cgroup.as_deref().map(crate::cgroup::kubepods::identify);
             cgroups.push(usage);
         }
     }

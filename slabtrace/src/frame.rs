@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::{
     attribution::CacheUsage,
-    cgroup::kubepods::{Identity, Qos, identify},
+    cgroup::kubepods::{Identity, Qos},
     observation::Observation,
 };
 
@@ -153,9 +153,8 @@ impl OwnerTable {
             frame.add(owner, &pod.caches);
         }
         for cg in &report.cgroups {
-            let in_pod = cg.cgroup.as_deref().is_some_and(|path| {
-                matches!(identify(path), Identity::Container { .. } | Identity::Pod { .. })
-            });
+            let in_pod =
+                matches!(cg.identity, Some(Identity::Container { .. } | Identity::Pod { .. }));
             if in_pod {
                 continue;
             }

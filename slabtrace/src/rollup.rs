@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::{
     attribution::{CacheUsage, CgroupUsage, Totals, error_bound, sort_caches},
-    cgroup::kubepods::{Identity, Qos, Runtime, identify},
+    cgroup::kubepods::{Identity, Qos, Runtime},
 };
 
 /// One container (or the pod-level cgroup itself) over the window.
@@ -112,12 +112,11 @@ pub fn pods(cgroups: &[CgroupUsage], sample: u64) -> Vec<PodUsage> {
     }
     let mut by_uid: BTreeMap<String, Acc> = BTreeMap::new();
     for cg in cgroups {
-        let Some(path) = cg.cgroup.as_deref() else { continue };
-        let (uid, qos, container, runtime) = match identify(path) {
-            Identity::Container { pod_uid, qos, container_id, runtime, .. } => {
-                (pod_uid, qos, Some(container_id), Some(runtime))
+        let (uid, qos, container, runtime) = match &cg.identity {
+            Some(Identity::Container { pod_uid, qos, container_id, runtime, .. }) => {
+                (pod_uid.clone(), *qos, Some(container_id.clone()), Some(*runtime))
             }
-            Identity::Pod { pod_uid, qos } => (pod_uid, qos, None, None),
+            Some(Identity::Pod { pod_uid, qos }) => (pod_uid.clone(), *qos, None, None),
             _ => continue,
         };
         let acc =
@@ -274,6 +273,7 @@ mod tests {
         CgroupUsage {
             cgroup_id: id,
             cgroup: Some(path.into()),
+            identity: Some(crate::cgroup::kubepods::identify(path)),
             alive,
             caches,
             ..CgroupUsage::default()
