@@ -16,6 +16,7 @@ pub mod kernel;
 pub mod maps;
 pub mod node;
 pub mod observation;
+mod observe;
 mod oom_report;
 pub mod output;
 pub mod pipeline;

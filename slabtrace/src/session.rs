@@ -20,7 +20,7 @@ use slabtrace_common::{
 };
 
 use crate::{
-    attribution::{self, Attribution, Context},
+    attribution::{self, Context},
     cgroup::{
         kubepods::{Identity, identify},
         mount::find_cgroup2_mount,
@@ -31,11 +31,11 @@ use crate::{
     node::{
         aliases::read_aliases,
         meminfo::read_meminfo,
-        reconcile::{self, CacheBooks, CacheReconciliation, Reconciliation},
         slabinfo::{SlabInfo, read_slabinfo},
     },
-    observation::{
-        KernelMemory, MeminfoChange, NodeCache, Observation, Sampling, SelfStats, SlabinfoChange,
+    observation::{KernelMemory, MeminfoChange},
+    observe::{
+        NodeBooks, SlabinfoLine, Window, observe, reconcile_books, self_stats, slabinfo_lines,
     },
     output::report::{Report, SCHEMA},
     probe::{Limits, Loaded, Parts, ProbeError, ProbeSet, Tracer},
@@ -446,29 +446,31 @@ impl Session {
             self.kmem_programs,
             warnings,
         );
-        let mut report = build_report(
+        let books =
+            NodeBooks { before: &self.slabinfo_before, after: &slabinfo_after, aliases: &aliases };
+        let observation = observe(
             attribution,
-            snap,
-            &self.layout,
-            &NodeBooks { before: &self.slabinfo_before, after: &slabinfo_after, aliases: &aliases },
+            &snap.caches,
+            self.layout.slab,
+            &books,
             &Window {
+                node: hostname(),
                 started: self.started_wall,
                 duration: self.started.elapsed(),
                 sample: self.sample,
             },
             self_stats,
         );
+        let mut report = Report { schema: SCHEMA, observation, ..Report::default() };
         rollup::apply_names(&mut report.pods, &self.runtime.directory);
         report.meminfo = meminfo;
         if let Some((dir, resumed)) = &self.pins {
             report.self_stats.pinned_maps = Some(dir.clone());
             report.self_stats.resumed = *resumed;
         }
-        report.reconciliation = reconcile_books(
-            &report,
-            &NodeBooks { before: &self.slabinfo_before, after: &slabinfo_after, aliases: &aliases },
-            &self.resumed_net,
-        );
+        // SAFETY: sysconf has no preconditions.
+        let cpus = u64::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).unwrap_or(1);
+        report.reconciliation = reconcile_books(&report, &books, &self.resumed_net, cpus);
         report.slabinfo = slabinfo_now;
         report
     }
@@ -602,14 +604,6 @@ fn name_cgroups(ids: impl Iterator<Item = u64>, resolver: &mut CgroupResolver) -
     pods
 }
 
-/// What the report needs of one /proc/slabinfo line.
-#[derive(Clone, Copy, Debug)]
-struct SlabinfoLine {
-    active_objs: u64,
-    objects_per_slab: u64,
-}
-
-/// /proc/slabinfo now (empty, with a warning, if unreadable).
 fn read_slabinfo_or_warn(proc_root: &Path, warnings: &mut Vec<String>) -> Vec<SlabInfo> {
     read_slabinfo(proc_root).unwrap_or_else(|e| {
         warn_once(warnings, format!("no /proc/slabinfo comparison: {e}"));
@@ -617,213 +611,10 @@ fn read_slabinfo_or_warn(proc_root: &Path, warnings: &mut Vec<String>) -> Vec<Sl
     })
 }
 
-/// The lines of a slabinfo reading the books need, by cache name.
-fn slabinfo_lines(entries: &[SlabInfo]) -> BTreeMap<String, SlabinfoLine> {
-    entries
-        .iter()
-        .map(|e| {
-            let line = SlabinfoLine { active_objs: e.active_objs, objects_per_slab: e.objperslab };
-            (e.name.clone(), line)
-        })
-        .collect()
-}
-
 /// The frees `kmem_cache_free`'s second program took (0 if the statistics cannot be read: the
 /// lost-event figure is then an upper bound).
 fn nested_frees(tracer: &Tracer) -> u64 {
     crate::maps::snapshot::read_stats(tracer.ebpf()).map_or(0, |s| s.get(Stat::NestedFrees))
-}
-
-fn self_stats(
-    snap: &Snapshot,
-    footprint: &fdinfo::BpfFootprint,
-    lost_events: u64,
-    (sample, max_live, max_keys): (u64, u64, u64),
-    interrupt_detection: bool,
-    (program_type, fexit): (Loaded, bool),
-    mut warnings: Vec<String>,
-) -> SelfStats {
-    let s = &snap.stats;
-    let live_entries = snap.live_entries;
-    let evictions = s.get(Stat::LiveEvictions);
-    let counters_full = s.get(Stat::CountersFull);
-    if counters_full > 0 {
-        warnings.push(format!(
-            "{counters_full} events were not counted because the counters map was full: raise --max-keys"
-        ));
-    }
-    let new_keys_lost = s.get(Stat::NewKeysLost);
-    if new_keys_lost > 0 {
-        warnings.push(format!(
-            "{new_keys_lost} new (cgroup, cache) keys came faster than slabtrace named their cgroups between intervals: a cgroup created and removed within one interval may show by id only"
-        ));
-    }
-    if evictions > 0 {
-        warnings.push(format!(
-            "{evictions} tracked objects were pushed out of the full live-object table, so their owners' live figures may be short by up to evicted_objects and their frees count as untracked: raise --max-live or --sample"
-        ));
-    }
-    if !interrupt_detection {
-        warnings.push(
-            "allocations in interrupt context are charged to the interrupted task's cgroup: slabtrace cannot tell them apart on this kernel (see its log)"
-                .to_owned(),
-        );
-    }
-    if fexit {
-        warnings.push(
-            "this kernel's kmem tracepoints name no cache (before Linux 6.1): allocations from \
-             named caches are traced on return from the allocation functions, without their \
-             call sites, and frees of objects allocated before tracing are counted without a cache"
-                .to_owned(),
-        );
-    }
-    SelfStats {
-        sample_rate: sample,
-        map_bytes: footprint.map_bytes,
-        prog_bytes: footprint.prog_bytes,
-        alloc_events: s.get(Stat::AllocEvents),
-        free_events: s.get(Stat::FreeEvents),
-        lost_events,
-        live_entries,
-        live_capacity: max_live,
-        evictions,
-        missed_frees: s.get(Stat::MissedFrees),
-        counters_full,
-        counters_entries: snap.counters.len() as u64,
-        counters_capacity: max_keys,
-        new_keys_lost,
-        retired_counters: 0,
-        caches_full: s.get(Stat::CachesFull),
-        live_insert_failed: s.get(Stat::LiveInsertFailed),
-        interrupt_detection,
-        kmem_programs: match program_type {
-            Loaded::Btf => "tp_btf",
-            Loaded::Raw => "raw_tp",
-        }
-        .to_owned(),
-        cache_allocs: if fexit { "fexit" } else { "tracepoint" }.to_owned(),
-        pinned_maps: None,
-        resumed: false,
-        warnings,
-    }
-}
-
-/// The kernel's books at both ends of the window.
-struct NodeBooks<'a> {
-    before: &'a BTreeMap<String, SlabinfoLine>,
-    after: &'a BTreeMap<String, SlabinfoLine>,
-    aliases: &'a BTreeMap<String, Vec<String>>,
-}
-
-/// When and how the window was traced.
-struct Window {
-    started: SystemTime,
-    duration: Duration,
-    sample: u64,
-}
-
-fn build_report(
-    attribution: Attribution,
-    snap: &Snapshot,
-    layout: &KernelLayout,
-    books: &NodeBooks<'_>,
-    window: &Window,
-    self_stats: SelfStats,
-) -> Report {
-    // Cache flags by name, for the node-wide view.
-    let flags: BTreeMap<String, u32> = snap
-        .caches
-        .values()
-        .filter_map(|info| attribution::cache_name(info).map(|n| (n, info.flags)))
-        .collect();
-    let caches = attribution
-        .caches
-        .into_iter()
-        .map(|mut totals| {
-            totals.aliases = books.aliases.get(&totals.cache).cloned().unwrap_or_default();
-            let f = flags.get(&totals.cache).copied().unwrap_or(0);
-            let slabinfo = match (books.before.get(&totals.cache), books.after.get(&totals.cache)) {
-                (Some(b), Some(a)) => Some(SlabinfoChange::new(b.active_objs, a.active_objs)),
-                _ => None,
-            };
-            let slab_account =
-                f & layout.slab.account != 0 || totals.cache.starts_with("kmalloc-cg-");
-            NodeCache {
-                slab_account,
-                reclaimable: f & layout.slab.reclaim_account != 0,
-                slabinfo,
-                totals,
-            }
-        })
-        .collect();
-    Report {
-        schema: SCHEMA,
-        observation: Observation {
-            node: hostname(),
-            started_at: humantime::format_rfc3339_seconds(window.started).to_string(),
-            duration_seconds: window.duration.as_secs_f64(),
-            sampling: Sampling {
-                rate: window.sample,
-                estimated: window.sample > 1,
-                error_bound: "live_objects_error is three standard deviations of the sampled estimate",
-            },
-            pods: rollup::pods(&attribution.cgroups, window.sample),
-            cgroups: attribution.cgroups,
-            interrupt: attribution.interrupt,
-            caches,
-            meminfo: None,
-            reconciliation: Reconciliation::default(),
-            slabinfo: Vec::new(),
-            self_stats,
-        },
-        oom_kills: Vec::new(),
-        oom_kills_total: BTreeMap::new(),
-        growth: Vec::new(),
-        advice: None,
-        reclaim: Vec::new(),
-    }
-}
-
-/// The report's figures against the kernel's books over the same window; `resumed_net` is what
-/// each cache's net objects were at the start (nonzero only for resumed pinned counters).
-fn reconcile_books(
-    report: &Report,
-    books: &NodeBooks<'_>,
-    resumed_net: &BTreeMap<String, i64>,
-) -> Reconciliation {
-    // SAFETY: sysconf has no preconditions.
-    let cpus = u64::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).unwrap_or(1);
-    let all: Vec<(&str, CacheBooks)> = report
-        .caches
-        .iter()
-        .map(|c| {
-            let t = &c.totals;
-            let books = CacheBooks {
-                object_size: t.object_size,
-                slabinfo: c.slabinfo.map(|s| (s.active_objs_before, s.active_objs_after)),
-                objects_per_slab: books.after.get(&t.cache).map_or(0, |l| l.objects_per_slab),
-                traced_net_objects: t.net_objects - resumed_net.get(&t.cache).copied().unwrap_or(0),
-                error_objects: attribution::error_bound(
-                    t.frees + t.untracked_frees,
-                    report.sampling.rate,
-                ),
-                kmalloc: t.cache.contains("kmalloc-"),
-            };
-            (t.cache.as_str(), books)
-        })
-        .collect();
-    let mut caches: Vec<CacheReconciliation> = all
-        .iter()
-        .filter_map(|(name, books)| reconcile::cache(name, books, cpus))
-        .filter(|r| r.kernel_delta_objects != 0 || r.traced_net_objects != 0)
-        .collect();
-    caches.sort_by_key(|r| std::cmp::Reverse(r.kernel_delta_objects.unsigned_abs()));
-    let attributed =
-        report.cgroups.iter().chain(&report.interrupt).map(|c| c.totals.live_bytes).sum();
-    let books: Vec<CacheBooks> = all.into_iter().map(|(_, b)| b).collect();
-    let total =
-        report.meminfo.map(|m| reconcile::total((m.before.slab, m.after.slab), &books, attributed));
-    Reconciliation { total, caches }
 }
 
 /// The kernel memory lines of /proc/meminfo, or None (logged) if unreadable.
