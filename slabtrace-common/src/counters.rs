@@ -26,6 +26,18 @@ pub struct Counters {
 }
 assert_size!(Counters, 32);
 
+impl Counters {
+    /// Adds `delta` to every field: the one place the four figures are summed (per-CPU copies,
+    /// interval deltas, a key's updates in BPF).
+    #[inline(always)]
+    pub fn add(&mut self, delta: &Self) {
+        self.allocs += delta.allocs;
+        self.sampled_allocs += delta.sampled_allocs;
+        self.sampled_frees += delta.sampled_frees;
+        self.sampled_evicted += delta.sampled_evicted;
+    }
+}
+
 /// Slots per set of the live-object table. An address has two candidate sets and sits in any
 /// slot of either (see the BPF side's `account::live`).
 pub const LIVE_WAYS: usize = 8;

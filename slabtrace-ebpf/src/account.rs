@@ -444,12 +444,7 @@ fn add_existing(key: &CounterKey, delta: &Counters) -> bool {
         return false;
     };
     // SAFETY: this CPU's copy of the value; see maps::bump on nesting.
-    unsafe {
-        (*c).allocs += delta.allocs;
-        (*c).sampled_allocs += delta.sampled_allocs;
-        (*c).sampled_frees += delta.sampled_frees;
-        (*c).sampled_evicted += delta.sampled_evicted;
-    }
+    unsafe { (*c).add(delta) };
     true
 }
 

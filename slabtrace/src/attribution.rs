@@ -275,21 +275,16 @@ pub fn cache_name(info: &CacheInfo) -> Option<String> {
 #[derive(Clone, Copy, Default)]
 struct Raw {
     object_size: u64,
-    allocs: u64,
+    /// The counters summed.
+    sum: Counters,
     accounted_allocs: u64,
-    sampled_allocs: u64,
-    sampled_frees: u64,
-    sampled_evicted: u64,
     accounted_sampled_live: u64,
 }
 
 impl Raw {
     fn add(&mut self, c: &Counters, object_size: u64, accounted: bool) {
         self.object_size = self.object_size.max(object_size);
-        self.allocs += c.allocs;
-        self.sampled_allocs += c.sampled_allocs;
-        self.sampled_frees += c.sampled_frees;
-        self.sampled_evicted += c.sampled_evicted;
+        self.sum.add(c);
         if accounted {
             self.accounted_allocs += c.allocs;
             self.accounted_sampled_live +=
@@ -300,32 +295,34 @@ impl Raw {
     fn usage(&self, cache: String, n: u64) -> CacheUsage {
         // An evicted object's fate is unknown: not counted live (where it would stay for
         // ever), reported beside.
-        let live_sampled =
-            self.sampled_allocs.saturating_sub(self.sampled_frees + self.sampled_evicted);
+        let live_sampled = self
+            .sum
+            .sampled_allocs
+            .saturating_sub(self.sum.sampled_frees + self.sum.sampled_evicted);
         // Neither estimate can exceed the exact allocation count: both are about objects
         // allocated in the window.
-        let live_objects = (live_sampled * n).min(self.allocs);
-        let evicted_objects = (self.sampled_evicted * n).min(self.allocs - live_objects);
+        let live_objects = (live_sampled * n).min(self.sum.allocs);
+        let evicted_objects = (self.sum.sampled_evicted * n).min(self.sum.allocs - live_objects);
         // Frees from the exact allocation count: each object this owner allocated since
         // tracing started is freed, live or evicted now. Scaled from the sampled frees
         // instead, the figure would carry each reused address's whole history at once (an
         // address allocated and freed a thousand times is in the sample, or not, a thousand
         // times together), which no independent-objects bound covers; live and evicted
         // objects sit at distinct addresses, so this one's error is theirs.
-        let frees = self.allocs - live_objects - evicted_objects;
+        let frees = self.sum.allocs - live_objects - evicted_objects;
         let accounted_live = (self.accounted_sampled_live.min(live_sampled) * n).min(live_objects);
         CacheUsage {
             cache,
             object_size: self.object_size,
-            allocs: self.allocs,
-            alloc_bytes: self.allocs * self.object_size,
+            allocs: self.sum.allocs,
+            alloc_bytes: self.sum.allocs * self.object_size,
             frees,
             live_objects,
             live_bytes: live_objects * self.object_size,
             live_objects_error: error_bound(live_objects.max(frees), n),
             evicted_objects,
             accounted_allocs: self.accounted_allocs,
-            unaccounted_allocs: self.allocs - self.accounted_allocs,
+            unaccounted_allocs: self.sum.allocs - self.accounted_allocs,
             accounted_live_bytes: accounted_live * self.object_size,
             unaccounted_live_bytes: (live_objects - accounted_live) * self.object_size,
             estimated: n > 1,

@@ -223,10 +223,7 @@ impl Pipeline {
         let grown = delta(&self.read, &snap.counters);
         for (key, d) in &grown {
             let t = self.totals.entry(*key).or_default();
-            t.allocs += d.allocs;
-            t.sampled_allocs += d.sampled_allocs;
-            t.sampled_frees += d.sampled_frees;
-            t.sampled_evicted += d.sampled_evicted;
+            t.add(d);
         }
         self.read.clone_from(&snap.counters);
         self.retire(now);

@@ -149,11 +149,9 @@ pub fn delete_counters(ebpf: &mut Ebpf, keys: &[CounterKey]) -> Result<usize, Ma
 
 /// Sums per-CPU copies of a counters value.
 fn sum<'a>(values: impl Iterator<Item = &'a Counters>) -> Counters {
-    values.fold(Counters::default(), |acc, c| Counters {
-        allocs: acc.allocs + c.allocs,
-        sampled_allocs: acc.sampled_allocs + c.sampled_allocs,
-        sampled_frees: acc.sampled_frees + c.sampled_frees,
-        sampled_evicted: acc.sampled_evicted + c.sampled_evicted,
+    values.fold(Counters::default(), |mut acc, c| {
+        acc.add(c);
+        acc
     })
 }
 
