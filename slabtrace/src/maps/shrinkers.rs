@@ -10,17 +10,14 @@ use aya::{
     Ebpf,
     maps::{MapError, PerCpuHashMap},
 };
-use slabtrace_common::ShrinkerStats;
+use slabtrace_common::{ShrinkerStats, map_names::SHRINKERS};
 
 use super::snapshot::MapReadError;
 
-/// The map's name in the BPF object.
-const MAP: &str = slabtrace_common::map_names::SHRINKERS;
-
 /// Reads the shrinker map: `struct shrinker *` → totals, summed over CPUs.
 pub fn read_shrinkers(ebpf: &Ebpf) -> Result<BTreeMap<u64, ShrinkerStats>, MapReadError> {
-    let read_err = |source| MapReadError::Read { map: MAP, source };
-    let map = ebpf.map(MAP).ok_or(MapReadError::Missing(MAP))?;
+    let read_err = |source| MapReadError::Read { map: SHRINKERS, source };
+    let map = ebpf.map(SHRINKERS).ok_or(MapReadError::Missing(SHRINKERS))?;
     // aya reads an LRU per-CPU hash through PerCpuHashMap.
     let map: PerCpuHashMap<_, u64, ShrinkerStats> =
         PerCpuHashMap::try_from(map).map_err(read_err)?;

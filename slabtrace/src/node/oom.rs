@@ -27,6 +27,7 @@ use aya::{
 };
 use slabtrace_common::{
     OomEvent, Stat,
+    map_names::OOM_EVENTS,
     oom::{OOM_PARTIAL, OOM_RECLAIM_SEEN},
 };
 
@@ -38,9 +39,6 @@ use crate::{
     kernel::kallsyms::Kallsyms,
     maps::Stats,
 };
-
-/// The ring buffer the BPF side writes OOM victims to.
-pub const OOM_EVENTS_MAP: &str = slabtrace_common::map_names::OOM_EVENTS;
 
 /// The kernel function every OOM kill happens in.
 const OUT_OF_MEMORY: &str = "out_of_memory";
@@ -142,10 +140,10 @@ impl OomStats {
 #[derive(Debug, thiserror::Error)]
 pub enum OomReaderError {
     /// The object lacks the map: a build problem.
-    #[error("the BPF object has no map {OOM_EVENTS_MAP}; rebuild slabtrace")]
+    #[error("the BPF object has no map {OOM_EVENTS}; rebuild slabtrace")]
     Missing,
     /// aya could not map the ring buffer.
-    #[error("cannot open the BPF ring buffer {OOM_EVENTS_MAP}: {0}")]
+    #[error("cannot open the BPF ring buffer {OOM_EVENTS}: {0}")]
     Map(#[source] MapError),
 }
 
@@ -166,7 +164,7 @@ impl OomReader {
         symbols: Option<OomSymbols>,
         memcg_root: Option<PathBuf>,
     ) -> Result<Self, OomReaderError> {
-        let map = ebpf.take_map(OOM_EVENTS_MAP).ok_or(OomReaderError::Missing)?;
+        let map = ebpf.take_map(OOM_EVENTS).ok_or(OomReaderError::Missing)?;
         let ring = RingBuf::try_from(map).map_err(OomReaderError::Map)?;
         let mut reader = Self { ring, symbols, memcgs: None };
         reader.set_memcg_root(memcg_root);

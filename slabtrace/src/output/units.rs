@@ -25,16 +25,7 @@ fn binary(magnitude: f64) -> String {
     if magnitude < 1023.5 {
         return format!("{magnitude:.0}B");
     }
-    let mut v = magnitude;
-    let mut unit = "";
-    for u in UNITS {
-        // Rounded as it will be printed, so 1023.7K becomes 1.00M and not "1024K".
-        if v < 1023.5 {
-            break;
-        }
-        v /= 1024.0;
-        unit = u;
-    }
+    let (v, unit) = scale(magnitude, 1024.0, &UNITS);
     three_figures(v, unit)
 }
 
@@ -52,16 +43,7 @@ pub fn count(value: f64) -> String {
     if value.abs() < 999.5 {
         return format!("{value:.0}");
     }
-    let mut v = value;
-    let mut unit = "";
-    for u in UNITS {
-        // Rounded as it will be printed, so 999.7k becomes 1.00M and not "1000k".
-        if v.abs() < 999.5 {
-            break;
-        }
-        v /= 1000.0;
-        unit = u;
-    }
+    let (v, unit) = scale(value, 1000.0, &UNITS);
     three_figures(v, unit)
 }
 
@@ -69,6 +51,20 @@ pub fn count(value: f64) -> String {
 #[must_use]
 pub fn objects(n: u64) -> String {
     if n < 1000 { n.to_string() } else { count(n as f64) }
+}
+
+/// `v` divided by `base` until it prints below `base` (rounded as it will be printed, so
+/// 999.7k becomes 1.00M and not "1000k", and 1023.7K 1.00M), with the unit reached.
+fn scale(mut v: f64, base: f64, units: &[&'static str]) -> (f64, &'static str) {
+    let mut unit = "";
+    for &u in units {
+        if v.abs() < base - 0.5 {
+            break;
+        }
+        v /= base;
+        unit = u;
+    }
+    (v, unit)
 }
 
 /// `v` (below a thousand or so) with `unit`, to three significant figures.

@@ -394,8 +394,12 @@ impl Tracer {
         let mut ids = Vec::new();
         if let Some(ring) = self.new_keys.as_mut() {
             while let Some(item) = ring.next() {
-                if let Ok(bytes) = <[u8; 8]>::try_from(&*item) {
-                    ids.push(u64::from_ne_bytes(bytes));
+                match <[u8; 8]>::try_from(&*item) {
+                    Ok(bytes) => ids.push(u64::from_ne_bytes(bytes)),
+                    Err(_) => warn!(
+                        "skipping a new-key record of {} bytes, expected 8: slabtrace and its BPF object disagree",
+                        item.len()
+                    ),
                 }
             }
         }
