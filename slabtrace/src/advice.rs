@@ -20,7 +20,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{cgroup::kubepods::Identity, observation::Observation};
+use crate::{cgroup::kubepods::Identity, observation::Observation, output::units::mib};
 
 const MI: u64 = 1 << 20;
 
@@ -170,10 +170,6 @@ fn with_margin(bytes: u64, margin: f64) -> u64 {
     )]
     let v = (bytes as f64 * (1.0 + margin)).ceil() as u64;
     v
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / MI as f64)
 }
 
 /// The largest rise of `value` from any sample to a later one within `span` seconds.

@@ -62,6 +62,27 @@ pub struct CacheUsage {
     pub call_sites: Vec<CallSite>,
 }
 
+impl CacheUsage {
+    /// Adds `other`'s figures for the same cache (another cgroup's, when rolling cgroups up
+    /// into containers and pods): the one place the figure set is summed. The error bound is
+    /// not a sum: the caller recomputes it for the total.
+    pub fn add(&mut self, other: &Self) {
+        self.object_size = self.object_size.max(other.object_size);
+        self.allocs += other.allocs;
+        self.alloc_bytes += other.alloc_bytes;
+        self.frees += other.frees;
+        self.live_objects += other.live_objects;
+        self.live_bytes += other.live_bytes;
+        self.evicted_objects += other.evicted_objects;
+        self.accounted_allocs += other.accounted_allocs;
+        self.unaccounted_allocs += other.unaccounted_allocs;
+        self.accounted_live_bytes += other.accounted_live_bytes;
+        self.unaccounted_live_bytes += other.unaccounted_live_bytes;
+        self.estimated |= other.estimated;
+        merge_call_sites(&mut self.call_sites, &other.call_sites);
+    }
+}
+
 /// Call sites listed per cgroup (or pod) × cache.
 pub const CALL_SITES_SHOWN: usize = 3;
 
@@ -151,20 +172,30 @@ impl Totals {
     /// The sums over `caches`.
     #[must_use]
     pub fn of(caches: &[CacheUsage]) -> Self {
-        caches.iter().fold(Self::default(), |t, c| Self {
-            allocs: t.allocs + c.allocs,
-            alloc_bytes: t.alloc_bytes + c.alloc_bytes,
-            frees: t.frees + c.frees,
-            live_objects: t.live_objects + c.live_objects,
-            live_bytes: t.live_bytes + c.live_bytes,
-            unaccounted_live_bytes: t.unaccounted_live_bytes + c.unaccounted_live_bytes,
-        })
+        let mut sum = CacheUsage::default();
+        for c in caches {
+            sum.add(c);
+        }
+        Self::from(&sum)
     }
 
     /// Most live bytes first, then most allocated bytes.
     #[must_use]
     pub fn rank(&self, other: &Self) -> std::cmp::Ordering {
         rank((self.live_bytes, self.alloc_bytes), (other.live_bytes, other.alloc_bytes))
+    }
+}
+
+impl From<&CacheUsage> for Totals {
+    fn from(c: &CacheUsage) -> Self {
+        Self {
+            allocs: c.allocs,
+            alloc_bytes: c.alloc_bytes,
+            frees: c.frees,
+            live_objects: c.live_objects,
+            live_bytes: c.live_bytes,
+            unaccounted_live_bytes: c.unaccounted_live_bytes,
+        }
     }
 }
 

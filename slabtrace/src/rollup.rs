@@ -66,19 +66,7 @@ fn merge(into: &mut BTreeMap<String, CacheUsage>, from: &[CacheUsage]) {
             estimated: c.estimated,
             ..CacheUsage::default()
         });
-        e.object_size = e.object_size.max(c.object_size);
-        e.allocs += c.allocs;
-        e.alloc_bytes += c.alloc_bytes;
-        e.frees += c.frees;
-        e.live_objects += c.live_objects;
-        e.live_bytes += c.live_bytes;
-        e.evicted_objects += c.evicted_objects;
-        e.accounted_allocs += c.accounted_allocs;
-        e.unaccounted_allocs += c.unaccounted_allocs;
-        e.accounted_live_bytes += c.accounted_live_bytes;
-        e.unaccounted_live_bytes += c.unaccounted_live_bytes;
-        e.estimated |= c.estimated;
-        crate::attribution::merge_call_sites(&mut e.call_sites, &c.call_sites);
+        e.add(c);
     }
 }
 

@@ -498,25 +498,15 @@ fn require_tools() -> Result<()> {
     Ok(())
 }
 
-/// Whether a 64-bit little-endian ELF file names a program interpreter (`PT_INTERP`), i.e. is
-/// dynamically linked. Anything it cannot parse counts as dynamic.
+/// Whether an ELF file names a program interpreter (`PT_INTERP`), i.e. is dynamically linked.
+/// Anything that is not a 64-bit ELF file counts as dynamic.
 fn has_interpreter(elf: &[u8]) -> bool {
-    const PT_INTERP: u32 = 3;
-    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at =
-        |o: usize| elf.get(o..o + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
-    let u64_at =
-        |o: usize| elf.get(o..o + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
-    else {
-        return true;
+    use object::{
+        elf::PT_INTERP,
+        read::elf::{ElfFile64, ProgramHeader as _},
     };
-    if !elf.starts_with(b"\x7fELF\x02\x01") {
-        return true;
-    }
-    let Ok(phoff) = usize::try_from(phoff) else { return true };
-    (0..usize::from(phnum))
-        .any(|i| u32_at(phoff + i * usize::from(phentsize)).is_none_or(|t| t == PT_INTERP))
+    let Ok(file) = ElfFile64::<object::Endianness>::parse(elf) else { return true };
+    file.elf_program_headers().iter().any(|p| p.p_type(file.endian()) == PT_INTERP)
 }
 
 /// The cgroup directories the daemon's pods created, to remove at the end.

@@ -11,6 +11,45 @@ use slabtrace_common::{CounterKey, Counters};
 /// The change of one key's counters over an interval.
 pub type CounterDelta = Counters;
 
+/// A record of totals the kernel only ever adds to while it counts the same thing. The one
+/// rule for every map of such records: a record that does not continue the one read before
+/// (a figure went back, or another object now sits at the key) starts over, and is taken
+/// whole, never as a negative number or an underflow.
+pub trait Totals: Copy {
+    /// Whether `self` continues `earlier`: the same thing, no figure lower.
+    fn continues(&self, earlier: &Self) -> bool;
+    /// What was added since `earlier`, which `self` continues.
+    #[must_use]
+    fn since(&self, earlier: &Self) -> Self;
+}
+
+/// What was added to a record since `earlier` (None: the key is new): the difference when it
+/// continues `earlier`, else the whole record.
+pub fn since<T: Totals>(earlier: Option<&T>, now: &T) -> T {
+    match earlier {
+        Some(then) if now.continues(then) => now.since(then),
+        _ => *now,
+    }
+}
+
+impl Totals for Counters {
+    fn continues(&self, then: &Self) -> bool {
+        self.allocs >= then.allocs
+            && self.sampled_allocs >= then.sampled_allocs
+            && self.sampled_frees >= then.sampled_frees
+            && self.sampled_evicted >= then.sampled_evicted
+    }
+
+    fn since(&self, then: &Self) -> Self {
+        Self {
+            allocs: self.allocs - then.allocs,
+            sampled_allocs: self.sampled_allocs - then.sampled_allocs,
+            sampled_frees: self.sampled_frees - then.sampled_frees,
+            sampled_evicted: self.sampled_evicted - then.sampled_evicted,
+        }
+    }
+}
+
 /// Per-key change from `before` to `after`. Keys only in `after` count in full; keys only in
 /// `before` (deleted) are left out; keys with no change are left out.
 #[must_use]
@@ -21,31 +60,10 @@ pub fn delta(
     after
         .iter()
         .filter_map(|(key, now)| {
-            let d = match before.get(key) {
-                Some(then) => one(then, now),
-                None => *now,
-            };
+            let d = since(before.get(key), now);
             (d != Counters::default()).then_some((*key, d))
         })
         .collect()
-}
-
-/// One key's change; a reset (any field went down) yields the new value whole.
-fn one(then: &Counters, now: &Counters) -> Counters {
-    let reset = now.allocs < then.allocs
-        || now.sampled_allocs < then.sampled_allocs
-        || now.sampled_frees < then.sampled_frees
-        || now.sampled_evicted < then.sampled_evicted;
-    if reset {
-        *now
-    } else {
-        Counters {
-            allocs: now.allocs - then.allocs,
-            sampled_allocs: now.sampled_allocs - then.sampled_allocs,
-            sampled_frees: now.sampled_frees - then.sampled_frees,
-            sampled_evicted: now.sampled_evicted - then.sampled_evicted,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -66,7 +66,14 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use slabtrace_common::{ShrinkerStats, Stat};
 
-use crate::{kernel::kallsyms::Kallsyms, maps::Stats, node::growth::Reclaim};
+use crate::{
+    kernel::kallsyms::Kallsyms,
+    maps::{
+        Stats,
+        delta::{Totals, since},
+    },
+    node::growth::Reclaim,
+};
 
 /// What the shrinker programs could not do, from the BPF side's statistics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -106,7 +113,7 @@ pub struct ShrinkerDelta {
 /// What each shrinker did between two reads of the shrinker map, by `struct shrinker *`;
 /// shrinkers reclaim did not call in between are left out.
 ///
-/// Totals only grow, so each figure is `after - before`. A record that went back (a call count
+/// Totals only grow, so each figure is `after - before` (the rule of [`Totals`]). A record that went back (a call count
 /// lower than before) or changed scan function is another shrinker at a reused address, or one
 /// evicted and seen again: its totals are all new, and taken whole. Objects scanned are the
 /// planned minus the left unscanned; a call in flight at a read makes that briefly off, and it
@@ -116,31 +123,42 @@ pub fn delta(
     before: &BTreeMap<u64, ShrinkerStats>,
     after: &BTreeMap<u64, ShrinkerStats>,
 ) -> BTreeMap<u64, ShrinkerDelta> {
-    let zero = ShrinkerStats::default();
     after
         .iter()
         .filter_map(|(&shrinker, now)| {
-            let prev = match before.get(&shrinker) {
-                Some(p) if p.calls <= now.calls && !another_shrinker(p.scan_fn, now.scan_fn) => p,
-                _ => &zero,
-            };
-            let calls = now.calls - prev.calls;
-            let planned = now.planned.wrapping_sub(prev.planned);
-            let left = now.left.wrapping_sub(prev.left);
-            let scanned = u64::try_from(planned.wrapping_sub(left).cast_signed()).unwrap_or(0);
-            let freed = now.freed.saturating_sub(prev.freed);
-            (calls > 0 || scanned > 0 || freed > 0).then(|| {
+            let d = since(before.get(&shrinker), now);
+            let scanned = u64::try_from(d.planned.wrapping_sub(d.left).cast_signed()).unwrap_or(0);
+            (d.calls > 0 || scanned > 0 || d.freed > 0).then(|| {
                 let delta = ShrinkerDelta {
                     scan_fn: now.scan_fn,
                     name: name(&now.name),
-                    calls,
+                    calls: d.calls,
                     scanned,
-                    freed,
+                    freed: d.freed,
                 };
                 (shrinker, delta)
             })
         })
         .collect()
+}
+
+/// A shrinker's totals continue the earlier read unless its call count went back or its scan
+/// function changed: another shrinker at a reused address, or one evicted and seen again.
+impl Totals for ShrinkerStats {
+    fn continues(&self, earlier: &Self) -> bool {
+        self.calls >= earlier.calls && !another_shrinker(earlier.scan_fn, self.scan_fn)
+    }
+
+    /// `planned` and `left` wrap (see [`ShrinkerStats`]); `freed` is never taken below zero.
+    fn since(&self, earlier: &Self) -> Self {
+        Self {
+            calls: self.calls - earlier.calls,
+            planned: self.planned.wrapping_sub(earlier.planned),
+            left: self.left.wrapping_sub(earlier.left),
+            freed: self.freed.saturating_sub(earlier.freed),
+            ..*self
+        }
+    }
 }
 
 /// Two scan functions that are both known and differ: two different shrinkers.

@@ -8,6 +8,13 @@ pub fn human_bytes(bytes: u64) -> String {
     binary(bytes as f64)
 }
 
+/// Bytes in MiB with one decimal, whatever their size: for a sentence that compares several
+/// figures (the advice's evidence), where one unit reads better than three figures each.
+#[must_use]
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
+}
+
 /// A signed change of bytes (or bytes per second) with a binary unit: `+1.20M`, `-512B`, `0`.
 #[must_use]
 pub fn signed_bytes(bytes: f64) -> String {
