@@ -30,6 +30,16 @@ use crate::{
     session::{self, Session, SessionOptions, TraceError},
 };
 
+/// What one interval read (see [`Pipeline::read`]).
+struct Reading {
+    now: Instant,
+    snap: crate::maps::snapshot::Snapshot,
+    books: session::Books,
+    shrinkers: BTreeMap<u64, ShrinkerStats>,
+    dentries: Option<(u64, u64)>,
+    process: ProcessUsage,
+}
+
 /// Growth is judged over this window unless the caller says otherwise.
 pub const DEFAULT_GROWTH_WINDOW: Duration = Duration::from_mins(30);
 
@@ -214,22 +224,52 @@ impl Pipeline {
         !self.pending_oom.is_empty()
     }
 
-    /// Ends an interval: reads the maps, accumulates, builds the report and the frame, and
-    /// compares with the previous interval. `last` marks the final interval before shutdown.
+    /// Ends an interval: reads the maps and the kernel's books, accumulates, builds the report
+    /// and the frame, and compares with the previous interval. `last` marks the final interval
+    /// before shutdown.
     pub fn tick(&mut self, last: bool) -> Result<Interval, TraceError> {
+        let reading = self.read()?;
+        self.accumulate(&reading.snap.counters, reading.now);
+        Ok(self.assemble(reading, last))
+    }
+
+    /// Everything an interval reads, in one place: the maps, the runtime's pod names, OOM
+    /// kills, the kernel's books, the shrinker map, the dentry state and slabtrace's own usage.
+    fn read(&mut self) -> Result<Reading, TraceError> {
         let now = Instant::now();
         let snap = self.session.read()?;
         self.session.refresh();
-        let grown = delta(&self.read, &snap.counters);
-        for (key, d) in &grown {
-            let t = self.totals.entry(*key).or_default();
-            t.add(d);
-        }
-        self.read.clone_from(&snap.counters);
-        self.retire(now);
-
         self.poll_oom();
-        let mut report = self.session.report(&snap, &self.totals);
+        let books = self.session.read_books(&snap);
+        let shrinkers = self.session.shrinkers();
+        let dentries = std::fs::read_to_string(self.proc_root.join("sys/fs/dentry-state"))
+            .ok()
+            .and_then(|text| advice::parse_dentry_state(&text));
+        Ok(Reading {
+            now,
+            snap,
+            books,
+            shrinkers,
+            dentries,
+            process: process_usage(&self.proc_root),
+        })
+    }
+
+    /// Adds the interval's counter deltas to the totals, then retires finished keys (the
+    /// interval's one write: deleting them from the kernel's map).
+    fn accumulate(&mut self, counters: &BTreeMap<CounterKey, Counters>, now: Instant) {
+        for (key, d) in &delta(&self.read, counters) {
+            self.totals.entry(*key).or_default().add(d);
+        }
+        self.read.clone_from(counters);
+        self.retire(now);
+    }
+
+    /// Builds the interval from what [`Pipeline::read`] read: reads nothing more than cgroup
+    /// paths (cached) and kallsyms (once).
+    fn assemble(&mut self, reading: Reading, last: bool) -> Interval {
+        let Reading { now, snap, books, shrinkers, dentries, process } = reading;
+        let mut report = self.session.report(&snap, &self.totals, books);
         let slabinfo = std::mem::take(&mut report.slabinfo);
         report.self_stats.retired_counters = self.retired;
         let frame = OwnerTable::from_observation(&report);
@@ -263,13 +303,13 @@ impl Pipeline {
         }
         report.oom_kills_total.clone_from(&self.oom_total);
         report.oom_kills = self.oom_history.iter().cloned().collect();
-        let growth = self.observe_growth(&report, &frame, &slabinfo);
+        let growth = self.observe_growth(&report, &frame, &slabinfo, shrinkers);
         let owners = &frame.owners;
         report.growth = self.watch.open(|k| owners.get(k).cloned());
         let window: Vec<NamedShrinkerDelta> =
             self.reclaim_history.iter().flat_map(|(_, ran)| ran.iter().cloned()).collect();
         report.reclaim = shrinkers::summarize(&window);
-        report.advice = self.advise(&report);
+        report.advice = self.advise(&report, dentries);
         let changes = frame::changes(&self.frame, &frame);
         let gone = frame.newly_gone(&self.frame).into_iter().cloned().collect();
         let seconds = now.duration_since(self.last_tick).as_secs_f64().max(1e-3);
@@ -279,7 +319,7 @@ impl Pipeline {
         self.last_tick = now;
         self.frame = frame.clone();
         self.seq += 1;
-        Ok(Interval {
+        Interval {
             seq: self.seq,
             node: self.node.clone(),
             ts: SystemTime::now(),
@@ -290,12 +330,12 @@ impl Pipeline {
             changes,
             gone,
             slabinfo,
-            process: process_usage(&self.proc_root),
+            process,
             events_per_second,
             last,
             oom_kills,
             growth,
-        })
+        }
     }
 
     /// Deletes finished keys from the kernel's map and forgets those finished for longer than
@@ -333,11 +373,8 @@ impl Pipeline {
     }
 
     /// Adds this interval's node sample and sizes the kubelet reservations from the history.
-    fn advise(&mut self, report: &Report) -> Option<Advice> {
+    fn advise(&mut self, report: &Report, dentries: Option<(u64, u64)>) -> Option<Advice> {
         let t = self.session.started().elapsed().as_secs_f64();
-        let dentries = std::fs::read_to_string(self.proc_root.join("sys/fs/dentry-state"))
-            .ok()
-            .and_then(|text| advice::parse_dentry_state(&text));
         if let Some(sample) = advice::node_sample(report, t, dentries) {
             if self.samples.len() == NODE_SAMPLES {
                 self.samples.pop_front();
@@ -362,6 +399,7 @@ impl Pipeline {
         report: &Report,
         frame: &OwnerTable,
         slabinfo: &[SlabInfo],
+        now: BTreeMap<u64, ShrinkerStats>,
     ) -> Vec<GrowthEvent<Owner>> {
         let t = self.session.started().elapsed().as_secs_f64();
         let obs = Observation {
@@ -383,7 +421,6 @@ impl Pipeline {
             .map(|c| c.totals.cache.as_str())
             .collect();
         // What reclaim did over the window, per cache, from the shrinker tracepoints.
-        let now = self.session.shrinkers();
         let called = shrinkers::delta(&self.shrinkers_read, &now);
         // Names only when some shrinker ran: most intervals see no reclaim at all.
         let ran = if called.is_empty() {

@@ -281,7 +281,8 @@ impl Session {
         session.runtime.list(&mut session.warnings);
         if session.tracer.as_ref().is_some_and(Tracer::resumed) {
             let snap = session.read()?;
-            let report = session.report(&snap, &snap.counters);
+            let books = session.read_books(&snap);
+            let report = session.report(&snap, &snap.counters, books);
             session.resumed_net = report
                 .observation
                 .caches
@@ -397,10 +398,10 @@ impl Session {
         self.resolver.retain_vanished(keep);
     }
 
-    /// The report of `totals` (counters per key since the session started, or whatever window
-    /// the caller accumulated), with the kernel's books as of now next to those at the start.
-    /// `snap` gives the caches, the BPF-side statistics and the live-map count.
-    pub fn report(&mut self, snap: &Snapshot, totals: &BTreeMap<CounterKey, Counters>) -> Report {
+    /// Reads what the kernel's books say now, for [`Session::report`]: slabtrace's own
+    /// footprint and lost events, /proc/slabinfo, /proc/meminfo, SLUB's merge aliases and the
+    /// node's name. `snap` (read just before) gives the nested frees the lost events net out.
+    pub fn read_books(&self, snap: &Snapshot) -> Books {
         let (footprint, lost_events) = match (&self.detached, &self.tracer) {
             (Some(d), _) => d.clone(),
             (None, Some(tracer)) => {
@@ -413,16 +414,38 @@ impl Session {
             (None, None) => (fdinfo::BpfFootprint::default(), 0),
         };
         let mut warnings = self.warnings.clone();
-        let slabinfo_now = read_slabinfo_or_warn(&self.proc_root, &mut warnings);
-        let slabinfo_after = slabinfo_lines(&slabinfo_now);
-        let meminfo = match (self.meminfo_before, read_kernel_memory(&self.proc_root)) {
-            (Some(before), Some(after)) => Some(MeminfoChange::new(before, after)),
-            _ => None,
-        };
+        let slabinfo = read_slabinfo_or_warn(&self.proc_root, &mut warnings);
         let aliases = read_aliases(&self.sys_root.join("kernel/slab")).unwrap_or_else(|e| {
             debug!("no slab merge aliases: {e}");
             BTreeMap::new()
         });
+        Books {
+            footprint,
+            lost_events,
+            slabinfo,
+            meminfo: read_kernel_memory(&self.proc_root),
+            aliases,
+            warnings,
+            node: hostname(),
+        }
+    }
+
+    /// The report of `totals` (counters per key since the session started, or whatever window
+    /// the caller accumulated), with the kernel's `books` as read now next to those at the
+    /// start. `snap` gives the caches, the BPF-side statistics and the live-map count. Reads
+    /// nothing but cgroup paths (cached) and, with call sites, kallsyms (once).
+    pub fn report(
+        &mut self,
+        snap: &Snapshot,
+        totals: &BTreeMap<CounterKey, Counters>,
+        books: Books,
+    ) -> Report {
+        let Books { footprint, lost_events, slabinfo, meminfo, aliases, warnings, node } = books;
+        let slabinfo_after = slabinfo_lines(&slabinfo);
+        let meminfo = match (self.meminfo_before, meminfo) {
+            (Some(before), Some(after)) => Some(MeminfoChange::new(before, after)),
+            _ => None,
+        };
         let ctx =
             Context { caches: &snap.caches, sample: self.sample, slab_flags: self.layout.slab };
         let resolver = &mut self.resolver;
@@ -454,7 +477,7 @@ impl Session {
             self.layout.slab,
             &books,
             &Window {
-                node: hostname(),
+                node,
                 started: self.started_wall,
                 duration: self.started.elapsed(),
                 sample: self.sample,
@@ -471,9 +494,21 @@ impl Session {
         // SAFETY: sysconf has no preconditions.
         let cpus = u64::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }).unwrap_or(1);
         report.reconciliation = reconcile_books(&report, &books, &self.resumed_net, cpus);
-        report.slabinfo = slabinfo_now;
+        report.slabinfo = slabinfo;
         report
     }
+}
+
+/// The kernel's books at the end of an interval, as [`Session::read_books`] read them.
+pub struct Books {
+    footprint: fdinfo::BpfFootprint,
+    lost_events: u64,
+    slabinfo: Vec<SlabInfo>,
+    meminfo: Option<KernelMemory>,
+    aliases: BTreeMap<String, Vec<String>>,
+    /// The session's warnings, with any the reading added.
+    warnings: Vec<String>,
+    node: String,
 }
 
 /// Pod names from the container runtime, if there is one.

@@ -65,7 +65,8 @@ pub fn run(args: &ReportArgs) -> Result<(), TraceError> {
     // the runtime's names as of now.
     session.refresh();
     let totals = delta(&BTreeMap::new(), &snap.counters);
-    let mut report = session.report(&snap, &totals);
+    let books = session.read_books(&snap);
+    let mut report = session.report(&snap, &totals, books);
     let frame = OwnerTable::from_observation(&report);
     report.oom_kills = kills
         .iter()
