@@ -36,7 +36,9 @@ use crate::cli::{Cli, Command};
 /// one sentence that says what to do on standard error, and a failure status.
 #[must_use]
 pub fn main() -> std::process::ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(log_line)
+        .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Report(args) => commands::report::run(&args),
@@ -52,4 +54,20 @@ pub fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `env_logger`'s usual line (`[time LEVEL target] message`), with the message made printable:
+/// log lines carry cgroup paths, pod names and OOM victims' names, which tenants choose.
+fn log_line(buf: &mut env_logger::fmt::Formatter, record: &log::Record<'_>) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let level = record.level();
+    let style = buf.default_level_style(level);
+    let message = record.args().to_string();
+    writeln!(
+        buf,
+        "[{} {style}{level:<5}{style:#} {}] {}",
+        buf.timestamp(),
+        record.target(),
+        output::printable::printable(&message)
+    )
 }

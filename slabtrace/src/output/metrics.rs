@@ -42,7 +42,8 @@ use std::{
 use prometheus_client::{
     collector::Collector,
     encoding::{
-        DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeLabelSet, EncodeMetric, text,
+        DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeLabelSet, EncodeLabelValue,
+        EncodeMetric, LabelValueEncoder, text,
     },
     metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
     registry::Registry,
@@ -465,37 +466,71 @@ fn owner_rows(frame: &OwnerTable) -> (BTreeMap<RowKey, Figures>, BTreeMap<RowKey
     (pods, cgroups)
 }
 
+/// A label value that came from outside (cgroup paths, pod and namespace names, cache names,
+/// OOM scopes: tenants choose most of them), escaped as the text formats require: `\\`,
+/// `\"` and `\n`. prometheus-client 0.24 writes label values as they are, so a cgroup named
+/// with a quote and a newline would forge a series, and a trailing backslash break the scrape.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq, PartialOrd, Ord)]
+struct Label(String);
+
+impl From<String> for Label {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&str> for Label {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl EncodeLabelValue for Label {
+    fn encode(&self, enc: &mut LabelValueEncoder<'_>) -> fmt::Result {
+        use fmt::Write as _;
+        for c in self.0.chars() {
+            match c {
+                '\\' => enc.write_str("\\\\")?,
+                '"' => enc.write_str("\\\"")?,
+                '\n' => enc.write_str("\\n")?,
+                c => enc.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct PodCacheLabels {
-    namespace: String,
-    pod: String,
-    cache: String,
+    namespace: Label,
+    pod: Label,
+    cache: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct PodLabels {
-    namespace: String,
-    pod: String,
-    uid: String,
+    namespace: Label,
+    pod: Label,
+    uid: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct PodInfoLabels {
-    namespace: String,
-    pod: String,
-    uid: String,
+    namespace: Label,
+    pod: Label,
+    uid: Label,
     qos: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct CgroupCacheLabels {
-    cgroup: String,
-    cache: String,
+    cgroup: Label,
+    cache: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct CacheLabels {
-    cache: String,
+    cache: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
@@ -662,13 +697,13 @@ impl Collector for SlabCollector {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct ScopeLabels {
-    scope: String,
+    scope: Label,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct GrowthLabels {
-    owner: String,
-    cache: String,
+    owner: Label,
+    cache: Label,
     reason: &'static str,
 }
 
@@ -681,7 +716,7 @@ fn encode_findings(enc: &mut DescriptorEncoder, interval: &Interval) -> fmt::Res
     let scopes: Vec<(ScopeLabels, u64)> = report
         .oom_kills_total
         .iter()
-        .map(|(scope, n)| (ScopeLabels { scope: scope.clone() }, *n))
+        .map(|(scope, n)| (ScopeLabels { scope: scope.as_str().into() }, *n))
         .collect();
     let scopes: Vec<(&ScopeLabels, u64)> = scopes.iter().map(|(l, n)| (l, *n)).collect();
     counters(
@@ -704,7 +739,10 @@ fn encode_findings(enc: &mut DescriptorEncoder, interval: &Interval) -> fmt::Res
                 crate::node::growth::Reason::Stable => "stable",
                 crate::node::growth::Reason::Irregular => "irregular",
             };
-            (GrowthLabels { owner, cache: g.cache.clone(), reason }, g.finding.bytes_per_second)
+            (
+                GrowthLabels { owner: owner.into(), cache: g.cache.as_str().into(), reason },
+                g.finding.bytes_per_second,
+            )
         })
         .collect();
     let findings: Vec<(&GrowthLabels, f64)> = findings.iter().map(|(l, v)| (l, *v)).collect();
@@ -757,7 +795,7 @@ fn encode_slabinfo(
     let mut series: BTreeMap<CacheLabels, (u64, u64)> = BTreeMap::new();
     for s in &interval.slabinfo {
         let cache = if selected.contains(&s.name) { s.name.clone() } else { OTHER.to_owned() };
-        let e = series.entry(CacheLabels { cache }).or_default();
+        let e = series.entry(CacheLabels { cache: cache.into() }).or_default();
         e.0 = e.0.saturating_add(s.active_objs);
         e.1 = e.1.saturating_add(s.total_bytes(page_size));
     }
@@ -781,10 +819,12 @@ fn encode_slabinfo(
 
 fn encode_caches(enc: &mut DescriptorEncoder, rollup: &Rollup<String>) -> fmt::Result {
     let (named, rest) = rollup.split();
-    let mut series: BTreeMap<CacheLabels, Figures> =
-        named.into_iter().map(|(cache, f)| (CacheLabels { cache: cache.clone() }, *f)).collect();
+    let mut series: BTreeMap<CacheLabels, Figures> = named
+        .into_iter()
+        .map(|(cache, f)| (CacheLabels { cache: cache.as_str().into() }, *f))
+        .collect();
     if let Some(rest) = rest {
-        series.entry(CacheLabels { cache: OTHER.to_owned() }).or_default().add(&rest);
+        series.entry(CacheLabels { cache: OTHER.into() }).or_default().add(&rest);
     }
     figure_families(enc, "slabtrace_cache", "in the cache", &series, false)
 }
@@ -805,24 +845,24 @@ fn encode_pods(
         };
         let namespace = namespace.clone().unwrap_or_default();
         let pod = name.clone().unwrap_or_else(|| uid.clone());
-        let labels =
-            PodCacheLabels { namespace: namespace.clone(), pod: pod.clone(), cache: cache.clone() };
+        let labels = PodCacheLabels {
+            namespace: namespace.as_str().into(),
+            pod: pod.as_str().into(),
+            cache: cache.as_str().into(),
+        };
         series.entry(labels).or_default().add(f);
-        let pod_labels = PodLabels { namespace, pod, uid: uid.clone() };
+        let pod_labels =
+            PodLabels { namespace: namespace.into(), pod: pod.into(), uid: uid.as_str().into() };
         info.insert(PodInfoLabels {
             namespace: pod_labels.namespace.clone(),
             pod: pod_labels.pod.clone(),
-            uid: uid.clone(),
+            uid: uid.as_str().into(),
             qos: qos_label(*qos),
         });
         deleted.insert(pod_labels, *gone);
     }
     if let Some(rest) = rest {
-        let other = PodCacheLabels {
-            namespace: String::new(),
-            pod: OTHER.to_owned(),
-            cache: OTHER.to_owned(),
-        };
+        let other = PodCacheLabels { namespace: "".into(), pod: OTHER.into(), cache: OTHER.into() };
         series.entry(other).or_default().add(&rest);
     }
     figure_families(enc, "slabtrace_pod", "by the pod", &series, true)?;
@@ -852,11 +892,12 @@ fn encode_cgroups(
     let mut series: BTreeMap<CgroupCacheLabels, Figures> = BTreeMap::new();
     for ((key, cache), f) in named {
         let Some(owner) = frame.owners.get(key) else { continue };
-        let labels = CgroupCacheLabels { cgroup: owner.display(), cache: cache.clone() };
+        let labels =
+            CgroupCacheLabels { cgroup: owner.display().into(), cache: cache.as_str().into() };
         series.entry(labels).or_default().add(f);
     }
     if let Some(rest) = rest {
-        let other = CgroupCacheLabels { cgroup: OTHER.to_owned(), cache: OTHER.to_owned() };
+        let other = CgroupCacheLabels { cgroup: OTHER.into(), cache: OTHER.into() };
         series.entry(other).or_default().add(&rest);
     }
     figure_families(
@@ -1561,6 +1602,60 @@ slabtrace_last_interval_timestamp_seconds 1800000000.0
             ["slabtrace_pod_live_bytes{namespace=\"shop\",pod=\"web-0\",cache=\"dentry\"} 1000"]
         );
         assert_eq!(samples(&text, "slabtrace_pod_info").len(), 2);
+    }
+
+    /// Label values as the text format escapes them, undone: what a scraper reads back.
+    fn unescape(v: &str) -> String {
+        let mut out = String::new();
+        let mut chars = v.chars();
+        while let Some(c) = chars.next() {
+            match (c, c == '\\') {
+                (_, true) => match chars.next() {
+                    Some('n') => out.push('\n'),
+                    Some(other) => out.push(other),
+                    None => panic!("a dangling backslash in {v:?}"),
+                },
+                (c, false) => {
+                    assert!(c != '"' && c != '\n', "unescaped {c:?} in {v:?}");
+                    out.push(c);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn hostile_names_stay_inside_their_label() {
+        // A tenant's pod name and cgroup path built to forge a series and to break the scrape.
+        let evil_pod = "web\"} 1\nslabtrace_pod_live_bytes{pod=\"forged";
+        let evil_cgroup = "/system.slice/x\\";
+        let p = pod("u-1", Some(evil_pod), false);
+        let cg = Owner::Cgroup { cgroup_id: 7, cgroup: Some(evil_cgroup.into()), alive: true };
+        let f = frame(&[(&p, "dentry", row(10, 4)), (&cg, "dentry", row(10, 4))]);
+        let (latest, exporter) = new_exporter(10);
+        latest.publish(Arc::new(interval(1, f)));
+        let openmetrics = exporter.openmetrics().unwrap();
+        for text in [text_format(&openmetrics), openmetrics] {
+            let pods = samples(&text, "slabtrace_pod_live_bytes");
+            assert_eq!(pods.len(), 1, "{pods:?}");
+            let cgroups = samples(&text, "slabtrace_cgroup_live_bytes");
+            assert_eq!(cgroups.len(), 1, "{cgroups:?}");
+            // Each line is one sample: `name{...} value`, the labels' values round-trip.
+            let value_of = |line: &str, label: &str| {
+                let start = line.find(&format!("{label}=\"")).unwrap() + label.len() + 2;
+                let rest = &line[start..];
+                let mut end = 0;
+                let bytes = rest.as_bytes();
+                while bytes[end] != b'"' {
+                    end += if bytes[end] == b'\\' { 2 } else { 1 };
+                }
+                unescape(&rest[..end])
+            };
+            assert_eq!(value_of(&pods[0], "pod"), evil_pod);
+            assert!(pods[0].ends_with("} 400"), "{}", pods[0]);
+            assert_eq!(value_of(&cgroups[0], "cgroup"), evil_cgroup);
+            assert!(cgroups[0].ends_with("} 400"), "{}", cgroups[0]);
+        }
     }
 
     #[test]

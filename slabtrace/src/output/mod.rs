@@ -5,6 +5,7 @@ pub mod events;
 pub(crate) mod http;
 pub mod http_get;
 pub mod metrics;
+pub(crate) mod printable;
 pub mod report;
 pub(crate) mod table;
 pub(crate) mod top;

@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use super::{
+    printable::printable,
     report::Report,
     units::{human_bytes, signed_bytes},
 };
@@ -101,7 +102,7 @@ pub fn render(report: &Report, limits: TableLimits) -> String {
     let _ = writeln!(
         out,
         "slabtrace on {} for {:.1}s from {}; {}",
-        report.node,
+        printable(&report.node),
         report.duration_seconds,
         report.started_at,
         if s.estimated {
@@ -130,7 +131,7 @@ pub fn render(report: &Report, limits: TableLimits) -> String {
         human_bytes(me.map_bytes),
     );
     for w in &me.warnings {
-        let _ = writeln!(out, "warning: {w}");
+        let _ = writeln!(out, "warning: {}", printable(w));
     }
     out
 }
@@ -161,8 +162,9 @@ fn render_findings(out: &mut String, report: &Report) {
             g.owner.as_ref().map_or_else(|| "node-wide".to_owned(), crate::frame::Owner::display);
         let _ = writeln!(
             out,
-            "problematic growth: {whose} {}: +{} over {:.0}s ({:.1} MB/h), {:?}; reclaim scanned {} freed {}",
-            g.cache,
+            "problematic growth: {} {}: +{} over {:.0}s ({:.1} MB/h), {:?}; reclaim scanned {} freed {}",
+            printable(&whose),
+            printable(&g.cache),
             human_bytes(g.finding.growth_bytes.unsigned_abs()),
             g.finding.window_seconds,
             g.finding.rate_mb_per_hour,
@@ -198,14 +200,22 @@ fn render_findings(out: &mut String, report: &Report) {
             .slab
             .top_holders
             .first()
-            .map(|h| format!("; largest slab holder {} in {}", human_bytes(h.live_bytes), h.cache))
+            .map(|h| {
+                format!(
+                    "; largest slab holder {} in {}",
+                    human_bytes(h.live_bytes),
+                    printable(&h.cache)
+                )
+            })
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "OOM kill at {}: {} (pid {}) in {whose}, {scope}; slab attributed then {} ({:.0}% charged to no memcg){top}",
+            "OOM kill at {}: {} (pid {}) in {}, {}; slab attributed then {} ({:.0}% charged to no memcg){top}",
             kill.at,
-            kill.comm,
+            printable(&kill.comm),
             kill.victim.pid,
+            printable(&whose),
+            printable(&scope),
             human_bytes(kill.slab.attributed_live_bytes),
             kill.slab.unaccounted_share_pct,
         );
@@ -259,7 +269,7 @@ fn render_rows(out: &mut String, report: &Report, limits: TableLimits) {
             );
             // With --call-sites: where in the kernel these came from.
             for site in &c.call_sites {
-                let _ = writeln!(out, "{:<46}from {} ({})", "", site.site, site.allocs);
+                let _ = writeln!(out, "{:<46}from {} ({})", "", printable(&site.site), site.allocs);
             }
         }
     }
@@ -289,14 +299,16 @@ fn render_node(out: &mut String, report: &Report, limits: TableLimits) {
             t.net_objects,
             human_bytes(t.live_bytes),
             slabinfo,
-            t.aliases.join(","),
+            printable(&t.aliases.join(",")),
         );
     }
 }
 
+/// `s` made printable, then cut to its last `width` characters.
 fn truncate(s: &str, width: usize) -> String {
+    let s = printable(s);
     if s.chars().count() <= width {
-        s.to_owned()
+        s.into_owned()
     } else {
         let keep: String = s.chars().skip(s.chars().count() - (width - 1)).collect();
         format!("…{keep}")
@@ -311,5 +323,46 @@ mod tests {
     fn long_paths_keep_their_end() {
         assert_eq!(truncate("/kubepods/burstable/pod1234/abcdef", 10), "…34/abcdef");
         assert_eq!(truncate("/a", 10), "/a");
+    }
+
+    #[test]
+    fn hostile_names_are_printed_escaped() {
+        use crate::{
+            attribution::{CacheUsage, CgroupUsage},
+            oom_report::{OomReport, SlabPicture, Task},
+        };
+        let mut report = Report::default();
+        report.observation.node = "node\x1b]0;x\x07".into();
+        report.observation.cgroups.push(CgroupUsage {
+            cgroup_id: 9,
+            cgroup: Some("/evil\x1b[2J\nforged row".into()),
+            alive: true,
+            caches: vec![CacheUsage { cache: "dentry\r".into(), allocs: 1, ..Default::default() }],
+            ..Default::default()
+        });
+        let task = Task { pid: 1, cgroup_id: 9, cgroup: Some("/evil\n".into()), ..Task::default() };
+        report.oom_kills.push(OomReport {
+            at: "now".into(),
+            scope: "memcg",
+            memcg: Some("/m\x07".into()),
+            victim: task.clone(),
+            comm: "x\x1b[31m\u{202e}".into(),
+            uid: 0,
+            oom_score_adj: 0,
+            trigger: task,
+            meminfo: None,
+            slab: SlabPicture::default(),
+            incomplete: false,
+        });
+        report.self_stats.warnings.push("w\x1b".into());
+        let limits = TableLimits { rows: 10, caches_per_row: 3, node_caches: 3, by: By::Cgroup };
+        let text = render(&report, limits);
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+        assert!(!text.contains('\u{202e}'), "{text:?}");
+        // One line per row: the newline in the path did not start a row of its own.
+        assert!(!text.lines().any(|l| l.starts_with("forged row")), "{text}");
+        for escaped in ["\\x1b[2J\\x0aforged row", "dentry\\x0d", "x\\x1b[31m\\u{202e}", "w\\x1b"] {
+            assert!(text.contains(escaped), "{escaped} in {text}");
+        }
     }
 }

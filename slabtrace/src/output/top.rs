@@ -22,6 +22,7 @@ use ratatui::{
 use crate::{
     frame::{Change, OwnerKey},
     output::{
+        printable::printable,
         report::KernelMemory,
         units::{count, human_bytes, objects, signed_bytes},
     },
@@ -443,6 +444,7 @@ impl TopView {
             group,
             width,
         );
+        let [first, second] = [first, second].map(|l| printable(&l).into_owned());
         vec![Line::from(first), Line::from(second), self.status_line()]
     }
 
@@ -450,8 +452,10 @@ impl TopView {
     fn status_line(&self) -> Line<'static> {
         let warning = self.snapshot.as_ref().and_then(|s| s.warnings.last());
         match (&self.error, &self.log, warning) {
-            (Some(e), ..) => Line::styled(e.clone(), Style::new().add_modifier(Modifier::BOLD)),
-            (None, Some(l), _) | (None, None, Some(l)) => Line::from(l.clone()),
+            (Some(e), ..) => {
+                Line::styled(printable(e).into_owned(), Style::new().add_modifier(Modifier::BOLD))
+            }
+            (None, Some(l), _) | (None, None, Some(l)) => Line::from(printable(l).into_owned()),
             (None, None, None) => Line::from(""),
         }
     }
@@ -559,9 +563,10 @@ fn spread(left: &str, right: &str, width: usize) -> String {
 
 /// The end of `s` in `width` characters: a cgroup path's or pod name's end tells it apart.
 fn keep_end(s: &str, width: usize) -> String {
+    let s = printable(s);
     let n = s.chars().count();
     if n <= width || width == 0 {
-        return s.to_owned();
+        return s.into_owned();
     }
     let tail: String = s.chars().skip(n - (width - 1)).collect();
     format!("…{tail}")
@@ -569,8 +574,9 @@ fn keep_end(s: &str, width: usize) -> String {
 
 /// The start of `s` in `width` characters: cache names differ in their ends less often.
 fn keep_start(s: &str, width: usize) -> String {
+    let s = printable(s);
     if s.chars().count() <= width || width == 0 {
-        return s.to_owned();
+        return s.into_owned();
     }
     let head: String = s.chars().take(width - 1).collect();
     format!("{head}…")
@@ -714,6 +720,26 @@ mod tests {
         assert!((filp.allocs_per_second - 2_000.0).abs() < 1e-9);
         assert!((filp.frees_per_second - 2_000.0).abs() < 1e-9);
         assert!(filp.growth_per_second.abs() < 1e-9);
+    }
+
+    #[test]
+    fn hostile_names_reach_the_terminal_escaped() {
+        let mut interval = fixture(1);
+        let evil = Owner::Cgroup {
+            cgroup_id: 66,
+            cgroup: Some("/x\x1b]0;owned\x07\nforged".into()),
+            alive: true,
+        };
+        interval.frame.owners.insert(evil.key(), evil.clone());
+        interval.frame.rows.insert((evil.key(), "evil\x1b[2J".into()), row(1 << 20, 4096, 1 << 20));
+        interval.report.self_stats.warnings.push("warn \x1b[31m\x07".into());
+        let mut view = TopView::new(Duration::from_secs(2));
+        view.update(&interval);
+        let text = screen(&mut view, 160, 20).join("\n");
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+        assert!(text.contains("owned\\x07\\x0aforged"), "{text}");
+        assert!(text.contains("evil\\x1b[2J"), "{text}");
+        assert!(text.contains("warn \\x1b[31m\\x07"), "{text}");
     }
 
     #[test]
