@@ -39,6 +39,13 @@ fn prometheus_scrapes_a_pods_slab_memory() -> Result<()> {
     // carry the uid as `pod` and an empty namespace.
     let pod = Cgroup::create_at(&format!("/kubepods/besteffort/pod{uid}/0123456789abcdef"))?;
     pod.run(Command::new(workload()).arg("create").arg(fs.path()).arg(FILES.to_string()))?;
+    // A tenant's cgroup named to forge a label and break the scrape: quotes, an escape
+    // sequence and a trailing backslash (cgroupfs refuses a newline or a slash, nothing else).
+    let evil_name = format!("slabtrace-evil-{uid}\",a=\"forged\x1b[2J\\");
+    let evil = Cgroup::create_at(&format!("/{evil_name}"))?;
+    let evil_files = fs.path().join("evil");
+    std::fs::create_dir(&evil_files)?;
+    evil.run(Command::new(workload()).arg("create").arg(&evil_files).arg(FILES.to_string()))?;
     let prometheus = Prometheus::start("metrics", &daemon.listen)?;
 
     let query = format!("slabtrace_pod_live_bytes{{pod=\"{uid}\"}}");
@@ -74,6 +81,17 @@ fn prometheus_scrapes_a_pods_slab_memory() -> Result<()> {
     ensure!(info.len() == 1, "pod_info of {uid}: {info:?}");
     assert_eq!(info[0]["metric"]["qos"], "best_effort");
     assert_eq!(info[0]["metric"]["pod"], uid.as_str());
+    // The hostile name came back whole, as one series' label value, and forged nothing.
+    let cgroups = prometheus.query("slabtrace_cgroup_live_bytes")?;
+    let evil_path = format!("/{evil_name}");
+    ensure!(
+        cgroups.iter().any(|s| s["metric"]["cgroup"] == evil_path.as_str()),
+        "no series of the cgroup {evil_path:?}: {cgroups:#?}"
+    );
+    ensure!(
+        prometheus.query("{__name__=~\".+\", a!=\"\"}")?.is_empty(),
+        "a series with a forged label"
+    );
     // Prometheus read the OpenMetrics exposition without complaint.
     let targets = prometheus.targets()?;
     let target = &targets["data"]["activeTargets"][0];
@@ -109,6 +127,12 @@ fn prometheus_scrapes_a_pods_slab_memory() -> Result<()> {
 
     let stopped = daemon.stop(libc::SIGTERM, Duration::from_secs(10))?;
     ensure!(stopped.status.success(), "the daemon failed: {}", stopped.stderr);
+    ensure!(
+        !stopped.stderr.chars().any(|c| c.is_control() && c != '\n'),
+        "a control character in the daemon's log: {:?}",
+        stopped.stderr
+    );
+    drop(evil);
     Ok(())
 }
 
