@@ -135,7 +135,7 @@ pub struct AdviseArgs {
     #[arg(long, value_name = "ADDR")]
     pub from: Option<String>,
     /// Without `--from`: seconds to trace, sampling the node every second.
-    #[arg(long, short, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, short, default_value_t = 60, value_name = "SECONDS", value_parser = parse_seconds)]
     pub duration: u64,
     /// Without `--from`: the margin added to observed peaks, in percent.
     #[arg(long, default_value_t = 25, value_name = "PERCENT")]
@@ -166,7 +166,7 @@ pub struct TopArgs {
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Seconds to trace before reporting.
-    #[arg(long, short, default_value_t = 10, value_name = "SECONDS")]
+    #[arg(long, short, default_value_t = 10, value_name = "SECONDS", value_parser = parse_seconds)]
     pub duration: u64,
     /// Output format: a slabtop-like table, or a JSON document (schema slabtrace.report.v1).
     #[arg(long, short, value_enum, default_value_t = Format::Table)]
@@ -322,7 +322,7 @@ pub struct RuntimeArgs {
     pub cri_socket: Option<PathBuf>,
     /// How long the names of a pod the runtime no longer lists (deleted, its objects still
     /// live) are kept. At most 10,000 pods' names are kept.
-    #[arg(long, default_value_t = 3600, value_name = "SECONDS", env = "SLABTRACE_GONE_POD_TTL")]
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS", value_parser = parse_seconds, env = "SLABTRACE_GONE_POD_TTL")]
     pub gone_pod_ttl: u64,
 }
 
@@ -361,13 +361,30 @@ pub enum Format {
     Json,
 }
 
-/// A duration of at least 100 ms, in humantime's words (`10s`, `1m30s`, `500ms`).
+/// The longest duration any flag takes, in seconds: a year. Longer ones would overflow the
+/// clock arithmetic (`Instant + Duration` panics past the platform's range) for nothing.
+const MAX_SECONDS: u64 = 366 * 24 * 3600;
+
+/// A duration of at least 100 ms and at most a year, in humantime's words (`10s`, `1m30s`,
+/// `500ms`).
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{s}: {e} (say e.g. 10s or 1m)"))?;
     if d < std::time::Duration::from_millis(100) {
         return Err(format!("{s} is too short: at least 100ms"));
     }
+    if d > std::time::Duration::from_secs(MAX_SECONDS) {
+        return Err(format!("{s} is too long: at most a year (366d)"));
+    }
     Ok(d)
+}
+
+/// Whole seconds, at most a year.
+fn parse_seconds(s: &str) -> Result<u64, String> {
+    let n: u64 = s.parse().map_err(|_| format!("{s} is not a whole number of seconds"))?;
+    if n > MAX_SECONDS {
+        return Err(format!("{n} seconds is too long: at most a year ({MAX_SECONDS})"));
+    }
+    Ok(n)
 }
 
 fn parse_sample(s: &str) -> Result<u32, String> {
@@ -420,6 +437,11 @@ mod tests {
     fn intervals_are_durations() {
         assert_eq!(parse_interval("1m"), Ok(std::time::Duration::from_mins(1)));
         assert_eq!(parse_interval("500ms"), Ok(std::time::Duration::from_millis(500)));
+        assert_eq!(parse_interval("366d"), Ok(std::time::Duration::from_secs(MAX_SECONDS)));
+        assert!(parse_interval("367d").unwrap_err().contains("too long"));
+        assert!(parse_interval("500000000000y").is_err());
+        assert_eq!(parse_seconds("31622400"), Ok(MAX_SECONDS));
+        assert!(parse_seconds("18446744073709551615").unwrap_err().contains("too long"));
         assert!(parse_interval("10ms").unwrap_err().contains("too short"));
         assert!(parse_interval("soon").is_err());
     }

@@ -52,7 +52,7 @@ pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
     let mut options = args.session.options(ProbeSet::Slabtrace);
     options.pin_path = pin_path(args.pin_path.as_deref()).map(Path::to_path_buf);
     let mut pipeline = Pipeline::start(&options)?;
-    pipeline.set_growth(args.growth_window, args.growth_min_mib << 20);
+    pipeline.set_growth(args.growth_window, args.growth_min_mib.saturating_mul(1 << 20));
     pipeline.set_advice_margin(f64::from(args.advice_margin) / 100.0);
     let events = EventStream::open(&target, args.event_buffer, args.events_top)
         .map_err(|e| TraceError::Usage(e.to_string()))?;
