@@ -325,3 +325,104 @@ fn the_daemons_cumulative_report_credits_frees_exactly() -> Result<()> {
     ensure!(stopped.status.success(), "{}", stopped.stderr);
     Ok(())
 }
+
+/// The daemon's resident memory, KiB.
+fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS")
+}
+
+/// A TCP connection to `addr` whose receive buffer is as small as the kernel allows, so that
+/// what it does not read stays on the sender's side, where the daemon pays for it.
+fn small_window_client(addr: &str) -> Result<std::net::TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let addr: std::net::SocketAddr = addr.parse()?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_recv_buffer_size(4096)?;
+    socket.connect(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// The node's TCP socket memory (`/proc/net/sockstat`), KiB: what unread responses hold in
+/// the kernel (and charge to the daemon's memcg).
+fn tcp_memory_kib() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/net/sockstat")?;
+    let line = stat.lines().find(|l| l.starts_with("TCP:")).context("no TCP line")?;
+    let pages: u64 = line
+        .split_whitespace()
+        .skip_while(|w| *w != "mem")
+        .nth(1)
+        .context("no TCP mem")?
+        .parse()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })?;
+    Ok(pages * page / 1024)
+}
+
+#[test]
+fn clients_that_never_read_cannot_grow_the_daemon_or_starve_its_probes() -> Result<()> {
+    use std::io::Write as _;
+    const CLIENTS: usize = 200;
+    require_root()?;
+    let daemon = Daemon::start("flood", &["--interval", "1s", "--sample", "1"])?;
+    let deadline = Instant::now() + Duration::from_mins(1);
+    let report = loop {
+        let (status, body) = daemon.get("/report")?;
+        if status == 200 {
+            break body;
+        }
+        ensure!(Instant::now() < deadline, "no /report after 60 s: {status} {body}");
+        thread::sleep(Duration::from_millis(200));
+    };
+    let before = rss_kib(daemon.pid())?;
+    let tcp_before = tcp_memory_kib()?;
+    // Each asks for the report and never reads a byte of it.
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for _ in 0..CLIENTS {
+        let mut s = small_window_client(&daemon.listen)?;
+        s.write_all(b"GET /report HTTP/1.1\r\nHost: flood\r\n\r\n")?;
+        clients.push(s);
+        // The kubelet's probe is answered however many hold on.
+        let (status, body) = daemon.get("/healthz")?;
+        ensure!(
+            status == 200,
+            "/healthz with {} clients holding on: {status} {body}",
+            clients.len()
+        );
+    }
+    let (status, metrics) = daemon.get("/metrics")?;
+    ensure!(status == 200, "/metrics: {status}");
+    let evicted: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("slabtrace_http_connections_evicted_total "))
+        .context("no slabtrace_http_connections_evicted_total")?
+        .parse()?;
+    // At most 64 are served at once: each client past that closed the oldest one still open
+    // (the probes finish before the next client comes).
+    ensure!(evicted >= (CLIENTS - 64) as u64, "evicted {evicted}");
+    let after = rss_kib(daemon.pid())?;
+    let tcp_after = tcp_memory_kib()?;
+    let grown_mib = after.saturating_sub(before) / 1024;
+    let report_kib = report.len() as u64 / 1024;
+    let held_kib = tcp_after.saturating_sub(tcp_before);
+    eprintln!(
+        "report {report_kib} KiB; RSS {} → {} MiB and TCP memory +{held_kib} KiB with \
+         {CLIENTS} clients holding on; {evicted} evicted",
+        before / 1024,
+        after / 1024
+    );
+    // The kernel holds unread responses for the open connections only: 64 of them, each at
+    // most its 256 KiB send buffer, not all 200 (the clients' receive windows hold little).
+    let bound = 64 * (report_kib + 16).min(256) + CLIENTS as u64 * 16 + 2048;
+    ensure!(held_kib <= bound, "TCP memory grew by {held_kib} KiB, more than {bound}");
+    // One encoded report shared by every client, not one each (that was 200 × the report).
+    ensure!(grown_mib <= 16, "RSS grew by {grown_mib} MiB with {CLIENTS} clients holding on");
+    drop(clients);
+    let stopped = daemon.stop(libc::SIGTERM, Duration::from_secs(10))?;
+    ensure!(stopped.status.success(), "the daemon failed: {}", stopped.stderr);
+    Ok(())
+}

@@ -12,10 +12,15 @@
 //! prometheus-client's encoding, see [`text_format`].
 
 use std::{
+    collections::VecDeque,
     convert::Infallible,
     io,
     net::{SocketAddr, TcpListener},
-    sync::Arc,
+    os::fd::AsRawFd as _,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -52,6 +57,46 @@ const JSON: &str = "application/json";
 /// A client gets this long to send its request headers (a connection that sends nothing is
 /// not kept forever).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections served at once. Each new one past this closes the oldest (counted): each open
+/// connection can hold a response in flight, so their number bounds the memory clients can
+/// make the daemon hold, and closing the oldest rather than the newest keeps the kubelet's
+/// probes and Prometheus answered however many clients hold on. Prometheus needs one, a
+/// person with curl another few.
+const MAX_CONNECTIONS: usize = 64;
+
+/// A connection is closed this long after it was accepted, whatever it is doing: a client that
+/// asks for /report and never reads would otherwise hold its response (and the kernel's send
+/// buffer) for ever. A scrape takes milliseconds; Prometheus reconnects for the next one.
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The kernel's send buffer per connection (`SO_SNDBUF`), instead of autotuning up to
+/// `tcp_wmem`'s maximum (4 MiB by default): socket memory is charged to the daemon's memcg, so
+/// 64 clients that do not read could otherwise hold 256 MiB of it. 256 KiB still sends a
+/// report of a few MiB in a few round trips.
+const SEND_BUFFER_BYTES: libc::c_int = 256 * 1024;
+
+/// What the server turned away, exported as metrics.
+#[derive(Debug, Default)]
+pub struct HttpCounters {
+    evicted: AtomicU64,
+    timed_out: AtomicU64,
+}
+
+impl HttpCounters {
+    /// Connections closed before they finished, the oldest open, because a new one came while
+    /// [`MAX_CONNECTIONS`] were open.
+    #[must_use]
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed at [`CONNECTION_DEADLINE`].
+    #[must_use]
+    pub fn timed_out(&self) -> u64 {
+        self.timed_out.load(Ordering::Relaxed)
+    }
+}
 
 /// `/healthz` fails once the last interval is older than three intervals and this.
 const STALE_GRACE: Duration = Duration::from_secs(5);
@@ -98,12 +143,19 @@ pub struct Reply {
     /// `Content-Type`.
     pub content_type: &'static str,
     /// The body.
-    pub body: String,
+    pub body: Bytes,
 }
 
 impl Reply {
-    fn new(status: u16, content_type: &'static str, body: impl Into<String>) -> Self {
+    fn new(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Self {
         Self { status, content_type, body: body.into() }
+    }
+
+    /// The body as text (every body here is UTF-8).
+    #[cfg(test)]
+    #[must_use]
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.body)
     }
 }
 
@@ -113,13 +165,22 @@ pub struct Endpoints {
     latest: Arc<Latest>,
     exporter: Exporter,
     interval: Duration,
+    /// The latest interval's report as JSON, by interval number: encoded once and shared by
+    /// every request (a `Bytes` clone is a reference), however many clients ask.
+    report: Mutex<Option<(u64, Bytes)>>,
+    counters: Arc<HttpCounters>,
 }
 
 impl Endpoints {
     /// The endpoints of a daemon that ends an interval every `interval`.
     #[must_use]
-    pub fn new(latest: Arc<Latest>, exporter: Exporter, interval: Duration) -> Self {
-        Self { latest, exporter, interval }
+    pub fn new(
+        latest: Arc<Latest>,
+        exporter: Exporter,
+        interval: Duration,
+        counters: Arc<HttpCounters>,
+    ) -> Self {
+        Self { latest, exporter, interval, report: Mutex::new(None), counters }
     }
 
     /// The reply to `method path` with the request's `Accept` header, at `now`.
@@ -175,9 +236,18 @@ impl Endpoints {
                 ),
             );
         };
+        let seq = published.interval.seq;
+        let mut cached = self.report.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((at, json)) = cached.as_ref()
+            && *at == seq
+        {
+            return Reply::new(200, JSON, json.clone());
+        }
         match serde_json::to_string_pretty(&published.interval.report) {
             Ok(mut json) => {
                 json.push('\n');
+                let json = Bytes::from(json);
+                *cached = Some((seq, json.clone()));
                 Reply::new(200, JSON, json)
             }
             Err(e) => {
@@ -247,6 +317,15 @@ impl HttpServer {
     /// Binds `listen` now (so a taken port is an error here, not a log line later) and serves
     /// `endpoints` on a thread of its own.
     pub fn start(listen: &str, endpoints: Endpoints) -> Result<Self, HttpError> {
+        Self::start_limited(listen, endpoints, ConnectionLimits::default())
+    }
+
+    /// [`HttpServer::start`] with other connection limits (the tests' small ones).
+    fn start_limited(
+        listen: &str,
+        endpoints: Endpoints,
+        limits: ConnectionLimits,
+    ) -> Result<Self, HttpError> {
         let listener = TcpListener::bind(listen).map_err(|e| listen_error(listen, e))?;
         let addr = listener.local_addr().map_err(|e| listen_error(listen, e))?;
         // tokio takes the socket over and needs it non-blocking.
@@ -260,7 +339,7 @@ impl HttpServer {
         let endpoints = Arc::new(endpoints);
         let thread = std::thread::Builder::new()
             .name("http".to_owned())
-            .spawn(move || runtime.block_on(serve(listener, endpoints, stopped)))
+            .spawn(move || runtime.block_on(serve(listener, endpoints, stopped, limits)))
             .map_err(HttpError::Start)?;
         Ok(Self { addr, stop: Some(stop), thread: Some(thread) })
     }
@@ -286,7 +365,25 @@ impl Drop for HttpServer {
     }
 }
 
-async fn serve(listener: TcpListener, endpoints: Arc<Endpoints>, mut stop: oneshot::Receiver<()>) {
+/// How many connections are served at once, and for how long each.
+#[derive(Clone, Copy, Debug)]
+struct ConnectionLimits {
+    max: usize,
+    deadline: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self { max: MAX_CONNECTIONS, deadline: CONNECTION_DEADLINE }
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    endpoints: Arc<Endpoints>,
+    mut stop: oneshot::Receiver<()>,
+    limits: ConnectionLimits,
+) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -294,12 +391,48 @@ async fn serve(listener: TcpListener, endpoints: Arc<Endpoints>, mut stop: onesh
             return;
         }
     };
+    // Each open connection's eviction notice, oldest first.
+    let mut open: VecDeque<oneshot::Sender<()>> = VecDeque::new();
     loop {
         tokio::select! {
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    tokio::spawn(connection(stream, Arc::clone(&endpoints)));
+                Ok((stream, peer)) => {
+                    // A connection that ended dropped its receiver.
+                    open.retain(|notice| !notice.is_closed());
+                    if open.len() >= limits.max
+                        && let Some(oldest) = open.pop_front()
+                    {
+                        // The oldest goes, so that a new client (the kubelet's probe,
+                        // Prometheus) is always served however many hold on.
+                        let _ = oldest.send(());
+                        if endpoints.counters.evicted.fetch_add(1, Ordering::Relaxed) == 0 {
+                            warn!(
+                                "{} HTTP connections are open: closing the oldest for each new \
+                                 one (slabtrace_http_connections_evicted_total counts them)",
+                                limits.max
+                            );
+                        }
+                    }
+                    let (notice, evicted) = oneshot::channel();
+                    open.push_back(notice);
+                    let endpoints = Arc::clone(&endpoints);
+                    tokio::spawn(async move {
+                        let fd = stream.as_raw_fd();
+                        let served = connection(stream, &endpoints);
+                        tokio::pin!(served);
+                        tokio::select! {
+                            () = &mut served => return,
+                            () = tokio::time::sleep(limits.deadline) => {
+                                endpoints.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                                debug!("closing the HTTP connection from {peer} at its deadline");
+                            }
+                            _ = evicted => debug!("closing the oldest HTTP connection, from {peer}"),
+                        }
+                        // Before the socket closes: what the client did not read is dropped
+                        // at once, not kept in the kernel until the client gives up.
+                        reset_on_close(fd);
+                    });
                 }
                 // Out of file descriptors, most likely: wait rather than spin.
                 Err(e) => {
@@ -311,9 +444,10 @@ async fn serve(listener: TcpListener, endpoints: Arc<Endpoints>, mut stop: onesh
     }
 }
 
-async fn connection(stream: tokio::net::TcpStream, endpoints: Arc<Endpoints>) {
+async fn connection(stream: tokio::net::TcpStream, endpoints: &Endpoints) {
+    limit_send_buffer(&stream);
     let service = service_fn(move |req: Request<Incoming>| {
-        let reply = respond(&endpoints, &req);
+        let reply = respond(endpoints, &req);
         async move { Ok::<_, Infallible>(reply) }
     });
     let served = http1::Builder::new()
@@ -326,10 +460,38 @@ async fn connection(stream: tokio::net::TcpStream, endpoints: Arc<Endpoints>) {
     }
 }
 
+/// Caps the kernel's send buffer of `stream` at [`SEND_BUFFER_BYTES`]; on failure the kernel's
+/// default stays, which only costs memory.
+fn limit_send_buffer(stream: &tokio::net::TcpStream) {
+    set_socket_option(stream.as_raw_fd(), libc::SO_SNDBUF, &SEND_BUFFER_BYTES, "limit");
+}
+
+/// Makes the close of the socket `fd` an abortive one (`SO_LINGER` 0: a reset, unsent data
+/// dropped). Otherwise a socket closed with a response its client never read lingers in the
+/// kernel, orphaned, with that response, for minutes, still charged to the daemon's memcg.
+/// `fd` must still be open: its stream not dropped yet.
+fn reset_on_close(fd: std::os::fd::RawFd) {
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    set_socket_option(fd, libc::SO_LINGER, &linger, "reset on close");
+}
+
+/// `setsockopt(fd, SOL_SOCKET, option, value)`; a failure is logged (`what` the connection's
+/// option was for) and otherwise ignored: each option here only saves memory.
+fn set_socket_option<T>(fd: std::os::fd::RawFd, option: libc::c_int, value: &T, what: &str) {
+    let Ok(len) = libc::socklen_t::try_from(std::mem::size_of::<T>()) else { return };
+    // SAFETY: an open socket, and a pointer to a value of the length given.
+    let rc = unsafe {
+        libc::setsockopt(fd, libc::SOL_SOCKET, option, std::ptr::from_ref(value).cast(), len)
+    };
+    if rc != 0 {
+        debug!("cannot {what} an HTTP connection: {}", io::Error::last_os_error());
+    }
+}
+
 fn respond(endpoints: &Endpoints, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
     let reply = endpoints.reply(req.method().as_str(), req.uri().path(), accept, Instant::now());
-    let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+    let mut response = Response::new(Full::new(reply.body));
     *response.status_mut() =
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = response.headers_mut();
@@ -370,9 +532,15 @@ impl Http {
             return Ok(None);
         }
         let latest = Arc::new(Latest::new());
-        let options = ExporterOptions { top: args.metrics_top, stream, page_size: page_size() };
+        let counters = Arc::new(HttpCounters::default());
+        let options = ExporterOptions {
+            top: args.metrics_top,
+            stream,
+            http: Some(Arc::clone(&counters)),
+            page_size: page_size(),
+        };
         let exporter = Exporter::new(Arc::clone(&latest), options);
-        let endpoints = Endpoints::new(Arc::clone(&latest), exporter, args.interval);
+        let endpoints = Endpoints::new(Arc::clone(&latest), exporter, args.interval, counters);
         let server = HttpServer::start(&args.listen, endpoints)?;
         info!("serving /metrics, /report and /healthz on http://{}", server.addr());
         Ok(Some(Self { latest, _server: server }))
@@ -411,9 +579,9 @@ mod tests {
 
     fn endpoints() -> (Arc<Latest>, Endpoints) {
         let latest = Arc::new(Latest::new());
-        let options = ExporterOptions { top: 10, stream: None, page_size: 4096 };
+        let options = ExporterOptions { top: 10, stream: None, http: None, page_size: 4096 };
         let exporter = Exporter::new(Arc::clone(&latest), options);
-        (Arc::clone(&latest), Endpoints::new(latest, exporter, TEN))
+        (Arc::clone(&latest), Endpoints::new(latest, exporter, TEN, Arc::default()))
     }
 
     fn interval() -> Arc<Interval> {
@@ -464,21 +632,27 @@ mod tests {
             report.body,
             "no interval has ended yet; the first report comes 10s after start\n"
         );
-        assert_eq!((get("/healthz").status, get("/healthz").body.as_str()), (200, "ok\n"));
+        assert_eq!((get("/healthz").status, get("/healthz").text().as_ref()), (200, "ok\n"));
         latest.publish(interval());
         let report = get("/report");
         assert_eq!((report.status, report.content_type), (200, JSON));
-        let json: serde_json::Value = serde_json::from_str(&report.body).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&report.body).unwrap();
         assert_eq!(json["schema"], SCHEMA);
+        // Encoded once per interval: a second request shares the first one's bytes.
+        assert_eq!(get("/report").body.as_ptr(), report.body.as_ptr());
+        let mut next = Arc::into_inner(interval()).unwrap();
+        next.seq += 1;
+        latest.publish(Arc::new(next));
+        assert_ne!(get("/report").body.as_ptr(), report.body.as_ptr());
         let index = get("/");
-        assert!(index.body.contains("/metrics"), "{}", index.body);
+        assert!(index.text().contains("/metrics"), "{}", index.text());
         assert_eq!(get("/nope").status, 404);
         assert_eq!(ep.reply("POST", "/metrics", None, now).status, 405);
         assert_eq!(ep.reply("HEAD", "/healthz", None, now).status, 200);
         latest.detach();
         let health = get("/healthz");
         assert_eq!(
-            (health.status, health.body.as_str()),
+            (health.status, health.text().as_ref()),
             (503, "the probes are detached: slabtrace is shutting down\n")
         );
     }
@@ -492,12 +666,72 @@ mod tests {
                           version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
         let om = ep.reply("GET", "/metrics", Some(prometheus), now);
         assert_eq!((om.status, om.content_type), (200, OPENMETRICS));
-        assert!(om.body.contains("# TYPE slabtrace_intervals counter\n"));
-        assert!(om.body.ends_with("# EOF\n"));
+        assert!(om.text().contains("# TYPE slabtrace_intervals counter\n"));
+        assert!(om.text().ends_with("# EOF\n"));
         let plain = ep.reply("GET", "/metrics", None, now);
         assert_eq!((plain.status, plain.content_type), (200, TEXT_FORMAT));
-        assert!(plain.body.contains("# TYPE slabtrace_intervals_total counter\n"));
-        assert!(!plain.body.contains("# EOF"));
+        assert!(plain.text().contains("# TYPE slabtrace_intervals_total counter\n"));
+        assert!(!plain.text().contains("# EOF"));
+    }
+
+    /// Reads `s` until the server closes it (end of stream or a reset), failing after `within`.
+    fn closed_by_server(s: &mut TcpStream, within: Duration) -> bool {
+        s.set_read_timeout(Some(within)).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// A server with `limits` and its counters.
+    fn limited_server(limits: ConnectionLimits) -> (HttpServer, Arc<HttpCounters>) {
+        let latest = Arc::new(Latest::new());
+        let options = ExporterOptions { top: 10, stream: None, http: None, page_size: 4096 };
+        let exporter = Exporter::new(Arc::clone(&latest), options);
+        let counters = Arc::new(HttpCounters::default());
+        let ep = Endpoints::new(latest, exporter, TEN, Arc::clone(&counters));
+        (HttpServer::start_limited("127.0.0.1:0", ep, limits).unwrap(), counters)
+    }
+
+    /// A client that starts a request and never finishes it.
+    fn hold(addr: SocketAddr) -> TcpStream {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /report HTTP/1.1\r\n").unwrap();
+        s
+    }
+
+    #[test]
+    fn past_the_cap_the_oldest_connection_goes() {
+        let limits = ConnectionLimits { max: 2, deadline: Duration::from_hours(1) };
+        let (server, counters) = limited_server(limits);
+        let addr = server.addr();
+        // Three clients hold on: the third closes the first.
+        let mut held: Vec<TcpStream> = (0..3).map(|_| hold(addr)).collect();
+        assert!(closed_by_server(&mut held[0], Duration::from_secs(30)), "the oldest stayed");
+        assert_eq!(counters.evicted(), 1);
+        // A new client is served although two are held: the oldest held one goes.
+        let ok = raw(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(closed_by_server(&mut held[1], Duration::from_secs(30)), "the second stayed");
+        assert_eq!((counters.evicted(), counters.timed_out()), (2, 0));
+    }
+
+    #[test]
+    fn a_connection_is_closed_at_its_deadline() {
+        let limits = ConnectionLimits { max: 8, deadline: Duration::from_millis(200) };
+        let (server, counters) = limited_server(limits);
+        let mut held = hold(server.addr());
+        assert!(closed_by_server(&mut held, Duration::from_secs(30)), "it stayed open");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while counters.timed_out() < 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!((counters.evicted(), counters.timed_out()), (0, 1));
     }
 
     fn raw(addr: SocketAddr, request: &str) -> String {

@@ -53,7 +53,7 @@ use crate::{
     attribution::CacheTotals,
     cgroup::kubepods::Qos,
     frame::{Owner, OwnerKey, OwnerRow, OwnerTable},
-    output::events::EventCounters,
+    output::{events::EventCounters, http::HttpCounters},
     pipeline::Interval,
 };
 
@@ -199,6 +199,8 @@ pub struct ExporterOptions {
     pub top: usize,
     /// The event stream's counters, when there is a stream.
     pub stream: Option<Arc<EventCounters>>,
+    /// The HTTP server's refusals, when there is a server.
+    pub http: Option<Arc<HttpCounters>>,
     /// The page size, for /proc/slabinfo's slab counts.
     pub page_size: u64,
 }
@@ -691,7 +693,13 @@ impl Collector for SlabCollector {
             encode_cgroups(&mut enc, &interval.frame, &view.cgroups)?;
             encode_findings(&mut enc, interval)?;
         }
-        encode_self(&mut enc, interval, self.latest.attached(), self.options.stream.as_deref())
+        encode_self(
+            &mut enc,
+            interval,
+            self.latest.attached(),
+            self.options.stream.as_deref(),
+            self.options.http.as_deref(),
+        )
     }
 }
 
@@ -914,6 +922,7 @@ fn encode_self(
     interval: Option<&Interval>,
     attached: bool,
     stream: Option<&EventCounters>,
+    http: Option<&HttpCounters>,
 ) -> fmt::Result {
     gauges(
         enc,
@@ -948,6 +957,20 @@ fn encode_self(
             "slabtrace_stream_events_dropped",
             "NDJSON events dropped because the --events consumer was slow or away.",
             stream.dropped(),
+        )?;
+    }
+    if let Some(http) = http {
+        counter(
+            enc,
+            "slabtrace_http_connections_evicted",
+            "HTTP connections closed before they finished, the oldest open, because a new one came while the most the daemon serves at a time were open.",
+            http.evicted(),
+        )?;
+        counter(
+            enc,
+            "slabtrace_http_connections_timed_out",
+            "HTTP connections closed at their deadline (a client that did not finish in time).",
+            http.timed_out(),
         )?;
     }
     Ok(())
@@ -1112,7 +1135,7 @@ mod tests {
 
     fn new_exporter(top: usize) -> (Arc<Latest>, Exporter) {
         let latest = Arc::new(Latest::new());
-        let options = ExporterOptions { top, stream: None, page_size: 4096 };
+        let options = ExporterOptions { top, stream: None, http: None, page_size: 4096 };
         (Arc::clone(&latest), Exporter::new(latest, options))
     }
 
@@ -1435,7 +1458,8 @@ slabtrace_last_interval_timestamp_seconds 1800000000.0
     fn before_the_first_interval_only_self_metrics() {
         let latest = Arc::new(Latest::new());
         let stream = Arc::new(EventCounters::default());
-        let options = ExporterOptions { top: 10, stream: Some(stream), page_size: 4096 };
+        let options =
+            ExporterOptions { top: 10, stream: Some(stream), http: None, page_size: 4096 };
         let exporter = Exporter::new(Arc::clone(&latest), options);
         latest.detach();
         let text = exporter.openmetrics().unwrap();
