@@ -98,6 +98,12 @@ fn maps_of_another_layout_are_replaced_with_a_warning() -> Result<()> {
     for (dir, value_size) in [(&old, 24), (&state, 4)] {
         bpf_maps::pin_lru_hash(&dir.join("LIVE"), "LIVE", 8, value_size, 16)?;
     }
+    // Another agent's pins beside them (the pin path shared, or the whole BPF filesystem):
+    // not slabtrace's to remove.
+    let foreign = pins.path().join("cilium");
+    fs::create_dir_all(&foreign)?;
+    bpf_maps::pin_lru_hash(&foreign.join("cilium_lb4_services"), "cilium_lb4", 8, 8, 16)?;
+    bpf_maps::pin_lru_hash(&pins.path().join("tc_globals"), "tc_globals", 8, 8, 16)?;
 
     let daemon =
         Daemon::start("layout", &["--interval", "1s", "--sample", "1", "--pin-path", pins.arg()])?;
@@ -110,6 +116,10 @@ fn maps_of_another_layout_are_replaced_with_a_warning() -> Result<()> {
     );
     ensure!(log.contains("replacing the maps") && log.contains("LIVE has another shape"), "{log}");
     ensure!(!old.exists(), "the old version's maps are still pinned");
+    ensure!(
+        foreign.join("cilium_lb4_services").exists() && pins.path().join("tc_globals").exists(),
+        "another agent's pins were removed: {log}"
+    );
     let live = bpf_maps::pinned_map_info(&state.join("LIVE"))?;
     ensure!(
         live.value_size() == 256 && live.max_entries() == 262_144 / 8,

@@ -8,7 +8,9 @@
 //! salt (`v2-sample16-salt0123456789abcdef`). The salt is drawn at random when the maps are
 //! created and read back from the name on a restart, so the restarted daemon samples the same
 //! addresses as the one that filled the maps. A directory of another version or sample rate was
-//! written by an incompatible slabtrace (or another `--sample`) and is removed, with a warning. Maps of the right state whose shape (type, key and value sizes,
+//! written by an incompatible slabtrace (or another `--sample`) and is removed, with a warning;
+//! anything else under the pin path is not slabtrace's and is left alone (another agent's
+//! pins, when the path is shared). Maps of the right state whose shape (type, key and value sizes,
 //! capacity) differs, say after `--max-live` changed, are replaced together, also with a
 //! warning: counters without their live objects would credit nothing, and live objects without
 //! their counters would make frees outrun allocations.
@@ -97,6 +99,21 @@ pub fn state_dir_name(sample: u64, salt: u64) -> String {
 /// What every compatible state directory's name starts with; the salt follows.
 fn state_prefix(sample: u64) -> String {
     format!("v{MAP_LAYOUT_VERSION}-sample{sample}-salt")
+}
+
+/// Whether `name` is a state directory of any slabtrace, compatible or not:
+/// `v<layout>-sample<N>-salt<16 hex digits>`, or `v<layout>-sample<N>` as layouts before the
+/// salt named them. Only those are slabtrace's to remove.
+#[must_use]
+pub fn is_state_dir(name: &str) -> bool {
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let Some(rest) = name.strip_prefix('v') else { return false };
+    let Some((layout, rest)) = rest.split_once("-sample") else { return false };
+    let (sample, salt) = rest.split_once("-salt").unwrap_or((rest, "0123456789abcdef"));
+    number(layout)
+        && number(sample)
+        && salt.len() == 16
+        && salt.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The salt a compatible state directory's name carries, if `name` is one.
@@ -241,7 +258,16 @@ impl Pins {
         let state = state_dir_name(sample, salt);
         for entry in fs::read_dir(root).map_err(io_error(root))? {
             let entry = entry.map_err(io_error(root))?;
-            if entry.file_name() != state.as_str() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if !is_state_dir(&name) {
+                // Not slabtrace's: another agent's pins (Cilium, Calico) when the pin path is
+                // shared or the whole BPF filesystem. Removing them could take down the node's
+                // networking; they are left alone.
+                info!("leaving {} alone: not pinned by slabtrace", entry.path().display());
+                continue;
+            }
+            if name != state.as_str() {
                 let path = entry.path();
                 warn!(
                     "removing {}: maps pinned by a slabtrace with another map layout or sample \
@@ -275,7 +301,12 @@ impl Pins {
                      start will not be credited to their cgroups",
                     dir.display()
                 );
-                remove(&dir)?;
+                for (name, _) in &expected {
+                    let path = dir.join(name);
+                    if path.exists() {
+                        remove(&path)?;
+                    }
+                }
                 false
             }
         };
@@ -394,6 +425,29 @@ mod tests {
     fn a_missing_map_replaces_the_rest() {
         let p = plan(&found(|n, s| (n != "CACHES").then_some(s)));
         assert_eq!(p, Plan::Replace("CACHES is missing".to_owned()));
+    }
+
+    #[test]
+    fn only_slabtrace_state_directories_are_slabtraces() {
+        assert!(is_state_dir(&state_dir_name(16, 0x0123_4567_89ab_cdef)));
+        assert!(is_state_dir("v1-sample64-salt00000000000000ff"));
+        assert!(is_state_dir("v0-sample1"));
+        for foreign in [
+            "tc",
+            "cilium",
+            "calico",
+            "ip",
+            "xdp",
+            "v2-sample",
+            "v2-sample16-salt",
+            "v2-sample16-salt0123",
+            "vx-sample16-salt0123456789abcdef",
+            "v2-samplex-salt0123456789abcdef",
+            "v2-sample16-salt0123456789abcdeg",
+            "COUNTERS",
+        ] {
+            assert!(!is_state_dir(foreign), "{foreign}");
+        }
     }
 
     #[test]
