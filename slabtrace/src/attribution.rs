@@ -89,7 +89,7 @@ pub const CALL_SITES_SHOWN: usize = 3;
 /// Allocations from one kernel call site.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct CallSite {
-    /// `function+0xoffset` from /proc/kallsyms, or the address in hex.
+    /// `function+0xoffset` from /proc/kallsyms, or `unnamed-<hash>` (never the address).
     pub site: String,
     /// Allocations from there (exact, since the start).
     pub allocs: u64,
@@ -275,6 +275,12 @@ pub struct Context<'a> {
     pub slab_flags: SlabFlags,
 }
 
+/// A cache whose name could not be read: `cache-unnamed-3fa2c1d0`, never its address (a
+/// kernel heap pointer).
+fn unnamed_cache(ptr: u64) -> String {
+    format!("cache-{}", crate::kernel::kallsyms::unnamed(ptr))
+}
+
 /// Name, object size and whether all of a key's allocations were charged to a memcg.
 fn describe(ctx: &Context<'_>, key: &CounterKey) -> (String, u64, bool) {
     let gfp_accounted = key.flags & KEY_GFP_ACCOUNTED != 0;
@@ -286,11 +292,11 @@ fn describe(ctx: &Context<'_>, key: &CounterKey) -> (String, u64, bool) {
         }
         CacheId::Cache(ptr) => match ctx.caches.get(&ptr) {
             Some(info) => (
-                cache_name(info).unwrap_or_else(|| format!("cache@{ptr:#x}")),
+                cache_name(info).unwrap_or_else(|| unnamed_cache(ptr)),
                 u64::from(info.size),
                 gfp_accounted || info.flags & ctx.slab_flags.account != 0,
             ),
-            None => (format!("cache@{ptr:#x}"), 0, gfp_accounted),
+            None => (unnamed_cache(ptr), 0, gfp_accounted),
         },
     }
 }

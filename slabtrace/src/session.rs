@@ -458,7 +458,9 @@ impl Session {
             attribution.interrupt.as_mut(),
             &snap.call_sites,
             &ctx,
-            |addr| kallsyms.map_or_else(|| format!("{addr:#x}"), |k| k.name(addr)),
+            |addr| {
+                kallsyms.map_or_else(|| crate::kernel::kallsyms::unnamed(addr), |k| k.name(addr))
+            },
         );
         let self_stats = self_stats(
             snap,

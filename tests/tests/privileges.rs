@@ -67,13 +67,62 @@ fn setpriv(caps: &[&str]) -> Vec<String> {
 
 /// `slabtrace report --duration 1` with exactly `caps`.
 fn report_with(caps: &[&str]) -> Result<Output> {
+    report_with_args(caps, &[])
+}
+
+/// `slabtrace report --duration 1 ARGS` with exactly `caps`.
+fn report_with_args(caps: &[&str], args: &[&str]) -> Result<Output> {
     let wrapper = setpriv(caps);
     Ok(Command::new(&wrapper[0])
         .args(&wrapper[1..])
         .arg(slabtrace_bin())
         .args(["report", "--duration", "1"])
+        .args(args)
         .env("RUST_LOG", "warn")
         .output()?)
+}
+
+/// Whether `text` holds a kernel address: 16 hex digits starting `ffff`, with or without 0x.
+fn kernel_address_in(text: &str) -> Option<&str> {
+    text.split(|c: char| !c.is_ascii_hexdigit())
+        .find(|w| w.len() == 16 && w.to_ascii_lowercase().starts_with("ffff"))
+}
+
+#[test]
+fn without_kernel_symbols_no_kernel_address_is_shown() -> Result<()> {
+    require_root()?;
+    // Without CAP_SYSLOG /proc/kallsyms reads as zeros: call sites cannot be named.
+    let caps = on_this_kernel(&["bpf", "perfmon"])?;
+    for format in ["json", "table"] {
+        let out = report_with_args(&caps, &["--call-sites", "--format", format])?;
+        let (stdout, stderr) =
+            (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        ensure!(out.status.success(), "it failed without CAP_SYSLOG: {stderr}");
+        for (what, text) in [("output", &stdout), ("log", &stderr)] {
+            ensure!(
+                kernel_address_in(text).is_none(),
+                "a kernel address ({:?}) in the {format} {what}:\n{text}",
+                kernel_address_in(text)
+            );
+        }
+        if format == "json" {
+            let report: serde_json::Value = serde_json::from_str(&stdout)?;
+            let sites: Vec<&str> = report["cgroups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|cg| cg["caches"].as_array().into_iter().flatten())
+                .flat_map(|c| c["call_sites"].as_array().into_iter().flatten())
+                .filter_map(|s| s["site"].as_str())
+                .collect();
+            ensure!(!sites.is_empty(), "no call sites with --call-sites");
+            ensure!(
+                sites.iter().all(|s| s.starts_with("unnamed-")),
+                "call sites not hidden: {sites:?}"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The effective capabilities of process `pid`.

@@ -5,7 +5,25 @@
 //! `CAP_SYSLOG` may); then nothing can be named and [`Kallsyms::read`] says so. Only text
 //! symbols (`t`/`T`) are kept: call sites and callbacks are code.
 
-use std::{fmt, path::Path};
+use std::{
+    fmt,
+    hash::{BuildHasher as _, RandomState},
+    path::Path,
+    sync::OnceLock,
+};
+
+/// A kernel address that has no name, as it may be shown: `unnamed-3fa2c1d0`, a keyed hash
+/// of it. The address itself would tell anyone who reads the report, the events or the
+/// metrics where the kernel's text and heap are (what `kptr_restrict` hides, and KASLR
+/// depends on). The key is drawn once per process, so one address keeps one label for the
+/// process's life and two addresses get two labels (up to hash collisions), which is all a
+/// reader can use them for.
+#[must_use]
+pub fn unnamed(addr: u64) -> String {
+    static KEY: OnceLock<RandomState> = OnceLock::new();
+    let hash = KEY.get_or_init(RandomState::new).hash_one(addr);
+    format!("unnamed-{:08x}", hash >> 32)
+}
 
 /// A sorted table of kernel text symbols.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -111,10 +129,10 @@ impl Kallsyms {
             .collect()
     }
 
-    /// `addr` as `name+0xoff`, or as hex when unknown.
+    /// `addr` as `name+0xoff`, or as [`unnamed`] when unknown.
     #[must_use]
     pub fn name(&self, addr: u64) -> String {
-        self.lookup(addr).map_or_else(|| format!("{addr:#x}"), |s| s.to_string())
+        self.lookup(addr).map_or_else(|| unnamed(addr), |s| s.to_string())
     }
 
     /// How many symbols the table has.
@@ -134,6 +152,20 @@ impl Kallsyms {
 mod tests {
     use super::*;
 
+    #[test]
+    fn unnamed_addresses_say_nothing_of_where_they_are() {
+        let text = 0xffff_ffff_8123_4567_u64;
+        let heap = 0xffff_8880_0abc_d000_u64;
+        let (a, b) = (unnamed(text), unnamed(heap));
+        assert_eq!(unnamed(text), a, "one address, one label");
+        assert_ne!(a, b);
+        for label in [&a, &b] {
+            assert!(label.starts_with("unnamed-") && label.len() == 16, "{label}");
+            assert!(!label.contains("ffff") || !label.contains("8123"), "{label}");
+        }
+        assert_eq!(Kallsyms::default().name(text), a);
+    }
+
     const TEXT: &str = "\
 ffffffff81000000 T _stext
 ffffffff81234500 t ext4_alloc_inode
@@ -150,8 +182,8 @@ ffffffffc0001000 t xfs_fs_alloc_inode\t[xfs]
         assert_eq!(k.name(0xffff_ffff_8123_451d), "ext4_alloc_inode+0x1d");
         assert_eq!(k.name(0xffff_ffff_8123_4600), "super_cache_scan+0x0");
         assert_eq!(k.name(0xffff_ffff_c000_1010), "xfs_fs_alloc_inode [xfs]+0x10");
-        // Before the first symbol: unknown, shown as hex.
-        assert_eq!(k.name(0x1000), "0x1000");
+        // Before the first symbol: unknown, shown without the address.
+        assert_eq!(k.name(0x1000), unnamed(0x1000));
     }
 
     #[test]

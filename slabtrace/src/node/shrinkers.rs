@@ -180,7 +180,7 @@ pub struct NamedShrinkerDelta {
     /// `shrinker.name`, on kernels that keep names.
     pub name: Option<String>,
     /// The scan function as kallsyms names it (`super_cache_scan`, `xfs_qm_shrink_scan [xfs]`),
-    /// or its address in hex when it cannot be named.
+    /// or `unnamed-<hash>` when it cannot be named (never the address).
     pub scan_fn: String,
     /// Calls of `do_shrink_slab()`.
     pub calls: u64,
@@ -191,7 +191,7 @@ pub struct NamedShrinkerDelta {
 }
 
 /// Names each shrinker's scan function with `kallsyms` (None: unreadable, so addresses are
-/// shown in hex). Ordered by shrinker address.
+/// shown as `unnamed-<hash>`). Ordered by shrinker address.
 #[must_use]
 pub fn symbolize(
     deltas: &BTreeMap<u64, ShrinkerDelta>,
@@ -205,7 +205,8 @@ pub fn symbolize(
                 // A function pointer points at the start of its function.
                 Some(s) if s.offset == 0 => s.name.to_owned(),
                 Some(s) => s.to_string(),
-                None => format!("{:#x}", d.scan_fn),
+                None if d.scan_fn == 0 => "(unknown)".to_owned(),
+                None => crate::kernel::kallsyms::unnamed(d.scan_fn),
             };
             NamedShrinkerDelta {
                 shrinker,
@@ -451,6 +452,7 @@ mod tests {
             (2, d(XFS_QM_SCAN, 1, 2, 3)),
             (3, d(SUPER_SCAN + 4, 1, 2, 3)),
             (4, d(0, 1, 2, 3)),
+            (5, d(0x1000, 1, 2, 3)),
         ]
         .into();
         let k = kallsyms();
@@ -458,11 +460,18 @@ mod tests {
             symbolize(&deltas, Some(&k)).into_iter().map(|s| s.scan_fn).collect();
         assert_eq!(
             names,
-            ["super_cache_scan", "xfs_qm_shrink_scan [xfs]", "super_cache_scan+0x4", "0x0"]
+            [
+                "super_cache_scan",
+                "xfs_qm_shrink_scan [xfs]",
+                "super_cache_scan+0x4",
+                "(unknown)",
+                &crate::kernel::kallsyms::unnamed(0x1000)
+            ]
         );
         let unnamed: Vec<String> =
             symbolize(&deltas, None).into_iter().map(|s| s.scan_fn).collect();
-        assert_eq!(unnamed[0], "0xffffffff816bf630");
+        // Without kallsyms no address is shown.
+        assert_eq!(unnamed[0], crate::kernel::kallsyms::unnamed(SUPER_SCAN));
         let one = &symbolize(&deltas, Some(&k))[0];
         assert_eq!((one.shrinker, one.calls, one.scanned, one.freed), (1, 1, 2, 3));
     }
