@@ -370,11 +370,32 @@ mod tests {
         assert_eq!(name_of("slabtrace"), "slabtrace");
     }
 
-    #[test]
-    fn an_elf_without_program_headers_is_static_and_garbage_is_not() {
+    /// A 64-bit little-endian ELF header for x86-64 with no program headers, and one
+    /// `PT_INTERP` header after it when `interp`.
+    fn elf(interp: bool) -> Vec<u8> {
         let mut elf = vec![0u8; 64];
-        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
-        assert!(!has_interpreter(&elf));
+        elf[..7].copy_from_slice(b"\x7fELF\x02\x01\x01"); // 64-bit, little-endian, version 1
+        elf[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        elf[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+        elf[20..24].copy_from_slice(&1u32.to_le_bytes()); // EV_CURRENT
+        elf[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+        elf[54..56].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        if interp {
+            elf[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+            elf[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+            let mut ph = vec![0u8; 56];
+            ph[..4].copy_from_slice(&3u32.to_le_bytes()); // PT_INTERP
+            elf.extend(ph);
+        }
+        elf
+    }
+
+    #[test]
+    fn an_elf_without_an_interpreter_is_static_and_garbage_is_not() {
+        assert!(!has_interpreter(&elf(false)));
+        assert!(has_interpreter(&elf(true)));
         assert!(has_interpreter(b"#!/bin/sh\n"));
+        // This test's own binary is linked dynamically.
+        assert!(has_interpreter(&fs::read(std::env::current_exe().unwrap()).unwrap()));
     }
 }
