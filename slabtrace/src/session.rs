@@ -516,6 +516,10 @@ pub struct Books {
 /// Pod names from the container runtime, if there is one.
 struct PodNames {
     cri: Option<CriClient>,
+    /// `--cri-socket`, or None to look for the usual ones.
+    socket: Option<PathBuf>,
+    /// Failed attempts to connect so far.
+    tries: u32,
     directory: Directory,
     gone_pod_ttl: Duration,
     last_asked: Instant,
@@ -524,41 +528,61 @@ struct PodNames {
 
 impl PodNames {
     /// The container runtime's client: the given socket, or the first usual one that answers.
-    /// Without one, pods keep their uids only; the warning says so once.
+    /// Without one, pods keep their uids only; the warning says so once, and the runtime is
+    /// asked again later (see [`PodNames::name_pods`]): one that was down or restarting when
+    /// slabtrace started names pods once it answers.
     fn connect(args: &RuntimeOptions, warnings: &mut Vec<String>) -> Self {
-        let socket = args.cri_socket.as_deref();
+        let mut names = Self {
+            cri: None,
+            socket: args.cri_socket.clone(),
+            tries: 0,
+            directory: Directory::default(),
+            gone_pod_ttl: args.gone_pod_ttl,
+            last_asked: Instant::now(),
+            retry: RUNTIME_RETRY,
+        };
+        names.reconnect(warnings);
+        names
+    }
+
+    /// Connects to the runtime if not connected; true if connected now.
+    fn reconnect(&mut self, warnings: &mut Vec<String>) -> bool {
+        if self.cri.is_some() {
+            return true;
+        }
+        let socket = self.socket.as_deref();
         let client = match socket {
             Some(socket) => CriClient::connect(socket).and_then(|c| c.version().map(|v| (c, v))),
             None => CriClient::detect().and_then(|c| c.version().map(|v| (c, v))),
         };
-        let cri = match client {
+        match client {
             Ok((client, version)) => {
                 info!("pod names from {version} at {}", client.socket().display());
-                Some(client)
+                self.cri = Some(client);
+                true
             }
             Err(e) => {
                 // No runtime on a plain Linux host is normal: say it at info level there.
                 if socket.is_some() || !matches!(e, CriError::NotFound { .. }) {
                     warn_once(warnings, e.to_string());
-                } else {
+                } else if self.tries == 0 {
                     info!("{e}");
+                } else {
+                    debug!("{e}");
                 }
-                None
+                self.tries += 1;
+                false
             }
-        };
-        Self {
-            cri,
-            directory: Directory::default(),
-            gone_pod_ttl: args.gone_pod_ttl,
-            last_asked: Instant::now(),
-            retry: RUNTIME_RETRY,
         }
     }
 
     /// Asks for the runtime's listing now and merges it; true if it answered.
     fn list(&mut self, warnings: &mut Vec<String>) -> bool {
-        let Some(client) = &self.cri else { return false };
         self.last_asked = Instant::now();
+        if !self.reconnect(warnings) {
+            return false;
+        }
+        let Some(client) = &self.cri else { return false };
         let listed = client.pods().and_then(|pods| client.containers().map(|c| (pods, c)));
         let answered = match listed {
             Ok((pods, containers)) => {
@@ -590,9 +614,6 @@ impl PodNames {
     /// it, so ask again later, at most every `RUNTIME_RETRY`; a runtime that fails is asked less
     /// and less often (each try may wait for a timeout).
     fn name_pods(&mut self, pods: &BTreeSet<String>, warnings: &mut Vec<String>) {
-        if self.cri.is_none() {
-            return;
-        }
         let unknown: Vec<&String> =
             pods.iter().filter(|uid| !self.directory.pods.contains_key(*uid)).collect();
         if unknown.is_empty() || self.last_asked.elapsed() < self.retry {
@@ -609,10 +630,24 @@ impl PodNames {
 
 /// Logs `warning` and adds it to the report's warnings, unless it was said already: a failure
 /// that repeats every tick is said once.
+/// Distinct warnings kept for the report at most, the last slot saying that more are in the
+/// log only: a warning's text can vary (a runtime's error names what failed), and every
+/// report and stats line carries the list.
+const MAX_WARNINGS: usize = 32;
+
+/// The last warning kept when there are more.
+const MORE_WARNINGS: &str = "more warnings than the report keeps: the later ones are in the log";
+
+/// Logs `warning` and keeps it for the report, unless it is kept already (or the list is full).
 fn warn_once(warnings: &mut Vec<String>, warning: String) {
-    if !warnings.contains(&warning) {
-        warn!("{warning}");
+    if warnings.contains(&warning) {
+        return;
+    }
+    warn!("{warning}");
+    if warnings.len() + 1 < MAX_WARNINGS {
         warnings.push(warning);
+    } else if warnings.len() + 1 == MAX_WARNINGS {
+        warnings.push(MORE_WARNINGS.to_owned());
     }
 }
 
@@ -677,4 +712,23 @@ pub fn hostname() -> String {
     }
     fs::read_to_string("/proc/sys/kernel/hostname")
         .map_or_else(|_| "unknown".to_owned(), |h| h.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_kept_once_and_bounded() {
+        let mut warnings = Vec::new();
+        warn_once(&mut warnings, "the runtime is down".to_owned());
+        warn_once(&mut warnings, "the runtime is down".to_owned());
+        assert_eq!(warnings, ["the runtime is down"]);
+        for i in 0..1000 {
+            warn_once(&mut warnings, format!("call {i} failed"));
+        }
+        assert_eq!(warnings.len(), MAX_WARNINGS);
+        assert_eq!(warnings.last().map(String::as_str), Some(MORE_WARNINGS));
+        assert_eq!(warnings[1], "call 0 failed");
+    }
 }

@@ -96,10 +96,22 @@ pub struct ExecOutput {
 impl Containerd {
     /// Starts a private containerd and imports [`IMAGE`] into it.
     pub fn start() -> Result<Self> {
-        require_tools()?;
+        Self::start_in(&Self::next_dir())
+    }
+
+    /// A fresh directory for a private containerd, its socket `c.sock` in it: for a test that
+    /// needs the socket's path before the runtime is there.
+    #[must_use]
+    pub fn next_dir() -> PathBuf {
         let n = STARTED.fetch_add(1, Ordering::Relaxed);
         // Short: the gRPC socket's path must fit in sun_path (108 bytes).
-        let dir = std::env::temp_dir().join(format!("slabtrace-ctrd-{}-{n}", std::process::id()));
+        std::env::temp_dir().join(format!("slabtrace-ctrd-{}-{n}", std::process::id()))
+    }
+
+    /// Starts a private containerd in `dir` (its socket `dir/c.sock`) and imports [`IMAGE`].
+    pub fn start_in(dir: &Path) -> Result<Self> {
+        require_tools()?;
+        let dir = dir.to_owned();
         if dir.exists() {
             fs::remove_dir_all(&dir)
                 .with_context(|| format!("removing stale {}", dir.display()))?;

@@ -139,3 +139,36 @@ fn names_of_deleted_pods_expire_after_the_ttl() -> Result<()> {
     assert!(p["name"].is_null(), "the name outlived its TTL: {p}");
     Ok(())
 }
+
+#[test]
+fn a_runtime_that_starts_after_slabtrace_names_its_pods() -> Result<()> {
+    require_root()?;
+    // slabtrace starts first, told of a runtime socket where nothing listens yet (a node's
+    // containerd restarting while the DaemonSet's pod starts).
+    let dir = Containerd::next_dir();
+    let socket = dir.join("c.sock");
+    let tracer =
+        Slabtrace::start(&["--sample", "1", "--cri-socket", socket.to_str().unwrap_or_default()])?;
+    let runtime = Containerd::start_in(&dir)?;
+    let uid = fresh_uid()?;
+    let pod = runtime.run_pod("late", "web-0", &uid, "/kubepods/besteffort")?;
+    let web = runtime.create_container(&pod, "web", &["/bin/sleep", "1000000"])?;
+    let script =
+        "mkdir -p /tmp/late && i=0; while [ $i -lt 300 ]; do : > /tmp/late/f$i; i=$((i+1)); done";
+    let out = runtime.exec_sync(&web, &["/bin/sh", "-c", script], Duration::from_mins(1))?;
+    ensure!(out.exit_code == 0, "workload failed: {}", String::from_utf8_lossy(&out.stderr));
+    // The pod's cgroup is seen, the runtime asked again (at most every 30 s once it failed),
+    // and answers now.
+    std::thread::sleep(Duration::from_secs(3));
+    let report = tracer.finish()?;
+
+    let warnings = report["self"]["warnings"].to_string();
+    ensure!(warnings.contains(socket.to_str().unwrap_or_default()), "no warning: {warnings}");
+    let p = reported_pod(&report, &uid)?;
+    assert_eq!((&p["namespace"], &p["name"]), (&"late".into(), &"web-0".into()));
+    let c = p["containers"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["container_id"] == web.as_str()));
+    ensure!(c.is_some_and(|c| c["name"] == "web"), "container {web}: {p:#}");
+    Ok(())
+}

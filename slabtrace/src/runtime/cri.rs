@@ -49,6 +49,9 @@ pub const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
 /// The CRI API version slabtrace speaks, sent with `Version`.
 const API_VERSION: &str = "v1";
 
+/// The largest answer taken from the runtime: the kubelet's limit (16 MiB).
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+
 /// What went wrong talking to the container runtime.
 #[derive(Debug, thiserror::Error)]
 pub enum CriError {
@@ -160,7 +163,12 @@ impl CriClient {
             .build()
             .map_err(CriError::Runtime)?;
         let channel = runtime.block_on(connect_channel(socket, TIMEOUT))?;
-        Ok(Self { client: RuntimeServiceClient::new(channel), socket: socket.to_owned(), runtime })
+        // The kubelet takes answers up to 16 MiB; tonic's default of 4 MiB would lose every name
+        // on a node whose container listing is larger (many pods, long labels).
+        let client = RuntimeServiceClient::new(channel)
+            .max_decoding_message_size(MAX_ANSWER_BYTES)
+            .max_encoding_message_size(MAX_ANSWER_BYTES);
+        Ok(Self { client, socket: socket.to_owned(), runtime })
     }
 
     /// Connects to the first of [`DEFAULT_SOCKETS`] that exists and answers `Version`.
