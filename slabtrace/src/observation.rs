@@ -193,6 +193,21 @@ pub struct SelfStats {
     pub caches_full: u64,
     /// Failed insertions into the live-object map.
     pub live_insert_failed: u64,
+    /// Live-object slots found torn (written by two CPUs at once), their object dropped.
+    pub live_torn: u64,
+    /// Allocations left out of the call-site counts because that map was full
+    /// (`--call-sites`).
+    pub call_sites_full: u64,
+    /// OOM kills that did not fit in the ring buffer to userspace: not reported.
+    pub oom_events_lost: u64,
+    /// OOM kills whose victim or memcg could not be read in full (`incomplete`).
+    pub oom_read_failed: u64,
+    /// OOM kills whose kernel stack could not be taken (scope `unknown`).
+    pub oom_stack_failed: u64,
+    /// Shrinkers that got no entry in the shrinker map: their reclaim went uncounted.
+    pub shrinker_insert_failed: u64,
+    /// Failed reads of a shrinker's scan function or name: it shows unnamed.
+    pub shrinker_read_failed: u64,
     /// Whether allocations in interrupt context are told apart from the interrupted task's.
     pub interrupt_detection: bool,
     /// The program type of the kmem tracepoint programs: `tp_btf`, or `raw_tp` on kernels

@@ -15,7 +15,9 @@ use crate::{
     kernel::layout::SlabFlags,
     maps::{Snapshot, fdinfo::BpfFootprint},
     node::{
+        oom::OomStats,
         reconcile::{self, CacheBooks, CacheReconciliation, Reconciliation},
+        shrinkers::ShrinkerLosses,
         slabinfo::SlabInfo,
     },
     observation::{NodeCache, Observation, Sampling, SelfStats, SlabinfoChange},
@@ -76,6 +78,26 @@ pub fn self_stats(
             "{evictions} tracked objects were pushed out of the full live-object table, so their owners' live figures may be short by up to evicted_objects and their frees count as untracked: raise --max-live or --sample"
         ));
     }
+    let oom = OomStats::from_stats(s);
+    let shrinkers = ShrinkerLosses::from_stats(s);
+    let call_sites_full = s.get(Stat::CallSitesFull);
+    if call_sites_full > 0 {
+        warnings.push(format!(
+            "{call_sites_full} allocations were left out of the call-site counts because that map was full: the call sites shown are the first ones seen"
+        ));
+    }
+    if oom.events_lost > 0 {
+        warnings.push(format!(
+            "{} OOM kills did not fit in the ring buffer to userspace and are not reported",
+            oom.events_lost
+        ));
+    }
+    if shrinkers.insert_failed > 0 {
+        warnings.push(format!(
+            "{} shrinkers got no entry in the shrinker map: their reclaim is not in the reclaim figures",
+            shrinkers.insert_failed
+        ));
+    }
     if !interrupt_detection {
         warnings.push(
             "allocations in interrupt context are charged to the interrupted task's cgroup: slabtrace cannot tell them apart on this kernel (see its log)"
@@ -108,6 +130,13 @@ pub fn self_stats(
         retired_counters: 0,
         caches_full: s.get(Stat::CachesFull),
         live_insert_failed: s.get(Stat::LiveInsertFailed),
+        live_torn: s.get(Stat::LiveTorn),
+        call_sites_full,
+        oom_events_lost: oom.events_lost,
+        oom_read_failed: oom.read_failed,
+        oom_stack_failed: oom.stack_failed,
+        shrinker_insert_failed: shrinkers.insert_failed,
+        shrinker_read_failed: shrinkers.read_failed,
         interrupt_detection,
         kmem_programs: match program_type {
             Loaded::Btf => "tp_btf",
@@ -301,5 +330,46 @@ mod tests {
         let resumed = BTreeMap::from([("dentry".to_owned(), 100)]);
         let r = reconcile_books(&o, &books, &resumed, 2);
         assert_eq!(r.caches[0].traced_net_objects, 500);
+    }
+
+    #[test]
+    fn every_bpf_side_loss_is_a_field_and_the_serious_ones_a_warning() {
+        let mut snap = Snapshot::default();
+        for (stat, n) in [
+            (Stat::CallSitesFull, 3),
+            (Stat::OomEventsLost, 2),
+            (Stat::OomReadFailed, 4),
+            (Stat::OomStackFailed, 5),
+            (Stat::ShrinkerInsertFailed, 1),
+            (Stat::ShrinkerReadFailed, 6),
+            (Stat::LiveTorn, 7),
+        ] {
+            snap.stats.0[stat as usize] = n;
+        }
+        let s = self_stats(
+            &snap,
+            &BpfFootprint::default(),
+            0,
+            (1, 1024, 1024),
+            true,
+            (Loaded::Btf, false),
+            Vec::new(),
+        );
+        assert_eq!(
+            (
+                s.call_sites_full,
+                s.oom_events_lost,
+                s.oom_read_failed,
+                s.oom_stack_failed,
+                s.shrinker_insert_failed,
+                s.shrinker_read_failed,
+                s.live_torn
+            ),
+            (3, 2, 4, 5, 1, 6, 7)
+        );
+        let said = s.warnings.join("\n");
+        for needle in ["3 allocations", "2 OOM kills", "1 shrinkers"] {
+            assert!(said.contains(needle), "{needle} not in {said}");
+        }
     }
 }

@@ -94,9 +94,12 @@ pub const FAMILIES: &[&str] = &[
     "slabtrace_intervals",
     "slabtrace_stream_events_written",
     "slabtrace_stream_events_dropped",
+    "slabtrace_http_connections_evicted",
+    "slabtrace_http_connections_timed_out",
     "slabtrace_events",
     "slabtrace_lost_events",
     "slabtrace_counters_full",
+    "slabtrace_dropped",
     "slabtrace_counters_keys",
     "slabtrace_counters_capacity",
     "slabtrace_counters_retired",
@@ -538,6 +541,11 @@ struct CacheLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct WhatLabels {
+    what: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
@@ -999,6 +1007,26 @@ fn encode_self_stats(enc: &mut DescriptorEncoder, interval: &Interval) -> fmt::R
         "New cgroup x cache keys dropped because the counters map was full (raise --max-keys).",
         s.counters_full,
     )?;
+    let dropped = [
+        ("call_sites_full", s.call_sites_full),
+        ("caches_full", s.caches_full),
+        ("live_insert_failed", s.live_insert_failed),
+        ("live_torn", s.live_torn),
+        ("new_keys_lost", s.new_keys_lost),
+        ("oom_events_lost", s.oom_events_lost),
+        ("oom_read_failed", s.oom_read_failed),
+        ("oom_stack_failed", s.oom_stack_failed),
+        ("shrinker_insert_failed", s.shrinker_insert_failed),
+        ("shrinker_read_failed", s.shrinker_read_failed),
+    ]
+    .map(|(what, n)| (WhatLabels { what }, n));
+    let dropped: Vec<(&WhatLabels, u64)> = dropped.iter().map(|(l, n)| (l, *n)).collect();
+    counters(
+        enc,
+        "slabtrace_dropped",
+        "What the BPF side could not record, by what: each is also a field of the report's self (the same name).",
+        &dropped,
+    )?;
     gauge(
         enc,
         "slabtrace_counters_keys",
@@ -1333,6 +1361,18 @@ slabtrace_lost_events_total 1
 # HELP slabtrace_counters_full New cgroup x cache keys dropped because the counters map was full (raise --max-keys).
 # TYPE slabtrace_counters_full counter
 slabtrace_counters_full_total 0
+# HELP slabtrace_dropped What the BPF side could not record, by what: each is also a field of the report's self (the same name).
+# TYPE slabtrace_dropped counter
+slabtrace_dropped_total{what="call_sites_full"} 0
+slabtrace_dropped_total{what="caches_full"} 0
+slabtrace_dropped_total{what="live_insert_failed"} 0
+slabtrace_dropped_total{what="live_torn"} 0
+slabtrace_dropped_total{what="new_keys_lost"} 0
+slabtrace_dropped_total{what="oom_events_lost"} 0
+slabtrace_dropped_total{what="oom_read_failed"} 0
+slabtrace_dropped_total{what="oom_stack_failed"} 0
+slabtrace_dropped_total{what="shrinker_insert_failed"} 0
+slabtrace_dropped_total{what="shrinker_read_failed"} 0
 # HELP slabtrace_counters_keys Cgroup x cache keys in the counters map.
 # TYPE slabtrace_counters_keys gauge
 slabtrace_counters_keys 12
@@ -1433,11 +1473,16 @@ slabtrace_last_interval_timestamp_seconds 1800000000.0
         assert_eq!(listed.len(), FAMILIES.len(), "a family is listed twice");
         let unlisted: Vec<_> = written.difference(&listed).collect();
         assert!(unlisted.is_empty(), "exported but not in FAMILIES: {unlisted:?}");
-        // Without an event stream its two families are not written.
+        // Without an event stream or an HTTP server their families are not written.
         let unwritten: Vec<_> = listed.difference(&written).copied().collect();
         assert_eq!(
             unwritten,
-            ["slabtrace_stream_events_dropped", "slabtrace_stream_events_written"]
+            [
+                "slabtrace_http_connections_evicted",
+                "slabtrace_http_connections_timed_out",
+                "slabtrace_stream_events_dropped",
+                "slabtrace_stream_events_written"
+            ]
         );
     }
 
