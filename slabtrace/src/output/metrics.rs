@@ -984,23 +984,8 @@ fn encode_self(
     Ok(())
 }
 
-fn encode_self_stats(enc: &mut DescriptorEncoder, interval: &Interval) -> fmt::Result {
-    let s = &interval.report.self_stats;
-    counters(
-        enc,
-        "slabtrace_events",
-        "Allocation and free events the BPF programs handled.",
-        &[
-            (&KindLabels { kind: "alloc" }, s.alloc_events),
-            (&KindLabels { kind: "free" }, s.free_events),
-        ],
-    )?;
-    counter(
-        enc,
-        "slabtrace_lost_events",
-        "Events lost because a probe was already running on that CPU.",
-        s.lost_events,
-    )?;
+/// What the BPF side could not record: full counters, then one series per other kind.
+fn encode_dropped(enc: &mut DescriptorEncoder, s: &crate::observation::SelfStats) -> fmt::Result {
     counter(
         enc,
         "slabtrace_counters_full",
@@ -1026,7 +1011,27 @@ fn encode_self_stats(enc: &mut DescriptorEncoder, interval: &Interval) -> fmt::R
         "slabtrace_dropped",
         "What the BPF side could not record, by what: each is also a field of the report's self (the same name).",
         &dropped,
+    )
+}
+
+fn encode_self_stats(enc: &mut DescriptorEncoder, interval: &Interval) -> fmt::Result {
+    let s = &interval.report.self_stats;
+    counters(
+        enc,
+        "slabtrace_events",
+        "Allocation and free events the BPF programs handled.",
+        &[
+            (&KindLabels { kind: "alloc" }, s.alloc_events),
+            (&KindLabels { kind: "free" }, s.free_events),
+        ],
     )?;
+    counter(
+        enc,
+        "slabtrace_lost_events",
+        "Events lost because a probe was already running on that CPU.",
+        s.lost_events,
+    )?;
+    encode_dropped(enc, s)?;
     gauge(
         enc,
         "slabtrace_counters_keys",
