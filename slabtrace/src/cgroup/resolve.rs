@@ -25,8 +25,11 @@ const DEFAULT_RESCAN_INTERVAL: Duration = Duration::from_secs(1);
 pub struct CgroupResolver {
     /// The cgroup2 mount point (see [`super::mount`]) or a fixture tree.
     root: PathBuf,
-    /// Every id ever seen → its last-known path, including cgroups that have since vanished.
+    /// Id → last-known path: every live cgroup, and the vanished ones somebody asked about
+    /// (until [`Self::retain_vanished`] lets them go).
     paths: HashMap<u64, String>,
+    /// Ids [`Self::resolve`] was asked about: their paths outlive their cgroups.
+    asked: HashSet<u64>,
     /// Ids present in the most recent scan.
     alive: HashSet<u64>,
     /// When the most recent scan started; `None` before the first one.
@@ -42,6 +45,7 @@ impl CgroupResolver {
         Self {
             root: root.into(),
             paths: HashMap::new(),
+            asked: HashSet::new(),
             alive: HashSet::new(),
             last_scan: None,
             rescan_interval: DEFAULT_RESCAN_INTERVAL,
@@ -61,6 +65,7 @@ impl CgroupResolver {
     /// is still unknown, `None`: the cgroup was created and removed between scans, or the id is
     /// not from this hierarchy. A cgroup that has vanished keeps its last-known path.
     pub fn resolve(&mut self, id: u64) -> Option<String> {
+        self.asked.insert(id);
         if let Some(path) = self.paths.get(&id) {
             return Some(path.clone());
         }
@@ -83,11 +88,17 @@ impl CgroupResolver {
     /// current liveness calls this once per tick.
     pub fn rescan(&mut self) {
         self.last_scan = Some(Instant::now());
-        let found = scan(&self.root);
-        self.alive = found.keys().copied().collect();
+        let (found, complete) = scan(&self.root);
+        self.alive = still_alive(&self.alive, &found, complete);
         // Existing entries are overwritten: a renamed cgroup (rename(2) works on cgroupfs) gets
-        // its new path, a vanished one keeps its old one.
+        // its new path, a vanished one keeps its old one if somebody asked for it. The others
+        // go: a node creates and removes cgroups for ever (pods, sessions, transient units).
         self.paths.extend(found);
+        let (alive, asked) = (&self.alive, &self.asked);
+        self.paths.retain(|id, _| alive.contains(id) || asked.contains(id));
+        // An id asked about that no scan found (gone before one could) has nothing to keep.
+        let paths = &self.paths;
+        self.asked.retain(|id| paths.contains_key(id));
     }
 
     /// Forgets vanished cgroups for which `keep` returns false, so that the table does not grow
@@ -96,21 +107,48 @@ impl CgroupResolver {
     pub fn retain_vanished(&mut self, mut keep: impl FnMut(u64) -> bool) {
         let alive = &self.alive;
         self.paths.retain(|id, _| alive.contains(id) || keep(*id));
+        let paths = &self.paths;
+        self.asked.retain(|id| paths.contains_key(id) || alive.contains(id));
+    }
+
+    /// How many paths are kept (live cgroups and the vanished ones still wanted).
+    #[cfg(test)]
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.paths.len()
     }
 }
 
+/// The cgroups alive after a scan that found `found`: those, and when the scan was not
+/// `complete` also those alive before. A scan cut short (out of file descriptors, a directory
+/// unreadable) proves nothing gone: taking its word would end live pods (`pod.gone`) and
+/// delete their counters.
+fn still_alive(
+    before: &HashSet<u64>,
+    found: &HashMap<u64, String>,
+    complete: bool,
+) -> HashSet<u64> {
+    let mut alive: HashSet<u64> = found.keys().copied().collect();
+    if !complete {
+        alive.extend(before);
+    }
+    alive
+}
+
 /// Walks the tree under `root`, returning inode → relative path for every directory including
-/// the root. Failures are logged and skipped: a cgroup removed mid-walk (ENOENT) is routine, and
-/// a partial table is more useful than none.
-fn scan(root: &Path) -> HashMap<u64, String> {
+/// the root, and whether the walk was complete. Failures are logged and skipped: a cgroup
+/// removed mid-walk (ENOENT) is routine and leaves the walk complete; any other failure makes
+/// it partial, and a partial table is more useful than none.
+fn scan(root: &Path) -> (HashMap<u64, String>, bool) {
     let mut found = HashMap::new();
+    let mut complete = true;
     match std::fs::metadata(root) {
         Ok(metadata) => {
             found.insert(metadata.ino(), "/".to_owned());
         }
         Err(err) => {
             log_walk_error(root, &err);
-            return found;
+            return (found, false);
         }
     }
 
@@ -121,7 +159,7 @@ fn scan(root: &Path) -> HashMap<u64, String> {
         let entries = match std::fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(err) => {
-                log_walk_error(&dir, &err);
+                complete &= log_walk_error(&dir, &err);
                 continue;
             }
         };
@@ -129,7 +167,7 @@ fn scan(root: &Path) -> HashMap<u64, String> {
             let entry = match entry {
                 Ok(entry) => entry,
                 Err(err) => {
-                    log_walk_error(&dir, &err);
+                    complete &= log_walk_error(&dir, &err);
                     continue;
                 }
             };
@@ -138,7 +176,7 @@ fn scan(root: &Path) -> HashMap<u64, String> {
             let metadata = match entry.metadata() {
                 Ok(metadata) => metadata,
                 Err(err) => {
-                    log_walk_error(&entry.path(), &err);
+                    complete &= log_walk_error(&entry.path(), &err);
                     continue;
                 }
             };
@@ -152,14 +190,21 @@ fn scan(root: &Path) -> HashMap<u64, String> {
             pending.push((entry.path(), path));
         }
     }
-    found
+    (found, complete)
 }
 
-fn log_walk_error(path: &Path, err: &io::Error) {
+/// Logs a failure of the walk; true if it leaves the walk complete (the path vanished).
+fn log_walk_error(path: &Path, err: &io::Error) -> bool {
     if err.kind() == io::ErrorKind::NotFound {
         log::debug!("{} vanished during the cgroup scan", path.display());
+        true
     } else {
-        log::warn!("skipping {} in the cgroup scan: {err}", path.display());
+        log::warn!(
+            "skipping {} in the cgroup scan: {err}; until a scan completes, no cgroup is taken \
+             for gone",
+            path.display()
+        );
+        false
     }
 }
 
@@ -245,6 +290,37 @@ mod tests {
         resolver.set_rescan_interval(Duration::MAX);
         assert_eq!(resolver.resolve(c_id), None);
         assert_eq!(resolver.resolve(ino(tree.path())).as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn vanished_cgroups_nobody_asked_about_are_forgotten() {
+        let tree = fixture_tree();
+        let mut resolver = CgroupResolver::new(tree.path());
+        resolver.rescan();
+        let before = resolver.len();
+        let c = tree.path().join("a/b/c");
+        let c_id = ino(&c);
+        std::fs::remove_dir(&c).expect("rmdir");
+        resolver.rescan();
+        assert_eq!(resolver.len(), before - 1, "a vanished, unwanted path was kept");
+        resolver.set_rescan_interval(Duration::MAX);
+        assert_eq!(resolver.resolve(c_id), None);
+    }
+
+    #[test]
+    fn a_partial_scan_ends_no_cgroup() {
+        let before: HashSet<u64> = [1, 2, 3].into();
+        let found: HashMap<u64, String> = [(1, "/".to_owned()), (4, "/new".to_owned())].into();
+        let sorted = |s: HashSet<u64>| {
+            let mut v: Vec<u64> = s.into_iter().collect();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(sorted(still_alive(&before, &found, true)), [1, 4]);
+        assert_eq!(sorted(still_alive(&before, &found, false)), [1, 2, 3, 4]);
+        // A root that cannot be read at all is a partial scan too.
+        let (nothing, complete) = scan(Path::new("/nonexistent/cgroup/root"));
+        assert!(nothing.is_empty() && !complete);
     }
 
     #[test]
