@@ -27,6 +27,16 @@ use crate::{
 /// Between intervals the maps are looked at this often, to name new cgroups while they exist.
 const PEEK: Duration = Duration::from_secs(1);
 
+/// When the interval ends, given OOM kills waiting to be reported: now, so that their slab
+/// picture is that of the moment, unless the last interval ended less than a quarter
+/// interval ago (at least a second). In an OOM storm (a kill a second for minutes) intervals
+/// then end at most four times as often as configured, and the growth history still covers its
+/// window, instead of one interval per kill.
+fn oom_tick(next: Instant, last_tick: Instant, now: Instant, interval: Duration) -> Instant {
+    let gap = (interval / 4).max(Duration::from_secs(1));
+    next.min(now.max(last_tick + gap))
+}
+
 /// Where to pin the maps: `--pin-path`; None for `off`; when not given, the default if a BPF
 /// filesystem is there to pin in (else None, with a warning).
 fn pin_path(given: Option<&str>) -> Option<&Path> {
@@ -74,6 +84,7 @@ pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
 
     let mut next = Instant::now() + args.interval;
     let mut next_peek = Instant::now() + PEEK;
+    let mut last_tick = Instant::now();
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         let now = Instant::now();
@@ -100,12 +111,12 @@ pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
             }
             // After a stall (a suspended VM, a slow read), start afresh rather than catch up.
             next = (next + args.interval).max(Instant::now());
+            last_tick = Instant::now();
         } else if now >= next_peek {
             next_peek = now + PEEK;
             pipeline.peek();
-            // An OOM kill ends the interval now, so its slab picture is that of the moment.
             if pipeline.poll_oom() {
-                next = now;
+                next = oom_tick(next, last_tick, now, args.interval);
             }
         }
         std::thread::sleep(Duration::from_millis(50).min(next.saturating_duration_since(now)));
@@ -126,4 +137,36 @@ pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
     }
     info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oom_storm_ends_intervals_at_most_four_times_as_often() {
+        let interval = Duration::from_secs(10);
+        let start = Instant::now();
+        let (mut next, mut last_tick, mut ticks) = (start + interval, start, 0);
+        // A kill every second for ten minutes, the daemon's loop in one-second steps.
+        for second in 1..=600 {
+            let now = start + Duration::from_secs(second);
+            next = oom_tick(next, last_tick, now, interval);
+            if now >= next {
+                ticks += 1;
+                last_tick = now;
+                next = (next + interval).max(now);
+            }
+        }
+        assert_eq!(ticks, 600 / 3, "a tick every 2.5 s rounds up to every 3 s");
+        // One kill on a quiet node ends the interval at once.
+        let quiet = start + Duration::from_secs(100);
+        let next = oom_tick(quiet + interval, start, quiet, interval);
+        assert_eq!(next, quiet);
+        // Never later than the interval would have ended anyway.
+        assert_eq!(
+            oom_tick(start + Duration::from_secs(1), start, start, interval),
+            start + Duration::from_secs(1)
+        );
+    }
 }
