@@ -137,7 +137,7 @@ impl EventStream {
             }
             EventTarget::Unix(path) => {
                 // Fail early if nothing listens: a typo should not be a silent drop counter.
-                let stream = UnixStream::connect(path).map_err(err)?;
+                let stream = connect_unix(path).map_err(err)?;
                 Box::new(Reconnecting { path: path.clone(), stream: Some(stream), next_try: None })
             }
         };
@@ -208,6 +208,18 @@ impl Sink for std::fs::File {
     }
 }
 
+/// A consumer that reads nothing for this long is taken for hung: its connection is dropped
+/// and made again, lines meanwhile dropped and counted. Without it a log agent that stops
+/// reading (but keeps its socket open) would hold the writer for ever.
+const UNIX_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects to the event consumer at `path`, writes bounded by [`UNIX_WRITE_TIMEOUT`].
+fn connect_unix(path: &std::path::Path) -> io::Result<UnixStream> {
+    let stream = UnixStream::connect(path)?;
+    stream.set_write_timeout(Some(UNIX_WRITE_TIMEOUT))?;
+    Ok(stream)
+}
+
 /// A unix socket whose listener may restart (a log agent being upgraded): lines written while
 /// it is away are dropped and counted, and the connection is tried again every few seconds.
 struct Reconnecting {
@@ -219,7 +231,7 @@ struct Reconnecting {
 impl Sink for Reconnecting {
     fn write_line(&mut self, line: &str) -> io::Result<()> {
         if self.stream.is_none() && self.next_try.is_none_or(|t| Instant::now() >= t) {
-            match UnixStream::connect(&self.path) {
+            match connect_unix(&self.path) {
                 Ok(s) => {
                     warn!("event socket {} is back", self.path.display());
                     self.stream = Some(s);
@@ -665,5 +677,35 @@ mod tests {
         let written = std::fs::read_to_string(&dir).unwrap();
         assert_eq!(written.lines().count() as u64, counters.written());
         let _ = std::fs::remove_file(&dir);
+    }
+
+    #[test]
+    fn a_consumer_that_stops_reading_is_left_and_reconnected() {
+        use std::os::unix::net::UnixListener;
+        let path = std::env::temp_dir()
+            .join(format!("slabtrace-events-stall-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        let stream = EventStream::open(&EventTarget::Unix(path.clone()), 64, 10).unwrap().unwrap();
+        // The consumer accepts and never reads.
+        let (_stalled, _) = listener.accept().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let counters = stream.counters();
+        let deadline = std::time::Instant::now() + Duration::from_mins(1);
+        let again = loop {
+            stream.publish(&interval());
+            if let Ok((s, _)) = listener.accept() {
+                break Some(s);
+            }
+            if std::time::Instant::now() >= deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(again.is_some(), "the writer stayed on the consumer that stopped reading");
+        assert!(counters.dropped() > 0, "lines were lost without being counted");
+        drop(again);
+        let _ = stream.close(std::time::Instant::now() + Duration::from_secs(10));
+        let _ = std::fs::remove_file(&path);
     }
 }
