@@ -229,7 +229,7 @@ impl Pipeline {
     /// before shutdown.
     pub fn tick(&mut self, last: bool) -> Result<Interval, TraceError> {
         let reading = self.read()?;
-        self.accumulate(&reading.snap.counters, reading.now);
+        self.accumulate(&reading.snap, reading.now);
         Ok(self.assemble(reading, last))
     }
 
@@ -257,12 +257,12 @@ impl Pipeline {
 
     /// Adds the interval's counter deltas to the totals, then retires finished keys (the
     /// interval's one write: deleting them from the kernel's map).
-    fn accumulate(&mut self, counters: &BTreeMap<CounterKey, Counters>, now: Instant) {
-        for (key, d) in &delta(&self.read, counters) {
+    fn accumulate(&mut self, snap: &crate::maps::snapshot::Snapshot, now: Instant) {
+        for (key, d) in &delta(&self.read, &snap.counters) {
             self.totals.entry(*key).or_default().add(d);
         }
-        self.read.clone_from(counters);
-        self.retire(now);
+        self.read.clone_from(&snap.counters);
+        self.retire(now, &snap.call_sites);
     }
 
     /// Builds the interval from what [`Pipeline::read`] read: reads nothing more than cgroup
@@ -340,7 +340,7 @@ impl Pipeline {
 
     /// Deletes finished keys from the kernel's map and forgets those finished for longer than
     /// the grace period, with their cgroups' paths.
-    fn retire(&mut self, now: Instant) {
+    fn retire(&mut self, now: Instant, call_sites: &BTreeMap<slabtrace_common::CallSiteKey, u64>) {
         let session = &self.session;
         let plan = retire::plan(
             &self.read,
@@ -369,6 +369,15 @@ impl Pipeline {
                 self.finished_at.remove(id);
             }
             self.session.forget_cgroups(|id| !plan.forget.contains(&id));
+            // Their call-site counts go with them (the map is bounded too).
+            let sites: Vec<_> =
+                call_sites.keys().filter(|k| plan.forget.contains(&k.cgroup_id)).copied().collect();
+            if !sites.is_empty() {
+                match self.session.delete_call_sites(&sites) {
+                    Ok(n) => debug!("retired {n} call-site counts of forgotten cgroups"),
+                    Err(e) => warn!("cannot retire call-site counts of gone cgroups: {e}"),
+                }
+            }
         }
     }
 

@@ -354,6 +354,21 @@ impl Session {
         }
     }
 
+    /// Deletes the call-site counts (`--call-sites`) of `keys` from the kernel's map.
+    pub fn delete_call_sites(
+        &mut self,
+        keys: &[slabtrace_common::CallSiteKey],
+    ) -> Result<usize, TraceError> {
+        match &mut self.tracer {
+            Some(tracer) => Ok(crate::maps::snapshot::delete_keys::<_, u64>(
+                tracer.ebpf_mut(),
+                slabtrace_common::map_names::CALL_SITES,
+                keys,
+            )?),
+            None => Ok(0),
+        }
+    }
+
     /// Every shrinker's totals so far (empty when the shrinker programs are not attached or
     /// the map cannot be read, which is logged).
     #[must_use]

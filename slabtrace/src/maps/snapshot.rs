@@ -132,16 +132,26 @@ pub fn read_stats(ebpf: &Ebpf) -> Result<Stats, MapReadError> {
 
 /// Deletes `keys` from the counters map (see [`super::retire`]); returns how many were there.
 pub fn delete_counters(ebpf: &mut Ebpf, keys: &[CounterKey]) -> Result<usize, MapReadError> {
-    let map = ebpf.map_mut(COUNTERS).ok_or(MapReadError::Missing(COUNTERS))?;
-    let mut counters: PerCpuHashMap<_, CounterKey, Counters> =
-        PerCpuHashMap::try_from(map).map_err(read_err(COUNTERS))?;
+    delete_keys::<CounterKey, Counters>(ebpf, COUNTERS, keys)
+}
+
+/// Deletes `keys` from the per-CPU hash map `name` (keys already gone are skipped); returns
+/// how many it deleted.
+pub fn delete_keys<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    keys: &[K],
+) -> Result<usize, MapReadError> {
+    let map = ebpf.map_mut(name).ok_or(MapReadError::Missing(name))?;
+    let mut per_cpu: PerCpuHashMap<_, K, V> =
+        PerCpuHashMap::try_from(map).map_err(read_err(name))?;
     let mut deleted = 0;
     for key in keys {
-        match counters.remove(key) {
+        match per_cpu.remove(key) {
             Ok(()) => deleted += 1,
             // Already gone: nothing to do.
             Err(MapError::KeyNotFound | MapError::SyscallError(_)) => {}
-            Err(e) => return Err(read_err(COUNTERS)(e)),
+            Err(e) => return Err(read_err(name)(e)),
         }
     }
     Ok(deleted)
