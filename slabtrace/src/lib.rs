@@ -26,6 +26,8 @@ pub mod runtime;
 mod session;
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod testutil;
 
 use clap::Parser as _;

@@ -16,7 +16,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 use clap::{Parser, Subcommand};
 
 /// Developer tasks for slabtrace.
@@ -64,6 +64,14 @@ enum Task {
     /// The kernel-side integration tests in qemu VMs, on each kernel of the matrix (Debian's
     /// own kernel packages), as a cgroup-v2-only node.
     Vm(vm::VmArgs),
+    /// The property tests of every parser of outside input and every encoder of untrusted
+    /// strings (slabtrace/src/properties.rs), longer than `test` runs them: arbitrary text
+    /// and bytes, no panics. No root needed.
+    Fuzz {
+        /// Cases per property (`test` runs 256).
+        #[arg(long, default_value_t = 100_000)]
+        cases: u32,
+    },
 }
 
 fn main() -> Result<()> {
@@ -81,7 +89,22 @@ fn main() -> Result<()> {
         Task::Bench(args) => bench::run(&args),
         Task::Image(args) => image::run(&args),
         Task::Vm(args) => vm::run(&args),
+        Task::Fuzz { cases } => fuzz(cases),
     }
+}
+
+/// `cargo test` of the property tests with `cases` cases each.
+fn fuzz(cases: u32) -> Result<()> {
+    setup::ensure_toolchain()?;
+    let status = Command::new("cargo")
+        .args(["test", "--release", "-p", "slabtrace", "--lib", "--"])
+        // The properties module, and the metrics encoder's label round trip beside its helpers.
+        .args(["properties::", "any_label_value_round_trips"])
+        .env("PROPTEST_CASES", cases.to_string())
+        .status()
+        .context("cannot run cargo")?;
+    ensure!(status.success(), "a property test failed ({status}): its minimal input is above");
+    Ok(())
 }
 
 /// Runs a command, failing with its name if it fails.

@@ -1698,6 +1698,40 @@ slabtrace_last_interval_timestamp_seconds 1800000000.0
         out
     }
 
+    /// The value of `label` in a sample line, unescaped: the labels are read in order, as a
+    /// scraper reads them, so a quote or a brace inside a value cannot mislead it.
+    fn label_value(line: &str, label: &str) -> String {
+        let mut rest = &line[line.find('{').unwrap() + 1..];
+        loop {
+            let (name, after) = rest.split_once("=\"").unwrap();
+            let bytes = after.as_bytes();
+            let mut end = 0;
+            while bytes[end] != b'"' {
+                end += if bytes[end] == b'\\' { 2 } else { 1 };
+            }
+            if name == label {
+                return unescape(&after[..end]);
+            }
+            rest = after[end + 1..].strip_prefix(',').unwrap();
+        }
+    }
+
+    proptest::proptest! {
+        /// Any cgroup name comes back whole from the exposition, in one sample line.
+        #[test]
+        fn any_label_value_round_trips(name in proptest::prelude::any::<String>()) {
+            let cg = Owner::Cgroup { cgroup_id: 7, cgroup: Some(name.clone()), alive: true };
+            let f = frame(&[(&cg, "dentry", row(10, 4))]);
+            let (latest, exporter) = new_exporter(10);
+            latest.publish(Arc::new(interval(1, f)));
+            let text = exporter.openmetrics().unwrap();
+            let lines = samples(&text, "slabtrace_cgroup_live_bytes");
+            proptest::prop_assert_eq!(lines.len(), 1, "{:?}", lines);
+            proptest::prop_assert_eq!(label_value(&lines[0], "cgroup"), name);
+            proptest::prop_assert!(lines[0].ends_with("} 400"), "{}", lines[0]);
+        }
+    }
+
     #[test]
     fn hostile_names_stay_inside_their_label() {
         // A tenant's pod name and cgroup path built to forge a series and to break the scrape.
@@ -1715,19 +1749,9 @@ slabtrace_last_interval_timestamp_seconds 1800000000.0
             let cgroups = samples(&text, "slabtrace_cgroup_live_bytes");
             assert_eq!(cgroups.len(), 1, "{cgroups:?}");
             // Each line is one sample: `name{...} value`, the labels' values round-trip.
-            let value_of = |line: &str, label: &str| {
-                let start = line.find(&format!("{label}=\"")).unwrap() + label.len() + 2;
-                let rest = &line[start..];
-                let mut end = 0;
-                let bytes = rest.as_bytes();
-                while bytes[end] != b'"' {
-                    end += if bytes[end] == b'\\' { 2 } else { 1 };
-                }
-                unescape(&rest[..end])
-            };
-            assert_eq!(value_of(&pods[0], "pod"), evil_pod);
+            assert_eq!(label_value(&pods[0], "pod"), evil_pod);
             assert!(pods[0].ends_with("} 400"), "{}", pods[0]);
-            assert_eq!(value_of(&cgroups[0], "cgroup"), evil_cgroup);
+            assert_eq!(label_value(&cgroups[0], "cgroup"), evil_cgroup);
             assert!(cgroups[0].ends_with("} 400"), "{}", cgroups[0]);
         }
     }

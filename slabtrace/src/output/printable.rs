@@ -32,7 +32,7 @@ pub fn printable(s: &str) -> Cow<'_, str> {
 
 /// Whether `c` is escaped by [`printable`]. The backslash only matters when something else is
 /// escaped: a name with a backslash and nothing else prints as it is.
-fn needs_escape(c: char) -> bool {
+pub(crate) fn needs_escape(c: char) -> bool {
     c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
