@@ -75,6 +75,18 @@ pub struct DaemonArgs {
     /// serves nothing.
     #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR:PORT|off", env = "SLABTRACE_LISTEN")]
     pub listen: String,
+    /// Where /report is served: `same` (on --listen, with the rest), `off`, or an address of
+    /// its own (`127.0.0.1:9478`), where every endpoint is served and from which --listen no
+    /// longer serves /report. /report names every pod, cgroup and OOM victim on the node: a
+    /// DaemonSet that opens --listen to Prometheus keeps it on loopback this way (reach it
+    /// with `kubectl port-forward`).
+    #[arg(
+        long,
+        default_value = "same",
+        value_name = "ADDR:PORT|same|off",
+        env = "SLABTRACE_REPORT_LISTEN"
+    )]
+    pub report_listen: crate::output::http::ReportListen,
     /// Where the NDJSON event stream goes: `-` (standard output), a file path (appended to),
     /// `unix:PATH` (a listening unix stream socket, e.g. Vector's or Fluent Bit's socket
     /// source; reconnected when it goes away), or `off`.

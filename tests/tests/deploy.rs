@@ -27,6 +27,7 @@ use k8s_openapi::{
     api::{
         apps::v1::DaemonSet,
         core::v1::{Namespace, PodSpec, Service, ServiceAccount},
+        networking::v1::NetworkPolicy,
     },
     apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
 };
@@ -207,6 +208,7 @@ struct Objects {
     daemonsets: Vec<DaemonSet>,
     services: Vec<Service>,
     service_monitors: Vec<ServiceMonitor>,
+    network_policies: Vec<NetworkPolicy>,
     kinds: Vec<String>,
 }
 
@@ -227,6 +229,9 @@ fn check_objects(source: &str, text: &str, objects: &mut Objects) -> Result<()> 
                 }
                 ("v1", "Service") => objects.services.push(round_trip(obj)?),
                 ("apps/v1", "DaemonSet") => objects.daemonsets.push(round_trip(obj)?),
+                ("networking.k8s.io/v1", "NetworkPolicy") => {
+                    objects.network_policies.push(round_trip(obj)?);
+                }
                 ("monitoring.coreos.com/v1", "ServiceMonitor") => {
                     objects.service_monitors.push(round_trip(obj)?);
                 }
@@ -344,6 +349,7 @@ fn check_daemon_settings(what: &str, ds: &DaemonSet, image: &str) -> Result<()> 
         ("SLABTRACE_INTERVAL", "10s"),
         ("SLABTRACE_PIN_PATH", "/sys/fs/bpf/slabtrace"),
         ("SLABTRACE_CRI_SOCKET", "/run/containerd/containerd.sock"),
+        ("SLABTRACE_REPORT_LISTEN", "127.0.0.1:9478"),
     ] {
         ensure!(env.get(name).map(|e| &e["value"]) == Some(&json!(value)), "{what}: {name}");
     }
@@ -402,11 +408,44 @@ fn every_manifest_is_valid_kubernetes() -> Result<()> {
         "KubeletConfiguration",
         "Kustomization",
         "Namespace",
+        "NetworkPolicy",
         "Service",
         "ServiceAccount",
         "ServiceMonitor",
     ];
     ensure!(kinds.iter().eq(want.iter()), "kinds {kinds:?}, want {want:?}");
+    Ok(())
+}
+
+#[test]
+fn the_network_policy_admits_only_the_metrics_port_of_slabtraces_pods() -> Result<()> {
+    let mut objects = Objects::default();
+    let path = "deploy/kubernetes/optional/networkpolicy.yaml";
+    check_objects(path, &read(path)?, &mut objects)?;
+    let policy = objects.network_policies.first().context("no NetworkPolicy")?;
+    let spec = policy.spec.as_ref().context("no spec")?;
+    let ds = plain_daemonset()?;
+    let pod_labels = ds.spec.as_ref().and_then(|s| s.template.metadata.as_ref()?.labels.clone());
+    let pod_labels = pod_labels.unwrap_or_default();
+    let selected =
+        spec.pod_selector.as_ref().and_then(|s| s.match_labels.clone()).unwrap_or_default();
+    ensure!(
+        !selected.is_empty() && selected.iter().all(|(k, v)| pod_labels.get(k) == Some(v)),
+        "the policy selects {selected:?}, the pods are {pod_labels:?}"
+    );
+    assert_eq!(spec.policy_types.as_deref(), Some(&["Ingress".to_owned()][..]));
+    let rules = spec.ingress.as_deref().unwrap_or_default();
+    ensure!(rules.len() == 1, "{rules:?}");
+    let ports = rules[0].ports.as_deref().unwrap_or_default();
+    ensure!(
+        ports.len() == 1
+            && ports[0].port
+                == Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
+                    "metrics".into()
+                )),
+        "{ports:?}"
+    );
+    ensure!(rules[0].from.as_deref().is_some_and(|f| !f.is_empty()), "open to everyone");
     Ok(())
 }
 

@@ -118,8 +118,9 @@ fn mebibytes(quantity: &Value) -> Result<i64> {
 /// What the `DaemonSet` runs, as kubelet would hand it to the CRI, read from
 /// deploy/kubernetes/daemonset.yaml: its security context, host paths, environment and memory
 /// limit, so that what is tested is what users deploy. Only what must differ here differs: a
-/// free port, the test's pin path, the test's containerd socket (in place of /run/containerd)
-/// and exact sampling, all as arguments, which override the manifest's environment.
+/// free port, the test's pin path, the test's containerd socket (in place of /run/containerd),
+/// /report on that port and exact sampling, all as arguments, which override the manifest's
+/// environment.
 fn daemonset_container(
     image: &str,
     listen: &str,
@@ -178,6 +179,10 @@ fn daemonset_container(
         [
             "--listen",
             listen,
+            // The test reads /report where it reads the metrics: the manifest's loopback
+            // report port would be the host's here (the pod has the host's network).
+            "--report-listen",
+            "same",
             "--interval",
             "1s",
             // Exact frees, so the rolling update's credit is checked to the file.

@@ -184,3 +184,29 @@ fn a_taken_listen_port_fails_the_daemon_in_one_sentence() -> Result<()> {
     drop(taken);
     Ok(())
 }
+
+#[test]
+fn report_listen_moves_the_report_off_the_metrics_port() -> Result<()> {
+    require_root()?;
+    let own = format!("127.0.0.1:{}", slabtrace_integration::daemon::free_port()?);
+    let daemon = Daemon::start("report-listen", &["--interval", "1s", "--report-listen", &own])?;
+    let deadline = Instant::now() + Duration::from_mins(1);
+    let report = loop {
+        let (status, body) = slabtrace_integration::daemon::http_get(&own, "/report")?;
+        if status == 200 {
+            break body;
+        }
+        ensure!(Instant::now() < deadline, "no /report on {own} after 60 s: {status} {body}");
+        thread::sleep(Duration::from_millis(200));
+    };
+    let report: Value = serde_json::from_str(&report)?;
+    assert_eq!(report["schema"], "slabtrace.report.v1");
+    // The metrics port serves the rest, and says where the report went.
+    let (status, body) = daemon.get("/report")?;
+    ensure!(status == 404 && body.contains(&own), "/report on --listen: {status} {body}");
+    assert_eq!(daemon.get("/healthz")?.0, 200);
+    assert_eq!(daemon.get("/metrics")?.0, 200);
+    let stopped = daemon.stop(libc::SIGTERM, Duration::from_secs(10))?;
+    ensure!(stopped.status.success(), "the daemon failed: {}", stopped.stderr);
+    Ok(())
+}

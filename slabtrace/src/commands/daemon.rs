@@ -70,6 +70,7 @@ pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
         listen: args.listen.clone(),
         metrics_top: args.metrics_top,
         interval: args.interval,
+        report_listen: args.report_listen.clone(),
     };
     let http = Http::start(&endpoints, events.as_ref().map(EventStream::counters))
         .map_err(|e| TraceError::Usage(e.to_string()))?;

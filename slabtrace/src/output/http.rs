@@ -163,8 +163,10 @@ impl Reply {
 #[derive(Debug)]
 pub struct Endpoints {
     latest: Arc<Latest>,
-    exporter: Exporter,
+    exporter: Arc<Exporter>,
     interval: Duration,
+    /// Where `/report` is served: here, or on its own listener (or nowhere).
+    report_route: ReportRoute,
     /// The latest interval's report as JSON, by interval number: encoded once and shared by
     /// every request (a `Bytes` clone is a reference), however many clients ask.
     report: Mutex<Option<(u64, Bytes)>>,
@@ -180,7 +182,26 @@ impl Endpoints {
         interval: Duration,
         counters: Arc<HttpCounters>,
     ) -> Self {
-        Self { latest, exporter, interval, report: Mutex::new(None), counters }
+        Self {
+            latest,
+            exporter: Arc::new(exporter),
+            interval,
+            report_route: ReportRoute::Here,
+            report: Mutex::new(None),
+            counters,
+        }
+    }
+
+    /// The same endpoints with `/report` served per `route`.
+    fn with_report(&self, route: ReportRoute) -> Self {
+        Self {
+            latest: Arc::clone(&self.latest),
+            exporter: Arc::clone(&self.exporter),
+            interval: self.interval,
+            report_route: route,
+            report: Mutex::new(None),
+            counters: Arc::clone(&self.counters),
+        }
     }
 
     /// The reply to `method path` with the request's `Accept` header, at `now`.
@@ -192,7 +213,20 @@ impl Endpoints {
         match path {
             "/" => Reply::new(200, PLAIN, index()),
             "/metrics" => self.metrics(accept),
-            "/report" => self.report(),
+            "/report" => match &self.report_route {
+                ReportRoute::Here => self.report(),
+                ReportRoute::At(addr) => Reply::new(
+                    404,
+                    PLAIN,
+                    format!(
+                        "/report is served on http://{addr}/report only (--report-listen): it \
+                         names every pod on the node\n"
+                    ),
+                ),
+                ReportRoute::Off => {
+                    Reply::new(404, PLAIN, "/report is off here (--report-listen off)\n")
+                }
+            },
             "/healthz" => {
                 let published = self.latest.get();
                 let since = |at: Instant| now.saturating_duration_since(at);
@@ -303,6 +337,41 @@ fn index() -> String {
          /healthz  200 while the probes are attached and intervals are on time\n",
         env!("CARGO_PKG_VERSION")
     )
+}
+
+/// Where a server's `/report` is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum ReportRoute {
+    /// Served by this server.
+    Here,
+    /// Served by the report listener at this address only.
+    At(SocketAddr),
+    /// Not served at all.
+    Off,
+}
+
+/// `--report-listen`: where `/report` is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReportListen {
+    /// On `--listen`, with the other endpoints.
+    Same,
+    /// Nowhere.
+    Off,
+    /// On a listener of its own at this address (every endpoint is served there too, and
+    /// `/report` no longer on `--listen`).
+    At(String),
+}
+
+impl std::str::FromStr for ReportListen {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "same" => Self::Same,
+            "off" | "none" => Self::Off,
+            addr => Self::At(addr.to_owned()),
+        })
+    }
 }
 
 /// The HTTP server: a thread serving [`Endpoints`] until dropped.
@@ -511,14 +580,16 @@ pub struct HttpOptions {
     pub metrics_top: usize,
     /// The daemon's interval (/healthz says unhealthy when intervals are late).
     pub interval: Duration,
+    /// Where `/report` is served.
+    pub report_listen: ReportListen,
 }
 
 /// The daemon's HTTP side: what the tracing loop hands over, and the server serving it.
 #[derive(Debug)]
 pub struct Http {
     latest: Arc<Latest>,
-    /// Held for as long as the endpoints serve: dropping it stops the server.
-    _server: HttpServer,
+    /// Held for as long as the endpoints serve: dropping them stops the servers.
+    _servers: Vec<HttpServer>,
 }
 
 impl Http {
@@ -528,7 +599,8 @@ impl Http {
         args: &HttpOptions,
         stream: Option<Arc<EventCounters>>,
     ) -> Result<Option<Self>, HttpError> {
-        if matches!(args.listen.as_str(), "off" | "none") {
+        let listen_off = matches!(args.listen.as_str(), "off" | "none");
+        if listen_off && !matches!(args.report_listen, ReportListen::At(_)) {
             return Ok(None);
         }
         let latest = Arc::new(Latest::new());
@@ -541,9 +613,28 @@ impl Http {
         };
         let exporter = Exporter::new(Arc::clone(&latest), options);
         let endpoints = Endpoints::new(Arc::clone(&latest), exporter, args.interval, counters);
-        let server = HttpServer::start(&args.listen, endpoints)?;
-        info!("serving /metrics, /report and /healthz on http://{}", server.addr());
-        Ok(Some(Self { latest, _server: server }))
+        let mut servers = Vec::new();
+        let route = match &args.report_listen {
+            ReportListen::Same => ReportRoute::Here,
+            ReportListen::Off => ReportRoute::Off,
+            ReportListen::At(addr) => {
+                let own = HttpServer::start(addr, endpoints.with_report(ReportRoute::Here))?;
+                info!("serving /report (and the rest) on http://{}", own.addr());
+                let route = ReportRoute::At(own.addr());
+                servers.push(own);
+                route
+            }
+        };
+        if !listen_off {
+            let main = HttpServer::start(&args.listen, endpoints.with_report(route.clone()))?;
+            if route == ReportRoute::Here {
+                info!("serving /metrics, /report and /healthz on http://{}", main.addr());
+            } else {
+                info!("serving /metrics and /healthz on http://{}", main.addr());
+            }
+            servers.push(main);
+        }
+        Ok(Some(Self { latest, _servers: servers }))
     }
 
     /// Hands an interval to the endpoints (a pointer swap).
@@ -655,6 +746,29 @@ mod tests {
             (health.status, health.text().as_ref()),
             (503, "the probes are detached: slabtrace is shutting down\n")
         );
+    }
+
+    #[test]
+    fn report_routes() {
+        let (latest, ep) = endpoints();
+        latest.publish(interval());
+        let now = Instant::now();
+        let addr: SocketAddr = "127.0.0.1:9478".parse().unwrap();
+        let elsewhere = ep.with_report(ReportRoute::At(addr)).reply("GET", "/report", None, now);
+        assert_eq!(elsewhere.status, 404);
+        assert!(elsewhere.text().contains("http://127.0.0.1:9478/report"), "{}", elsewhere.text());
+        let off = ep.with_report(ReportRoute::Off).reply("GET", "/report", None, now);
+        assert_eq!(
+            (off.status, off.text().as_ref()),
+            (404, "/report is off here (--report-listen off)\n")
+        );
+        // Everything else is served alike.
+        let metrics = ep.with_report(ReportRoute::Off).reply("GET", "/metrics", None, now);
+        assert_eq!(metrics.status, 200);
+        assert_eq!(ep.reply("GET", "/report", None, now).status, 200);
+        assert_eq!("same".parse(), Ok(ReportListen::Same));
+        assert_eq!("off".parse(), Ok(ReportListen::Off));
+        assert_eq!("127.0.0.1:9478".parse(), Ok(ReportListen::At("127.0.0.1:9478".into())));
     }
 
     #[test]
