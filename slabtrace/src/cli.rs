@@ -78,7 +78,7 @@ pub struct DaemonArgs {
     /// Where /report is served: `same` (on --listen, with the rest), `off`, or an address of
     /// its own (`127.0.0.1:9478`), where every endpoint is served and from which --listen no
     /// longer serves /report. /report names every pod, cgroup and OOM victim on the node: a
-    /// DaemonSet that opens --listen to Prometheus keeps it on loopback this way (reach it
+    /// `DaemonSet` that opens --listen to Prometheus keeps it on loopback this way (reach it
     /// with `kubectl port-forward`).
     #[arg(
         long,
