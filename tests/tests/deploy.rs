@@ -571,6 +571,7 @@ fn the_chart_renders_overrides() -> Result<()> {
                    "pullPolicy": "Always" },
         "imagePullSecrets": [{ "name": "regcred" }],
         "serviceMonitor": { "enabled": true, "labels": { "release": "kube-prometheus-stack" } },
+        "networkPolicy": { "enabled": true },
         "nodeSelector": { "kubernetes.io/os": "linux" },
         "tolerations": [
             { "operator": "Exists" },
@@ -587,8 +588,27 @@ fn the_chart_renders_overrides() -> Result<()> {
     let mut kinds = objects.kinds.clone();
     kinds.sort();
     ensure!(
-        kinds == ["DaemonSet", "Service", "ServiceAccount", "ServiceMonitor"],
+        kinds == ["DaemonSet", "NetworkPolicy", "Service", "ServiceAccount", "ServiceMonitor"],
         "kinds {kinds:?}"
+    );
+    // The chart's policy admits what the plain manifest's does, to its own DaemonSet's pods.
+    let policy = objects.network_policies.first().and_then(|p| p.spec.clone());
+    let policy = policy.context("no NetworkPolicy")?;
+    let mut plain = Objects::default();
+    let path = "deploy/kubernetes/optional/networkpolicy.yaml";
+    check_objects(path, &read(path)?, &mut plain)?;
+    let plain = plain.network_policies.first().and_then(|p| p.spec.clone());
+    let plain = plain.context("no plain NetworkPolicy")?;
+    ensure!(
+        (&policy.ingress, &policy.policy_types) == (&plain.ingress, &plain.policy_types),
+        "chart {policy:?}\nplain {plain:?}"
+    );
+    let ds = objects.daemonsets.first().context("no DaemonSet")?;
+    let selector = ds.spec.as_ref().map(|s| &s.selector.match_labels);
+    ensure!(
+        policy.pod_selector.as_ref().map(|s| &s.match_labels) == selector,
+        "the chart's policy selects {:?}, its DaemonSet {selector:?}",
+        policy.pod_selector
     );
     let ds = objects.daemonsets.first().context("no DaemonSet")?;
     let template = &ds.spec.as_ref().context("no spec")?.template;
