@@ -28,13 +28,20 @@ use crate::{
 const PEEK: Duration = Duration::from_secs(1);
 
 /// When the interval ends, given OOM kills waiting to be reported: now, so that their slab
-/// picture is that of the moment, unless the last interval ended less than a quarter
-/// interval ago (at least a second). In an OOM storm (a kill a second for minutes) intervals
-/// then end at most four times as often as configured, and the growth history still covers its
-/// window, instead of one interval per kill.
-fn oom_tick(next: Instant, last_tick: Instant, now: Instant, interval: Duration) -> Instant {
+/// picture is that of the moment, unless an interval was already ended early for OOM kills
+/// less than a quarter interval ago (at least a second); then a quarter interval after that.
+/// In an OOM storm (a kill a second for minutes) intervals end at most four times as often as
+/// configured, and the growth history still covers its window, instead of one interval per
+/// kill. Never later than `next`, the interval's own end.
+fn oom_tick(
+    next: Instant,
+    last_forced: Option<Instant>,
+    now: Instant,
+    interval: Duration,
+) -> Instant {
     let gap = (interval / 4).max(Duration::from_secs(1));
-    next.min(now.max(last_tick + gap))
+    let earliest = last_forced.map_or(now, |t| now.max(t + gap));
+    next.min(earliest)
 }
 
 /// Where to pin the maps: `--pin-path`; None for `off`; when not given, the default if a BPF
@@ -85,7 +92,7 @@ pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
 
     let mut next = Instant::now() + args.interval;
     let mut next_peek = Instant::now() + PEEK;
-    let mut last_tick = Instant::now();
+    let mut last_forced = None;
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         let now = Instant::now();
@@ -112,12 +119,15 @@ pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
             }
             // After a stall (a suspended VM, a slow read), start afresh rather than catch up.
             next = (next + args.interval).max(Instant::now());
-            last_tick = Instant::now();
         } else if now >= next_peek {
             next_peek = now + PEEK;
             pipeline.peek();
             if pipeline.poll_oom() {
-                next = oom_tick(next, last_tick, now, args.interval);
+                let forced = oom_tick(next, last_forced, now, args.interval);
+                if forced < next {
+                    next = forced;
+                    last_forced = Some(forced);
+                }
             }
         }
         std::thread::sleep(Duration::from_millis(50).min(next.saturating_duration_since(now)));
@@ -148,26 +158,31 @@ mod tests {
     fn an_oom_storm_ends_intervals_at_most_four_times_as_often() {
         let interval = Duration::from_secs(10);
         let start = Instant::now();
-        let (mut next, mut last_tick, mut ticks) = (start + interval, start, 0);
+        let (mut next, mut last_forced, mut ticks) = (start + interval, None, 0);
         // A kill every second for ten minutes, the daemon's loop in one-second steps.
         for second in 1..=600 {
             let now = start + Duration::from_secs(second);
-            next = oom_tick(next, last_tick, now, interval);
+            let forced = oom_tick(next, last_forced, now, interval);
+            if forced < next {
+                next = forced;
+                last_forced = Some(forced);
+            }
             if now >= next {
                 ticks += 1;
-                last_tick = now;
                 next = (next + interval).max(now);
             }
         }
-        assert_eq!(ticks, 600 / 3, "a tick every 2.5 s rounds up to every 3 s");
-        // One kill on a quiet node ends the interval at once.
+        // 60 intervals of their own; the kills end one every 2.5 s (3 s in one-second steps).
+        assert!((60..=4 * 60).contains(&ticks), "{ticks} intervals");
+        // One kill on a quiet node ends the interval at once, however long it is.
         let quiet = start + Duration::from_secs(100);
-        let next = oom_tick(quiet + interval, start, quiet, interval);
-        assert_eq!(next, quiet);
+        let long = Duration::from_mins(10);
+        assert_eq!(oom_tick(quiet + long, None, quiet, long), quiet);
+        // The next one, within a quarter interval, waits for it.
+        let soon = quiet + Duration::from_secs(30);
+        let later = oom_tick(soon + long, Some(quiet), soon, long);
+        assert_eq!(later, quiet + long / 4);
         // Never later than the interval would have ended anyway.
-        assert_eq!(
-            oom_tick(start + Duration::from_secs(1), start, start, interval),
-            start + Duration::from_secs(1)
-        );
+        assert_eq!(oom_tick(soon, Some(quiet), soon, long), soon);
     }
 }
