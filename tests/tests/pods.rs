@@ -11,6 +11,15 @@ use slabtrace_integration::{
 
 const FILES: u64 = 3_000;
 
+/// Creates `n` empty files under `dir` inside `container`: dentries and inodes it allocates.
+fn make_files(runtime: &Containerd, container: &str, dir: &str, n: u32) -> Result<()> {
+    let script =
+        format!("mkdir -p {dir} && i=0; while [ $i -lt {n} ]; do : > {dir}/f$i; i=$((i+1)); done");
+    let out = runtime.exec_sync(container, &["/bin/sh", "-c", &script], Duration::from_mins(1))?;
+    ensure!(out.exit_code == 0, "workload failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
 #[test]
 fn the_report_names_a_containerd_pod_and_its_container() -> Result<()> {
     require_root()?;
@@ -25,11 +34,7 @@ fn the_report_names_a_containerd_pod_and_its_container() -> Result<()> {
     // A small-file workload inside the container, as a Git server's would be; in batches, as
     // each CRI call is bounded (2 s) by the client's channel.
     for batch in 0..FILES / 500 {
-        let script = format!(
-            "mkdir -p /tmp/repo && i=0; while [ $i -lt 500 ]; do : > /tmp/repo/f{batch}_$i; i=$((i+1)); done"
-        );
-        let out = runtime.exec_sync(&gitea, &["/bin/sh", "-c", &script], Duration::from_mins(1))?;
-        ensure!(out.exit_code == 0, "workload failed: {}", String::from_utf8_lossy(&out.stderr));
+        make_files(&runtime, &gitea, &format!("/tmp/repo/{batch}"), 500)?;
     }
     let report = tracer.finish()?;
 
@@ -65,10 +70,7 @@ fn names_survive_the_runtime_and_the_pod_going_away() -> Result<()> {
     let socket = runtime.socket().to_str().unwrap_or_default().to_owned();
 
     let tracer = Slabtrace::start(&["--sample", "1", "--cri-socket", &socket])?;
-    let script =
-        "mkdir -p /tmp/out && i=0; while [ $i -lt 500 ]; do : > /tmp/out/f$i; i=$((i+1)); done";
-    let out = runtime.exec_sync(&worker, &["/bin/sh", "-c", script], Duration::from_mins(1))?;
-    ensure!(out.exit_code == 0, "workload failed: {}", String::from_utf8_lossy(&out.stderr));
+    make_files(&runtime, &worker, "/tmp/out", 500)?;
     // slabtrace names cgroups once a second while they exist; then the pod is deleted and
     // the runtime stops while slabtrace still traces.
     std::thread::sleep(Duration::from_millis(1500));
@@ -101,10 +103,7 @@ fn a_pod_that_lives_only_inside_the_window_is_named() -> Result<()> {
     let uid = fresh_uid()?;
     let pod = runtime.run_pod("jobs", "cron-28871", &uid, "/kubepods/besteffort")?;
     let job = runtime.create_container(&pod, "job", &["/bin/sleep", "1000000"])?;
-    let script =
-        "mkdir -p /tmp/o && i=0; while [ $i -lt 300 ]; do : > /tmp/o/f$i; i=$((i+1)); done";
-    let out = runtime.exec_sync(&job, &["/bin/sh", "-c", script], Duration::from_mins(1))?;
-    ensure!(out.exit_code == 0, "workload failed: {}", String::from_utf8_lossy(&out.stderr));
+    make_files(&runtime, &job, "/tmp/o", 300)?;
     std::thread::sleep(Duration::from_millis(2500));
     drop(pod);
     let report = tracer.finish()?;
@@ -153,10 +152,7 @@ fn a_runtime_that_starts_after_slabtrace_names_its_pods() -> Result<()> {
     let uid = fresh_uid()?;
     let pod = runtime.run_pod("late", "web-0", &uid, "/kubepods/besteffort")?;
     let web = runtime.create_container(&pod, "web", &["/bin/sleep", "1000000"])?;
-    let script =
-        "mkdir -p /tmp/late && i=0; while [ $i -lt 300 ]; do : > /tmp/late/f$i; i=$((i+1)); done";
-    let out = runtime.exec_sync(&web, &["/bin/sh", "-c", script], Duration::from_mins(1))?;
-    ensure!(out.exit_code == 0, "workload failed: {}", String::from_utf8_lossy(&out.stderr));
+    make_files(&runtime, &web, "/tmp/late", 300)?;
     // The pod's cgroup is seen, the runtime asked again (at most every 30 s once it failed),
     // and answers now.
     std::thread::sleep(Duration::from_secs(3));
