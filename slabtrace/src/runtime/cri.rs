@@ -360,6 +360,43 @@ mod tests {
 
     use super::*;
 
+    /// A socket path for a fake runtime, in a directory of its own.
+    fn fake_socket(tag: &str) -> (crate::testutil::TempDir, PathBuf) {
+        let dir = crate::testutil::TempDir::new(tag);
+        let socket = dir.path().join("cri.sock");
+        (dir, socket)
+    }
+
+    #[test]
+    fn a_listing_over_tonics_default_4_mib_is_read_whole() {
+        use crate::runtime::fake_cri::{Behaviour, FakeRuntime};
+        let (_dir, socket) = fake_socket("cri-large");
+        // 3,000 containers with a 2 KiB label each: about 6 MiB, as a node with many pods and
+        // long labels answers (tonic's default limit of 4 MiB lost every name).
+        let behaviour = Behaviour { pods: 3000, padding: 2048, hang: false };
+        let _runtime = FakeRuntime::start(&socket, behaviour);
+        let client = CriClient::connect(&socket).unwrap();
+        assert_eq!(client.version().unwrap(), "fake 1");
+        let containers = client.containers().unwrap();
+        assert_eq!(containers.len(), 3000);
+        assert!(containers.iter().all(|c| c.pod_uid.starts_with("uid-")));
+        assert_eq!(client.pods().unwrap().len(), 3000);
+    }
+
+    #[test]
+    fn a_hung_runtime_is_an_error_not_a_hang() {
+        use crate::runtime::fake_cri::{Behaviour, FakeRuntime};
+        let (_dir, socket) = fake_socket("cri-hung");
+        let _runtime = FakeRuntime::start(&socket, Behaviour { pods: 1, padding: 0, hang: true });
+        let client = CriClient::connect(&socket).unwrap();
+        // Each call gives up at its deadline (ours or the channel's, whichever fires first)
+        // and says which call failed.
+        let err = client.pods().unwrap_err().to_string();
+        assert!(err.contains("failed ListPodSandbox"), "{err}");
+        let err = client.containers().unwrap_err().to_string();
+        assert!(err.contains("failed ListContainers"), "{err}");
+    }
+
     fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }

@@ -5,3 +5,5 @@
 //! unix socket. The runtime is optional: without it, names come from cgroup paths only.
 
 pub mod cri;
+#[cfg(test)]
+mod fake_cri;
