@@ -7,6 +7,7 @@ mod bench;
 mod image;
 mod scale;
 mod setup;
+mod soak;
 mod vm;
 
 use std::{
@@ -72,6 +73,14 @@ enum Task {
         #[arg(long, default_value_t = 100_000)]
         cases: u32,
     },
+    /// The daemon over time under cgroup churn, OOM kills, silent HTTP clients and a slow
+    /// event consumer: a table a minute of its RSS, CPU, keys and drops; fails unless they stay
+    /// flat and nothing is lost. Needs root; not on a Kubernetes node.
+    Soak {
+        /// How long.
+        #[arg(long, default_value_t = 30)]
+        minutes: u32,
+    },
 }
 
 fn main() -> Result<()> {
@@ -90,6 +99,7 @@ fn main() -> Result<()> {
         Task::Image(args) => image::run(&args),
         Task::Vm(args) => vm::run(&args),
         Task::Fuzz { cases } => fuzz(cases),
+        Task::Soak { minutes } => soak::run(minutes),
     }
 }
 

@@ -66,7 +66,7 @@ pub fn run(args: ScaleArgs) -> Result<()> {
     let pin = PathBuf::from(format!("/sys/fs/bpf/slabtrace-scale-{}", std::process::id()));
     let _cleanup = Cleanup { paths: vec![scratch.clone(), pin.clone()] };
     let port = free_port()?;
-    let daemon = Daemon::start(&bin, &scratch, &pin, port, max_keys)?;
+    let daemon = Daemon::start(&bin, &scratch, &pin, port, &["--max-keys", &max_keys.to_string()])?;
 
     let counters = pinned_counters(&pin)?;
     let mut counters: PerCpuHashMap<MapData, CounterKey, Counters> =
@@ -162,7 +162,7 @@ fn per_cpu(cpus: usize, n: u64) -> Result<PerCpuValues<Counters>> {
 }
 
 /// The cgroup2 mount point, from /proc/self/mounts.
-fn cgroup2_root() -> Result<PathBuf> {
+pub(crate) fn cgroup2_root() -> Result<PathBuf> {
     let mounts = fs::read_to_string("/proc/self/mounts")?;
     mounts
         .lines()
@@ -225,8 +225,8 @@ impl Drop for PodTree {
 }
 
 /// Removes the scratch and pin directories on drop.
-struct Cleanup {
-    paths: Vec<PathBuf>,
+pub(crate) struct Cleanup {
+    pub(crate) paths: Vec<PathBuf>,
 }
 
 impl Drop for Cleanup {
@@ -242,19 +242,27 @@ impl Drop for Cleanup {
 }
 
 /// A loopback port nothing listens on now.
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// The running daemon; killed on drop unless stopped.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Option<Child>,
-    pid: u32,
+    pub(crate) pid: u32,
     log: PathBuf,
 }
 
 impl Daemon {
-    fn start(bin: &Path, scratch: &Path, pin: &Path, port: u16, max_keys: u32) -> Result<Self> {
+    /// Starts `slabtrace daemon` on `port` with its maps pinned under `pin`, its events to a
+    /// file in `scratch` unless `extra` says otherwise (later flags win), and `extra`.
+    pub(crate) fn start(
+        bin: &Path,
+        scratch: &Path,
+        pin: &Path,
+        port: u16,
+        extra: &[&str],
+    ) -> Result<Self> {
         let ready = scratch.join("ready");
         let log = scratch.join("daemon.log");
         let child = Command::new(bin)
@@ -262,7 +270,8 @@ impl Daemon {
             .arg(scratch.join("events.ndjson"))
             .arg("--pin-path")
             .arg(pin)
-            .args(["--max-keys", &max_keys.to_string(), "--ready-file"])
+            .args(extra)
+            .arg("--ready-file")
             .arg(&ready)
             .env_remove("SLABTRACE_INTERVAL")
             .env_remove("SLABTRACE_MAX_KEYS")
@@ -284,14 +293,14 @@ impl Daemon {
     }
 
     /// utime + stime so far, all threads.
-    fn cpu_seconds(&self) -> Result<f64> {
+    pub(crate) fn cpu_seconds(&self) -> Result<f64> {
         let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid))?;
         let ticks = crate::bench::parse_cpu_ticks(&stat).context("cannot parse /proc/PID/stat")?;
         Ok(ticks as f64 / crate::bench::clock_ticks_per_second()?)
     }
 
     /// Resident memory now and at its peak, MiB.
-    fn rss_mib(&self) -> Result<(f64, f64)> {
+    pub(crate) fn rss_mib(&self) -> Result<(f64, f64)> {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid))?;
         let kib = |field: &str| {
             status
@@ -303,7 +312,7 @@ impl Daemon {
         Ok((kib("VmRSS:")? as f64 / 1024.0, kib("VmHWM:")? as f64 / 1024.0))
     }
 
-    fn stop(mut self) -> Result<()> {
+    pub(crate) fn stop(mut self) -> Result<()> {
         let Some(mut child) = self.child.take() else { return Ok(()) };
         // SAFETY: our child, not yet waited for.
         unsafe { libc::kill(libc::pid_t::try_from(self.pid)?, libc::SIGTERM) };
@@ -338,7 +347,7 @@ fn pinned_counters(pin: &Path) -> Result<Map> {
 }
 
 /// GET `path` from the daemon; the body.
-fn scrape(port: u16, path: &str) -> Result<String> {
+pub(crate) fn scrape(port: u16, path: &str) -> Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;

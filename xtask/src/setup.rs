@@ -158,7 +158,7 @@ pub fn is_root() -> bool {
 }
 
 /// Programs the tasks and tests may run without installing them: what every Debian system has
-/// (packages of priority "required": tar, mount, util-linux's setpriv, apt), what the Rust
+/// (packages of priority "required": tar, mount, util-linux's setpriv, dash's sh, apt), what the Rust
 /// toolchain and a git checkout bring, bpf-linker (installed by [`ensure_toolchain`]), and the
 /// image builders that are used only when already present.
 #[cfg(test)]
@@ -172,6 +172,7 @@ const ALWAYS_THERE: &[&str] = &[
     "mount",
     "rustup",
     "setpriv",
+    "sh",
     "tar",
     "umount",
 ];
