@@ -223,6 +223,9 @@ pub struct SelfStats {
     /// Whether those maps were left by an earlier daemon and taken over: the counters then
     /// include what it counted, since its start.
     pub resumed: bool,
+    /// Whether the container runtime answered the last time it was asked for pod and
+    /// container names (one down at start is asked again while pods need names).
+    pub runtime_connected: bool,
     /// Things the user should know about this run, one sentence each.
     pub warnings: Vec<String>,
 }

@@ -146,6 +146,7 @@ pub fn self_stats(
         cache_allocs: if fexit { "fexit" } else { "tracepoint" }.to_owned(),
         pinned_maps: None,
         resumed: false,
+        runtime_connected: false,
         warnings,
     }
 }

@@ -504,6 +504,7 @@ impl Session {
         let mut report = Report { schema: SCHEMA, observation, ..Report::default() };
         rollup::apply_names(&mut report.pods, &self.runtime.directory);
         report.meminfo = meminfo;
+        report.self_stats.runtime_connected = self.runtime.answering;
         if let Some((dir, resumed)) = &self.pins {
             report.self_stats.pinned_maps = Some(dir.clone());
             report.self_stats.resumed = *resumed;
@@ -535,6 +536,8 @@ struct PodNames {
     socket: Option<PathBuf>,
     /// Failed attempts to connect so far.
     tries: u32,
+    /// Whether the runtime answered the last time it was asked.
+    answering: bool,
     directory: Directory,
     gone_pod_ttl: Duration,
     last_asked: Instant,
@@ -551,6 +554,7 @@ impl PodNames {
             cri: None,
             socket: args.cri_socket.clone(),
             tries: 0,
+            answering: false,
             directory: Directory::default(),
             gone_pod_ttl: args.gone_pod_ttl,
             last_asked: Instant::now(),
@@ -574,6 +578,7 @@ impl PodNames {
             Ok((client, version)) => {
                 info!("pod names from {version} at {}", client.socket().display());
                 self.cri = Some(client);
+                self.answering = true;
                 true
             }
             Err(e) => {
@@ -613,10 +618,12 @@ impl PodNames {
                     seen: BTreeMap::new(),
                 };
                 self.directory.merge(listing, Instant::now());
+                self.answering = true;
                 true
             }
             Err(e) => {
                 warn_once(warnings, e.to_string());
+                self.answering = false;
                 false
             }
         };

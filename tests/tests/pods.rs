@@ -80,6 +80,7 @@ fn names_survive_the_runtime_and_the_pod_going_away() -> Result<()> {
 
     let warnings = report["self"]["warnings"].to_string();
     assert!(warnings.contains("the container runtime at"), "{warnings}");
+    assert_eq!(report["self"]["runtime_connected"], false, "the runtime is gone");
     let p = reported_pod(&report, &uid)?;
     // Named from what the runtime said when tracing started.
     assert_eq!((&p["namespace"], &p["name"]), (&"ci".into(), &"builder-7".into()));
@@ -160,6 +161,7 @@ fn a_runtime_that_starts_after_slabtrace_names_its_pods() -> Result<()> {
 
     let warnings = report["self"]["warnings"].to_string();
     ensure!(warnings.contains(socket.to_str().unwrap_or_default()), "no warning: {warnings}");
+    assert_eq!(report["self"]["runtime_connected"], true);
     let p = reported_pod(&report, &uid)?;
     assert_eq!((&p["namespace"], &p["name"]), (&"late".into(), &"web-0".into()));
     let c = p["containers"]

@@ -110,6 +110,7 @@ pub const FAMILIES: &[&str] = &[
     "slabtrace_bpf_program_bytes",
     "slabtrace_process_cpu_seconds",
     "slabtrace_process_resident_memory_bytes",
+    "slabtrace_runtime_connected",
     "slabtrace_sample_rate",
     "slabtrace_warnings",
     "slabtrace_last_interval_timestamp_seconds",
@@ -952,6 +953,12 @@ fn encode_self(
     )?;
     if let Some(interval) = interval {
         encode_self_stats(enc, interval)?;
+        gauge(
+            enc,
+            "slabtrace_runtime_connected",
+            "1 while a container runtime answers for pod and container names, else 0 (pods are then named by uid).",
+            i64::from(interval.report.self_stats.runtime_connected),
+        )?;
     }
     if let Some(stream) = stream {
         counter(
@@ -1417,6 +1424,9 @@ slabtrace_warnings 1
 # HELP slabtrace_last_interval_timestamp_seconds When the last interval ended, Unix time.
 # TYPE slabtrace_last_interval_timestamp_seconds gauge
 slabtrace_last_interval_timestamp_seconds 1800000000.0
+# HELP slabtrace_runtime_connected 1 while a container runtime answers for pod and container names, else 0 (pods are then named by uid).
+# TYPE slabtrace_runtime_connected gauge
+slabtrace_runtime_connected 0
 # EOF
 "#;
 
