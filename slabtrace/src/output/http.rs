@@ -17,10 +17,7 @@ use std::{
     io,
     net::{SocketAddr, TcpListener},
     os::fd::AsRawFd as _,
-    sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, PoisonError},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -40,7 +37,7 @@ use tokio::sync::oneshot;
 use crate::{
     output::{
         events::EventCounters,
-        metrics::{Exporter, ExporterOptions, Latest, text_format},
+        metrics::{Exporter, ExporterOptions, HttpCounters, Latest, text_format},
     },
     pipeline::Interval,
 };
@@ -75,28 +72,6 @@ const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
 /// 64 clients that do not read could otherwise hold 256 MiB of it. 256 KiB still sends a
 /// report of a few MiB in a few round trips.
 const SEND_BUFFER_BYTES: libc::c_int = 256 * 1024;
-
-/// What the server turned away, exported as metrics.
-#[derive(Debug, Default)]
-pub struct HttpCounters {
-    evicted: AtomicU64,
-    timed_out: AtomicU64,
-}
-
-impl HttpCounters {
-    /// Connections closed before they finished, the oldest open, because a new one came while
-    /// [`MAX_CONNECTIONS`] were open.
-    #[must_use]
-    pub fn evicted(&self) -> u64 {
-        self.evicted.load(Ordering::Relaxed)
-    }
-
-    /// Connections closed at [`CONNECTION_DEADLINE`].
-    #[must_use]
-    pub fn timed_out(&self) -> u64 {
-        self.timed_out.load(Ordering::Relaxed)
-    }
-}
 
 /// `/healthz` fails once the last interval is older than three intervals and this.
 const STALE_GRACE: Duration = Duration::from_secs(5);
@@ -475,7 +450,7 @@ async fn serve(
                         // The oldest goes, so that a new client (the kubelet's probe,
                         // Prometheus) is always served however many hold on.
                         let _ = oldest.send(());
-                        if endpoints.counters.evicted.fetch_add(1, Ordering::Relaxed) == 0 {
+                        if endpoints.counters.evicted_one() == 0 {
                             warn!(
                                 "{} HTTP connections are open: closing the oldest for each new \
                                  one (slabtrace_http_connections_evicted_total counts them)",
@@ -493,7 +468,7 @@ async fn serve(
                         tokio::select! {
                             () = &mut served => return,
                             () = tokio::time::sleep(limits.deadline) => {
-                                endpoints.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                                endpoints.counters.timed_out_one();
                                 debug!("closing the HTTP connection from {peer} at its deadline");
                             }
                             _ = evicted => debug!("closing the oldest HTTP connection, from {peer}"),

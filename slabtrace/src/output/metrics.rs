@@ -34,7 +34,7 @@ use std::{
     fmt,
     sync::{
         Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Instant, UNIX_EPOCH},
 };
@@ -53,7 +53,7 @@ use crate::{
     attribution::CacheTotals,
     cgroup::kubepods::Qos,
     frame::{Owner, OwnerKey, OwnerRow, OwnerTable},
-    output::{events::EventCounters, http::HttpCounters},
+    output::events::EventCounters,
     pipeline::Interval,
 };
 
@@ -194,6 +194,41 @@ impl Latest {
 /// A poisoned lock only means a scrape panicked; the data under it is whole.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the HTTP server (`output::http`) turned away, exported as metrics. Here rather than
+/// there: the server serves the exporter, so the exporter must not depend on the server.
+#[derive(Debug, Default)]
+pub struct HttpCounters {
+    evicted: AtomicU64,
+    timed_out: AtomicU64,
+}
+
+impl HttpCounters {
+    /// Connections closed before they finished, the oldest open, because a new one came while
+    /// the most the server serves at once were open.
+    #[must_use]
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Connections closed at their deadline.
+    #[must_use]
+    pub fn timed_out(&self) -> u64 {
+        self.timed_out.load(Ordering::Relaxed)
+    }
+}
+
+impl HttpCounters {
+    /// Counts an eviction; the count before it.
+    pub fn evicted_one(&self) -> u64 {
+        self.evicted.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts a connection closed at its deadline.
+    pub fn timed_out_one(&self) {
+        self.timed_out.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// What the exporter needs besides the latest interval.
