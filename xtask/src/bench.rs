@@ -150,6 +150,17 @@ impl BenchArgs {
     }
 }
 
+/// Builds slabtrace and the workload (release) with the toolchain they need; their directory.
+pub(crate) fn build_release() -> Result<std::path::PathBuf> {
+    setup::ensure_toolchain()?;
+    cmd("cargo", &["build", "--release", "--package", "slabtrace"])?;
+    cmd(
+        "cargo",
+        &["build", "--release", "--package", "slabtrace-integration", "--bin", "slab-workload"],
+    )?;
+    Ok(setup::workspace_root()?.join("target/release"))
+}
+
 /// Builds slabtrace and the workload, runs every mode `reps` times, then every tracer mode once
 /// more with the kernel's per-program accounting, and prints the report.
 pub fn run(args: &BenchArgs) -> Result<()> {
@@ -159,13 +170,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             "the bench loads BPF programs and mounts a tmpfs: run it as root, `sudo -E cargo xtask bench`"
         );
     }
-    setup::ensure_toolchain()?;
-    cmd("cargo", &["build", "--release", "--package", "slabtrace"])?;
-    cmd(
-        "cargo",
-        &["build", "--release", "--package", "slabtrace-integration", "--bin", "slab-workload"],
-    )?;
-    let release = setup::workspace_root()?.join("target/release");
+    let release = build_release()?;
     catch_ctrl_c();
     let bench = Bench {
         slabtrace: release.join("slabtrace"),

@@ -28,7 +28,6 @@ use std::{
 use anyhow::{Context as _, Result, ensure};
 
 use crate::{
-    cmd,
     scale::{Cleanup, Daemon, cgroup2_root, free_port, scrape},
     setup,
 };
@@ -59,13 +58,7 @@ struct Sample {
 pub fn run(minutes: u32) -> Result<()> {
     ensure!(setup::is_root(), "the soak loads BPF programs and makes cgroups: run it as root");
     ensure!(minutes >= 3, "a soak needs at least 3 minutes to judge flatness");
-    setup::ensure_toolchain()?;
-    cmd("cargo", &["build", "--release", "--package", "slabtrace"])?;
-    cmd(
-        "cargo",
-        &["build", "--release", "--package", "slabtrace-integration", "--bin", "slab-workload"],
-    )?;
-    let release = setup::workspace_root()?.join("target/release");
+    let release = crate::bench::build_release()?;
     let workload = release.join("slab-workload");
 
     let pid = std::process::id();
