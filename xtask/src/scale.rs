@@ -66,7 +66,10 @@ pub fn run(args: ScaleArgs) -> Result<()> {
     let pin = PathBuf::from(format!("/sys/fs/bpf/slabtrace-scale-{}", std::process::id()));
     let _cleanup = Cleanup { paths: vec![scratch.clone(), pin.clone()] };
     let port = free_port()?;
-    let daemon = Daemon::start(&bin, &scratch, &pin, port, &["--max-keys", &max_keys.to_string()])?;
+    let events = scratch.join("events.ndjson");
+    let events = events.to_str().context("a scratch path that is not UTF-8")?;
+    let extra = ["--max-keys", &max_keys.to_string(), "--events", events];
+    let daemon = Daemon::start(&bin, &scratch, &pin, port, &extra)?;
 
     let counters = pinned_counters(&pin)?;
     let mut counters: PerCpuHashMap<MapData, CounterKey, Counters> =
@@ -254,8 +257,8 @@ pub(crate) struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `slabtrace daemon` on `port` with its maps pinned under `pin`, its events to a
-    /// file in `scratch` unless `extra` says otherwise (later flags win), and `extra`.
+    /// Starts `slabtrace daemon` on `port` with its maps pinned under `pin`, its log in
+    /// `scratch`, and `extra`.
     pub(crate) fn start(
         bin: &Path,
         scratch: &Path,
@@ -266,8 +269,7 @@ impl Daemon {
         let ready = scratch.join("ready");
         let log = scratch.join("daemon.log");
         let child = Command::new(bin)
-            .args(["daemon", "--listen", &format!("127.0.0.1:{port}"), "--events"])
-            .arg(scratch.join("events.ndjson"))
+            .args(["daemon", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--pin-path")
             .arg(pin)
             .args(extra)
