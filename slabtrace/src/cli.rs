@@ -146,7 +146,7 @@ pub struct AdviseArgs {
     /// advice it has built from its whole history.
     #[arg(long, value_name = "ADDR")]
     pub from: Option<String>,
-    /// Without `--from`: seconds to trace, sampling the node every second.
+    /// Without `--from`: how long to trace (`60`, `60s`, `10m`), sampling the node every second.
     #[arg(long, short, default_value_t = 60, value_name = "SECONDS", value_parser = parse_seconds)]
     pub duration: u64,
     /// Without `--from`: the margin added to observed peaks, in percent.
@@ -177,7 +177,7 @@ pub struct TopArgs {
 /// `slabtrace report`.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// Seconds to trace before reporting.
+    /// How long to trace before reporting: seconds (`30`) or with a unit (`30s`, `5m`).
     #[arg(long, short, default_value_t = 10, value_name = "SECONDS", value_parser = parse_seconds)]
     pub duration: u64,
     /// Output format: a slabtop-like table, or a JSON document (schema slabtrace.report.v1).
@@ -377,26 +377,38 @@ pub enum Format {
 /// clock arithmetic (`Instant + Duration` panics past the platform's range) for nothing.
 const MAX_SECONDS: u64 = 366 * 24 * 3600;
 
-/// A duration of at least 100 ms and at most a year, in humantime's words (`10s`, `1m30s`,
-/// `500ms`).
-fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("{s}: {e} (say e.g. 10s or 1m)"))?;
-    if d < std::time::Duration::from_millis(100) {
-        return Err(format!("{s} is too short: at least 100ms"));
-    }
+/// A duration as every flag that takes one reads it: a bare number of seconds (`30`) or
+/// humantime's words (`30s`, `1m30s`, `500ms`), at most a year.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        let n: u64 = s.parse().map_err(|_| format!("{s} seconds is too long: at most a year"))?;
+        std::time::Duration::from_secs(n)
+    } else {
+        humantime::parse_duration(s).map_err(|e| format!("{s}: {e} (say e.g. 30, 10s or 1m)"))?
+    };
     if d > std::time::Duration::from_secs(MAX_SECONDS) {
         return Err(format!("{s} is too long: at most a year (366d)"));
     }
     Ok(d)
 }
 
-/// Whole seconds, at most a year.
-fn parse_seconds(s: &str) -> Result<u64, String> {
-    let n: u64 = s.parse().map_err(|_| format!("{s} is not a whole number of seconds"))?;
-    if n > MAX_SECONDS {
-        return Err(format!("{n} seconds is too long: at most a year ({MAX_SECONDS})"));
+/// A duration of at least 100 ms (see [`parse_duration`]).
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err(format!("{s} is too short: at least 100ms"));
     }
-    Ok(n)
+    Ok(d)
+}
+
+/// Whole seconds (see [`parse_duration`]: `30`, `30s` and `1m` all work, as in the other
+/// commands' duration flags).
+fn parse_seconds(s: &str) -> Result<u64, String> {
+    let d = parse_duration(s)?;
+    if d.subsec_nanos() != 0 {
+        return Err(format!("{s} is not a whole number of seconds"));
+    }
+    Ok(d.as_secs())
 }
 
 fn parse_sample(s: &str) -> Result<u32, String> {
@@ -454,6 +466,13 @@ mod tests {
         assert!(parse_interval("500000000000y").is_err());
         assert_eq!(parse_seconds("31622400"), Ok(MAX_SECONDS));
         assert!(parse_seconds("18446744073709551615").unwrap_err().contains("too long"));
+        // One reading of durations everywhere: `report --duration 30s` and `top -d 1` work.
+        assert_eq!(parse_seconds("30s"), Ok(30));
+        assert_eq!(parse_seconds("1m"), Ok(60));
+        assert_eq!(parse_seconds("30"), Ok(30));
+        assert!(parse_seconds("1500ms").unwrap_err().contains("whole number"));
+        assert_eq!(parse_interval("1"), Ok(std::time::Duration::from_secs(1)));
+        assert_eq!(parse_interval("2s"), Ok(std::time::Duration::from_secs(2)));
         assert!(parse_interval("10ms").unwrap_err().contains("too short"));
         assert!(parse_interval("soon").is_err());
     }
