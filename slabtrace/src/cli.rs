@@ -153,7 +153,7 @@ pub struct AdviseArgs {
     #[arg(long, default_value_t = 25, value_name = "PERCENT")]
     pub margin: u32,
     /// Text with the snippet, or the advice as JSON.
-    #[arg(long, short, value_enum, default_value_t = Format::Table)]
+    #[arg(long, short, visible_alias = "output", visible_short_alias = 'o', value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Tracing, roots and names.
     #[command(flatten)]
@@ -181,7 +181,7 @@ pub struct ReportArgs {
     #[arg(long, short, default_value_t = 10, value_name = "SECONDS", value_parser = parse_seconds)]
     pub duration: u64,
     /// Output format: a slabtop-like table, or a JSON document (schema slabtrace.report.v1).
-    #[arg(long, short, value_enum, default_value_t = Format::Table)]
+    #[arg(long, short, visible_alias = "output", visible_short_alias = 'o', value_enum, default_value_t = Format::Table)]
     pub format: Format,
     /// Table view: how many rows (cgroups, pods or containers) to show (JSON always has all).
     #[arg(long, default_value_t = 20, value_name = "N")]
@@ -424,6 +424,20 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    #[test]
+    fn output_is_an_alias_of_format_as_in_kubectl() {
+        for args in [
+            ["slabtrace", "report", "-o", "json"],
+            ["slabtrace", "report", "--output", "json"],
+            ["slabtrace", "report", "-f", "json"],
+        ] {
+            let Command::Report(report) = Cli::try_parse_from(args).unwrap().command else {
+                panic!("not report");
+            };
+            assert!(matches!(report.format, Format::Json), "{args:?}");
+        }
+    }
 
     #[test]
     fn cli_is_consistent() {
