@@ -2,7 +2,8 @@
 //! that encodes the latest [`Interval`] at scrape time. Series are not kept in the registry,
 //! so an owner that stops being exported simply stops appearing; nothing has to be removed.
 //!
-//! Families (every name has the `slabtrace_` prefix; counters get `_total` from the encoder):
+//! Families (every name has the `slabtrace_` prefix but the standard `process_cpu_seconds` and
+//! `process_resident_memory_bytes`; counters get `_total` from the encoder):
 //! - node: /proc/meminfo's kernel lines (`slabtrace_node_*_bytes`);
 //! - per cache, node-wide: /proc/slabinfo's count (`slabtrace_slabinfo_*`) and what tracing saw
 //!   (`slabtrace_cache_*`), at most [`MAX_CACHES`] caches by name and the rest under
@@ -111,6 +112,8 @@ pub const FAMILIES: &[&str] = &[
     "slabtrace_process_cpu_seconds",
     "slabtrace_process_resident_memory_bytes",
     "slabtrace_runtime_connected",
+    "process_cpu_seconds",
+    "process_resident_memory_bytes",
     "slabtrace_sample_rate",
     "slabtrace_warnings",
     "slabtrace_last_interval_timestamp_seconds",
@@ -994,6 +997,21 @@ fn encode_self(
             "1 while a container runtime answers for pod and container names, else 0 (pods are then named by uid).",
             i64::from(interval.report.self_stats.runtime_connected),
         )?;
+        // The standard process families every Prometheus client library exports, which
+        // dashboards and alerts on "process_resident_memory_bytes" expect; the slabtrace_
+        // ones stay for those who use them already.
+        counter(
+            enc,
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds.",
+            interval.process.cpu_seconds,
+        )?;
+        gauge(
+            enc,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            int(interval.process.rss_bytes),
+        )?;
     }
     if let Some(stream) = stream {
         counter(
@@ -1462,6 +1480,12 @@ slabtrace_last_interval_timestamp_seconds 1800000000.0
 # HELP slabtrace_runtime_connected 1 while a container runtime answers for pod and container names, else 0 (pods are then named by uid).
 # TYPE slabtrace_runtime_connected gauge
 slabtrace_runtime_connected 0
+# HELP process_cpu_seconds Total user and system CPU time spent in seconds.
+# TYPE process_cpu_seconds counter
+process_cpu_seconds_total 1.5
+# HELP process_resident_memory_bytes Resident memory size in bytes.
+# TYPE process_resident_memory_bytes gauge
+process_resident_memory_bytes 41943040
 # EOF
 "#;
 
