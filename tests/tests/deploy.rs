@@ -414,6 +414,11 @@ fn every_manifest_is_valid_kubernetes() -> Result<()> {
         "ServiceMonitor",
     ];
     ensure!(kinds.iter().eq(want.iter()), "kinds {kinds:?}, want {want:?}");
+    let mut monitors = Objects::default();
+    let path = "deploy/kubernetes/optional/servicemonitor.yaml";
+    check_objects(path, &read(path)?, &mut monitors)?;
+    let sm = monitors.service_monitors.first().context("no ServiceMonitor")?;
+    ensure!(sm.spec.endpoints.iter().all(|e| e.honor_labels == Some(true)), "honorLabels: {sm:?}");
     Ok(())
 }
 
@@ -641,6 +646,9 @@ fn the_chart_renders_overrides() -> Result<()> {
     ensure!(cri.host_path.as_ref().is_some_and(|h| h.path == "/run/crio"), "{cri:?}");
     let sm = objects.service_monitors.first().context("no ServiceMonitor")?;
     ensure!(sm.spec.endpoints[0].port.as_deref() == Some("metrics"), "{sm:?}");
+    // The pod families' namespace and pod labels survive the Prometheus Operator's target
+    // labels only with honorLabels.
+    ensure!(sm.spec.endpoints[0].honor_labels == Some(true), "honorLabels: {sm:?}");
     let sm_labels = sm.metadata.labels.clone().unwrap_or_default();
     ensure!(
         sm_labels.get("release").map(String::as_str) == Some("kube-prometheus-stack"),
