@@ -51,8 +51,8 @@ pub fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // The chain of causes is already in the sentence.
-            eprintln!("slabtrace: {e}");
+            // The chain of causes is already in the sentence, which may name a cgroup or a pod.
+            eprintln!("slabtrace: {}", output::printable::printable(&e.to_string()));
             std::process::ExitCode::FAILURE
         }
     }
