@@ -1,14 +1,14 @@
 //! deploy/: what a cluster is given is valid and keeps slabtrace's least privilege.
 //!
-//! - Every object of every manifest, and of the Helm chart rendered (tests/src/helm.rs) with
-//!   its default values and with overrides, goes through the Kubernetes API's own types
+//! - Every object of every manifest, and of the Helm chart rendered by Helm's own engine
+//!   (tests/src/helm.rs) with its default values and with overrides, goes through the Kubernetes API's own types
 //!   (k8s-openapi, v1.33) and back: a misspelled or unknown field is dropped on the way, so
 //!   the round trip catches it. The kinds k8s-openapi lacks (`ServiceMonitor`,
 //!   `Kustomization`, `KubeletConfiguration`) go through strict types of our own.
 //! - The `DaemonSet` is not privileged, keeps exactly `CAP_BPF`, `CAP_PERFMON` and
-//!   `CAP_SYSLOG`, and
-//!   mounts every host path read-only except the BPF filesystem; the chart's default pod spec
-//!   is the plain manifest's.
+//!   `CAP_SYSLOG`, and mounts every host path read-only except one directory of the BPF
+//!   filesystem (the pins), mounted outside /sys; the chart's default pod spec is the plain
+//!   manifest's.
 //! - The kubelet snippet has the keys `slabtrace advise` prints.
 //! - Every metric the Grafana dashboard queries is one a real daemon exports (root), or, for
 //!   the families written only after an event, one slabtrace lists in `metrics::FAMILIES`.
@@ -49,8 +49,13 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The capabilities the daemon keeps (README "Least privilege").
 const CAPS: [&str; 3] = ["BPF", "PERFMON", "SYSLOG"];
 
-/// The one host path mounted read-write: the BPF filesystem the maps are pinned on.
-const BPFFS: &str = "/sys/fs/bpf";
+/// The host's BPF filesystem: the one host path mounted read-write is a directory in it, where
+/// the maps are pinned, never the whole of it (other agents' pins).
+const BPFFS: &str = "/sys/fs/bpf/";
+
+/// The pins' host directory and where the container sees it (outside /sys: the runtimes'
+/// default `AppArmor` profile denies writes under /sys/fs/).
+const PINS: (&str, &str) = ("/sys/fs/bpf/slabtrace", "/var/lib/slabtrace/pins");
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -141,7 +146,7 @@ struct NamespaceSelector {
     match_names: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Endpoint {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -162,7 +167,7 @@ struct Endpoint {
     metric_relabelings: Option<Vec<RelabelConfig>>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RelabelConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -177,6 +182,28 @@ struct RelabelConfig {
     replacement: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     action: Option<String>,
+}
+
+/// `monitoring.coreos.com/v1` `PodMonitor` (Prometheus Operator).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PodMonitor {
+    api_version: String,
+    kind: String,
+    metadata: ObjectMeta,
+    spec: PodMonitorSpec,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PodMonitorSpec {
+    selector: LabelSelector,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace_selector: Option<NamespaceSelector>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job_label: Option<String>,
+    /// The same fields as a `ServiceMonitor`'s endpoints, for those the manifests use.
+    pod_metrics_endpoints: Vec<Endpoint>,
 }
 
 /// `kustomize.config.k8s.io/v1beta1` `Kustomization`.
@@ -208,6 +235,7 @@ struct Objects {
     daemonsets: Vec<DaemonSet>,
     services: Vec<Service>,
     service_monitors: Vec<ServiceMonitor>,
+    pod_monitors: Vec<PodMonitor>,
     network_policies: Vec<NetworkPolicy>,
     kinds: Vec<String>,
 }
@@ -234,6 +262,9 @@ fn check_objects(source: &str, text: &str, objects: &mut Objects) -> Result<()> 
                 }
                 ("monitoring.coreos.com/v1", "ServiceMonitor") => {
                     objects.service_monitors.push(round_trip(obj)?);
+                }
+                ("monitoring.coreos.com/v1", "PodMonitor") => {
+                    objects.pod_monitors.push(round_trip(obj)?);
                 }
                 ("kustomize.config.k8s.io/v1beta1", "Kustomization") => {
                     {
@@ -291,7 +322,6 @@ fn check_least_privilege(what: &str, ds: &DaemonSet) -> Result<()> {
         .flatten()
         .filter_map(|v| Some((v.name.as_str(), v.host_path.as_ref()?.path.as_str())))
         .collect();
-    ensure!(host_paths.values().any(|p| *p == BPFFS), "{what}: {BPFFS} is not mounted");
     ensure!(
         !host_paths.values().any(|p| *p == "/proc" || p.starts_with("/proc/") || *p == "/"),
         "{what}: the host's /proc (or /) is mounted: {host_paths:?}"
@@ -311,16 +341,34 @@ fn check_least_privilege(what: &str, ds: &DaemonSet) -> Result<()> {
         ensure!(added == CAPS, "{what}: must add exactly {CAPS:?}, adds {added:?}");
         let seccomp = sc.seccomp_profile.as_ref().with_context(|| format!("{what}: no seccomp"))?;
         ensure!(seccomp.type_ == "RuntimeDefault", "{what}: seccomp {seccomp:?}");
+        let mut writable = Vec::new();
         for m in c.volume_mounts.iter().flatten() {
             let Some(host) = host_paths.get(m.name.as_str()) else { continue };
-            if *host == BPFFS {
-                ensure!(m.read_only != Some(true), "{what}: {BPFFS} must be writable (pins)");
-            } else {
-                ensure!(m.read_only == Some(true), "{what}: host path {host} is not read-only");
+            if m.read_only != Some(true) {
+                ensure!(
+                    host.starts_with(BPFFS) && host.len() > BPFFS.len(),
+                    "{what}: host path {host} is writable; only a directory under {BPFFS} may be"
+                );
+                ensure!(
+                    !m.mount_path.starts_with("/sys/"),
+                    "{what}: the pins are mounted at {} under /sys, where the default AppArmor \
+                     profile denies writes",
+                    m.mount_path
+                );
+                writable.push(*host);
             }
         }
+        ensure!(writable.len() <= 1, "{what}: more than one writable host path: {writable:?}");
     }
     Ok(())
+}
+
+/// The writable host path of the pod's first container and where it is mounted, if any.
+fn pins_mount(pod: &PodSpec) -> Option<(&str, &str)> {
+    let c = pod.containers.first()?;
+    let m = c.volume_mounts.iter().flatten().find(|m| m.read_only != Some(true))?;
+    let volume = pod.volumes.iter().flatten().find(|v| v.name == m.name)?;
+    Some((volume.host_path.as_ref()?.path.as_str(), m.mount_path.as_str()))
 }
 
 /// What the plain manifest and the chart's default rendering must both say.
@@ -347,12 +395,17 @@ fn check_daemon_settings(what: &str, ds: &DaemonSet, image: &str) -> Result<()> 
     );
     for (name, value) in [
         ("SLABTRACE_INTERVAL", "10s"),
-        ("SLABTRACE_PIN_PATH", "/sys/fs/bpf/slabtrace"),
+        ("SLABTRACE_PIN_PATH", PINS.1),
         ("SLABTRACE_CRI_SOCKET", "/run/containerd/containerd.sock"),
         ("SLABTRACE_REPORT_LISTEN", "127.0.0.1:9478"),
     ] {
         ensure!(env.get(name).map(|e| &e["value"]) == Some(&json!(value)), "{what}: {name}");
     }
+    ensure!(
+        pins_mount(pod) == Some(PINS),
+        "{what}: pins mounted {:?}, not {PINS:?}",
+        pins_mount(pod)
+    );
     let port = c.ports.iter().flatten().find(|p| p.name.as_deref() == Some("metrics"));
     ensure!(port.map(|p| p.container_port) == Some(9477), "{what}: no port 9477 named metrics");
     for probe in [&c.liveness_probe, &c.readiness_probe] {
@@ -409,16 +462,25 @@ fn every_manifest_is_valid_kubernetes() -> Result<()> {
         "Kustomization",
         "Namespace",
         "NetworkPolicy",
+        "PodMonitor",
         "Service",
         "ServiceAccount",
         "ServiceMonitor",
     ];
     ensure!(kinds.iter().eq(want.iter()), "kinds {kinds:?}, want {want:?}");
     let mut monitors = Objects::default();
-    let path = "deploy/kubernetes/optional/servicemonitor.yaml";
-    check_objects(path, &read(path)?, &mut monitors)?;
+    for path in [
+        "deploy/kubernetes/optional/servicemonitor.yaml",
+        "deploy/kubernetes/optional/podmonitor.yaml",
+    ] {
+        check_objects(path, &read(path)?, &mut monitors)?;
+    }
     let sm = monitors.service_monitors.first().context("no ServiceMonitor")?;
     ensure!(sm.spec.endpoints.iter().all(|e| e.honor_labels == Some(true)), "honorLabels: {sm:?}");
+    // The PodMonitor scrapes the same pods the same way, with no Service in between.
+    let pm = monitors.pod_monitors.first().context("no PodMonitor")?;
+    ensure!(pm.spec.pod_metrics_endpoints == sm.spec.endpoints, "{pm:?}\n{sm:?}");
+    ensure!(pm.spec.selector == sm.spec.selector, "selectors differ: {pm:?}\n{sm:?}");
     Ok(())
 }
 
@@ -657,6 +719,92 @@ fn the_chart_renders_overrides() -> Result<()> {
     let svc = objects.services.first().context("no Service")?;
     let port = svc.spec.as_ref().and_then(|s| s.ports.as_ref()?.first().map(|p| p.port));
     ensure!(port == Some(9555), "Service port {port:?}");
+    Ok(())
+}
+
+/// The Kubernetes version the chart is linted for: k8s-openapi's, which the objects are typed
+/// with.
+const KUBE_VERSION: &str = "v1.33.0";
+
+/// The value sets users flip, each linted and rendered by Helm (issue: a chart checked only
+/// with its defaults broke on the first `--set`).
+fn value_sets() -> Vec<(&'static str, Value)> {
+    vec![
+        ("the defaults", json!({})),
+        (
+            "a ServiceMonitor",
+            json!({ "serviceMonitor": { "enabled": true,
+            "labels": { "release": "kube-prometheus-stack" } } }),
+        ),
+        ("a PodMonitor", json!({ "podMonitor": { "enabled": true } })),
+        ("a NetworkPolicy", json!({ "networkPolicy": { "enabled": true } })),
+        ("a custom pin path", json!({ "pinPath": "/sys/fs/bpf/infra/slabtrace" })),
+        ("no pins", json!({ "pinPath": "off" })),
+        ("no priority class", json!({ "priorityClassName": "" })),
+        (
+            "another image",
+            json!({ "image": { "repository": "registry.example.com/slabtrace",
+            "tag": "9.9.9", "pullPolicy": "Always" }, "imagePullSecrets": [{ "name": "regcred" }] }),
+        ),
+        ("another name", json!({ "fullnameOverride": "kernel-slab" })),
+    ]
+}
+
+#[test]
+fn helm_lints_the_chart_strictly_for_every_value_set_users_flip() -> Result<()> {
+    // Lint is not a no-op: values of the wrong shape are an error.
+    let broken = helm::lint(&chart_dir(), "slabtrace", &json!({ "image": "x" }), KUBE_VERSION)?;
+    ensure!(broken.iter().any(|m| m.severity > helm::WARNING), "a broken value set linted clean");
+    for (what, values) in value_sets() {
+        let found = helm::lint(&chart_dir(), "slabtrace", &values, KUBE_VERSION)
+            .with_context(|| format!("linting {what}"))?;
+        let bad: Vec<_> = found.iter().filter(|m| m.severity >= helm::WARNING).collect();
+        ensure!(bad.is_empty(), "{what}: `helm lint --strict` says {bad:?}");
+        let (objects, _) = render_chart(&values).with_context(|| format!("rendering {what}"))?;
+        let ds = objects.daemonsets.first().with_context(|| format!("{what}: no DaemonSet"))?;
+        let pod = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref()).context("no pod spec")?;
+        let env = |name: &str| {
+            pod.containers[0].env.iter().flatten().find(|e| e.name == name)?.value.clone()
+        };
+        // The pins: the host directory mounted writable, or nothing writable at all.
+        match values["pinPath"].as_str().unwrap_or(PINS.0) {
+            "off" => {
+                ensure!(env("SLABTRACE_PIN_PATH").as_deref() == Some("off"), "{what}: pin path");
+                ensure!(pins_mount(pod).is_none(), "{what}: mounts {:?}", pins_mount(pod));
+            }
+            host => {
+                ensure!(env("SLABTRACE_PIN_PATH").as_deref() == Some(PINS.1), "{what}: pin path");
+                ensure!(pins_mount(pod) == Some((host, PINS.1)), "{what}: {:?}", pins_mount(pod));
+            }
+        }
+        let priority = pod.priority_class_name.as_deref();
+        match values["priorityClassName"].as_str() {
+            Some("") => ensure!(priority.is_none(), "{what}: priority class {priority:?}"),
+            _ => ensure!(priority == Some("system-node-critical"), "{what}: {priority:?}"),
+        }
+        let name = values["fullnameOverride"].as_str().unwrap_or("slabtrace");
+        ensure!(ds.metadata.name.as_deref() == Some(name), "{what}: {:?}", ds.metadata.name);
+    }
+    Ok(())
+}
+
+#[test]
+fn the_charts_pod_monitor_is_the_plain_one_and_excludes_the_service_monitor() -> Result<()> {
+    let (objects, _) = render_chart(&json!({ "podMonitor": { "enabled": true } }))?;
+    let pm = objects.pod_monitors.first().context("no PodMonitor")?;
+    let mut plain = Objects::default();
+    let path = "deploy/kubernetes/optional/podmonitor.yaml";
+    check_objects(path, &read(path)?, &mut plain)?;
+    let plain = plain.pod_monitors.first().context("no plain PodMonitor")?;
+    ensure!(pm.spec.pod_metrics_endpoints == plain.spec.pod_metrics_endpoints, "{pm:?}");
+    let ds = objects.daemonsets.first().context("no DaemonSet")?;
+    let selector = ds.spec.as_ref().map(|s| &s.selector.match_labels);
+    ensure!(Some(&pm.spec.selector.match_labels) == selector, "selects {:?}", pm.spec.selector);
+    // Both would scrape every pod twice: Helm refuses, with the reason.
+    let both = json!({ "podMonitor": { "enabled": true }, "serviceMonitor": { "enabled": true } });
+    let refused = helm::render(&chart_dir(), &release(), &both);
+    let message = refused.err().map(|e| format!("{e:#}")).unwrap_or_default();
+    ensure!(message.contains("enable one"), "both monitors rendered: {message:?}");
     Ok(())
 }
 

