@@ -26,6 +26,20 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines on stderr: `text` (`[time LEVEL target] message`) or `json`, one object per
+    /// line with `ts`, `level`, `target` and `message`, for log pipelines that parse the
+    /// container log (the event stream stays on stdout either way).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SLABTRACE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `[time LEVEL target] message`.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Subcommands.
@@ -96,6 +110,12 @@ pub struct DaemonArgs {
     /// summed into one sample with owner kind `other`.
     #[arg(long, default_value_t = 50, value_name = "N", env = "SLABTRACE_EVENTS_TOP")]
     pub events_top: usize,
+    /// The event types written, comma-separated, or `all`: slab.sample, slab.growth,
+    /// node.memory, oom, pod.gone, cgroup.gone, self.stats. Samples are most of the volume and
+    /// duplicate /metrics; `--event-types oom,slab.growth,pod.gone,cgroup.gone,self.stats`
+    /// keeps what a log pipeline alerts on.
+    #[arg(long, default_value = "all", value_name = "TYPES", env = "SLABTRACE_EVENT_TYPES")]
+    pub event_types: crate::output::events::EventTypes,
     /// Event lines buffered for a slow consumer. When the buffer is full, new events are
     /// dropped and counted (`dropped_events` in `self.stats`); tracing never waits.
     #[arg(long, default_value_t = 4096, value_name = "LINES", env = "SLABTRACE_EVENT_BUFFER")]

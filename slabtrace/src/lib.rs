@@ -32,16 +32,20 @@ mod testutil;
 
 use clap::Parser as _;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, LogFormat};
 
 /// The command line's entry point: parses it, sets up logging, runs the command; on an error,
 /// one sentence that says what to do on standard error, and a failure status.
 #[must_use]
 pub fn main() -> std::process::ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(log_line)
-        .init();
     let cli = Cli::parse();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    match cli.log_format {
+        LogFormat::Text => logger.format(log_line),
+        LogFormat::Json => logger.format(json_log_line),
+    };
+    logger.init();
     let result = match cli.command {
         Command::Report(args) => commands::report::run(&args),
         Command::Daemon(args) => commands::daemon::run(&args),
@@ -58,6 +62,33 @@ pub fn main() -> std::process::ExitCode {
     }
 }
 
+/// A log line as one JSON object (`--log-format json`), the message made printable as in
+/// [`log_line`].
+fn json_log_line(
+    buf: &mut env_logger::fmt::Formatter,
+    record: &log::Record<'_>,
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let line = json_log(
+        &buf.timestamp_millis().to_string(),
+        record.level(),
+        record.target(),
+        &record.args().to_string(),
+    );
+    writeln!(buf, "{line}")
+}
+
+/// The JSON of one log line.
+fn json_log(ts: &str, level: log::Level, target: &str, message: &str) -> String {
+    serde_json::json!({
+        "ts": ts,
+        "level": level.as_str().to_ascii_lowercase(),
+        "target": target,
+        "message": output::printable::printable(message),
+    })
+    .to_string()
+}
+
 /// `env_logger`'s usual line (`[time LEVEL target] message`), with the message made printable:
 /// log lines carry cgroup paths, pod names and OOM victims' names, which tenants choose.
 fn log_line(buf: &mut env_logger::fmt::Formatter, record: &log::Record<'_>) -> std::io::Result<()> {
@@ -72,4 +103,25 @@ fn log_line(buf: &mut env_logger::fmt::Formatter, record: &log::Record<'_>) -> s
         record.target(),
         output::printable::printable(&message)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_json_log_line_is_one_line_of_json_with_a_printable_message() {
+        let line = super::json_log(
+            "2026-12-04T12:00:00.000Z",
+            log::Level::Warn,
+            "slabtrace::session",
+            "pod \u{1b}[2Jevil\nnext \u{202e}",
+        );
+        assert!(!line.contains('\n'), "{line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["level"], "warn");
+        assert_eq!(v["target"], "slabtrace::session");
+        assert_eq!(v["ts"], "2026-12-04T12:00:00.000Z");
+        let message = v["message"].as_str().unwrap();
+        assert!(message.chars().all(|c| !c.is_control() && c != '\u{202e}'), "{message:?}");
+        assert!(message.starts_with("pod \\x1b[2Jevil"), "{message:?}");
+    }
 }

@@ -80,6 +80,10 @@ enum Task {
         /// How long.
         #[arg(long, default_value_t = 30)]
         minutes: u32,
+        /// The daemon's growth window, in minutes: its growth histories fill over it, so RSS
+        /// and CPU are judged flat only from the minute after it (the daemon's default is 30).
+        #[arg(long, default_value_t = 5)]
+        growth_window_minutes: u32,
     },
 }
 
@@ -99,7 +103,7 @@ fn main() -> Result<()> {
         Task::Image(args) => image::run(&args),
         Task::Vm(args) => vm::run(&args),
         Task::Fuzz { cases } => fuzz(cases),
-        Task::Soak { minutes } => soak::run(minutes),
+        Task::Soak { minutes, growth_window_minutes } => soak::run(minutes, growth_window_minutes),
     }
 }
 

@@ -6,13 +6,20 @@
 //! 64 MiB limit is OOM-killed; twenty HTTP clients ask for `/report` and never read; the event
 //! stream goes to a unix socket whose reader takes a line a second. The daemon runs with a
 //! small live-object table (`--max-live 4096`), so evictions happen all the time, and with
-//! `--gone-pod-ttl 0`, so gone cgroups are forgotten as soon as nothing of theirs lives.
+//! `--gone-pod-ttl 0`, so gone cgroups are forgotten as soon as nothing of theirs lives, and
+//! with a growth window of `--growth-window-minutes` (5): the growth histories hold a window of
+//! points per series, so RSS and CPU rise while the window fills and are judged from the minute
+//! after it.
+//!
+//! Every round a pod also runs through a private containerd's CRI (tests/src/bin/pod-churn.rs),
+//! makes files and is deleted, and the soak waits for `/report` to name it; every five minutes
+//! (first at two and a half) containerd is stopped and started again on the same socket.
 //!
 //! Once a minute it prints the daemon's RSS and CPU, its counter keys and tracked objects,
-//! what the BPF side dropped, the events dropped, HTTP connections evicted and OOM kills seen.
-//! At the end it fails unless RSS and keys are flat (the last minute within a fifth, plus a
-//! margin, of the second minute's) and the BPF side dropped nothing. Not covered here: pod
-//! churn through a container runtime and a runtime restart (the containerd tests do those).
+//! what the BPF side dropped, the events dropped, HTTP connections evicted, OOM kills seen,
+//! pods named of pods run, and runtime restarts. At the end it fails unless RSS and keys are
+//! flat (the last minute within a fifth, plus a margin, of the first full window's), the BPF side
+//! dropped nothing, and every pod of the last minute and one after each restart was named.
 
 use std::{
     fs,
@@ -38,6 +45,11 @@ const ROUND: Duration = Duration::from_secs(5);
 const CHURN_FILES: &str = "2000";
 /// HTTP clients per round that never read.
 const SILENT_CLIENTS: usize = 20;
+/// Rounds between runtime restarts (five minutes), and the round of the first.
+const RESTART_ROUNDS: u64 = 60;
+const FIRST_RESTART: u64 = 30;
+/// How long a pod's name may take to show in `/report` (a few intervals).
+const NAME_DEADLINE: Duration = Duration::from_secs(30);
 
 /// One minute's figures.
 #[derive(Clone, Copy, Debug, Default)]
@@ -52,14 +64,26 @@ struct Sample {
     events_dropped: f64,
     http_evicted: f64,
     oom_kills: f64,
+    pods_run: u32,
+    pods_named: u32,
+    restarts: u32,
 }
 
 /// Runs the soak for `minutes` and prints its table; fails when something grew or was lost.
-pub fn run(minutes: u32) -> Result<()> {
+pub fn run(minutes: u32, window: u32) -> Result<()> {
     ensure!(setup::is_root(), "the soak loads BPF programs and makes cgroups: run it as root");
-    ensure!(minutes >= 3, "a soak needs at least 3 minutes to judge flatness");
+    ensure!(window >= 1, "the growth window is at least a minute");
+    ensure!(
+        minutes >= window + 3,
+        "a soak needs the growth window ({window} min) and 3 minutes more to judge flatness"
+    );
     let release = crate::bench::build_release()?;
     let workload = release.join("slab-workload");
+    setup::ensure_packages(setup::TEST_PACKAGES)?;
+    crate::cmd(
+        "cargo",
+        &["build", "--release", "--package", "slabtrace-integration", "--bin", "pod-churn"],
+    )?;
 
     let pid = std::process::id();
     let scratch = std::env::temp_dir().join(format!("slabtrace-soak.{pid}"));
@@ -70,12 +94,31 @@ pub fn run(minutes: u32) -> Result<()> {
     let reader = slow_reader(&socket)?;
     let port = free_port()?;
     let events = format!("unix:{}", socket.display());
+    // Short: the CRI socket's path must fit in sun_path.
+    let runtime_dir = PathBuf::from(format!("/tmp/st-soak-{pid}"));
+    let _runtime_cleanup = Cleanup { paths: vec![runtime_dir.clone()] };
+    let churn = PodChurn::start(&release.join("pod-churn"), &runtime_dir)?;
+    let cri = churn.socket.clone();
+    let mut pods = Pods { churn, run: 0, named: 0, restarts: 0, named_since_restart: true };
     let daemon = Daemon::start(
         &release.join("slabtrace"),
         &scratch,
         &pin,
         port,
-        &["--interval", "5s", "--max-live", "4096", "--gone-pod-ttl", "0", "--events", &events],
+        &[
+            "--interval",
+            "5s",
+            "--max-live",
+            "4096",
+            "--gone-pod-ttl",
+            "0",
+            "--growth-window",
+            &format!("{window}m"),
+            "--events",
+            &events,
+            "--cri-socket",
+            &cri,
+        ],
     )?;
     let cgroups = cgroup2_root()?;
     let memcg = OomCgroup::create(pid)?;
@@ -86,53 +129,165 @@ pub fn run(minutes: u32) -> Result<()> {
     let mut round = 0u64;
     let mut next_minute = start + Duration::from_mins(1);
     let mut minute = 0;
-    println!(
-        "{:>6} {:>8} {:>6} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>5}",
-        "MINUTE",
-        "RSS MiB",
-        "CPU %",
-        "KEYS",
-        "LIVE",
-        "RETIRED",
-        "BPF DROP",
-        "EV DROP",
-        "HTTP EV",
-        "OOMS"
-    );
+    println!("{}", Sample::HEADER);
     while minute < minutes {
         round += 1;
         let silent = silent_clients(port);
+        let pod = pods.churn.ask("pod")?;
         churn_cgroup(&cgroups, &workload, &scratch.join("files"), pid, round)?;
         if round % (60 / ROUND.as_secs()) == 1 {
             memcg.kill_one(&workload)?;
         }
         thread::sleep(ROUND);
         drop(silent);
+        pods.settle(&pod, port, round)?;
         if Instant::now() >= next_minute {
             next_minute += Duration::from_mins(1);
             let cpu = daemon.cpu_seconds()?;
             minute += 1;
-            let sample = sample(&daemon, port, minute, cpu - cpu_before)?;
+            let mut sample = sample(&daemon, port, minute, cpu - cpu_before)?;
             cpu_before = cpu;
-            println!(
-                "{:>6} {:>8.1} {:>6.2} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>5}",
-                sample.minute,
-                sample.rss_mib,
-                sample.cpu_pct,
-                sample.keys,
-                sample.live,
-                sample.retired,
-                sample.bpf_dropped,
-                sample.events_dropped,
-                sample.http_evicted,
-                sample.oom_kills
-            );
+            (sample.pods_run, sample.pods_named, sample.restarts) = pods.minute();
+            println!("{}", sample.row());
             samples.push(sample);
         }
     }
     daemon.stop()?;
+    ensure!(pods.named_since_restart, "no pod was named after the last runtime restart");
+    drop(pods);
     drop(reader);
-    judge(&samples)
+    judge(&samples, window as usize + 1)
+}
+
+impl Sample {
+    const HEADER: &str = "MINUTE  RSS MiB  CPU %    KEYS    LIVE  RETIRED BPF DROP  EV DROP  HTTP EV  OOMS    PODS RESTARTS";
+
+    fn row(&self) -> String {
+        format!(
+            "{:>6} {:>8.1} {:>6.2} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>5} {:>7} {:>8}",
+            self.minute,
+            self.rss_mib,
+            self.cpu_pct,
+            self.keys,
+            self.live,
+            self.retired,
+            self.bpf_dropped,
+            self.events_dropped,
+            self.http_evicted,
+            self.oom_kills,
+            format!("{}/{}", self.pods_named, self.pods_run),
+            self.restarts
+        )
+    }
+}
+
+/// The pods of the soak: run, named, and the runtime's restarts.
+struct Pods {
+    churn: PodChurn,
+    /// Pods run and named this minute.
+    run: u32,
+    named: u32,
+    /// Runtime restarts so far, and whether a pod was named since the last.
+    restarts: u32,
+    named_since_restart: bool,
+}
+
+impl Pods {
+    /// After a round: whether `/report` named the pod `answer` describes, then the pod goes,
+    /// and on the restart rounds the runtime restarts.
+    fn settle(&mut self, answer: &str, port: u16, round: u64) -> Result<()> {
+        self.run += 1;
+        if let Some((uid, name)) = answer.strip_prefix("pod ").and_then(|p| p.split_once(' ')) {
+            if named(port, uid, name)? {
+                self.named += 1;
+                self.named_since_restart = true;
+            }
+        } else {
+            eprintln!("xtask: soak: pod-churn: {answer}");
+        }
+        self.churn.ask("gone")?;
+        if round % RESTART_ROUNDS == FIRST_RESTART {
+            ensure!(
+                self.named_since_restart,
+                "no pod was named after runtime restart {}",
+                self.restarts
+            );
+            self.churn.ask("restart")?;
+            self.restarts += 1;
+            self.named_since_restart = false;
+        }
+        Ok(())
+    }
+
+    /// This minute's pods run and named, and the restarts so far; starts the next minute.
+    fn minute(&mut self) -> (u32, u32, u32) {
+        let figures = (self.run, self.named, self.restarts);
+        (self.run, self.named) = (0, 0);
+        figures
+    }
+}
+
+/// Whether `/report` names pod `uid` `soak/<name>` within [`NAME_DEADLINE`].
+fn named(port: u16, uid: &str, name: &str) -> Result<bool> {
+    let deadline = Instant::now() + NAME_DEADLINE;
+    loop {
+        let report: serde_json::Value = serde_json::from_str(&scrape(port, "/report")?)?;
+        let pod = report["pods"].as_array().into_iter().flatten().find(|p| p["uid"] == uid);
+        if pod.is_some_and(|p| p["namespace"] == "soak" && p["name"] == name) {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            eprintln!("xtask: soak: pod soak/{name} ({uid}) not named: {pod:?}");
+            return Ok(false);
+        }
+        thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// tests/src/bin/pod-churn.rs, running: pods through a private containerd, on command.
+struct PodChurn {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    /// Its CRI socket.
+    socket: String,
+}
+
+impl PodChurn {
+    fn start(bin: &Path, dir: &Path) -> Result<Self> {
+        let mut child = Command::new(bin)
+            .arg(dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {}", bin.display()))?;
+        let stdin = child.stdin.take().context("no stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("no stdout")?).lines();
+        let mut me = Self { child, stdin: Some(stdin), stdout, socket: String::new() };
+        let ready = me.answer()?;
+        ready.strip_prefix("ready ").context("pod-churn did not start")?.clone_into(&mut me.socket);
+        Ok(me)
+    }
+
+    /// Sends `command`; its answer.
+    fn ask(&mut self, command: &str) -> Result<String> {
+        let stdin = self.stdin.as_mut().context("pod-churn's input is closed")?;
+        writeln!(stdin, "{command}")?;
+        stdin.flush()?;
+        self.answer()
+    }
+
+    fn answer(&mut self) -> Result<String> {
+        self.stdout.next().context("pod-churn ended (see its error above)")?.map_err(Into::into)
+    }
+}
+
+impl Drop for PodChurn {
+    fn drop(&mut self) {
+        // End of input: it removes its pods and stops containerd.
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
 }
 
 /// The daemon's figures now, `cpu` its CPU seconds over the last minute.
@@ -156,27 +311,44 @@ fn sample(daemon: &Daemon, port: u16, minute: u32, cpu: f64) -> Result<Sample> {
         events_dropped: sum("slabtrace_stream_events_dropped_total "),
         http_evicted: sum("slabtrace_http_connections_evicted_total "),
         oom_kills: sum("slabtrace_oom_kills_total{"),
+        ..Sample::default()
     })
 }
 
-/// Flat RSS and keys from the second minute to the last, and nothing lost on the BPF side.
-fn judge(samples: &[Sample]) -> Result<()> {
-    let (Some(base), Some(last)) = (samples.get(1), samples.last()) else {
+/// Flat RSS, CPU and keys from minute `from` (the first after the growth histories filled) to
+/// the last, and nothing lost on the BPF side.
+fn judge(samples: &[Sample], from: usize) -> Result<()> {
+    let (Some(base), Some(last)) = (samples.get(from - 1), samples.last()) else {
         return Ok(());
     };
     let flat = |what: &str, base: f64, last: f64, margin: f64| {
         ensure!(
             last <= base * 1.2 + margin,
-            "{what} grew from {base:.1} (minute 2) to {last:.1} (minute {})",
+            "{what} grew from {base:.2} (minute {from}) to {last:.2} (minute {})",
             samples.len()
         );
         Ok(())
     };
     flat("RSS (MiB)", base.rss_mib, last.rss_mib, 5.0)?;
     flat("counter keys", base.keys, last.keys, 200.0)?;
+    // CPU is noisy minute to minute: the mean of the last three against the three from `from`.
+    let mean = |s: &[Sample]| s.iter().map(|s| s.cpu_pct).sum::<f64>() / s.len().max(1) as f64;
+    let n = samples.len();
+    let early = mean(&samples[from - 1..(from + 2).min(n)]);
+    let late = mean(&samples[n.saturating_sub(3).max(from - 1)..]);
+    flat("CPU (% of a core)", early, late, 0.2)?;
     ensure!(last.bpf_dropped == 0.0, "the BPF side dropped {} records", last.bpf_dropped);
     ensure!(last.oom_kills > 0.0, "no OOM kill was seen");
-    println!("soak: RSS and keys flat, nothing dropped on the BPF side");
+    ensure!(
+        last.pods_run > 0 && last.pods_named == last.pods_run,
+        "the last minute named {} of {} pods",
+        last.pods_named,
+        last.pods_run
+    );
+    println!(
+        "soak: RSS, CPU and keys flat from minute {from}, nothing dropped on the BPF side, every \
+         pod of the last minute named"
+    );
     Ok(())
 }
 

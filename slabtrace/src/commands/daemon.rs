@@ -16,7 +16,7 @@ use crate::{
     cli::{DEFAULT_PIN_PATH, DaemonArgs},
     commands::report::stop_flag,
     output::{
-        events::{EventStream, EventTarget},
+        events::{EventStream, EventTarget, LineOptions},
         http::{Http, HttpOptions},
     },
     pipeline::Pipeline,
@@ -71,7 +71,12 @@ pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
     let mut pipeline = Pipeline::start(&options)?;
     pipeline.set_growth(args.growth_window, args.growth_min_mib.saturating_mul(1 << 20));
     pipeline.set_advice_margin(f64::from(args.advice_margin) / 100.0);
-    let events = EventStream::open(&target, args.event_buffer, args.events_top)
+    let lines = LineOptions {
+        run: crate::probe::pin::new_salt(),
+        top: args.events_top,
+        types: args.event_types.clone(),
+    };
+    let events = EventStream::open(&target, args.event_buffer, lines)
         .map_err(|e| TraceError::Usage(e.to_string()))?;
     let endpoints = HttpOptions {
         listen: args.listen.clone(),

@@ -1,7 +1,10 @@
 //! The NDJSON event stream: one JSON object per line, for log pipelines (Vector, Fluent Bit,
 //! Loki, Elasticsearch). Every object has `schema` (`slabtrace.event.v1`), `type`, `ts`
-//! (RFC 3339), `node` and `seq` (the interval it belongs to); the JSON Schema is
-//! `schema/slabtrace.event.v1.json`.
+//! (RFC 3339), `node`, `seq` (the interval it belongs to), `id` (unique: the daemon's run, the
+//! interval and the line's place in it, so an at-least-once shipper's duplicates can be
+//! dropped) and `severity` (`info`, `warning` or `error`); the JSON Schema is
+//! `schema/slabtrace.event.v1.json`, open to added fields (the tests validate with the strict
+//! one it is made from, tests/schema). Fields are only ever added.
 //!
 //! Types, per interval: `slab.sample` (one pod or cgroup × cache that changed, the top N of
 //! them, plus one with owner kind `other` summing the rest), `node.memory` (/proc/meminfo's
@@ -35,6 +38,7 @@ use serde::Serialize;
 
 use crate::{
     frame::{Change, Owner, OwnerKey, Rest, top},
+    node::growth::Transition,
     output::report::KernelMemory,
     pipeline::Interval,
 };
@@ -83,6 +87,66 @@ impl fmt::Display for EventTarget {
     }
 }
 
+/// Every event type, as `type` names it.
+pub const EVENT_TYPES: [&str; 7] =
+    ["self.stats", "node.memory", "oom", "slab.growth", "pod.gone", "cgroup.gone", "slab.sample"];
+
+/// The event types a stream writes (`--event-types`): all, or those listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventTypes(Vec<&'static str>);
+
+impl Default for EventTypes {
+    fn default() -> Self {
+        Self(EVENT_TYPES.to_vec())
+    }
+}
+
+impl EventTypes {
+    /// Whether events of type `kind` are written.
+    #[must_use]
+    pub fn contains(&self, kind: &str) -> bool {
+        self.0.contains(&kind)
+    }
+}
+
+impl FromStr for EventTypes {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == "all" {
+            return Ok(Self::default());
+        }
+        let mut chosen = Vec::new();
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let Some(kind) = EVENT_TYPES.iter().find(|k| **k == name) else {
+                return Err(format!(
+                    "--event-types: no event type {}; the types are all, {}",
+                    crate::output::printable::printable(name),
+                    EVENT_TYPES.join(", ")
+                ));
+            };
+            if !chosen.contains(kind) {
+                chosen.push(*kind);
+            }
+        }
+        if chosen.is_empty() {
+            return Err("--event-types is empty: name some types, or use --events off".to_owned());
+        }
+        Ok(Self(chosen))
+    }
+}
+
+/// What a stream writes besides the intervals: its run id, its types, its sample count.
+#[derive(Clone, Debug, Default)]
+pub struct LineOptions {
+    /// Names this daemon's run in every event's `id`: random at start.
+    pub run: u64,
+    /// `slab.sample` events per interval.
+    pub top: usize,
+    /// The types written.
+    pub types: EventTypes,
+}
+
 /// Events written and dropped so far; shared with the metrics.
 #[derive(Debug, Default)]
 pub struct EventCounters {
@@ -117,16 +181,16 @@ pub struct EventStream {
     tx: SyncSender<String>,
     counters: Arc<EventCounters>,
     writer: JoinHandle<()>,
-    top: usize,
+    options: LineOptions,
 }
 
 impl EventStream {
-    /// Opens `target` (None for `off`) with room for `buffer` lines; `top` is the number of
-    /// `slab.sample` events per interval.
+    /// Opens `target` (None for `off`) with room for `buffer` lines, writing what `options`
+    /// say.
     pub fn open(
         target: &EventTarget,
         buffer: usize,
-        top: usize,
+        options: LineOptions,
     ) -> Result<Option<Self>, EventError> {
         let err = |source| EventError { target: target.to_string(), source };
         let sink: Box<dyn Sink> = match target {
@@ -150,7 +214,7 @@ impl EventStream {
                 .spawn(move || write_lines(&rx, sink, &counters))
                 .map_err(err)?
         };
-        Ok(Some(Self { tx, counters, writer, top }))
+        Ok(Some(Self { tx, counters, writer, options }))
     }
 
     /// The counters of written and dropped lines.
@@ -163,7 +227,7 @@ impl EventStream {
     pub fn publish(&self, interval: &Interval) {
         let stats =
             StreamStats { written: self.counters.written(), dropped: self.counters.dropped() };
-        for line in lines(interval, self.top, stats) {
+        for line in lines(interval, &self.options, stats) {
             match self.tx.try_send(line) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -291,8 +355,22 @@ struct Envelope<'a, T: Serialize> {
     ts: String,
     node: &'a str,
     seq: u64,
+    id: String,
+    severity: Severity,
     #[serde(flatten)]
     body: T,
+}
+
+/// How much an event matters, for log pipelines' level filters and alerting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Figures and state as usual.
+    Info,
+    /// Something to look at: problematic growth started, slabtrace lost data or warns.
+    Warning,
+    /// The kernel killed a process for memory.
+    Error,
 }
 
 /// Owner of a sample: a pod, a cgroup, interrupt context, or the rolled-up rest.
@@ -373,20 +451,35 @@ struct SelfEvent<'a> {
 /// tail of an interval is what gets dropped: self stats (which say what was dropped), node
 /// memory, gone owners, then the samples.
 #[must_use]
-pub fn lines(interval: &Interval, top_n: usize, stream: StreamStats) -> Vec<String> {
+pub fn lines(interval: &Interval, options: &LineOptions, stream: StreamStats) -> Vec<String> {
     let ts = humantime::format_rfc3339_millis(interval.ts).to_string();
-    let envelope = |kind: &'static str| (kind, ts.clone());
     let mut out = Vec::new();
-    let mut push = |kind: &'static str, body: &dyn erased::Body| {
-        let (kind, ts) = envelope(kind);
-        match body.line(kind, ts, &interval.node, interval.seq) {
+    // The line's place in the interval, counted over every type, written or not: an id stays
+    // the same whatever `--event-types` leaves out.
+    let mut n = 0u32;
+    let mut push = |kind: &'static str, severity: Severity, body: &dyn erased::Body| {
+        n += 1;
+        if !options.types.contains(kind) {
+            return;
+        }
+        let head = Head {
+            kind,
+            ts: ts.clone(),
+            node: &interval.node,
+            seq: interval.seq,
+            id: format!("{:016x}-{}-{n}", options.run, interval.seq),
+            severity,
+        };
+        match body.line(head) {
             Ok(line) => out.push(line),
             Err(e) => warn!("cannot encode a {kind} event: {e}"),
         }
     };
     let s = &interval.report.self_stats;
+    let troubled = !s.warnings.is_empty() || stream.dropped > 0 || s.lost_events > 0;
     push(
         "self.stats",
+        if troubled { Severity::Warning } else { Severity::Info },
         &SelfEvent {
             interval_seconds: interval.seconds,
             events_per_second: interval.events_per_second,
@@ -411,13 +504,17 @@ pub fn lines(interval: &Interval, top_n: usize, stream: StreamStats) -> Vec<Stri
         },
     );
     if let Some(memory) = interval.meminfo {
-        push("node.memory", &NodeMemory { memory });
+        push("node.memory", Severity::Info, &NodeMemory { memory });
     }
     for kill in &interval.oom_kills {
-        push("oom", kill);
+        push("oom", Severity::Error, kill);
     }
     for growth in &interval.growth {
-        push("slab.growth", growth);
+        let severity = match growth.state {
+            Transition::Started => Severity::Warning,
+            Transition::Ended => Severity::Info,
+        };
+        push("slab.growth", severity, growth);
     }
     let live_by_owner: std::collections::BTreeMap<&OwnerKey, u64> =
         interval.frame.live_bytes_by_owner().into_iter().collect();
@@ -428,18 +525,16 @@ pub fn lines(interval: &Interval, top_n: usize, stream: StreamStats) -> Vec<Stri
             Owner::Interrupt => continue,
         };
         let live_bytes = live_by_owner.get(&owner.key()).copied().unwrap_or(0);
-        push(kind, &Gone { owner, live_bytes });
+        push(kind, Severity::Info, &Gone { owner, live_bytes });
     }
-    let (kept, rest) = top(interval.changes.clone(), top_n);
+    let estimated = interval.report.sampling.estimated;
+    let (kept, rest) = top(interval.changes.clone(), options.top);
     for change in &kept {
         let Some(owner) = interval.frame.owners.get(&change.owner) else { continue };
-        push(
-            "slab.sample",
-            &sample(owner, change, interval.seconds, interval.report.sampling.estimated),
-        );
+        push("slab.sample", Severity::Info, &sample(owner, change, interval.seconds, estimated));
     }
     if let Some(rest) = rest {
-        push("slab.sample", &other(&rest, interval.seconds, interval.report.sampling.estimated));
+        push("slab.sample", Severity::Info, &other(&rest, interval.seconds, estimated));
     }
     out
 }
@@ -482,34 +577,34 @@ fn other(rest: &Rest, seconds: f64, estimated: bool) -> Sample<'static> {
     }
 }
 
+/// The envelope of one event but its schema and body.
+struct Head<'a> {
+    kind: &'static str,
+    ts: String,
+    node: &'a str,
+    seq: u64,
+    id: String,
+    severity: Severity,
+}
+
 /// Serialising bodies of different types through one closure.
 mod erased {
-    use super::{EVENT_SCHEMA, Envelope};
+    use super::{EVENT_SCHEMA, Envelope, Head};
 
     pub trait Body {
-        fn line(
-            &self,
-            kind: &'static str,
-            ts: String,
-            node: &str,
-            seq: u64,
-        ) -> serde_json::Result<String>;
+        fn line(&self, head: Head<'_>) -> serde_json::Result<String>;
     }
 
     impl<T: serde::Serialize> Body for T {
-        fn line(
-            &self,
-            kind: &'static str,
-            ts: String,
-            node: &str,
-            seq: u64,
-        ) -> serde_json::Result<String> {
+        fn line(&self, head: Head<'_>) -> serde_json::Result<String> {
             let mut line = serde_json::to_string(&Envelope {
                 schema: EVENT_SCHEMA,
-                kind,
-                ts,
-                node,
-                seq,
+                kind: head.kind,
+                ts: head.ts,
+                node: head.node,
+                seq: head.seq,
+                id: head.id,
+                severity: head.severity,
                 body: self,
             })?;
             line.push('\n');
@@ -599,7 +694,8 @@ mod tests {
 
     #[test]
     fn every_event_has_the_envelope_and_comes_in_order_of_importance() {
-        let events = parse(&lines(&interval(), 10, StreamStats { written: 40, dropped: 2 }));
+        let options = LineOptions { run: 0xab, top: 10, ..LineOptions::default() };
+        let events = parse(&lines(&interval(), &options, StreamStats { written: 40, dropped: 2 }));
         let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
         assert_eq!(
             types,
@@ -618,6 +714,12 @@ mod tests {
             assert_eq!(e["seq"], 3);
             assert_eq!(e["ts"], "2027-01-15T08:00:00.000Z");
         }
+        let ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+        assert_eq!(ids[0], "00000000000000ab-3-1");
+        assert!(ids.iter().enumerate().all(|(i, id)| !ids[..i].contains(id)), "{ids:?}");
+        // Two lines were dropped: the self stats say so at warning level.
+        assert_eq!(events[0]["severity"], "warning");
+        assert!(events[1..].iter().all(|e| e["severity"] == "info"));
         assert_eq!(events[0]["dropped_events"], 2);
         assert_eq!(events[0]["events_written"], 40);
         assert_eq!(events[1]["slab"], 1u64 << 30);
@@ -637,7 +739,8 @@ mod tests {
 
     #[test]
     fn samples_beyond_the_top_are_rolled_up() {
-        let events = parse(&lines(&interval(), 1, StreamStats::default()));
+        let options = LineOptions { top: 1, ..LineOptions::default() };
+        let events = parse(&lines(&interval(), &options, StreamStats::default()));
         let samples: Vec<&Value> = events.iter().filter(|e| e["type"] == "slab.sample").collect();
         assert_eq!(samples.len(), 2);
         let other = samples[1];
@@ -645,6 +748,72 @@ mod tests {
         assert_eq!(other["cache"], Value::Null);
         assert_eq!(other["allocs"], 15);
         assert_eq!(other["live_bytes"], 700);
+    }
+
+    #[test]
+    fn only_the_chosen_types_are_written_and_ids_do_not_depend_on_the_choice() {
+        let options = LineOptions { top: 10, ..LineOptions::default() };
+        let all = parse(&lines(&interval(), &options, StreamStats::default()));
+        let types: EventTypes = "slab.sample, cgroup.gone".parse().unwrap();
+        let some = parse(&lines(
+            &interval(),
+            &LineOptions { types, ..options.clone() },
+            StreamStats::default(),
+        ));
+        assert_eq!(some.len(), 4);
+        for e in &some {
+            assert!(e["type"] == "slab.sample" || e["type"] == "cgroup.gone", "{e}");
+            assert!(all.iter().any(|a| a == e), "{e} differs from the unfiltered stream");
+        }
+        assert_eq!("all".parse::<EventTypes>(), Ok(EventTypes::default()));
+        let wrong = "slab.sample,oops\x1b".parse::<EventTypes>().unwrap_err();
+        assert!(
+            wrong.contains("no event type oops\\x1b") && wrong.contains("slab.growth"),
+            "{wrong}"
+        );
+        assert!(",".parse::<EventTypes>().is_err());
+    }
+
+    /// The published schema is open (consumers that validate with it must not break on an
+    /// added field); the tests validate with the strict one it is made from, which refuses any
+    /// field it does not list. `SLABTRACE_WRITE_SCHEMA=1 cargo test -p slabtrace --lib
+    /// published_schema` writes the published one anew from it.
+    #[test]
+    fn the_published_schema_of_events_is_the_strict_one_opened() {
+        fn opened(v: &Value) -> Value {
+            match v {
+                Value::Object(m) => Value::Object(
+                    m.iter()
+                        .filter(|(k, w)| {
+                            !(matches!(
+                                k.as_str(),
+                                "additionalProperties" | "unevaluatedProperties"
+                            ) && **w == Value::Bool(false))
+                        })
+                        .map(|(k, w)| (k.clone(), opened(w)))
+                        .collect(),
+                ),
+                Value::Array(a) => Value::Array(a.iter().map(opened).collect()),
+                _ => v.clone(),
+            }
+        }
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let strict = format!("{root}/tests/schema/slabtrace.event.v1.strict.json");
+        let published = format!("{root}/schema/slabtrace.event.v1.json");
+        let strict: Value =
+            serde_json::from_str(&std::fs::read_to_string(strict).unwrap()).unwrap();
+        let open = opened(&strict);
+        assert_ne!(open, strict, "the strict schema refuses nothing");
+        if std::env::var_os("SLABTRACE_WRITE_SCHEMA").is_some() {
+            let text = serde_json::to_string_pretty(&open).unwrap() + "\n";
+            std::fs::write(&published, text).expect("write the schema");
+        }
+        let text = std::fs::read_to_string(&published).unwrap_or_default();
+        let on_disk: Value = serde_json::from_str(&text).unwrap_or_default();
+        assert!(
+            on_disk == open,
+            "{published} is not tests/schema's strict schema opened: run SLABTRACE_WRITE_SCHEMA=1 cargo test -p slabtrace --lib published_schema"
+        );
     }
 
     #[test]
@@ -669,7 +838,9 @@ mod tests {
             std::env::temp_dir().join(format!("slabtrace-events-unit-{}", std::process::id()));
         // A file target that always succeeds, and a buffer of 1: a burst of 6 lines cannot
         // all fit, yet publish returns at once.
-        let stream = EventStream::open(&EventTarget::File(dir.clone()), 1, 10).unwrap().unwrap();
+        let options = LineOptions { top: 10, ..LineOptions::default() };
+        let stream =
+            EventStream::open(&EventTarget::File(dir.clone()), 1, options).unwrap().unwrap();
         stream.publish(&interval());
         let counters = stream.counters();
         assert!(stream.close(std::time::Instant::now() + Duration::from_secs(5)));
@@ -686,7 +857,9 @@ mod tests {
             .join(format!("slabtrace-events-stall-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path).unwrap();
-        let stream = EventStream::open(&EventTarget::Unix(path.clone()), 64, 10).unwrap().unwrap();
+        let options = LineOptions { top: 10, ..LineOptions::default() };
+        let stream =
+            EventStream::open(&EventTarget::Unix(path.clone()), 64, options).unwrap().unwrap();
         // The consumer accepts and never reads.
         let (_stalled, _) = listener.accept().unwrap();
         listener.set_nonblocking(true).unwrap();
