@@ -206,6 +206,23 @@ struct PodMonitorSpec {
     pod_metrics_endpoints: Vec<Endpoint>,
 }
 
+/// `monitoring.coreos.com/v1` `PrometheusRule` (Prometheus Operator): its groups are checked
+/// by promtool, so they stay a JSON value here.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PrometheusRule {
+    api_version: String,
+    kind: String,
+    metadata: ObjectMeta,
+    spec: PrometheusRuleSpec,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct PrometheusRuleSpec {
+    groups: Value,
+}
+
 /// `kustomize.config.k8s.io/v1beta1` `Kustomization`.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -236,6 +253,7 @@ struct Objects {
     services: Vec<Service>,
     service_monitors: Vec<ServiceMonitor>,
     pod_monitors: Vec<PodMonitor>,
+    prometheus_rules: Vec<PrometheusRule>,
     network_policies: Vec<NetworkPolicy>,
     kinds: Vec<String>,
 }
@@ -262,6 +280,9 @@ fn check_objects(source: &str, text: &str, objects: &mut Objects) -> Result<()> 
                 }
                 ("monitoring.coreos.com/v1", "ServiceMonitor") => {
                     objects.service_monitors.push(round_trip(obj)?);
+                }
+                ("monitoring.coreos.com/v1", "PrometheusRule") => {
+                    objects.prometheus_rules.push(round_trip(obj)?);
                 }
                 ("monitoring.coreos.com/v1", "PodMonitor") => {
                     objects.pod_monitors.push(round_trip(obj)?);
@@ -737,6 +758,11 @@ fn value_sets() -> Vec<(&'static str, Value)> {
             "labels": { "release": "kube-prometheus-stack" } } }),
         ),
         ("a PodMonitor", json!({ "podMonitor": { "enabled": true } })),
+        (
+            "a PrometheusRule",
+            json!({ "prometheusRule": { "enabled": true,
+            "labels": { "release": "kube-prometheus-stack" } } }),
+        ),
         ("a NetworkPolicy", json!({ "networkPolicy": { "enabled": true } })),
         ("a custom pin path", json!({ "pinPath": "/sys/fs/bpf/infra/slabtrace" })),
         ("no pins", json!({ "pinPath": "off" })),
@@ -785,6 +811,45 @@ fn helm_lints_the_chart_strictly_for_every_value_set_users_flip() -> Result<()> 
         let name = values["fullnameOverride"].as_str().unwrap_or("slabtrace");
         ensure!(ds.metadata.name.as_deref() == Some(name), "{what}: {:?}", ds.metadata.name);
     }
+    Ok(())
+}
+
+/// The chart's alert rules: rules/slabtrace.rules.yaml, a plain Prometheus rule file.
+const RULES: &str = "deploy/helm/slabtrace/rules/slabtrace.rules.yaml";
+
+#[test]
+fn the_alert_rules_pass_promtools_checks_and_unit_tests() -> Result<()> {
+    let dir = repo().join("deploy/helm/slabtrace/rules");
+    for args in
+        [["check", "rules", "slabtrace.rules.yaml"], ["test", "rules", "slabtrace.rules.test.yaml"]]
+    {
+        let out = Command::new("promtool").args(args).current_dir(&dir).output()?;
+        ensure!(
+            out.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every alert is unit-tested: named in the test file.
+    let rules: Value = documents(&read(RULES)?)?.remove(0);
+    let tests = read("deploy/helm/slabtrace/rules/slabtrace.rules.test.yaml")?;
+    let alerts: Vec<&str> = rules["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .filter_map(|r| r["alert"].as_str())
+        .collect();
+    ensure!(alerts.len() >= 6, "alerts: {alerts:?}");
+    for alert in alerts {
+        ensure!(tests.contains(&format!("alertname: {alert}")), "{alert} has no promtool test");
+    }
+    // The chart's PrometheusRule carries exactly those groups.
+    let (objects, _) = render_chart(&json!({ "prometheusRule": { "enabled": true } }))?;
+    let rule = objects.prometheus_rules.first().context("no PrometheusRule")?;
+    ensure!(rule.spec.groups == rules["groups"], "the PrometheusRule's groups are not {RULES}'s");
     Ok(())
 }
 
