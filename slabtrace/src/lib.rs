@@ -53,11 +53,11 @@ pub fn main() -> std::process::ExitCode {
         Command::Top(args) => commands::top::run(&args),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => std::process::ExitCode::from(session::exit::OK),
         Err(e) => {
             // The chain of causes is already in the sentence, which may name a cgroup or a pod.
             eprintln!("slabtrace: {}", output::printable::printable(&e.to_string()));
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(e.exit_code())
         }
     }
 }

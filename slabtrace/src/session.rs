@@ -89,6 +89,55 @@ pub enum TraceError {
     /// Something else the user has to fix, said in one sentence.
     #[error("{0}")]
     Usage(String),
+    /// Something the node must provide is missing, unreachable or in use (a port, a socket,
+    /// a daemon to read from, a kernel file), said in one sentence.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Tracing failed on the way, said in one sentence.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Exit statuses, one per kind of failure (README "Exit codes"), so scripts and init systems
+/// can tell a typo from a kernel that cannot be traced.
+pub mod exit {
+    /// Done.
+    pub const OK: u8 = 0;
+    /// Failed while running: reading the maps, writing the output.
+    pub const FAILED: u8 = 1;
+    /// A flag or its value is wrong (clap's own errors exit 2 as well).
+    pub const USAGE: u8 = 2;
+    /// Not permitted: root, `CAP_BPF`/`CAP_PERFMON` or the memlock limit are missing.
+    pub const NOT_PERMITTED: u8 = 3;
+    /// This kernel cannot be traced: no BTF, or a tracepoint, field or program type missing.
+    pub const UNSUPPORTED_KERNEL: u8 = 4;
+    /// Something the node must provide is missing or in use: no cgroup2 mount, the pins held
+    /// by another daemon, a port taken, an event socket or a daemon not there.
+    pub const UNAVAILABLE: u8 = 5;
+}
+
+impl TraceError {
+    /// The exit status for this failure.
+    #[must_use]
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Btf { .. } | Self::Layout(_) => exit::UNSUPPORTED_KERNEL,
+            Self::Probe(probe) => match probe {
+                ProbeError::NotPrivileged { .. } | ProbeError::MemlockLimit { .. } => {
+                    exit::NOT_PERMITTED
+                }
+                ProbeError::Btf { .. }
+                | ProbeError::Layout(_)
+                | ProbeError::Verifier { .. }
+                | ProbeError::NoPrograms(_) => exit::UNSUPPORTED_KERNEL,
+                ProbeError::Pin(_) => exit::UNAVAILABLE,
+                _ => exit::FAILED,
+            },
+            Self::Cgroup(_) | Self::Unavailable(_) => exit::UNAVAILABLE,
+            Self::Usage(_) => exit::USAGE,
+            Self::Maps(_) | Self::Write { .. } | Self::Failed(_) => exit::FAILED,
+        }
+    }
 }
 
 /// Where the kernel's files are (a container may mount the host's elsewhere).
@@ -303,7 +352,7 @@ impl Session {
     /// runtime about pods it has not named yet.
     pub fn read(&mut self) -> Result<Snapshot, TraceError> {
         let tracer = self.tracer.as_ref().ok_or_else(|| {
-            TraceError::Usage("the probes are detached; nothing more to read".to_owned())
+            TraceError::Failed("the probes are detached; nothing more to read".to_owned())
         })?;
         let snap = Snapshot::read(tracer.ebpf())?;
         let pods = name_cgroups(snap.counters.keys().map(|k| k.cgroup_id), &mut self.resolver);
@@ -734,6 +783,32 @@ pub fn hostname() -> String {
     }
     fs::read_to_string("/proc/sys/kernel/hostname")
         .map_or_else(|_| "unknown".to_owned(), |h| h.trim().to_owned())
+}
+
+#[cfg(test)]
+mod exit_tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_failure_has_its_exit_code() {
+        let btf = TraceError::Btf {
+            path: "/x".into(),
+            source: crate::kernel::btf::BtfError::BadMagic { found: 0 },
+        };
+        assert_eq!(btf.exit_code(), exit::UNSUPPORTED_KERNEL);
+        assert_eq!(TraceError::Usage(String::new()).exit_code(), exit::USAGE);
+        assert_eq!(TraceError::Unavailable(String::new()).exit_code(), exit::UNAVAILABLE);
+        assert_eq!(TraceError::Failed(String::new()).exit_code(), exit::FAILED);
+        let codes = [
+            exit::OK,
+            exit::FAILED,
+            exit::USAGE,
+            exit::NOT_PERMITTED,
+            exit::UNSUPPORTED_KERNEL,
+            exit::UNAVAILABLE,
+        ];
+        assert!(codes.iter().enumerate().all(|(i, c)| !codes[..i].contains(c)), "{codes:?}");
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Bad input gets one sentence that says what to do, and a failure exit code, never a panic.
+//! Bad input gets one sentence that says what to do, and the exit code of its kind (README
+//! "Exit codes"), never a panic.
 
 use std::process::Command;
 
@@ -30,7 +31,7 @@ fn run(args: &[&str], uid: Option<u32>) -> Result<(i32, String)> {
 fn an_unprivileged_user_is_told_to_use_root() -> Result<()> {
     require_root()?;
     let (code, err) = run(&["report", "--duration", "1"], Some(65534))?;
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 3, "not permitted: {err}");
     assert!(err.contains("run it as root"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     Ok(())
@@ -40,7 +41,7 @@ fn an_unprivileged_user_is_told_to_use_root() -> Result<()> {
 fn missing_btf_is_explained() -> Result<()> {
     require_root()?;
     let (code, err) = run(&["report", "--duration", "1", "--btf", "/nonexistent/vmlinux"], None)?;
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 4, "an unsupported kernel: {err}");
     assert!(err.contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
     assert!(err.contains("/nonexistent/vmlinux"), "{err}");
     Ok(())
@@ -79,7 +80,7 @@ fn an_event_socket_nobody_listens_on_is_one_sentence() -> Result<()> {
     let target = format!("unix:{}", socket.display());
     let (code, err) =
         run(&["daemon", "--events", &target, "--listen", "off", "--pin-path", "off"], None)?;
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 5, "unavailable: {err}");
     let last = err.lines().last().unwrap_or_default();
     assert!(
         last.starts_with("slabtrace: cannot open the event stream unix socket")

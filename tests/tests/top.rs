@@ -284,7 +284,7 @@ fn top_refuses_without_a_terminal() -> Result<()> {
     require_root()?;
     let out = Command::new(slabtrace_bin()).args(["top", "--interval", "1s"]).output()?;
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(2), "a usage error: {err}");
     assert!(err.contains("slabtrace top needs a terminal"), "{err}");
     assert!(err.contains("slabtrace report"), "{err}");
     Ok(())

@@ -54,7 +54,9 @@ fn traced(args: &AdviseArgs) -> Result<Advice, TraceError> {
     }
     pipeline.detach();
     advice.ok_or_else(|| {
-        TraceError::Usage("no advice: /proc/meminfo could not be read while tracing".to_owned())
+        TraceError::Unavailable(
+            "no advice: /proc/meminfo could not be read while tracing".to_owned(),
+        )
     })
 }
 
@@ -62,7 +64,7 @@ fn traced(args: &AdviseArgs) -> Result<Advice, TraceError> {
 fn from_daemon(addr: &str) -> Result<Advice, TraceError> {
     let host = addr.trim_start_matches("http://").trim_end_matches('/');
     let fail = |why: String| {
-        TraceError::Usage(format!(
+        TraceError::Unavailable(format!(
             "cannot get the advice from the daemon at {host}: {why}; is `slabtrace daemon` running with --listen there?"
         ))
     };

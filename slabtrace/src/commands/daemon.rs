@@ -77,7 +77,7 @@ pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
         types: args.event_types.clone(),
     };
     let events = EventStream::open(&target, args.event_buffer, lines)
-        .map_err(|e| TraceError::Usage(e.to_string()))?;
+        .map_err(|e| TraceError::Unavailable(e.to_string()))?;
     let endpoints = HttpOptions {
         listen: args.listen.clone(),
         metrics_top: args.metrics_top,
@@ -85,7 +85,7 @@ pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
         report_listen: args.report_listen.clone(),
     };
     let http = Http::start(&endpoints, events.as_ref().map(EventStream::counters))
-        .map_err(|e| TraceError::Usage(e.to_string()))?;
+        .map_err(|e| TraceError::Unavailable(e.to_string()))?;
     if let Some(path) = &args.ready_file {
         fs::write(path, b"attached\n")
             .map_err(|source| TraceError::Write { what: path.display().to_string(), source })?;
