@@ -36,6 +36,17 @@ impl Prometheus {
     /// Starts Prometheus scraping `target` (`host:port`, path `/metrics`) every second and
     /// waits until it is ready. `tag` names its scratch directory.
     pub fn start(tag: &str, target: &str) -> Result<Self> {
+        Self::start_with_job(
+            tag,
+            &format!(
+                "  - job_name: slabtrace\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+    }
+
+    /// Starts Prometheus with `job` (one `scrape_configs` entry, as YAML indented by two
+    /// spaces) and waits until it is ready.
+    pub fn start_with_job(tag: &str, job: &str) -> Result<Self> {
         ensure!(
             Path::new(PROMETHEUS).exists(),
             "{PROMETHEUS} is missing: install Debian's prometheus package (cargo xtask does)"
@@ -49,8 +60,7 @@ impl Prometheus {
             &config,
             format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-                 scrape_configs:\n  - job_name: slabtrace\n    static_configs:\n      \
-                 - targets: ['{target}']\n"
+                 scrape_configs:\n{job}"
             ),
         )?;
         let addr = format!("127.0.0.1:{}", free_port()?);

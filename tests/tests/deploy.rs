@@ -26,7 +26,7 @@ use anyhow::{Context as _, Result, bail, ensure};
 use k8s_openapi::{
     api::{
         apps::v1::DaemonSet,
-        core::v1::{Namespace, PodSpec, Service, ServiceAccount},
+        core::v1::{ConfigMap, Namespace, PodSpec, Service, ServiceAccount},
         networking::v1::NetworkPolicy,
     },
     apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
@@ -254,6 +254,7 @@ struct Objects {
     service_monitors: Vec<ServiceMonitor>,
     pod_monitors: Vec<PodMonitor>,
     prometheus_rules: Vec<PrometheusRule>,
+    config_maps: Vec<ConfigMap>,
     network_policies: Vec<NetworkPolicy>,
     kinds: Vec<String>,
 }
@@ -274,6 +275,7 @@ fn check_objects(source: &str, text: &str, objects: &mut Objects) -> Result<()> 
                     let _: ServiceAccount = round_trip(obj)?;
                 }
                 ("v1", "Service") => objects.services.push(round_trip(obj)?),
+                ("v1", "ConfigMap") => objects.config_maps.push(round_trip(obj)?),
                 ("apps/v1", "DaemonSet") => objects.daemonsets.push(round_trip(obj)?),
                 ("networking.k8s.io/v1", "NetworkPolicy") => {
                     objects.network_policies.push(round_trip(obj)?);
@@ -764,6 +766,10 @@ fn value_sets() -> Vec<(&'static str, Value)> {
             "labels": { "release": "kube-prometheus-stack" } } }),
         ),
         ("a NetworkPolicy", json!({ "networkPolicy": { "enabled": true } })),
+        (
+            "the dashboard",
+            json!({ "grafanaDashboard": { "enabled": true, "namespace": "monitoring" } }),
+        ),
         ("a custom pin path", json!({ "pinPath": "/sys/fs/bpf/infra/slabtrace" })),
         ("no pins", json!({ "pinPath": "off" })),
         ("no priority class", json!({ "priorityClassName": "" })),
@@ -811,6 +817,18 @@ fn helm_lints_the_chart_strictly_for_every_value_set_users_flip() -> Result<()> 
         let name = values["fullnameOverride"].as_str().unwrap_or("slabtrace");
         ensure!(ds.metadata.name.as_deref() == Some(name), "{what}: {:?}", ds.metadata.name);
     }
+    Ok(())
+}
+
+#[test]
+fn the_chart_ships_the_dashboard_to_grafanas_sidecar() -> Result<()> {
+    let (objects, _) = render_chart(&json!({ "grafanaDashboard": { "enabled": true } }))?;
+    let map = objects.config_maps.first().context("no ConfigMap")?;
+    let labels = map.metadata.labels.clone().unwrap_or_default();
+    ensure!(labels.get("grafana_dashboard").map(String::as_str) == Some("1"), "{labels:?}");
+    let data = map.data.clone().unwrap_or_default();
+    let json = data.get("slabtrace-dashboard.json").context("no dashboard in the ConfigMap")?;
+    ensure!(json == &read("deploy/grafana/slabtrace-dashboard.json")?, "not the dashboard file");
     Ok(())
 }
 
@@ -948,18 +966,20 @@ fn the_dashboard_is_well_formed() -> Result<()> {
     let d = dashboard()?;
     ensure!(d["schemaVersion"].as_u64().is_some_and(|v| v >= 36), "schemaVersion");
     ensure!(d["uid"].as_str().is_some_and(|u| !u.is_empty()), "no uid");
-    let inputs = d["__inputs"].as_array().context("no __inputs")?;
-    ensure!(
-        inputs.iter().any(|i| i["name"] == "DS_PROMETHEUS" && i["pluginId"] == "prometheus"),
-        "no DS_PROMETHEUS input"
-    );
+    // Provisionable as a file and by the sidecar: no import-time inputs, a datasource
+    // variable instead (grafana#10786).
+    ensure!(d.get("__inputs").is_none(), "__inputs break file and sidecar provisioning");
     let vars = d["templating"]["list"].as_array().context("no templating")?;
     let var_names: Vec<&str> = vars.iter().filter_map(|v| v["name"].as_str()).collect();
-    ensure!(var_names.iter().any(|n| *n == "instance" || *n == "node"), "no node variable");
+    ensure!(
+        var_names == ["datasource", "instance", "namespace", "pod", "cache"],
+        "variables {var_names:?}"
+    );
+    ensure!(vars[0]["type"] == "datasource" && vars[0]["query"] == "prometheus", "{}", vars[0]);
     let panels = d["panels"].as_array().context("no panels")?;
     ensure!(panels.len() >= 6, "{} panels", panels.len());
     let mut ids = BTreeSet::new();
-    let prometheus = json!({ "type": "prometheus", "uid": "${DS_PROMETHEUS}" });
+    let prometheus = json!({ "type": "prometheus", "uid": "${datasource}" });
     for p in panels {
         let title = p["title"].as_str().context("a panel without a title")?;
         let id = p["id"].as_u64().with_context(|| format!("{title}: no id"))?;
@@ -974,6 +994,12 @@ fn the_dashboard_is_well_formed() -> Result<()> {
             let expr = t["expr"].as_str().unwrap_or_default();
             ensure!(!expr.trim().is_empty(), "{title}: a target without expr");
             ensure!(expr.contains("$instance"), "{title}: {expr} ignores the node variable");
+            // Pod series follow the namespace, pod and cache variables.
+            if expr.contains("slabtrace_pod_") {
+                for var in ["$namespace", "$pod", "$cache"] {
+                    ensure!(expr.contains(var), "{title}: {expr} ignores {var}");
+                }
+            }
             ensure!(t["datasource"] == prometheus, "{title}: target datasource");
             ensure!(ref_ids.insert(t["refId"].to_string()), "{title}: refIds repeat");
         }
@@ -986,6 +1012,68 @@ fn the_dashboard_is_well_formed() -> Result<()> {
 /// them.
 const AFTER_EVENTS: &[&str] =
     &["slabtrace_oom_kills", "slabtrace_problematic_growth_bytes_per_second"];
+
+/// The scrape job the Prometheus Operator makes of deploy/kubernetes/optional's
+/// `ServiceMonitor` for the daemon at `target`: its `honorLabels` and relabelings, over the
+/// target labels Kubernetes service discovery gives a pod of the `DaemonSet` (those the
+/// Operator keeps as target labels, and the pod's node as the discovery's meta label).
+fn operator_job(target: &str) -> Result<String> {
+    let mut monitors = Objects::default();
+    let path = "deploy/kubernetes/optional/servicemonitor.yaml";
+    check_objects(path, &read(path)?, &mut monitors)?;
+    let sm = monitors.service_monitors.first().context("no ServiceMonitor")?;
+    let endpoint = sm.spec.endpoints.first().context("no endpoint")?;
+    let relabel: Vec<Value> = endpoint
+        .relabelings
+        .iter()
+        .flatten()
+        .map(|r| {
+            json!({ "source_labels": r.source_labels, "target_label": r.target_label,
+                    "regex": r.regex, "replacement": r.replacement, "action": r.action })
+        })
+        .map(|mut v| {
+            if let Some(m) = v.as_object_mut() {
+                m.retain(|_, x| !x.is_null());
+            }
+            v
+        })
+        .collect();
+    let labels = json!({
+        "namespace": "slabtrace", "pod": "slabtrace-x7k2p", "container": "slabtrace",
+        "service": "slabtrace", "endpoint": "metrics",
+        "__meta_kubernetes_pod_node_name": "node-a",
+    });
+    Ok(format!(
+        "  - job_name: serviceMonitor/slabtrace/slabtrace/0\n    honor_labels: {}\n    \
+         static_configs:\n      - targets: ['{target}']\n        labels: {labels}\n    \
+         relabel_configs: {}\n",
+        endpoint.honor_labels.unwrap_or(false),
+        Value::Array(relabel)
+    ))
+}
+
+/// The pod series keep the pod they describe, not slabtrace's own pod's target labels
+/// (`honorLabels`; an unnamed pod's namespace is the sentinel, never empty, which the target's
+/// namespace would fill), and every series names the node.
+fn check_pod_and_node_labels(prometheus: &Prometheus, pod: &Cgroup) -> Result<()> {
+    let uid = pod.relative().rsplit('/').nth(1).and_then(|p| p.strip_prefix("pod")).unwrap_or("");
+    let per_pod = prometheus.query("sum by (namespace, pod) (slabtrace_pod_live_bytes)")?;
+    let pods: Vec<(&str, &str)> = per_pod
+        .iter()
+        .map(|r| {
+            let m = &r["metric"];
+            (m["namespace"].as_str().unwrap_or(""), m["pod"].as_str().unwrap_or(""))
+        })
+        .collect();
+    ensure!(pods.contains(&("_unknown", uid)), "the pod {uid} is not its own series: {pods:?}");
+    ensure!(
+        !pods.iter().any(|(ns, pod)| *ns == "slabtrace" || *pod == "slabtrace-x7k2p"),
+        "slabtrace's own pod took the pod series' labels: {pods:?}"
+    );
+    let node = prometheus.query("slabtrace_build_info{instance=\"node-a\", node=\"node-a\"}")?;
+    ensure!(!node.is_empty(), "instance and node are not the node's name");
+    Ok(())
+}
 
 #[test]
 fn every_dashboard_metric_is_exported_by_a_real_daemon() -> Result<()> {
@@ -1051,7 +1139,7 @@ fn every_dashboard_metric_is_exported_by_a_real_daemon() -> Result<()> {
     // daemon: each must parse and evaluate, and those about the node and its pods must have
     // data. (The template variables become what Grafana substitutes: all instances, and a
     // rate window of a few scrapes.)
-    let prometheus = Prometheus::start("deploy", &daemon.listen)?;
+    let prometheus = Prometheus::start_with_job("deploy", &operator_job(&daemon.listen)?)?;
     let deadline = Instant::now() + Duration::from_mins(1);
     while prometheus
         .query("count_over_time(slabtrace_node_slab_bytes[1m])")?
@@ -1069,7 +1157,10 @@ fn every_dashboard_metric_is_exported_by_a_real_daemon() -> Result<()> {
     for p in d["panels"].as_array().context("no panels")? {
         for t in p["targets"].as_array().into_iter().flatten() {
             let expr = t["expr"].as_str().unwrap_or_default();
-            let promql = expr.replace("$__rate_interval", "5s").replace("$instance", ".*");
+            let mut promql = expr.replace("$__rate_interval", "5s");
+            for var in ["$instance", "$namespace", "$pod", "$cache"] {
+                promql = promql.replace(var, ".*");
+            }
             let result = prometheus
                 .query(&promql)
                 .with_context(|| format!("panel {:?}: Prometheus refused {promql}", p["title"]))?;
@@ -1080,6 +1171,7 @@ fn every_dashboard_metric_is_exported_by_a_real_daemon() -> Result<()> {
             }
         }
     }
+    check_pod_and_node_labels(&prometheus, &pod)?;
     drop(prometheus);
     drop(pod);
     let stopped = daemon.stop(libc::SIGTERM, Duration::from_secs(10))?;

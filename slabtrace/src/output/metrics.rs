@@ -119,6 +119,14 @@ pub const FAMILIES: &[&str] = &[
     "slabtrace_last_interval_timestamp_seconds",
 ];
 
+/// The `namespace` of a pod the runtime has not named. Never empty: Prometheus drops empty
+/// labels, and with `honorLabels` the target's own `namespace` (slabtrace's) would then take
+/// its place. Kubernetes names cannot hold `_`, so no real namespace is called this.
+pub const UNKNOWN_NAMESPACE: &str = "_unknown";
+
+/// The `namespace` of the series that sums the pods beyond the top-N (`pod="other"`).
+pub const OTHER_NAMESPACE: &str = "_other";
+
 /// Caches exported by name, node-wide (a node has a few hundred); the rest are summed under
 /// `cache="other"`.
 pub const MAX_CACHES: usize = 512;
@@ -898,7 +906,7 @@ fn encode_pods(
         else {
             continue;
         };
-        let namespace = namespace.clone().unwrap_or_default();
+        let namespace = namespace.clone().unwrap_or_else(|| UNKNOWN_NAMESPACE.to_owned());
         let pod = name.clone().unwrap_or_else(|| uid.clone());
         let labels = PodCacheLabels {
             namespace: namespace.as_str().into(),
@@ -917,7 +925,11 @@ fn encode_pods(
         deleted.insert(pod_labels, *gone);
     }
     if let Some(rest) = rest {
-        let other = PodCacheLabels { namespace: "".into(), pod: OTHER.into(), cache: OTHER.into() };
+        let other = PodCacheLabels {
+            namespace: OTHER_NAMESPACE.into(),
+            pod: OTHER.into(),
+            cache: OTHER.into(),
+        };
         series.entry(other).or_default().add(&rest);
     }
     figure_families(enc, "slabtrace_pod", "by the pod", &series, true)?;
@@ -1356,36 +1368,36 @@ slabtrace_cache_frees_total{cache="dentry"} 150
 slabtrace_cache_frees_total{cache="filp"} 27
 # HELP slabtrace_pod_live_bytes Bytes of slab objects allocated by the pod since slabtrace started and still live (an estimate when sampling).
 # TYPE slabtrace_pod_live_bytes gauge
-slabtrace_pod_live_bytes{namespace="",pod="u-2",cache="dentry"} 500
+slabtrace_pod_live_bytes{namespace="_unknown",pod="u-2",cache="dentry"} 500
 slabtrace_pod_live_bytes{namespace="shop",pod="web-0",cache="dentry"} 90000
 slabtrace_pod_live_bytes{namespace="shop",pod="web-0",cache="filp"} 100
 # HELP slabtrace_pod_unaccounted_live_bytes Of the live bytes allocated by the pod, those charged to no memory cgroup: invisible to container memory limits and metrics.
 # TYPE slabtrace_pod_unaccounted_live_bytes gauge
-slabtrace_pod_unaccounted_live_bytes{namespace="",pod="u-2",cache="dentry"} 0
+slabtrace_pod_unaccounted_live_bytes{namespace="_unknown",pod="u-2",cache="dentry"} 0
 slabtrace_pod_unaccounted_live_bytes{namespace="shop",pod="web-0",cache="dentry"} 0
 slabtrace_pod_unaccounted_live_bytes{namespace="shop",pod="web-0",cache="filp"} 0
 # HELP slabtrace_pod_allocations Slab objects allocated by the pod since slabtrace started.
 # TYPE slabtrace_pod_allocations counter
-slabtrace_pod_allocations_total{namespace="",pod="u-2",cache="dentry"} 50
+slabtrace_pod_allocations_total{namespace="_unknown",pod="u-2",cache="dentry"} 50
 slabtrace_pod_allocations_total{namespace="shop",pod="web-0",cache="dentry"} 1000
 slabtrace_pod_allocations_total{namespace="shop",pod="web-0",cache="filp"} 20
 # HELP slabtrace_pod_allocated_bytes Bytes of slab objects allocated by the pod since slabtrace started.
 # TYPE slabtrace_pod_allocated_bytes counter
-slabtrace_pod_allocated_bytes_total{namespace="",pod="u-2",cache="dentry"} 5000
+slabtrace_pod_allocated_bytes_total{namespace="_unknown",pod="u-2",cache="dentry"} 5000
 slabtrace_pod_allocated_bytes_total{namespace="shop",pod="web-0",cache="dentry"} 100000
 slabtrace_pod_allocated_bytes_total{namespace="shop",pod="web-0",cache="filp"} 2000
 # HELP slabtrace_pod_frees Slab objects allocated by the pod since slabtrace started that were freed since (by anyone; an estimate when sampling).
 # TYPE slabtrace_pod_frees counter
-slabtrace_pod_frees_total{namespace="",pod="u-2",cache="dentry"} 45
+slabtrace_pod_frees_total{namespace="_unknown",pod="u-2",cache="dentry"} 45
 slabtrace_pod_frees_total{namespace="shop",pod="web-0",cache="dentry"} 100
 slabtrace_pod_frees_total{namespace="shop",pod="web-0",cache="filp"} 19
 # HELP slabtrace_pod_info Always 1: a pod shown in the slabtrace_pod_ series (pod is its uid until the runtime names it), with its uid and QoS class.
 # TYPE slabtrace_pod_info gauge
-slabtrace_pod_info{namespace="",pod="u-2",uid="u-2",qos="burstable"} 1
+slabtrace_pod_info{namespace="_unknown",pod="u-2",uid="u-2",qos="burstable"} 1
 slabtrace_pod_info{namespace="shop",pod="web-0",uid="u-1",qos="burstable"} 1
 # HELP slabtrace_pod_deleted 1 if every cgroup of the pod is gone while its slab objects live on, else 0.
 # TYPE slabtrace_pod_deleted gauge
-slabtrace_pod_deleted{namespace="",pod="u-2",uid="u-2"} 1
+slabtrace_pod_deleted{namespace="_unknown",pod="u-2",uid="u-2"} 1
 slabtrace_pod_deleted{namespace="shop",pod="web-0",uid="u-1"} 0
 # HELP slabtrace_cgroup_live_bytes Bytes of slab objects allocated by the cgroup (one outside Kubernetes pods, or interrupt context) since slabtrace started and still live (an estimate when sampling).
 # TYPE slabtrace_cgroup_live_bytes gauge
@@ -1610,14 +1622,14 @@ process_resident_memory_bytes 41943040
         assert_eq!(
             samples(&text, "slabtrace_pod_live_bytes"),
             [
-                "slabtrace_pod_live_bytes{namespace=\"\",pod=\"other\",cache=\"other\"} 1100",
+                "slabtrace_pod_live_bytes{namespace=\"_other\",pod=\"other\",cache=\"other\"} 1100",
                 "slabtrace_pod_live_bytes{namespace=\"shop\",pod=\"a\",cache=\"dentry\"} 90000",
             ]
         );
         assert_eq!(
             samples(&text, "slabtrace_pod_allocations_total"),
             [
-                "slabtrace_pod_allocations_total{namespace=\"\",pod=\"other\",cache=\"other\"} 15",
+                "slabtrace_pod_allocations_total{namespace=\"_other\",pod=\"other\",cache=\"other\"} 15",
                 "slabtrace_pod_allocations_total{namespace=\"shop\",pod=\"a\",cache=\"dentry\"} 1000",
             ]
         );
@@ -1631,7 +1643,7 @@ process_resident_memory_bytes 41943040
         latest.publish(Arc::new(interval(1, frame(&[(&a, "dentry", row(3, 1))]))));
         assert_eq!(
             samples(&exporter.openmetrics().unwrap(), "slabtrace_pod_live_bytes"),
-            ["slabtrace_pod_live_bytes{namespace=\"\",pod=\"other\",cache=\"other\"} 100"]
+            ["slabtrace_pod_live_bytes{namespace=\"_other\",pod=\"other\",cache=\"other\"} 100"]
         );
     }
 
@@ -1837,8 +1849,10 @@ process_resident_memory_bytes 41943040
         // Scraping the same interval again changes nothing, the other counters included.
         assert_eq!(exporter.openmetrics().unwrap(), first);
         assert_eq!(
-            samples(&first, "slabtrace_pod_allocations_total{namespace=\"\""),
-            ["slabtrace_pod_allocations_total{namespace=\"\",pod=\"other\",cache=\"other\"} 5"]
+            samples(&first, "slabtrace_pod_allocations_total{namespace=\"_other\""),
+            [
+                "slabtrace_pod_allocations_total{namespace=\"_other\",pod=\"other\",cache=\"other\"} 5"
+            ]
         );
     }
 
