@@ -211,6 +211,20 @@ pub struct ReportArgs {
     /// `pods[]`.
     #[arg(long, value_enum, default_value_t = By::Cgroup)]
     pub by: By,
+    /// Table view: the order of the rows, largest first: live bytes, bytes allocated,
+    /// objects allocated, frees, or live bytes charged to no memory cgroup.
+    #[arg(long, value_enum, default_value_t = Sort::Live)]
+    pub sort: Sort,
+    /// Only the pods of this namespace (and their cgroups), in the table and the JSON.
+    #[arg(long, short = 'n', value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Only this pod, by name or uid (and its cgroups), in the table and the JSON.
+    #[arg(long, value_name = "POD")]
+    pub pod: Option<String>,
+    /// Only this cache (as /proc/slabinfo names it, e.g. `dentry`), everywhere: each row's
+    /// figures are then its figures for that cache.
+    #[arg(long, value_name = "CACHE")]
+    pub cache: Option<String>,
     /// Create this file once the probes are attached, so a script can start its workload.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
@@ -382,7 +396,7 @@ impl Roots {
     }
 }
 
-pub use crate::output::table::By;
+pub use crate::output::table::{By, Sort};
 
 /// Report formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -409,6 +409,12 @@ mod tests {
         kept.merge(listing("a", "ca"), t0);
         kept.expire(t0 + Duration::from_secs(10), Duration::from_secs(30), 100);
         assert!(kept.pods.contains_key("a"));
+        // A TTL of 0 forgets what the listing of this instant did not name, never what it
+        // did (the session expires with the listing's own instant).
+        kept.expire(t0 + Duration::from_secs(50), Duration::ZERO, 100);
+        kept.merge(listing("b", "cb"), t0 + Duration::from_mins(1));
+        kept.expire(t0 + Duration::from_mins(1), Duration::ZERO, 100);
+        assert_eq!(kept.pods.keys().collect::<Vec<_>>(), ["b"]);
     }
 
     #[test]

@@ -653,6 +653,10 @@ impl PodNames {
         }
         let Some(client) = &self.cri else { return false };
         let listed = client.pods().and_then(|pods| client.containers().map(|c| (pods, c)));
+        // One instant for the listing and the expiry: a pod just listed is never older than
+        // the TTL, even `--gone-pod-ttl 0` (with two readings of the clock, every name was
+        // forgotten as soon as it was learnt: found by the soak).
+        let now = Instant::now();
         let answered = match listed {
             Ok((pods, containers)) => {
                 let listing = Directory {
@@ -666,7 +670,7 @@ impl PodNames {
                     containers: containers.into_iter().map(|c| (c.id, c.name)).collect(),
                     seen: BTreeMap::new(),
                 };
-                self.directory.merge(listing, Instant::now());
+                self.directory.merge(listing, now);
                 self.answering = true;
                 true
             }
@@ -676,7 +680,7 @@ impl PodNames {
                 false
             }
         };
-        self.directory.expire(Instant::now(), self.gone_pod_ttl, MAX_KNOWN_PODS);
+        self.directory.expire(now, self.gone_pod_ttl, MAX_KNOWN_PODS);
         answered
     }
 

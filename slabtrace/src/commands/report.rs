@@ -25,6 +25,7 @@ use crate::{
     node::oom::OomKill,
     oom_report,
     output::{
+        filter::{self, Filter},
         report::{KernelMemory, Report},
         table::{self, TableLimits},
     },
@@ -74,6 +75,12 @@ pub fn run(args: &ReportArgs) -> Result<(), TraceError> {
             oom_report::join(kill, *meminfo, &report, &frame, |id| session.cgroup(id).0, 10)
         })
         .collect();
+    let filter = Filter {
+        namespace: args.namespace.clone(),
+        pod: args.pod.clone(),
+        cache: args.cache.clone(),
+    };
+    filter::apply(&mut report, &filter);
     write_report(&report, args)
 }
 
@@ -117,7 +124,13 @@ fn write_report(report: &Report, args: &ReportArgs) -> Result<(), TraceError> {
         }
         Format::Table => table::render(
             report,
-            TableLimits { rows: args.top, caches_per_row: 5, node_caches: 15, by: args.by },
+            TableLimits {
+                rows: args.top,
+                caches_per_row: 5,
+                node_caches: 15,
+                by: args.by,
+                sort: args.sort,
+            },
         ),
     };
     std::io::stdout()

@@ -2,6 +2,7 @@
 //! stream, its Prometheus metrics and HTTP endpoints, and the live `top` view.
 
 pub mod events;
+pub(crate) mod filter;
 pub(crate) mod http;
 pub mod http_get;
 pub mod metrics;

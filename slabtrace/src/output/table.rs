@@ -24,6 +24,38 @@ pub struct TableLimits {
     pub node_caches: usize,
     /// What a row is.
     pub by: By,
+    /// The rows' order.
+    pub sort: Sort,
+}
+
+/// The order of the table's rows (`--sort`), largest first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sort {
+    /// Live bytes (then bytes allocated).
+    #[default]
+    Live,
+    /// Bytes allocated.
+    Allocated,
+    /// Objects allocated.
+    Allocs,
+    /// Frees credited.
+    Frees,
+    /// Live bytes charged to no memory cgroup.
+    Unaccounted,
+}
+
+impl Sort {
+    /// Sorts `rows` in this order, largest first; ties in report order (live bytes).
+    fn sort(self, rows: &mut [Row<'_>]) {
+        let key = |t: &Totals| match self {
+            Self::Live => t.live_bytes,
+            Self::Allocated => t.alloc_bytes,
+            Self::Allocs => t.allocs,
+            Self::Frees => t.frees,
+            Self::Unaccounted => t.unaccounted_live_bytes,
+        };
+        rows.sort_by(|a, b| key(&b.totals).cmp(&key(&a.totals)).then(a.totals.rank(&b.totals)));
+    }
 }
 
 /// One row of the per-owner section: a cgroup, a pod or a container.
@@ -237,7 +269,8 @@ fn render_rows(out: &mut String, report: &Report, limits: TableLimits) {
     let live_cell = |objects: u64, error: u64| {
         if error > 0 { format!("{objects}±{error}") } else { objects.to_string() }
     };
-    let rows = rows(report, limits.by);
+    let mut rows = rows(report, limits.by);
+    limits.sort.sort(&mut rows);
     if rows.is_empty() && limits.by != By::Cgroup {
         let _ = writeln!(out, "(no Kubernetes pods in the cgroup tree; try --by cgroup)");
     }
@@ -326,6 +359,36 @@ mod tests {
     }
 
     #[test]
+    fn rows_follow_the_sort_asked_for() {
+        use crate::attribution::{CacheUsage, CgroupUsage};
+        let mut report = Report::default();
+        for (path, live, allocs) in [("/holds", 9000, 10), ("/churns", 100, 5000)] {
+            let caches = vec![CacheUsage {
+                cache: "dentry".into(),
+                allocs,
+                live_bytes: live,
+                ..CacheUsage::default()
+            }];
+            report.observation.cgroups.push(CgroupUsage {
+                cgroup: Some(path.into()),
+                alive: true,
+                totals: Totals::of(&caches),
+                caches,
+                ..CgroupUsage::default()
+            });
+        }
+        let first = |sort| {
+            let limits =
+                TableLimits { rows: 10, caches_per_row: 0, node_caches: 0, by: By::Cgroup, sort };
+            let text = render(&report, limits);
+            let row = text.lines().find(|l| l.starts_with('/')).unwrap_or_default().to_owned();
+            row.split_whitespace().next().unwrap_or_default().to_owned()
+        };
+        assert_eq!(first(Sort::Live), "/holds");
+        assert_eq!(first(Sort::Allocs), "/churns");
+    }
+
+    #[test]
     fn hostile_names_are_printed_escaped() {
         use crate::{
             attribution::{CacheUsage, CgroupUsage},
@@ -355,7 +418,13 @@ mod tests {
             incomplete: false,
         });
         report.self_stats.warnings.push("w\x1b".into());
-        let limits = TableLimits { rows: 10, caches_per_row: 3, node_caches: 3, by: By::Cgroup };
+        let limits = TableLimits {
+            rows: 10,
+            caches_per_row: 3,
+            node_caches: 3,
+            by: By::Cgroup,
+            sort: Sort::Live,
+        };
         let text = render(&report, limits);
         assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
         assert!(!text.contains('\u{202e}'), "{text:?}");
