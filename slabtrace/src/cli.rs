@@ -362,8 +362,8 @@ pub struct Roots {
 #[derive(Debug, Args, Clone)]
 pub struct RuntimeArgs {
     /// The container runtime's CRI socket, for pod and container names. When not given,
-    /// slabtrace tries containerd's, CRI-O's and cri-dockerd's usual sockets; with none, pods
-    /// are known by their uid only.
+    /// slabtrace tries containerd's, CRI-O's, cri-dockerd's, k3s/RKE2's and MicroK8s' usual
+    /// sockets; with none, pods are known by their uid only.
     #[arg(long, value_name = "PATH", env = "SLABTRACE_CRI_SOCKET")]
     pub cri_socket: Option<PathBuf>,
     /// How long the names of a pod the runtime no longer lists (deleted, its objects still

@@ -29,12 +29,16 @@ use tonic::transport::{Channel, Endpoint, Uri};
 pub const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where runtimes listen by default, in the order [`CriClient::detect`] tries them.
-pub const DEFAULT_SOCKETS: [&str; 5] = [
+pub const DEFAULT_SOCKETS: [&str; 7] = [
     "/run/containerd/containerd.sock",
     "/run/crio/crio.sock",
     "/var/run/containerd/containerd.sock",
     "/var/run/crio/crio.sock",
     "/run/cri-dockerd.sock",
+    // k3s and RKE2 run their own containerd.
+    "/run/k3s/containerd/containerd.sock",
+    // MicroK8s.
+    "/var/snap/microk8s/common/run/containerd.sock",
 ];
 
 /// The labels kubelet puts on every sandbox and container it creates.
