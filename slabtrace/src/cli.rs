@@ -124,6 +124,19 @@ pub struct DaemonArgs {
     /// under `pod="other"`), which bounds the metrics' label cardinality.
     #[arg(long, default_value_t = 100, value_name = "N", env = "SLABTRACE_METRICS_TOP")]
     pub metrics_top: usize,
+    /// Only caches whose name matches this regular expression (anchored) are exported by name
+    /// in /metrics; the rest are summed under `cache="other"`. Fewer series, whole totals.
+    #[arg(long, value_name = "REGEX", env = "SLABTRACE_METRICS_CACHE_INCLUDE")]
+    pub metrics_cache_include: Option<String>,
+    /// Caches whose name matches this regular expression (anchored) are summed under
+    /// `cache="other"` in /metrics, e.g. `kmalloc-.*`.
+    #[arg(long, value_name = "REGEX", env = "SLABTRACE_METRICS_CACHE_EXCLUDE")]
+    pub metrics_cache_exclude: Option<String>,
+    /// Also export the per-row counters (`slabtrace_{pod,cgroup,cache}_allocations_total`,
+    /// `_allocated_bytes_total`, `_frees_total`) for `rate()` of churn: three series more per
+    /// row, so off by default (the live-bytes gauges are what the dashboard and alerts use).
+    #[arg(long, env = "SLABTRACE_METRICS_COUNTERS")]
+    pub metrics_counters: bool,
     /// The window over which growth is judged: a pod's or cache's live slab that grew over it
     /// and did not come back is reported as problematic (`slab.growth` events). A verdict
     /// needs half a window of history.
@@ -362,7 +375,7 @@ pub struct Roots {
 #[derive(Debug, Args, Clone)]
 pub struct RuntimeArgs {
     /// The container runtime's CRI socket, for pod and container names. When not given,
-    /// slabtrace tries containerd's, CRI-O's, cri-dockerd's, k3s/RKE2's and MicroK8s' usual
+    /// slabtrace tries containerd's, CRI-O's, cri-dockerd's, k3s/RKE2's and `MicroK8s`'s usual
     /// sockets; with none, pods are known by their uid only.
     #[arg(long, value_name = "PATH", env = "SLABTRACE_CRI_SOCKET")]
     pub cri_socket: Option<PathBuf>,

@@ -18,6 +18,7 @@ use crate::{
     output::{
         events::{EventStream, EventTarget, LineOptions},
         http::{Http, HttpOptions},
+        metrics::CacheFilter,
     },
     pipeline::Pipeline,
     probe::{ProbeSet, pin::on_bpffs},
@@ -65,6 +66,11 @@ fn pin_path(given: Option<&str>) -> Option<&Path> {
 /// `slabtrace daemon`.
 pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
     let target: EventTarget = args.events.parse().map_err(TraceError::Usage)?;
+    let metrics_caches = CacheFilter::new(
+        args.metrics_cache_include.as_deref(),
+        args.metrics_cache_exclude.as_deref(),
+    )
+    .map_err(TraceError::Usage)?;
     let stop = stop_flag();
     let mut options = args.session.options(ProbeSet::Slabtrace);
     options.pin_path = pin_path(args.pin_path.as_deref()).map(Path::to_path_buf);
@@ -81,6 +87,8 @@ pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
     let endpoints = HttpOptions {
         listen: args.listen.clone(),
         metrics_top: args.metrics_top,
+        metrics_caches,
+        metrics_counters: args.metrics_counters,
         interval: args.interval,
         report_listen: args.report_listen.clone(),
     };

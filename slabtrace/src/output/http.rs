@@ -37,7 +37,7 @@ use tokio::sync::oneshot;
 use crate::{
     output::{
         events::EventCounters,
-        metrics::{Exporter, ExporterOptions, HttpCounters, Latest, text_format},
+        metrics::{CacheFilter, Exporter, ExporterOptions, HttpCounters, Latest, text_format},
     },
     pipeline::Interval,
 };
@@ -553,6 +553,10 @@ pub struct HttpOptions {
     pub listen: String,
     /// Pod × cache series in /metrics.
     pub metrics_top: usize,
+    /// Caches exported by name in /metrics.
+    pub metrics_caches: CacheFilter,
+    /// The per-row counter families in /metrics.
+    pub metrics_counters: bool,
     /// The daemon's interval (/healthz says unhealthy when intervals are late).
     pub interval: Duration,
     /// Where `/report` is served.
@@ -582,6 +586,8 @@ impl Http {
         let counters = Arc::new(HttpCounters::default());
         let options = ExporterOptions {
             top: args.metrics_top,
+            caches: args.metrics_caches.clone(),
+            counters: args.metrics_counters,
             stream,
             http: Some(Arc::clone(&counters)),
             page_size: page_size(),
@@ -645,7 +651,14 @@ mod tests {
 
     fn endpoints() -> (Arc<Latest>, Endpoints) {
         let latest = Arc::new(Latest::new());
-        let options = ExporterOptions { top: 10, stream: None, http: None, page_size: 4096 };
+        let options = ExporterOptions {
+            top: 10,
+            caches: CacheFilter::default(),
+            counters: false,
+            stream: None,
+            http: None,
+            page_size: 4096,
+        };
         let exporter = Exporter::new(Arc::clone(&latest), options);
         (Arc::clone(&latest), Endpoints::new(latest, exporter, TEN, Arc::default()))
     }
@@ -780,7 +793,14 @@ mod tests {
     /// A server with `limits` and its counters.
     fn limited_server(limits: ConnectionLimits) -> (HttpServer, Arc<HttpCounters>) {
         let latest = Arc::new(Latest::new());
-        let options = ExporterOptions { top: 10, stream: None, http: None, page_size: 4096 };
+        let options = ExporterOptions {
+            top: 10,
+            caches: CacheFilter::default(),
+            counters: false,
+            stream: None,
+            http: None,
+            page_size: 4096,
+        };
         let exporter = Exporter::new(Arc::clone(&latest), options);
         let counters = Arc::new(HttpCounters::default());
         let ep = Endpoints::new(latest, exporter, TEN, Arc::clone(&counters));

@@ -242,11 +242,54 @@ impl HttpCounters {
     }
 }
 
+/// Which caches are exported by name (`--metrics-cache-include`, `--metrics-cache-exclude`,
+/// anchored regular expressions, as `node_exporter`'s slabinfo collector has them); the rest are
+/// summed under `cache="other"`, so totals stay whole while the series are fewer.
+#[derive(Clone, Debug, Default)]
+pub struct CacheFilter {
+    include: Option<regex::Regex>,
+    exclude: Option<regex::Regex>,
+}
+
+impl CacheFilter {
+    /// From the flags' patterns; an error names the bad one.
+    pub fn new(include: Option<&str>, exclude: Option<&str>) -> Result<Self, String> {
+        let compile = |flag: &str, pattern: Option<&str>| {
+            pattern
+                .map(|p| {
+                    regex::Regex::new(&format!("^(?:{p})$")).map_err(|e| {
+                        format!(
+                            "{flag}: not a regular expression ({})",
+                            e.to_string().replace('\n', " ")
+                        )
+                    })
+                })
+                .transpose()
+        };
+        Ok(Self {
+            include: compile("--metrics-cache-include", include)?,
+            exclude: compile("--metrics-cache-exclude", exclude)?,
+        })
+    }
+
+    /// The label `cache` is exported under: itself, or `other`.
+    fn label<'a>(&self, cache: &'a str) -> &'a str {
+        let kept = self.include.as_ref().is_none_or(|r| r.is_match(cache))
+            && !self.exclude.as_ref().is_some_and(|r| r.is_match(cache));
+        if kept { cache } else { OTHER }
+    }
+}
+
 /// What the exporter needs besides the latest interval.
 #[derive(Debug)]
 pub struct ExporterOptions {
     /// Pod × cache (and cgroup × cache) rows exported by name (`--metrics-top`).
     pub top: usize,
+    /// Caches exported by name.
+    pub caches: CacheFilter,
+    /// The per-row counter families (`*_allocations_total`, `*_allocated_bytes_total`,
+    /// `*_frees_total`), three series more per pod, cgroup and cache row: `--metrics-counters`.
+    pub counters: bool,
     /// The event stream's counters, when there is a stream.
     pub stream: Option<Arc<EventCounters>>,
     /// The HTTP server's refusals, when there is a server.
@@ -482,38 +525,49 @@ struct View {
 impl View {
     /// Moves to `interval` unless it is the one already seen; the selection moves once per
     /// interval, whatever the scrape rate.
-    fn update(&mut self, interval: &Interval, top: usize, page_size: u64) {
+    fn update(&mut self, interval: &Interval, options: &ExporterOptions) {
         if interval.seq == self.seq {
             return;
         }
         self.seq = interval.seq;
-        let (pods, cgroups) = owner_rows(&interval.frame);
-        self.pods.update(pods, top);
-        self.cgroups.update(cgroups, top);
+        let (pods, cgroups) = owner_rows(&interval.frame, &options.caches);
+        self.pods.update(pods, options.top);
+        self.cgroups.update(cgroups, options.top);
         let mut caches: BTreeMap<String, Figures> = BTreeMap::new();
         for c in &interval.report.caches {
-            caches.entry(c.totals.cache.clone()).or_default().add(&Figures::of_cache(&c.totals));
+            let cache = options.caches.label(&c.totals.cache).to_owned();
+            caches.entry(cache).or_default().add(&Figures::of_cache(&c.totals));
         }
         self.caches.update(caches, MAX_CACHES);
+        let page_size = options.page_size;
         self.slabinfo = select(
             &self.slabinfo,
-            interval.slabinfo.iter().map(|s| (&s.name, (s.total_bytes(page_size), s.active_objs))),
+            interval
+                .slabinfo
+                .iter()
+                .filter(|s| options.caches.label(&s.name) != OTHER)
+                .map(|s| (&s.name, (s.total_bytes(page_size), s.active_objs))),
             MAX_CACHES,
         );
     }
 }
 
 /// The exported rows of a frame, pods apart from the rest; expired owners are left out.
-fn owner_rows(frame: &OwnerTable) -> (BTreeMap<RowKey, Figures>, BTreeMap<RowKey, Figures>) {
+fn owner_rows(
+    frame: &OwnerTable,
+    filter: &CacheFilter,
+) -> (BTreeMap<RowKey, Figures>, BTreeMap<RowKey, Figures>) {
     let live: BTreeMap<&OwnerKey, u64> = frame.live_bytes_by_owner().into_iter().collect();
-    let (mut pods, mut cgroups) = (BTreeMap::new(), BTreeMap::new());
+    let (mut pods, mut cgroups): (BTreeMap<RowKey, Figures>, BTreeMap<RowKey, Figures>) =
+        (BTreeMap::new(), BTreeMap::new());
     for ((key, cache), row) in &frame.rows {
         let Some(owner) = frame.owners.get(key) else { continue };
         if expired(owner, live.get(key).copied().unwrap_or(0)) {
             continue;
         }
         let family = if matches!(owner, Owner::Pod { .. }) { &mut pods } else { &mut cgroups };
-        family.insert((key.clone(), cache.clone()), Figures::of_row(row));
+        let cache = filter.label(cache).to_owned();
+        family.entry((key.clone(), cache)).or_default().add(&Figures::of_row(row));
     }
     (pods, cgroups)
 }
@@ -678,6 +732,7 @@ fn figure_families<S: EncodeLabelSet + Ord>(
     whose: &str,
     series: &BTreeMap<S, Figures>,
     unaccounted: bool,
+    with_counters: bool,
 ) -> fmt::Result {
     let of = |f: fn(&Figures) -> u64| series.iter().map(|(s, v)| (s, f(v))).collect::<Vec<_>>();
     let live: Vec<_> = series.iter().map(|(s, v)| (s, int(v.live_bytes))).collect();
@@ -702,6 +757,10 @@ fn figure_families<S: EncodeLabelSet + Ord>(
             ),
             &unaccounted,
         )?;
+    }
+    // Three series more per row: opt-in (`--metrics-counters`), for `rate()` of churn.
+    if !with_counters {
+        return Ok(());
     }
     counters(
         enc,
@@ -740,12 +799,13 @@ impl Collector for SlabCollector {
         let interval = published.as_ref().map(|p| &*p.interval);
         let mut view = lock(&self.view);
         if let Some(interval) = interval {
-            view.update(interval, self.options.top, self.options.page_size);
+            view.update(interval, &self.options);
             encode_node(&mut enc, interval)?;
             encode_slabinfo(&mut enc, interval, &view.slabinfo, self.options.page_size)?;
-            encode_caches(&mut enc, &view.caches)?;
-            encode_pods(&mut enc, &interval.frame, &view.pods)?;
-            encode_cgroups(&mut enc, &interval.frame, &view.cgroups)?;
+            let with_counters = self.options.counters;
+            encode_caches(&mut enc, &view.caches, with_counters)?;
+            encode_pods(&mut enc, &interval.frame, &view.pods, with_counters)?;
+            encode_cgroups(&mut enc, &interval.frame, &view.cgroups, with_counters)?;
             encode_findings(&mut enc, interval)?;
         }
         encode_self(
@@ -880,7 +940,11 @@ fn encode_slabinfo(
     )
 }
 
-fn encode_caches(enc: &mut DescriptorEncoder, rollup: &Rollup<String>) -> fmt::Result {
+fn encode_caches(
+    enc: &mut DescriptorEncoder,
+    rollup: &Rollup<String>,
+    with_counters: bool,
+) -> fmt::Result {
     let (named, rest) = rollup.split();
     let mut series: BTreeMap<CacheLabels, Figures> = named
         .into_iter()
@@ -889,13 +953,14 @@ fn encode_caches(enc: &mut DescriptorEncoder, rollup: &Rollup<String>) -> fmt::R
     if let Some(rest) = rest {
         series.entry(CacheLabels { cache: OTHER.into() }).or_default().add(&rest);
     }
-    figure_families(enc, "slabtrace_cache", "in the cache", &series, false)
+    figure_families(enc, "slabtrace_cache", "in the cache", &series, false, with_counters)
 }
 
 fn encode_pods(
     enc: &mut DescriptorEncoder,
     frame: &OwnerTable,
     rollup: &Rollup<RowKey>,
+    with_counters: bool,
 ) -> fmt::Result {
     let (named, rest) = rollup.split();
     let mut series: BTreeMap<PodCacheLabels, Figures> = BTreeMap::new();
@@ -932,7 +997,7 @@ fn encode_pods(
         };
         series.entry(other).or_default().add(&rest);
     }
-    figure_families(enc, "slabtrace_pod", "by the pod", &series, true)?;
+    figure_families(enc, "slabtrace_pod", "by the pod", &series, true, with_counters)?;
     let info: Vec<_> = info.iter().map(|l| (l, 1_i64)).collect();
     gauges(
         enc,
@@ -954,6 +1019,7 @@ fn encode_cgroups(
     enc: &mut DescriptorEncoder,
     frame: &OwnerTable,
     rollup: &Rollup<RowKey>,
+    with_counters: bool,
 ) -> fmt::Result {
     let (named, rest) = rollup.split();
     let mut series: BTreeMap<CgroupCacheLabels, Figures> = BTreeMap::new();
@@ -973,6 +1039,7 @@ fn encode_cgroups(
         "by the cgroup (one outside Kubernetes pods, or interrupt context)",
         &series,
         true,
+        with_counters,
     )
 }
 
@@ -1240,7 +1307,14 @@ mod tests {
 
     fn new_exporter(top: usize) -> (Arc<Latest>, Exporter) {
         let latest = Arc::new(Latest::new());
-        let options = ExporterOptions { top, stream: None, http: None, page_size: 4096 };
+        let options = ExporterOptions {
+            top,
+            caches: CacheFilter::default(),
+            counters: true,
+            stream: None,
+            http: None,
+            page_size: 4096,
+        };
         (Arc::clone(&latest), Exporter::new(latest, options))
     }
 
@@ -1589,8 +1663,14 @@ process_resident_memory_bytes 41943040
     fn before_the_first_interval_only_self_metrics() {
         let latest = Arc::new(Latest::new());
         let stream = Arc::new(EventCounters::default());
-        let options =
-            ExporterOptions { top: 10, stream: Some(stream), http: None, page_size: 4096 };
+        let options = ExporterOptions {
+            top: 10,
+            caches: CacheFilter::default(),
+            counters: true,
+            stream: Some(stream),
+            http: None,
+            page_size: 4096,
+        };
         let exporter = Exporter::new(Arc::clone(&latest), options);
         latest.detach();
         let text = exporter.openmetrics().unwrap();
@@ -1605,6 +1685,90 @@ process_resident_memory_bytes 41943040
             ]
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// README "Series per node": at the defaults (`--metrics-top 100`, no counters) a node with
+    /// more pods × caches and cgroups × caches than the top, and 300 caches (a busy node has
+    /// 150-250), exports at most this many series.
+    const SERIES_BUDGET: usize = 2_000;
+
+    #[test]
+    fn a_busy_node_stays_within_the_series_budget_at_the_defaults() {
+        let mut rows = Vec::new();
+        let owners: Vec<Owner> =
+            (0..300).map(|i| pod(&format!("u-{i}"), Some(&format!("p-{i}")), false)).collect();
+        let caches: Vec<String> = (0..300).map(|c| format!("cache-{c}")).collect();
+        for (i, owner) in owners.iter().enumerate() {
+            for cache in caches.iter().skip(i % 7).step_by(30) {
+                rows.push((owner, cache.as_str(), row(10 + i as u64, 5)));
+            }
+        }
+        let make = || {
+            let mut made = interval(1, frame(&rows));
+            made.slabinfo = caches
+                .iter()
+                .map(|c| crate::node::slabinfo::SlabInfo {
+                    name: c.clone(),
+                    active_objs: 1,
+                    num_objs: 1,
+                    objsize: 64,
+                    objperslab: 64,
+                    pagesperslab: 1,
+                    active_slabs: 1,
+                    num_slabs: 1,
+                })
+                .collect();
+            made
+        };
+        let count = |counters: bool| {
+            let latest = Arc::new(Latest::new());
+            let options = ExporterOptions {
+                top: 100,
+                caches: CacheFilter::default(),
+                counters,
+                stream: None,
+                http: None,
+                page_size: 4096,
+            };
+            let exporter = Exporter::new(Arc::clone(&latest), options);
+            latest.publish(Arc::new(make()));
+            let text = exporter.openmetrics().unwrap();
+            text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count()
+        };
+        let (default, with_counters) = (count(false), count(true));
+        eprintln!("series: {default} at the defaults, {with_counters} with counters");
+        assert!(default <= SERIES_BUDGET, "{default} series at the defaults");
+        assert!(with_counters > default + 300, "counters add series: {with_counters}");
+    }
+
+    #[test]
+    fn caches_left_out_by_the_filter_are_summed_under_other() {
+        let a = pod("a", Some("a"), false);
+        let f = frame(&[(&a, "dentry", row(1000, 900)), (&a, "kmalloc-64", row(10, 10))]);
+        let latest = Arc::new(Latest::new());
+        let options = ExporterOptions {
+            top: 10,
+            caches: CacheFilter::new(None, Some("kmalloc-.*")).unwrap(),
+            counters: true,
+            stream: None,
+            http: None,
+            page_size: 4096,
+        };
+        let exporter = Exporter::new(Arc::clone(&latest), options);
+        latest.publish(Arc::new(interval(1, f)));
+        let text = exporter.openmetrics().unwrap();
+        assert_eq!(
+            samples(&text, "slabtrace_pod_allocations_total"),
+            [
+                "slabtrace_pod_allocations_total{namespace=\"shop\",pod=\"a\",cache=\"dentry\"} 1000",
+                "slabtrace_pod_allocations_total{namespace=\"shop\",pod=\"a\",cache=\"other\"} 10",
+            ]
+        );
+        // Anchored: `dent` matches no cache; a bad pattern names its flag.
+        let only = CacheFilter::new(Some("dent"), None).unwrap();
+        assert_eq!((only.label("dentry"), only.label("dent")), ("other", "dent"));
+        let bad = CacheFilter::new(Some("("), None).unwrap_err();
+        assert!(bad.starts_with("--metrics-cache-include: not a regular expression"), "{bad}");
     }
 
     #[test]
