@@ -350,13 +350,8 @@ pub struct StreamStats {
 #[derive(Serialize)]
 struct Envelope<'a, T: Serialize> {
     schema: &'static str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    ts: String,
-    node: &'a str,
-    seq: u64,
-    id: String,
-    severity: Severity,
+    #[serde(flatten)]
+    head: Head<'a>,
     #[serde(flatten)]
     body: T,
 }
@@ -578,7 +573,9 @@ fn other(rest: &Rest, seconds: f64, estimated: bool) -> Sample<'static> {
 }
 
 /// The envelope of one event but its schema and body.
+#[derive(Serialize)]
 struct Head<'a> {
+    #[serde(rename = "type")]
     kind: &'static str,
     ts: String,
     node: &'a str,
@@ -597,16 +594,8 @@ mod erased {
 
     impl<T: serde::Serialize> Body for T {
         fn line(&self, head: Head<'_>) -> serde_json::Result<String> {
-            let mut line = serde_json::to_string(&Envelope {
-                schema: EVENT_SCHEMA,
-                kind: head.kind,
-                ts: head.ts,
-                node: head.node,
-                seq: head.seq,
-                id: head.id,
-                severity: head.severity,
-                body: self,
-            })?;
+            let mut line =
+                serde_json::to_string(&Envelope { schema: EVENT_SCHEMA, head, body: self })?;
             line.push('\n');
             Ok(line)
         }

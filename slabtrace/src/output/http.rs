@@ -651,14 +651,7 @@ mod tests {
 
     fn endpoints() -> (Arc<Latest>, Endpoints) {
         let latest = Arc::new(Latest::new());
-        let options = ExporterOptions {
-            top: 10,
-            caches: CacheFilter::default(),
-            counters: false,
-            stream: None,
-            http: None,
-            page_size: 4096,
-        };
+        let options = ExporterOptions { counters: false, ..ExporterOptions::plain(10) };
         let exporter = Exporter::new(Arc::clone(&latest), options);
         (Arc::clone(&latest), Endpoints::new(latest, exporter, TEN, Arc::default()))
     }
@@ -793,14 +786,7 @@ mod tests {
     /// A server with `limits` and its counters.
     fn limited_server(limits: ConnectionLimits) -> (HttpServer, Arc<HttpCounters>) {
         let latest = Arc::new(Latest::new());
-        let options = ExporterOptions {
-            top: 10,
-            caches: CacheFilter::default(),
-            counters: false,
-            stream: None,
-            http: None,
-            page_size: 4096,
-        };
+        let options = ExporterOptions { counters: false, ..ExporterOptions::plain(10) };
         let exporter = Exporter::new(Arc::clone(&latest), options);
         let counters = Arc::new(HttpCounters::default());
         let ep = Endpoints::new(latest, exporter, TEN, Arc::clone(&counters));

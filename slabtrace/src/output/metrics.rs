@@ -298,6 +298,21 @@ pub struct ExporterOptions {
     pub page_size: u64,
 }
 
+#[cfg(test)]
+impl ExporterOptions {
+    /// For tests: `top` rows, every cache, the counters, no stream or server.
+    pub(crate) fn plain(top: usize) -> Self {
+        Self {
+            top,
+            caches: CacheFilter::default(),
+            counters: true,
+            stream: None,
+            http: None,
+            page_size: 4096,
+        }
+    }
+}
+
 /// The registry `/metrics` encodes.
 #[derive(Debug)]
 pub struct Exporter {
@@ -1307,14 +1322,7 @@ mod tests {
 
     fn new_exporter(top: usize) -> (Arc<Latest>, Exporter) {
         let latest = Arc::new(Latest::new());
-        let options = ExporterOptions {
-            top,
-            caches: CacheFilter::default(),
-            counters: true,
-            stream: None,
-            http: None,
-            page_size: 4096,
-        };
+        let options = ExporterOptions::plain(top);
         (Arc::clone(&latest), Exporter::new(latest, options))
     }
 
@@ -1663,14 +1671,7 @@ process_resident_memory_bytes 41943040
     fn before_the_first_interval_only_self_metrics() {
         let latest = Arc::new(Latest::new());
         let stream = Arc::new(EventCounters::default());
-        let options = ExporterOptions {
-            top: 10,
-            caches: CacheFilter::default(),
-            counters: true,
-            stream: Some(stream),
-            http: None,
-            page_size: 4096,
-        };
+        let options = ExporterOptions { stream: Some(stream), ..ExporterOptions::plain(10) };
         let exporter = Exporter::new(Arc::clone(&latest), options);
         latest.detach();
         let text = exporter.openmetrics().unwrap();
@@ -1722,14 +1723,7 @@ process_resident_memory_bytes 41943040
         };
         let count = |counters: bool| {
             let latest = Arc::new(Latest::new());
-            let options = ExporterOptions {
-                top: 100,
-                caches: CacheFilter::default(),
-                counters,
-                stream: None,
-                http: None,
-                page_size: 4096,
-            };
+            let options = ExporterOptions { counters, ..ExporterOptions::plain(100) };
             let exporter = Exporter::new(Arc::clone(&latest), options);
             latest.publish(Arc::new(make()));
             let text = exporter.openmetrics().unwrap();
@@ -1747,12 +1741,8 @@ process_resident_memory_bytes 41943040
         let f = frame(&[(&a, "dentry", row(1000, 900)), (&a, "kmalloc-64", row(10, 10))]);
         let latest = Arc::new(Latest::new());
         let options = ExporterOptions {
-            top: 10,
             caches: CacheFilter::new(None, Some("kmalloc-.*")).unwrap(),
-            counters: true,
-            stream: None,
-            http: None,
-            page_size: 4096,
+            ..ExporterOptions::plain(10)
         };
         let exporter = Exporter::new(Arc::clone(&latest), options);
         latest.publish(Arc::new(interval(1, f)));
