@@ -116,8 +116,9 @@ pub struct DaemonArgs {
     /// keeps what a log pipeline alerts on.
     #[arg(long, default_value = "all", value_name = "TYPES", env = "SLABTRACE_EVENT_TYPES")]
     pub event_types: crate::output::events::EventTypes,
-    /// Event lines buffered for a slow consumer. When the buffer is full, new events are
-    /// dropped and counted (`dropped_events` in `self.stats`); tracing never waits.
+    /// Event lines buffered for a slow consumer (and at most 2 MiB of them). When the buffer is
+    /// full, new events are dropped and counted (`dropped_events` in `self.stats`); tracing
+    /// never waits.
     #[arg(long, default_value_t = 4096, value_name = "LINES", env = "SLABTRACE_EVENT_BUFFER")]
     pub event_buffer: usize,
     /// Pod × cache series exported to Prometheus (most live bytes first; the rest are summed

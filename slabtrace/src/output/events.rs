@@ -147,11 +147,18 @@ pub struct LineOptions {
     pub types: EventTypes,
 }
 
-/// Events written and dropped so far; shared with the metrics.
+/// Bytes of lines queued for the consumer at most, whatever `--event-buffer` allows in lines:
+/// a slow consumer's queue fills with the first lines of each interval (`self.stats`, `oom`
+/// with its holders), larger than the samples, so a bound in lines alone let its memory grow
+/// (the soak saw the daemon's RSS climb while the queue turned over).
+pub const MAX_QUEUED_BYTES: u64 = 2 << 20;
+
+/// Events written and dropped so far, and the bytes queued; shared with the metrics.
 #[derive(Debug, Default)]
 pub struct EventCounters {
     written: AtomicU64,
     dropped: AtomicU64,
+    queued_bytes: AtomicU64,
 }
 
 impl EventCounters {
@@ -165,6 +172,12 @@ impl EventCounters {
     #[must_use]
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of lines queued and not yet written.
+    #[must_use]
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -228,9 +241,16 @@ impl EventStream {
         let stats =
             StreamStats { written: self.counters.written(), dropped: self.counters.dropped() };
         for line in lines(interval, &self.options, stats) {
+            let len = line.len() as u64;
+            if self.counters.queued_bytes() + len > MAX_QUEUED_BYTES {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            self.counters.queued_bytes.fetch_add(len, Ordering::Relaxed);
             match self.tx.try_send(line) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    self.counters.queued_bytes.fetch_sub(len, Ordering::Relaxed);
                     self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -319,6 +339,7 @@ impl Sink for Reconnecting {
 fn write_lines(rx: &Receiver<String>, mut sink: Box<dyn Sink>, counters: &EventCounters) {
     let mut said = false;
     for line in rx {
+        counters.queued_bytes.fetch_sub(line.len() as u64, Ordering::Relaxed);
         match sink.write_line(&line) {
             Ok(()) => {
                 counters.written.fetch_add(1, Ordering::Relaxed);
@@ -837,6 +858,29 @@ mod tests {
         let written = std::fs::read_to_string(&dir).unwrap();
         assert_eq!(written.lines().count() as u64, counters.written());
         let _ = std::fs::remove_file(&dir);
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_too() {
+        use std::os::unix::net::UnixListener;
+        let path = std::env::temp_dir()
+            .join(format!("slabtrace-events-bytes-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        // Room for a million lines, a consumer that never reads: only the byte bound holds.
+        let options = LineOptions { top: 10, ..LineOptions::default() };
+        let stream =
+            EventStream::open(&EventTarget::Unix(path.clone()), 1 << 20, options).unwrap().unwrap();
+        let (stalled, _) = listener.accept().unwrap();
+        let counters = stream.counters();
+        for _ in 0..20_000 {
+            stream.publish(&interval());
+        }
+        assert!(counters.queued_bytes() <= MAX_QUEUED_BYTES, "{}", counters.queued_bytes());
+        assert!(counters.dropped() > 0, "nothing was dropped");
+        drop(stalled);
+        let _ = stream.close(std::time::Instant::now() + Duration::from_secs(10));
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
