@@ -994,8 +994,9 @@ fn the_dashboard_is_well_formed() -> Result<()> {
             let expr = t["expr"].as_str().unwrap_or_default();
             ensure!(!expr.trim().is_empty(), "{title}: a target without expr");
             ensure!(expr.contains("$instance"), "{title}: {expr} ignores the node variable");
-            // Pod series follow the namespace, pod and cache variables.
-            if expr.contains("slabtrace_pod_") {
+            // Panels per pod follow the namespace, pod and cache variables (node-wide sums,
+            // like attributed vs unaccounted slab, do not).
+            if expr.contains("slabtrace_pod_") && expr.contains("by (namespace") {
                 for var in ["$namespace", "$pod", "$cache"] {
                     ensure!(expr.contains(var), "{title}: {expr} ignores {var}");
                 }
