@@ -11,6 +11,7 @@
 //! /vm/tests/slab-workload       beside deps/, where tests/src/lib.rs's workload() looks
 //! /vm/tests/deps/<test>-<hash>  the integration test executables
 //! /dev/console                  the kernel opens it for init's stdio before /dev is mounted
+//! <workspace>/schema/…          where the tests' CARGO_MANIFEST_DIR/../schema points
 //! <workspace>/tests/schema/…    where the tests' CARGO_MANIFEST_DIR/schema points
 //! <target>/tmp -> /vm/scratch/cargo-target-tmp   CARGO_TARGET_TMPDIR, onto the scratch disk
 //! /vm/scratch                   where vm-init mounts the scratch disk; `$TMPDIR` is its tmp/

@@ -451,13 +451,15 @@ fn write_initramfs(
         let file = b.path.file_name().unwrap_or_default().to_string_lossy();
         initramfs.file(&format!("{}/deps/{file}", initramfs::TESTS_DIR), &b.path)?;
     }
-    // The tests find the event stream's strict schema at CARGO_MANIFEST_DIR/schema, a path of
-    // this host.
+    // The tests find the published schemas at CARGO_MANIFEST_DIR/../schema and the event
+    // stream's strict one at CARGO_MANIFEST_DIR/schema, paths of this host.
     initramfs.dir(&root.join("tests").to_string_lossy())?;
     initramfs.dir(&root.join("tests/schema").to_string_lossy())?;
-    for entry in fs::read_dir(root.join("tests/schema"))? {
-        let entry = entry?;
-        initramfs.file(&entry.path().to_string_lossy(), &entry.path())?;
+    for dir in ["schema", "tests/schema"] {
+        for entry in fs::read_dir(root.join(dir))? {
+            let entry = entry?;
+            initramfs.file(&entry.path().to_string_lossy(), &entry.path())?;
+        }
     }
     initramfs.symlink(&target_tmpdir.to_string_lossy(), initramfs::TARGET_TMPDIR)?;
     for tool in GUEST_TOOLS {
