@@ -148,9 +148,10 @@ pub struct LineOptions {
 }
 
 /// Bytes of lines queued for the consumer at most, whatever `--event-buffer` allows in lines:
-/// a slow consumer's queue fills with the first lines of each interval (`self.stats`, `oom`
-/// with its holders), larger than the samples, so a bound in lines alone let its memory grow
-/// (the soak saw the daemon's RSS climb while the queue turned over).
+/// lines differ in size (an `oom` event with its holders is many samples long), and a slow
+/// consumer's queue fills with the first lines of each interval, so a bound in lines alone
+/// does not bound its bytes. (It is not what made the soak's RSS grow: a run with this bound
+/// grew as much.)
 pub const MAX_QUEUED_BYTES: u64 = 2 << 20;
 
 /// Events written and dropped so far, and the bytes queued; shared with the metrics.

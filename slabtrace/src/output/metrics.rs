@@ -272,11 +272,15 @@ impl CacheFilter {
         })
     }
 
+    /// Whether `cache` is exported by name.
+    fn keeps(&self, cache: &str) -> bool {
+        self.include.as_ref().is_none_or(|r| r.is_match(cache))
+            && !self.exclude.as_ref().is_some_and(|r| r.is_match(cache))
+    }
+
     /// The label `cache` is exported under: itself, or `other`.
     fn label<'a>(&self, cache: &'a str) -> &'a str {
-        let kept = self.include.as_ref().is_none_or(|r| r.is_match(cache))
-            && !self.exclude.as_ref().is_some_and(|r| r.is_match(cache));
-        if kept { cache } else { OTHER }
+        if self.keeps(cache) { cache } else { OTHER }
     }
 }
 
@@ -560,7 +564,7 @@ impl View {
             interval
                 .slabinfo
                 .iter()
-                .filter(|s| options.caches.label(&s.name) != OTHER)
+                .filter(|s| options.caches.keeps(&s.name))
                 .map(|s| (&s.name, (s.total_bytes(page_size), s.active_objs))),
             MAX_CACHES,
         );
