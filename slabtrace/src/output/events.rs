@@ -861,17 +861,25 @@ mod tests {
         let _ = std::fs::remove_file(&dir);
     }
 
-    #[test]
-    fn the_queue_is_bounded_in_bytes_too() {
-        use std::os::unix::net::UnixListener;
+    /// A listening unix socket and a stream with room for `buffer` lines connected to it.
+    fn unix_consumer(
+        tag: &str,
+        buffer: usize,
+    ) -> (std::path::PathBuf, std::os::unix::net::UnixListener, EventStream) {
         let path = std::env::temp_dir()
-            .join(format!("slabtrace-events-bytes-{}.sock", std::process::id()));
+            .join(format!("slabtrace-events-{tag}-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).unwrap();
-        // Room for a million lines, a consumer that never reads: only the byte bound holds.
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
         let options = LineOptions { top: 10, ..LineOptions::default() };
         let stream =
-            EventStream::open(&EventTarget::Unix(path.clone()), 1 << 20, options).unwrap().unwrap();
+            EventStream::open(&EventTarget::Unix(path.clone()), buffer, options).unwrap().unwrap();
+        (path, listener, stream)
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_too() {
+        // Room for a million lines, a consumer that never reads: only the byte bound holds.
+        let (path, listener, stream) = unix_consumer("bytes", 1 << 20);
         let (stalled, _) = listener.accept().unwrap();
         let counters = stream.counters();
         for _ in 0..20_000 {
@@ -886,14 +894,7 @@ mod tests {
 
     #[test]
     fn a_consumer_that_stops_reading_is_left_and_reconnected() {
-        use std::os::unix::net::UnixListener;
-        let path = std::env::temp_dir()
-            .join(format!("slabtrace-events-stall-{}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).unwrap();
-        let options = LineOptions { top: 10, ..LineOptions::default() };
-        let stream =
-            EventStream::open(&EventTarget::Unix(path.clone()), 64, options).unwrap().unwrap();
+        let (path, listener, stream) = unix_consumer("stall", 64);
         // The consumer accepts and never reads.
         let (_stalled, _) = listener.accept().unwrap();
         listener.set_nonblocking(true).unwrap();
