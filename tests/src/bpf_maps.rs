@@ -7,8 +7,8 @@
 use std::{fs, path::Path};
 
 use anyhow::{Context as _, Result, bail};
-use aya::maps::{Map, MapData, MapInfo, PerCpuHashMap, PerCpuValues};
-use slabtrace_common::{CounterKey, Counters};
+use aya::maps::{HashMap, Map, MapData, MapInfo, PerCpuHashMap, PerCpuValues};
+use slabtrace_common::{CacheInfo, CounterKey, Counters};
 
 /// The ids of the BPF maps process `pid` holds open, from its fdinfo.
 pub fn held_map_ids(pid: u32) -> Result<Vec<u32>> {
@@ -35,9 +35,8 @@ pub fn held_map(pid: u32, name: &str) -> Result<MapData> {
     bail!("process {pid} holds no BPF map called {name}")
 }
 
-/// Per key of `cgroup_id` in the `COUNTERS` map of process `pid`: (sampled allocations,
-/// sampled objects gone: freed or evicted from the live-object table), summed over CPUs.
-pub fn counters_of_cgroup(pid: u32, cgroup_id: u64) -> Result<Vec<(u64, u64)>> {
+/// Every key of the `COUNTERS` map of process `pid` with its counters summed over CPUs.
+fn counters(pid: u32) -> Result<Vec<(CounterKey, Counters)>> {
     let map = Map::PerCpuHashMap(held_map(pid, slabtrace_common::map_names::COUNTERS)?);
     let counters: PerCpuHashMap<_, CounterKey, Counters> = PerCpuHashMap::try_from(map)?;
     let mut keys = Vec::new();
@@ -48,13 +47,58 @@ pub fn counters_of_cgroup(pid: u32, cgroup_id: u64) -> Result<Vec<(u64, u64)>> {
             Err(aya::maps::MapError::KeyNotFound) => continue,
             Err(e) => return Err(e.into()),
         };
-        if key.cgroup_id == cgroup_id {
-            let sampled_allocs = per_cpu.iter().map(|c| c.sampled_allocs).sum();
-            let sampled_frees = per_cpu.iter().map(|c| c.sampled_frees + c.sampled_evicted).sum();
-            keys.push((sampled_allocs, sampled_frees));
-        }
+        let mut sum = Counters::default();
+        per_cpu.iter().for_each(|c| sum.add(c));
+        keys.push((key, sum));
     }
     Ok(keys)
+}
+
+/// Per key of `cgroup_id` in the `COUNTERS` map of process `pid`: (sampled allocations,
+/// sampled objects gone: freed or evicted from the live-object table), summed over CPUs.
+pub fn counters_of_cgroup(pid: u32, cgroup_id: u64) -> Result<Vec<(u64, u64)>> {
+    Ok(counters(pid)?
+        .into_iter()
+        .filter(|(key, _)| key.cgroup_id == cgroup_id)
+        .map(|(_, c)| (c.sampled_allocs, c.sampled_frees + c.sampled_evicted))
+        .collect())
+}
+
+/// The ids (`struct kmem_cache` pointers) of the caches called `name` that process `pid` has
+/// seen allocate: more than one where caches share a name.
+pub fn cache_ids(pid: u32, name: &str) -> Result<Vec<u64>> {
+    let map = Map::HashMap(held_map(pid, slabtrace_common::map_names::CACHES)?);
+    let caches: HashMap<_, u64, CacheInfo> = HashMap::try_from(map)?;
+    let mut ids = Vec::new();
+    for entry in &caches {
+        let (id, info) = match entry {
+            Ok(e) => e,
+            Err(aya::maps::MapError::KeyNotFound) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let len = info.name.iter().position(|&b| b == 0).unwrap_or(info.name.len());
+        if &info.name[..len] == name.as_bytes() {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// What process `pid` has counted for `cgroup_id` in the caches called `name`, summed over
+/// keys and CPUs. `also_unknown` adds the keys of no known cache (before Linux 6.1 a free of
+/// an untracked object does not name its cache).
+pub fn counters_of(pid: u32, cgroup_id: u64, name: &str, also_unknown: bool) -> Result<Counters> {
+    let mut ids = cache_ids(pid, name)?;
+    if also_unknown {
+        ids.push(0);
+    }
+    let mut sum = Counters::default();
+    for (key, c) in counters(pid)? {
+        if key.cgroup_id == cgroup_id && ids.contains(&key.cache) {
+            sum.add(&c);
+        }
+    }
+    Ok(sum)
 }
 
 /// The kernel's description of the map pinned at `path`.

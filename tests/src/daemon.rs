@@ -130,20 +130,18 @@ impl Daemon {
             .collect()
     }
 
-    /// Waits up to `timeout` for an event that `pred` accepts, and returns it.
-    pub fn wait_for_event(
-        &self,
-        timeout: Duration,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Result<Value> {
-        let deadline = Instant::now() + timeout;
+    /// Waits for an event that `pred` accepts, and returns it. Only a hang ends the wait,
+    /// after [`crate::PATIENCE`]: events come once an interval however busy the machine is.
+    pub fn wait_for_event(&self, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+        let deadline = Instant::now() + crate::PATIENCE;
         loop {
             if let Some(e) = self.events()?.into_iter().find(&pred) {
                 return Ok(e);
             }
             ensure!(
                 Instant::now() < deadline,
-                "no matching event within {timeout:?}; stderr:\n{}",
+                "no matching event within {:?}; stderr:\n{}",
+                crate::PATIENCE,
                 self.stderr()
             );
             thread::sleep(Duration::from_millis(200));
@@ -153,6 +151,23 @@ impl Daemon {
     /// GET `path` from the daemon's HTTP endpoint: (status code, body).
     pub fn get(&self, path: &str) -> Result<(u16, String)> {
         http_get(&self.listen, path)
+    }
+
+    /// Its `/report`, parsed.
+    pub fn report(&self) -> Result<Value> {
+        report_at(&self.listen)
+    }
+
+    /// Its `/report` once `reached` accepts it, or after [`crate::PATIENCE`] (see
+    /// [`crate::wait_for_state`]). The daemon's figures move once an interval; frees of
+    /// inodes and dentries come later still, in RCU callbacks.
+    pub fn report_when(&self, what: &str, reached: impl Fn(&Value) -> bool) -> Result<Value> {
+        let look = || match http_get(&self.listen, "/report")? {
+            // Before the first interval there is no report yet: nothing is reached.
+            (503, _) => Ok(Value::Null),
+            _ => self.report(),
+        };
+        crate::wait_for_state(what, look, reached)
     }
 
     /// Sends `signal` and waits up to `timeout` for the daemon to exit.
@@ -188,4 +203,11 @@ pub fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
     let (status, body) = slabtrace::output::http_get::get(addr, path, Duration::from_secs(10))
         .with_context(|| format!("GET {path} from {addr}"))?;
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// The `/report` of the daemon listening on `addr`, parsed.
+pub fn report_at(addr: &str) -> Result<Value> {
+    let (status, body) = http_get(addr, "/report")?;
+    ensure!(status == 200, "/report answered {status}: {body}");
+    Ok(serde_json::from_str(&body)?)
 }

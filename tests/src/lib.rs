@@ -24,9 +24,39 @@ use std::{
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
 
-/// How long lazy RCU (`CONFIG_RCU_LAZY`) may hold frees of dentries and inodes; tests wait this
-/// long after a workload's last unlink.
-pub const RCU_SETTLE: Duration = Duration::from_secs(12);
+/// The longest a test waits for a state it expects: RCU callbacks run (lazy RCU alone may hold
+/// frees ~10 s, and a busy or emulated machine takes longer), a daemon's interval passed. Only
+/// a hang reaches it; tests wait for the state itself, so a slow machine makes them slower, not
+/// red.
+pub const PATIENCE: Duration = Duration::from_mins(5);
+
+/// Looks with `look` until `reached` accepts what it saw, and returns that. After
+/// [`PATIENCE`] it returns the last look anyway: the caller's assertions then fail with
+/// everything it saw, rather than a bare "timed out".
+pub fn wait_for_state<T>(
+    what: &str,
+    mut look: impl FnMut() -> Result<T>,
+    reached: impl Fn(&T) -> bool,
+) -> Result<T> {
+    let started = Instant::now();
+    loop {
+        let seen = look()?;
+        if reached(&seen) {
+            return Ok(seen);
+        }
+        if started.elapsed() >= PATIENCE {
+            eprintln!("waited {PATIENCE:?} for {what}: checking what there is");
+            return Ok(seen);
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Sampled objects of `c` gone: freed, or pushed out of the live-object table.
+#[must_use]
+pub const fn gone(c: &slabtrace_common::Counters) -> u64 {
+    c.sampled_frees + c.sampled_evicted
+}
 
 /// The workload binary of this package: cargo puts it beside the `deps/` directory that holds
 /// the test executables.
@@ -252,6 +282,34 @@ impl Slabtrace {
             thread::sleep(Duration::from_millis(50));
         }
         Ok(me)
+    }
+
+    /// The process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What it has counted so far for `cgroup_id` in the caches called `cache`, read from its
+    /// maps (the one-shot report has no other window on its progress).
+    pub fn counters(&self, cgroup_id: u64, cache: &str) -> Result<slabtrace_common::Counters> {
+        bpf_maps::counters_of(self.child.id(), cgroup_id, cache, false)
+    }
+
+    /// Waits until it has seen at least `at_least` of `cgroup_id`'s `cache` objects gone
+    /// (sampled ones: freed or pushed out of the live-object table), and returns its counters
+    /// then. Frees of inodes and dentries come in RCU callbacks, late.
+    pub fn wait_for_gone(
+        &self,
+        cgroup_id: u64,
+        cache: &str,
+        at_least: u64,
+    ) -> Result<slabtrace_common::Counters> {
+        wait_for_state(
+            &format!("{at_least} {cache} objects of cgroup {cgroup_id} to be freed"),
+            || self.counters(cgroup_id, cache),
+            |c| gone(c) >= at_least,
+        )
     }
 
     /// Ends tracing with SIGINT and returns the JSON report.

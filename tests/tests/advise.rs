@@ -2,7 +2,7 @@
 //! reservations come with their evidence and a `KubeletConfiguration` snippet, sized from the
 //! node's own `SUnreclaim`; a daemon that is not there is one sentence.
 
-use std::{process::Command, time::Duration};
+use std::process::Command;
 
 use anyhow::{Context as _, Result, ensure};
 use serde_json::Value;
@@ -63,7 +63,7 @@ fn advice_from_a_traced_window() -> Result<()> {
 fn advice_from_a_running_daemon_and_from_none() -> Result<()> {
     require_root()?;
     let daemon = Daemon::start("advise", &["--interval", "1s"])?;
-    daemon.wait_for_event(Duration::from_secs(10), |e| e["type"] == "self.stats")?;
+    daemon.wait_for_event(|e| e["type"] == "self.stats")?;
     let out = Command::new(slabtrace_bin())
         .args(["advise", "--from", &daemon.listen, "--format", "json"])
         .output()?;

@@ -13,9 +13,10 @@ use std::{
 };
 
 use anyhow::Result;
+use slabtrace_common::key::UNTRACKED_CGROUP;
 use slabtrace_integration::{
-    Cgroup, RCU_SETTLE, Slabtrace, Tmpfs, cache_of, cgroup, node_cache, num, reported_pod,
-    require_root, slabinfo_active, workload,
+    Cgroup, Slabtrace, Tmpfs, bpf_maps, cache_of, cgroup, gone, node_cache, num, reported_pod,
+    require_root, slabinfo_active, wait_for_state, workload,
 };
 
 /// tmpfs inodes: one per file, nobody else on a test node makes them.
@@ -78,7 +79,9 @@ fn frees_are_credited_to_the_allocating_cgroup_exactly() -> Result<()> {
     let before = slabinfo_active(INODE_CACHE)?;
     create(&a, fs.path(), CREATED, 0)?;
     unlink(&b, fs.path(), 0, UNLINKED, 0)?;
-    thread::sleep(RCU_SETTLE);
+    // B's unlinks free A's inodes and dentries in RCU callbacks: wait until the tracer saw them.
+    tracer.wait_for_gone(a.id()?, INODE_CACHE, UNLINKED)?;
+    tracer.wait_for_gone(a.id()?, "dentry", UNLINKED)?;
     let report = tracer.finish()?;
     let after = slabinfo_active(INODE_CACHE)?;
 
@@ -163,7 +166,13 @@ fn sampled_estimates_stay_within_their_bound() -> Result<()> {
     create(&keep, fs.path(), KEPT, 0)?;
     create(&churn, &churn_dir, CHURNED, 0)?;
     unlink(&churn, &churn_dir, 0, CHURNED, 0)?;
-    thread::sleep(RCU_SETTLE);
+    // Every sampled inode of `churn` is freed, in RCU callbacks: wait until all are seen.
+    let churn_id = churn.id()?;
+    wait_for_state(
+        "every sampled inode of churn to be freed",
+        || tracer.counters(churn_id, INODE_CACHE),
+        |c| gone(c) >= c.sampled_allocs,
+    )?;
     let report = tracer.finish()?;
 
     assert_eq!(report["sampling"]["rate"], 16);
@@ -204,7 +213,14 @@ fn frees_of_reused_addresses_stay_within_their_bound() -> Result<()> {
     let cg = Cgroup::create("reuse")?;
     let tracer = Slabtrace::start(&["--sample", "16"])?;
     cg.run(Command::new(workload()).arg("reopen").arg(OPENS.to_string()))?;
-    thread::sleep(RCU_SETTLE);
+    // The process has exited, so all its files are closed; their frees may come in RCU
+    // callbacks (before 6.7): wait until every sampled one is seen.
+    let id = cg.id()?;
+    wait_for_state(
+        "every sampled file of the process to be freed",
+        || tracer.counters(id, "filp"),
+        |c| gone(c) >= c.sampled_allocs,
+    )?;
     let report = tracer.finish()?;
 
     let owner = cgroup(&report, cg.relative());
@@ -241,8 +257,8 @@ fn kmalloc_size_classes_and_memcg_accounting() -> Result<()> {
     create(&cg, fs.path(), FILES, 100)?;
     // An eventfd context is a plain GFP_KERNEL kmalloc: kmalloc-64, charged to no memcg. Held
     // for a while, then closed: allocated and freed.
+    // Closing an eventfd frees its context at once, not in an RCU callback: nothing to wait for.
     cg.run(Command::new(workload()).args(["eventfd", &EVENTFDS.to_string(), "200"]))?;
-    thread::sleep(RCU_SETTLE);
     let report = tracer.finish()?;
 
     let mine = cgroup(&report, cg.relative());
@@ -477,7 +493,20 @@ fn a_full_live_object_table_pushes_objects_out_and_leaves_no_phantoms() -> Resul
     let tracer = Slabtrace::start(&["--sample", "1", "--max-live", "16"])?;
     create(&cg, fs.path(), FILES, 0)?;
     unlink(&cg, fs.path(), 0, FILES, 0)?;
-    thread::sleep(RCU_SETTLE);
+    // The frees come in RCU callbacks: those of the few objects still in the table are
+    // credited to the cgroup; those of the evicted ones come back untracked.
+    let id = cg.id()?;
+    let mine = wait_for_state(
+        "the inodes still in the table to be freed",
+        || tracer.counters(id, INODE_CACHE),
+        |c| gone(c) >= c.sampled_allocs,
+    )?;
+    let pid = tracer.pid();
+    wait_for_state(
+        "the evicted inodes' frees to come back untracked",
+        || bpf_maps::counters_of(pid, UNTRACKED_CGROUP, INODE_CACHE, true),
+        |untracked| untracked.sampled_frees >= mine.sampled_evicted,
+    )?;
     let report = tracer.finish()?;
 
     let inodes = cache_of(cgroup(&report, cg.relative()), INODE_CACHE);

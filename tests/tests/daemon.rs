@@ -26,32 +26,33 @@ fn gone_cgroups_with_nothing_live_leave_the_kernel_map() -> Result<()> {
     // A process that creates and unlinks files, then exits: most of what it allocated (its
     // mm, VMAs, files, the unlinked inodes) is freed; some may stay cached.
     cg.run(Command::new(workload()).arg("churn").arg(fs.path()).arg("300"))?;
-    thread::sleep(Duration::from_secs(2));
     let before = bpf_maps::counters_of_cgroup(daemon.pid(), id)?;
     ensure!(!before.is_empty(), "no counters for cgroup {id} in the kernel's map");
+    // The daemon names cgroups while they exist: it must have seen this one before it goes.
+    let named = daemon.report_when("the daemon to name the cgroup", |r| {
+        slabtrace_integration::cgroup(r, &path).is_some()
+    })?;
+    ensure!(slabtrace_integration::cgroup(&named, &path).is_some(), "{path} is not in {named}");
     drop(cg);
 
     // Unlinked inodes are freed after an RCU grace period (lazy RCU: up to ~10 s). Each
     // interval the daemon deletes the keys it read with nothing live; a key whose last free
     // came after that read goes at the next one. So: wait until some keys are gone and every
     // key left still holds live objects.
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let after = loop {
-        let keys = bpf_maps::counters_of_cgroup(daemon.pid(), id)?;
-        let empty: Vec<_> = keys.iter().filter(|(sa, sf)| sa <= sf).collect();
-        if keys.len() < before.len() && empty.is_empty() {
-            break keys;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "the gone cgroup kept {} of its {} keys, {} of them with nothing live ({empty:?} sampled allocs and frees); stderr:\n{}",
-            keys.len(),
-            before.len(),
-            empty.len(),
-            daemon.stderr()
-        );
-        thread::sleep(Duration::from_millis(500));
-    };
+    let after = slabtrace_integration::wait_for_state(
+        "the gone cgroup's finished keys to leave the kernel map",
+        || bpf_maps::counters_of_cgroup(daemon.pid(), id),
+        |keys| keys.len() < before.len() && keys.iter().all(|(sa, sf)| sa > sf),
+    )?;
+    let empty: Vec<_> = after.iter().filter(|(sa, sf)| sa <= sf).collect();
+    ensure!(
+        after.len() < before.len() && empty.is_empty(),
+        "the gone cgroup kept {} of its {} keys, {} of them with nothing live ({empty:?} sampled allocs and frees); stderr:\n{}",
+        after.len(),
+        before.len(),
+        empty.len(),
+        daemon.stderr()
+    );
     let gone_events = || -> Vec<Value> {
         daemon
             .events()
@@ -61,14 +62,10 @@ fn gone_cgroups_with_nothing_live_leave_the_kernel_map() -> Result<()> {
             .collect()
     };
     let gone = daemon
-        .wait_for_event(Duration::from_mins(1), |e| {
-            e["type"] == "cgroup.gone" && e["owner"]["cgroup"] == path
-        })
+        .wait_for_event(|e| e["type"] == "cgroup.gone" && e["owner"]["cgroup"] == path)
         .with_context(|| format!("no cgroup.gone for {path}; those seen: {:?}", gone_events()))?;
     let retired = daemon
-        .wait_for_event(Duration::from_mins(1), |e| {
-            e["type"] == "self.stats" && e["retired_counters"].as_u64() >= Some(1)
-        })
+        .wait_for_event(|e| e["type"] == "self.stats" && e["retired_counters"].as_u64() >= Some(1))
         .context("no self.stats with retired_counters")?;
     eprintln!(
         "cgroup {id}: {} keys before removal, {} after; {gone}\n{retired}",
@@ -113,7 +110,7 @@ fn growth_event<'a>(
 
 /// Waits for the daemon's next interval after `seq` and returns its number.
 fn next_interval(daemon: &Daemon, seq: u64) -> Result<u64> {
-    let stats = daemon.wait_for_event(Duration::from_mins(1), |e| {
+    let stats = daemon.wait_for_event(|e| {
         e["type"] == "self.stats" && e["seq"].as_u64().is_some_and(|s| s > seq)
     })?;
     stats["seq"].as_u64().context("self.stats without seq")
@@ -281,7 +278,7 @@ fn growth_is_classified_and_reclaim_turns_it_back() -> Result<()> {
         // Reclaim, at once, while the negative dentries are in the window: they go, and the
         // finding ends.
         std::fs::write("/proc/sys/vm/drop_caches", "2")?;
-        let ended = daemon.wait_for_event(Duration::from_mins(1), |e| {
+        let ended = daemon.wait_for_event(|e| {
             e["type"] == "slab.growth"
                 && e["state"] == "ended"
                 && e["owner"]["cgroup"] == looker.relative()
@@ -333,10 +330,16 @@ fn the_daemons_cumulative_report_credits_frees_exactly() -> Result<()> {
     b.run(
         Command::new(workload()).arg("unlink").arg(fs.path()).arg("0").arg(UNLINKED.to_string()),
     )?;
-    thread::sleep(slabtrace_integration::RCU_SETTLE + Duration::from_secs(2));
-    let (status, body) = daemon.get("/report")?;
-    ensure!(status == 200, "/report answered {status}: {body}");
-    let report: Value = serde_json::from_str(&body)?;
+    let a_frees = |report: &Value| {
+        let in_a = slabtrace_integration::cache_of(
+            slabtrace_integration::cgroup(report, a.relative()),
+            "shmem_inode_cache",
+        );
+        slabtrace_integration::num(in_a, "frees")
+            + slabtrace_integration::num(in_a, "evicted_objects")
+    };
+    let report =
+        daemon.report_when("B's unlinks to come back as A's frees", |r| a_frees(r) >= UNLINKED)?;
     let in_a = slabtrace_integration::cache_of(
         slabtrace_integration::cgroup(&report, a.relative()),
         "shmem_inode_cache",

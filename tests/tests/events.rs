@@ -72,16 +72,13 @@ fn every_event_type_validates_against_the_schema() -> Result<()> {
     fs::create_dir(fs.path().join("b"))?;
     create_files(&plain, &fs.path().join("a"), 2_000)?;
     create_files(&pod, &fs.path().join("b"), 1_000)?;
-    let sample =
-        daemon.wait_for_event(Duration::from_secs(20), |e| is_sample_of(e, &plain_path))?;
+    let sample = daemon.wait_for_event(|e| is_sample_of(e, &plain_path))?;
     drop(plain);
     drop(pod);
-    let gone = daemon.wait_for_event(Duration::from_secs(20), |e| {
-        e["type"] == "cgroup.gone" && e["owner"]["cgroup"] == plain_path
-    })?;
-    let pod_gone = daemon.wait_for_event(Duration::from_secs(20), |e| {
-        e["type"] == "pod.gone" && e["owner"]["uid"] == uid
-    })?;
+    let gone = daemon
+        .wait_for_event(|e| e["type"] == "cgroup.gone" && e["owner"]["cgroup"] == plain_path)?;
+    let pod_gone =
+        daemon.wait_for_event(|e| e["type"] == "pod.gone" && e["owner"]["uid"] == uid)?;
 
     let (_, events) = daemon_stop(daemon)?;
     validate_all(&events)?;
@@ -338,9 +335,7 @@ fn an_oom_kill_is_an_event_with_the_slab_picture() -> Result<()> {
     let mut child = memcg.spawn(&cg2, Command::new(workload()).args(["hog", "512"]))?;
     let pid = child.id();
     ensure_killed(&mut child)?;
-    let oom = daemon.wait_for_event(Duration::from_secs(15), |e| {
-        e["type"] == "oom" && e["victim"]["pid"] == pid
-    })?;
+    let oom = daemon.wait_for_event(|e| e["type"] == "oom" && e["victim"]["pid"] == pid)?;
     eprintln!("{oom}");
     ensure!(oom["scope"] == "memcg" && oom["memcg"] == memcg.relative(), "{oom}");
     ensure!(oom["comm"] == "slab-workload" && oom["victim"]["cgroup"] == cg2.relative(), "{oom}");

@@ -27,10 +27,10 @@ use k8s_cri::v1::{
 };
 use serde_json::Value;
 use slabtrace_integration::{
-    Cgroup, PinDir, RCU_SETTLE, Tmpfs, cache_of, cgroup,
+    Cgroup, PinDir, Tmpfs, cache_of, cgroup,
     containerd::{Containerd, Pod},
-    daemon::{free_port, http_get},
-    fresh_uid, num, require_root, workload,
+    daemon::{free_port, http_get, report_at},
+    fresh_uid, num, require_root, wait_for_state, workload,
 };
 
 /// Where `cargo xtask test` puts the image archive it built.
@@ -293,10 +293,9 @@ impl<'a> Running<'a> {
         self.logs.read(&self.name)
     }
 
-    fn report(&self) -> Result<Value> {
-        let (status, body) = http_get(&self.listen, "/report")?;
-        ensure!(status == 200, "/report answered {status}: {body}");
-        Ok(serde_json::from_str(&body)?)
+    /// The daemon's `/report` once `reached` accepts it (see `wait_for_state`).
+    fn report_when(&self, what: &str, reached: impl Fn(&Value) -> bool) -> Result<Value> {
+        wait_for_state(what, || report_at(&self.listen), reached)
     }
 
     /// Stops the container as kubelet does in a rolling update (SIGTERM, 10 s grace), checks
@@ -378,8 +377,9 @@ fn the_image_runs_as_the_daemonset_runs_it_and_keeps_live_state_across_a_rolling
     ensure!(status_field(daemon, "Seccomp")? == "2", "no seccomp filter (RuntimeDefault) applies");
 
     a.run(Command::new(workload()).arg("create").arg(fs.path()).arg(CREATED.to_string()))?;
-    thread::sleep(Duration::from_secs(3));
-    let before = first.report()?;
+    let before = first.report_when("the daemon in the container to see A's files", |r| {
+        num(cache_of(cgroup(r, a.relative()), "shmem_inode_cache"), "live_objects") >= CREATED
+    })?;
     let in_a = cache_of(cgroup(&before, a.relative()), "shmem_inode_cache");
     ensure!(
         num(in_a, "allocs") >= CREATED && num(in_a, "live_objects") >= CREATED,
@@ -401,8 +401,10 @@ fn the_image_runs_as_the_daemonset_runs_it_and_keeps_live_state_across_a_rolling
     b.run(
         Command::new(workload()).arg("unlink").arg(fs.path()).arg("0").arg(UNLINKED.to_string()),
     )?;
-    thread::sleep(RCU_SETTLE + Duration::from_secs(2));
-    let after = second.report()?;
+    let after = second.report_when("B's unlinks to come back as A's frees", |r| {
+        let in_a = cache_of(cgroup(r, a.relative()), "shmem_inode_cache");
+        num(in_a, "frees") + num(in_a, "evicted_objects") >= UNLINKED
+    })?;
     let in_a = cache_of(cgroup(&after, a.relative()), "shmem_inode_cache");
     let (allocs, frees) = (num(in_a, "allocs"), num(in_a, "frees"));
     ensure!(

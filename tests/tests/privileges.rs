@@ -11,12 +11,10 @@
 use std::{
     fs,
     process::{Command, Output},
-    thread,
     time::Duration,
 };
 
 use anyhow::{Result, ensure};
-use serde_json::Value;
 use slabtrace_integration::{
     Cgroup, PinDir, Tmpfs, cache_of, cgroup, daemon::Daemon, num, require_root, slabtrace_bin,
     workload,
@@ -151,10 +149,9 @@ fn the_daemonset_capabilities_are_enough_for_the_daemon() -> Result<()> {
     let eff = cap_eff(daemon.pid())?;
     ensure!(eff == want, "the daemon runs with CapEff {eff:#x}, not only {want:#x}");
     a.run(Command::new(workload()).arg("create").arg(fs.path()).arg("3000"))?;
-    thread::sleep(Duration::from_secs(3));
-    let (status, body) = daemon.get("/report")?;
-    ensure!(status == 200, "/report answered {status}: {body}");
-    let report: Value = serde_json::from_str(&body)?;
+    let report = daemon.report_when("the daemon to see A's files", |r| {
+        num(cache_of(cgroup(r, a.relative()), "shmem_inode_cache"), "live_objects") >= 3000
+    })?;
     let in_a = cache_of(cgroup(&report, a.relative()), "shmem_inode_cache");
     ensure!(num(in_a, "allocs") >= 3000, "A's files were not attributed: {in_a:?}");
     ensure!(num(in_a, "live_objects") >= 3000, "A's files are not live: {in_a:?}");

@@ -5,21 +5,19 @@
 //!
 //! A test binary of its own, so that its pinned maps never sit beside another test's maps.
 
-use std::{fs, process::Command, thread, time::Duration};
+use std::{fs, process::Command, time::Duration};
 
 use anyhow::{Result, ensure};
 use serde_json::Value;
 use slabtrace::probe::pin::state_dir_name;
 use slabtrace_integration::{
-    Cgroup, PinDir, RCU_SETTLE, Tmpfs, bpf_maps, cache_of, cgroup, daemon::Daemon, num,
-    require_root, workload,
+    Cgroup, PinDir, Tmpfs, bpf_maps, cache_of, cgroup, daemon::Daemon, num, require_root, workload,
 };
 
 /// A daemon's `/report`.
-fn report(daemon: &Daemon) -> Result<Value> {
-    let (status, body) = daemon.get("/report")?;
-    ensure!(status == 200, "/report answered {status}: {body}");
-    Ok(serde_json::from_str(&body)?)
+/// `field` of `cache` for the cgroup at `path` in `report` (0 where it is not).
+fn cell(report: &Value, path: &str, cache: &str, field: &str) -> u64 {
+    num(cache_of(cgroup(report, path), cache), field)
 }
 
 #[test]
@@ -35,8 +33,9 @@ fn frees_after_a_restart_are_credited_to_the_allocating_cgroup() -> Result<()> {
 
     let first = Daemon::start("restart-1", &args)?;
     a.run(Command::new(workload()).arg("create").arg(fs.path()).arg(CREATED.to_string()))?;
-    thread::sleep(Duration::from_secs(2));
-    let before = report(&first)?;
+    let before = first.report_when("the first daemon to see A's files", |r| {
+        cell(r, a.relative(), "shmem_inode_cache", "allocs") >= CREATED
+    })?;
     let in_a = cache_of(cgroup(&before, a.relative()), "shmem_inode_cache");
     ensure!(num(in_a, "allocs") >= CREATED, "the first daemon saw A allocate {in_a:?}");
     ensure!(before["self"]["resumed"] == false, "a fresh start resumed: {}", before["self"]);
@@ -56,8 +55,11 @@ fn frees_after_a_restart_are_credited_to_the_allocating_cgroup() -> Result<()> {
     b.run(
         Command::new(workload()).arg("unlink").arg(fs.path()).arg("0").arg(UNLINKED.to_string()),
     )?;
-    thread::sleep(RCU_SETTLE + Duration::from_secs(2));
-    let after = report(&second)?;
+    let after = second.report_when("B's unlinks to come back as A's frees", |r| {
+        cell(r, a.relative(), "shmem_inode_cache", "frees")
+            + cell(r, a.relative(), "shmem_inode_cache", "evicted_objects")
+            >= UNLINKED
+    })?;
     ensure!(
         after["self"]["resumed"] == true,
         "the report does not say it resumed: {}",
@@ -128,8 +130,10 @@ fn maps_of_another_layout_are_replaced_with_a_warning() -> Result<()> {
         live.max_entries()
     );
     ensure!(state.join("COUNTERS").exists() && state.join("CACHES").exists());
-    thread::sleep(Duration::from_secs(2));
-    ensure!(report(&daemon)?["self"]["alloc_events"].as_u64() > Some(0), "no events traced");
+    let traced = daemon.report_when("an interval with events traced", |r| {
+        r["self"]["alloc_events"].as_u64() > Some(0)
+    })?;
+    ensure!(traced["self"]["alloc_events"].as_u64() > Some(0), "no events traced: {traced}");
 
     // One daemon per pin path: a second one says so in one sentence and exits.
     let out = Command::new(slabtrace_integration::slabtrace_bin())
