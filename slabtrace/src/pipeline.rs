@@ -238,9 +238,10 @@ impl Pipeline {
     fn read(&mut self) -> Result<Reading, TraceError> {
         let now = Instant::now();
         let snap = self.session.read()?;
+        let mut books = self.session.read_books(&snap);
         self.session.refresh();
+        books.add_warnings_of(&self.session);
         self.poll_oom();
-        let books = self.session.read_books(&snap);
         let shrinkers = self.session.shrinkers();
         let dentries = std::fs::read_to_string(self.proc_root.join("sys/fs/dentry-state"))
             .ok()

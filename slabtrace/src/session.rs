@@ -281,10 +281,6 @@ impl Session {
             None => find_cgroup2_mount(&roots.proc_root)?,
         };
         let mut warnings = Vec::new();
-        let slabinfo_before =
-            slabinfo_lines(&read_slabinfo_or_warn(&roots.proc_root, &mut warnings));
-        let meminfo_before = read_kernel_memory(&roots.proc_root);
-
         let (config, parts) = opts.tracer.apply(layout.config(opts.tracer.sample));
         let limits = Limits { max_keys: opts.tracer.max_keys, max_live: opts.tracer.max_live };
         let started_wall = SystemTime::now();
@@ -298,6 +294,11 @@ impl Session {
             opts.tracer.tracepoint_programs,
             opts.pin_path.as_deref(),
         )?;
+        // The kernel's books from when tracing runs, not before: what is allocated while the
+        // programs load (seconds on a busy node) is in no traced figure, and was unexplained.
+        let slabinfo_before =
+            slabinfo_lines(&read_slabinfo_or_warn(&roots.proc_root, &mut warnings));
+        let meminfo_before = read_kernel_memory(&roots.proc_root);
         let pins = tracer.pin_dir().map(|d| (d.display().to_string(), tracer.resumed()));
         let kmem_programs = tracer.kmem_programs();
         let interrupt_detection = tracer.interrupt_detection();
@@ -466,6 +467,8 @@ impl Session {
     /// footprint and lost events, /proc/slabinfo, /proc/meminfo, SLUB's merge aliases and the
     /// node's name. `snap` (read just before) gives the nested frees the lost events net out.
     pub fn read_books(&self, snap: &Snapshot) -> Books {
+        // Read right after `snap`: what changes between the two is in one book and not the
+        // other (a busy node allocates thousands of objects while pods are listed).
         let (footprint, lost_events) = match (&self.detached, &self.tracer) {
             (Some(d), _) => d.clone(),
             (None, Some(tracer)) => {
@@ -576,6 +579,18 @@ pub struct Books {
     /// The session's warnings, with any the reading added.
     warnings: Vec<String>,
     node: String,
+}
+
+impl Books {
+    /// Adds the session's warnings that came after the books were read (a runtime found gone
+    /// when names were refreshed), each once.
+    pub fn add_warnings_of(&mut self, session: &Session) {
+        for w in &session.warnings {
+            if !self.warnings.contains(w) {
+                self.warnings.push(w.clone());
+            }
+        }
+    }
 }
 
 /// Pod names from the container runtime, if there is one.

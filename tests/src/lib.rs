@@ -52,6 +52,16 @@ pub fn wait_for_state<T>(
     }
 }
 
+/// Whether slabtrace's free events name their cache on this kernel: from Linux 6.1 (before,
+/// named-cache allocations are traced with fexit and an untracked free is counted under the
+/// unknown cache, with every other untracked `kfree`).
+pub fn frees_name_their_cache() -> Result<bool> {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease")?;
+    let mut numbers = release.trim().split(['.', '-']).map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    Ok((major, minor) >= (6, 1))
+}
+
 /// Sampled objects of `c` gone: freed, or pushed out of the live-object table.
 #[must_use]
 pub const fn gone(c: &slabtrace_common::Counters) -> u64 {
@@ -256,8 +266,12 @@ impl Slabtrace {
     /// Starts `slabtrace report --format json` with `extra` arguments and waits until its probes
     /// are attached.
     pub fn start(extra: &[&str]) -> Result<Self> {
+        // One file per tracer: tests of one binary run at once, and a tracer taken for ready
+        // on another's file is interrupted before it can handle SIGINT.
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ready =
-            std::env::temp_dir().join(format!("slabtrace-test-{}-ready", std::process::id()));
+            std::env::temp_dir().join(format!("slabtrace-test-{}-{n}-ready", std::process::id()));
         let _ = fs::remove_file(&ready);
         let child = Command::new(slabtrace_bin())
             .args(["report", "--format", "json", "--duration", "600", "--ready-file"])

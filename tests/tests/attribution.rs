@@ -15,8 +15,8 @@ use std::{
 use anyhow::Result;
 use slabtrace_common::key::UNTRACKED_CGROUP;
 use slabtrace_integration::{
-    Cgroup, Slabtrace, Tmpfs, bpf_maps, cache_of, cgroup, gone, node_cache, num, reported_pod,
-    require_root, slabinfo_active, wait_for_state, workload,
+    Cgroup, Slabtrace, Tmpfs, bpf_maps, cache_of, cgroup, frees_name_their_cache, gone, node_cache,
+    num, reported_pod, require_root, slabinfo_active, wait_for_state, workload,
 };
 
 /// tmpfs inodes: one per file, nobody else on a test node makes them.
@@ -413,7 +413,11 @@ fn reconciliation_explains_a_known_workload() -> Result<()> {
     let _books = making_shmem_inodes();
     let a = Cgroup::create("reconcile")?;
     let fs = Tmpfs::mount("reconcile")?;
-    let tracer = Slabtrace::start(&[])?;
+    // Exact: the window also holds frees slabtrace cannot control, of inodes from before it
+    // (an earlier test's unmount, freed lazily). Estimated 1 in 16 they went past the bound
+    // the report gives (6.1: 1,194 objects unexplained against a bound of 464), which issue
+    // 13 follows; this test is about the books agreeing.
+    let tracer = Slabtrace::start(&["--sample", "1"])?;
     create(&a, fs.path(), CREATED, 0)?;
     let report = tracer.finish()?;
     let caches = report["reconciliation"]["caches"].as_array().cloned().unwrap_or_default();
@@ -423,8 +427,8 @@ fn reconciliation_explains_a_known_workload() -> Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no reconciliation for {INODE_CACHE}: {caches:#?}"))?;
     let coverage = inodes["coverage_pct"].as_f64().unwrap_or(0.0);
     eprintln!("{INODE_CACHE}: {inodes}\ntotal: {}", report["reconciliation"]["total"]);
-    // The kernel's count moved by about 20,000; slabtrace's net, estimated from a 1-in-16
-    // sample of frees (few here), explains it within a few percent.
+    // The kernel's count moved by about 20,000; slabtrace's net explains it within a few
+    // percent (the kernel counts objects in per-CPU slabs as active).
     assert!(inodes["kernel_delta_objects"].as_i64() >= Some(19_000), "{inodes}");
     assert!((95.0..=105.0).contains(&coverage), "coverage {coverage}%: {inodes}");
     let total = &report["reconciliation"]["total"];
@@ -501,10 +505,12 @@ fn a_full_live_object_table_pushes_objects_out_and_leaves_no_phantoms() -> Resul
         || tracer.counters(id, INODE_CACHE),
         |c| gone(c) >= c.sampled_allocs,
     )?;
-    let pid = tracer.pid();
+    // Where frees do not name their cache, the unknown cache's untracked frees include every
+    // other kfree on the node: a weak condition, as is the assertion it comes before.
+    let (pid, unknown) = (tracer.pid(), !frees_name_their_cache()?);
     wait_for_state(
         "the evicted inodes' frees to come back untracked",
-        || bpf_maps::counters_of(pid, UNTRACKED_CGROUP, INODE_CACHE, true),
+        || bpf_maps::counters_of(pid, UNTRACKED_CGROUP, INODE_CACHE, unknown),
         |untracked| untracked.sampled_frees >= mine.sampled_evicted,
     )?;
     let report = tracer.finish()?;

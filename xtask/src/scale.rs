@@ -268,7 +268,19 @@ impl Daemon {
     ) -> Result<Self> {
         let ready = scratch.join("ready");
         let log = scratch.join("daemon.log");
-        let child = Command::new(bin)
+        // A profiler to run the daemon under (`valgrind --tool=massif`, say): diagnostics for a
+        // soak whose memory grows. It must keep the daemon's process id (exec, not fork).
+        let wrapper = std::env::var("SLABTRACE_DAEMON_WRAPPER").unwrap_or_default();
+        let mut words = wrapper.split_whitespace();
+        let mut command = match words.next() {
+            Some(program) => {
+                let mut c = Command::new(program);
+                c.args(words).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = command
             .args(["daemon", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--pin-path")
             .arg(pin)

@@ -60,13 +60,14 @@ pub fn run(args: &ReportArgs) -> Result<(), TraceError> {
         }
     }
     let snap = session.read()?;
+    let mut books = session.read_books(&snap);
     drain_oom(&mut session, &args.session.roots.proc_root, &mut kills);
     session.detach();
     // Liveness as of now: cgroups removed during the window keep their path, marked gone; and
     // the runtime's names as of now.
     session.refresh();
+    books.add_warnings_of(&session);
     let totals = delta(&BTreeMap::new(), &snap.counters);
-    let books = session.read_books(&snap);
     let mut report = session.report(&snap, &totals, books);
     let frame = OwnerTable::from_observation(&report);
     report.oom_kills = kills
