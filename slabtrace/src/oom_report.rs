@@ -71,7 +71,7 @@ pub struct SlabPicture {
 }
 
 /// An OOM kill with its context.
-#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct OomReport {
     /// When the kernel marked the victim (RFC 3339, UTC).
     pub at: String,

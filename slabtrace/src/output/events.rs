@@ -439,6 +439,16 @@ struct NodeMemory {
     memory: KernelMemory,
 }
 
+/// `oom`: the kill, with its slab picture also as `slab_picture`. `slab` is an integer in
+/// `node.memory` and an object here, which stores that type a field by its name refuse; v1
+/// keeps `slab` for the consumers that read it, v2 drops it.
+#[derive(Serialize)]
+struct OomEvent<'a> {
+    #[serde(flatten)]
+    kill: &'a crate::oom_report::OomReport,
+    slab_picture: &'a crate::oom_report::SlabPicture,
+}
+
 /// `self.stats`.
 #[derive(Serialize)]
 struct SelfEvent<'a> {
@@ -524,7 +534,7 @@ pub fn lines(interval: &Interval, options: &LineOptions, stream: StreamStats) ->
         push("node.memory", Severity::Info, &NodeMemory { memory });
     }
     for kill in &interval.oom_kills {
-        push("oom", Severity::Error, kill);
+        push("oom", Severity::Error, &OomEvent { kill, slab_picture: &kill.slab });
     }
     for growth in &interval.growth {
         let severity = match growth.state {
@@ -690,6 +700,48 @@ mod tests {
             process: ProcessUsage { cpu_seconds: 1.5, rss_bytes: 40 << 20 },
             events_per_second: 1234.5,
             ..Interval::default()
+        }
+    }
+
+    #[test]
+    fn an_oom_event_carries_its_slab_picture_under_a_name_no_other_event_types_differently() {
+        use crate::oom_report::{OomReport, SlabPicture};
+        let mut iv = interval();
+        iv.oom_kills.push(OomReport {
+            at: "2027-01-15T08:00:00Z".into(),
+            scope: "global",
+            slab: SlabPicture { attributed_live_bytes: 5 << 20, ..SlabPicture::default() },
+            ..OomReport::default()
+        });
+        let events = parse(&lines(&iv, &LineOptions::default(), StreamStats::default()));
+        let memory = events.iter().find(|e| e["type"] == "node.memory").unwrap();
+        let oom = events.iter().find(|e| e["type"] == "oom").unwrap();
+        assert!(memory["slab"].is_u64());
+        assert_eq!(oom["slab_picture"]["attributed_live_bytes"], 5u64 << 20);
+        // Deprecated, kept for v1's consumers: the same object.
+        assert_eq!(oom["slab"], oom["slab_picture"]);
+        assert!(memory.get("slab_picture").is_none());
+
+        // Every other top-level field has one JSON type across the event types.
+        let kind = |v: &Value| match v {
+            Value::Null => None,
+            Value::Bool(_) => Some("bool"),
+            Value::Number(_) => Some("number"),
+            Value::String(_) => Some("string"),
+            Value::Array(_) => Some("array"),
+            Value::Object(_) => Some("object"),
+        };
+        let mut kinds = std::collections::BTreeMap::<&str, (&str, &str)>::new();
+        for e in &events {
+            let ty = e["type"].as_str().unwrap();
+            for (field, value) in e.as_object().unwrap() {
+                let Some(k) = kind(value) else { continue };
+                if (ty, field.as_str()) == ("oom", "slab") {
+                    continue;
+                }
+                let (first_ty, first_kind) = *kinds.entry(field).or_insert((ty, k));
+                assert_eq!(k, first_kind, "{field}: {k} in {ty}, {first_kind} in {first_ty}");
+            }
         }
     }
 
