@@ -200,6 +200,10 @@ pub struct TopArgs {
     /// How often the view refreshes (`2s`, `500ms`).
     #[arg(long, short = 'd', default_value = "2s", value_name = "DURATION", value_parser = parse_interval)]
     pub interval: std::time::Duration,
+    /// The order of the rows at start: live bytes, allocations or frees per second, growth,
+    /// owner name or cache. The keys `l`, `a`, `f`, `g`, `n` and `c` change it while it runs.
+    #[arg(long, value_enum, default_value_t = crate::output::top::Sort::Live)]
+    pub sort: crate::output::top::Sort,
     /// Create this file once the probes are attached.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
@@ -485,6 +489,20 @@ mod tests {
             };
             assert!(matches!(report.format, Format::Json), "{args:?}");
         }
+    }
+
+    #[test]
+    fn top_starts_in_the_order_asked_for() {
+        use crate::output::top::Sort;
+        let order = |args: &[&str]| {
+            let Command::Top(top) = Cli::try_parse_from(args).unwrap().command else {
+                panic!("not top");
+            };
+            top.sort
+        };
+        assert_eq!(order(&["slabtrace", "top"]), Sort::Live);
+        assert_eq!(order(&["slabtrace", "top", "--sort", "growth"]), Sort::Growth);
+        assert!(Cli::try_parse_from(["slabtrace", "top", "--sort", "size"]).is_err());
     }
 
     #[test]

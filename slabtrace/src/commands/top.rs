@@ -60,7 +60,7 @@ pub fn run(args: &TopArgs) -> Result<(), TraceError> {
     }
     let stop = stop_flag();
     let mut pipeline = Pipeline::start(&args.session.options(ProbeSet::Slabtrace))?;
-    let mut view = TopView::new(args.interval);
+    let mut view = TopView::new(args.interval, args.sort);
     let result = Screen::enter().and_then(|mut screen| {
         let result = watch(&mut screen, &mut pipeline, &mut view, &stop, args);
         // The terminal comes back before anything else is said.

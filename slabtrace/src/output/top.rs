@@ -30,7 +30,7 @@ use crate::{
 };
 
 /// What the rows are ordered by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Sort {
     /// Live bytes (`l`).
     Live,
@@ -254,13 +254,13 @@ pub struct TopView {
 }
 
 impl TopView {
-    /// An empty view refreshed every `refresh`, ordered by live bytes.
+    /// An empty view refreshed every `refresh`, ordered by `sort`.
     #[must_use]
-    pub fn new(refresh: Duration) -> Self {
+    pub fn new(refresh: Duration, sort: Sort) -> Self {
         Self {
             refresh,
             snapshot: None,
-            sort: Sort::Live,
+            sort,
             reverse: false,
             group: Group::Caches,
             scroll: 0,
@@ -733,7 +733,7 @@ mod tests {
         interval.frame.owners.insert(evil.key(), evil.clone());
         interval.frame.rows.insert((evil.key(), "evil\x1b[2J".into()), row(1 << 20, 4096, 1 << 20));
         interval.report.self_stats.warnings.push("warn \x1b[31m\x07".into());
-        let mut view = TopView::new(Duration::from_secs(2));
+        let mut view = TopView::new(Duration::from_secs(2), Sort::Live);
         view.update(&interval);
         let text = screen(&mut view, 160, 20).join("\n");
         assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
@@ -759,8 +759,20 @@ mod tests {
     }
 
     #[test]
+    fn the_view_starts_in_the_order_it_was_given() {
+        let mut view = TopView::new(Duration::from_secs(2), Sort::Allocs);
+        view.update(&fixture(16));
+        assert_eq!(view.sort(), (Sort::Allocs, false));
+        let (web, foo) = ("shop/web-0", "/system.slice/foo.service");
+        assert_eq!(
+            order(&view),
+            [pair(web, "dentry"), pair(web, "filp"), pair(foo, "shmem_inode_cache")]
+        );
+    }
+
+    #[test]
     fn keys_reorder_the_rows() {
-        let mut view = TopView::new(Duration::from_secs(2));
+        let mut view = TopView::new(Duration::from_secs(2), Sort::Live);
         view.update(&fixture(16));
         let (web, foo) = ("shop/web-0", "/system.slice/foo.service");
         // Live bytes, largest first.
@@ -804,7 +816,7 @@ mod tests {
 
     #[test]
     fn per_owner_totals() {
-        let mut view = TopView::new(Duration::from_secs(2));
+        let mut view = TopView::new(Duration::from_secs(2), Sort::Live);
         view.update(&fixture(16));
         press(&mut view, KeyCode::Char('p'));
         let rows = view.rows();
@@ -829,7 +841,7 @@ mod tests {
 
     #[test]
     fn quit_keys() {
-        let mut view = TopView::new(Duration::from_secs(2));
+        let mut view = TopView::new(Duration::from_secs(2), Sort::Live);
         assert_eq!(press(&mut view, KeyCode::Char('q')), Action::Quit);
         assert_eq!(press(&mut view, KeyCode::Esc), Action::Quit);
         let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
@@ -841,7 +853,7 @@ mod tests {
 
     #[test]
     fn the_screen_before_the_first_interval() {
-        let mut view = TopView::new(Duration::from_secs(2));
+        let mut view = TopView::new(Duration::from_secs(2), Sort::Live);
         let lines = screen(&mut view, 100, 8);
         assert!(lines[0].starts_with("slabtrace top · every 2s"), "{lines:#?}");
         assert!(lines.iter().any(|l| l.contains("waiting for the first interval…")), "{lines:#?}");
@@ -850,7 +862,7 @@ mod tests {
 
     #[test]
     fn the_screen_shows_the_books_and_the_rows() {
-        let mut view = TopView::new(Duration::from_secs(2));
+        let mut view = TopView::new(Duration::from_secs(2), Sort::Live);
         view.update(&fixture(16));
         let lines = screen(&mut view, 140, 10);
         let text = lines.join("\n");
@@ -900,7 +912,7 @@ mod tests {
 
     #[test]
     fn exact_figures_say_so_and_failures_show() {
-        let mut view = TopView::new(Duration::from_secs(1));
+        let mut view = TopView::new(Duration::from_secs(1), Sort::Live);
         view.update(&fixture(1));
         view.log("warn: something".into());
         let lines = screen(&mut view, 140, 10);
@@ -921,7 +933,7 @@ mod tests {
             .frame
             .owners
             .insert(svc().key(), Owner::Cgroup { cgroup_id: 42, cgroup: Some(long), alive: true });
-        let mut view = TopView::new(Duration::from_secs(1));
+        let mut view = TopView::new(Duration::from_secs(1), Sort::Live);
         view.update(&interval);
         let lines = screen(&mut view, 120, 10);
         assert!(lines[4].starts_with('…'), "{lines:#?}");
@@ -942,7 +954,7 @@ mod tests {
         let mut interval = fixture(1);
         interval.frame = frame(&entries);
         interval.changes = Vec::new();
-        let mut view = TopView::new(Duration::from_secs(1));
+        let mut view = TopView::new(Duration::from_secs(1), Sort::Live);
         view.update(&interval);
         // 12 lines: 3 of header, 1 of footer, 1 of column titles: 7 rows a page.
         let lines = screen(&mut view, 100, 12);
