@@ -158,16 +158,9 @@ impl Daemon {
         report_at(&self.listen)
     }
 
-    /// Its `/report` once `reached` accepts it, or after [`crate::PATIENCE`] (see
-    /// [`crate::wait_for_state`]). The daemon's figures move once an interval; frees of
-    /// inodes and dentries come later still, in RCU callbacks.
+    /// Its `/report` once `reached` accepts it (see [`report_when_at`]).
     pub fn report_when(&self, what: &str, reached: impl Fn(&Value) -> bool) -> Result<Value> {
-        let look = || match http_get(&self.listen, "/report")? {
-            // Before the first interval there is no report yet: nothing is reached.
-            (503, _) => Ok(Value::Null),
-            _ => self.report(),
-        };
-        crate::wait_for_state(what, look, reached)
+        report_when_at(&self.listen, what, reached)
     }
 
     /// Sends `signal` and waits up to `timeout` for the daemon to exit.
@@ -210,4 +203,16 @@ pub fn report_at(addr: &str) -> Result<Value> {
     let (status, body) = http_get(addr, "/report")?;
     ensure!(status == 200, "/report answered {status}: {body}");
     Ok(serde_json::from_str(&body)?)
+}
+
+/// The `/report` of the daemon listening on `addr` once `reached` accepts it, or after
+/// [`crate::PATIENCE`] (see [`crate::wait_for_state`]). Its figures move once an interval;
+/// frees of inodes and dentries come later still, in RCU callbacks.
+pub fn report_when_at(addr: &str, what: &str, reached: impl Fn(&Value) -> bool) -> Result<Value> {
+    let look = || match http_get(addr, "/report")? {
+        // Before the first interval there is no report yet: nothing is reached.
+        (503, _) => Ok(Value::Null),
+        _ => report_at(addr),
+    };
+    crate::wait_for_state(what, look, reached)
 }

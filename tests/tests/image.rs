@@ -29,8 +29,8 @@ use serde_json::Value;
 use slabtrace_integration::{
     Cgroup, PinDir, Tmpfs, cache_of, cgroup,
     containerd::{Containerd, Pod},
-    daemon::{free_port, http_get, report_at},
-    fresh_uid, num, require_root, wait_for_state, workload,
+    daemon::{free_port, http_get, report_when_at},
+    fresh_uid, num, require_root, workload,
 };
 
 /// Where `cargo xtask test` puts the image archive it built.
@@ -295,7 +295,7 @@ impl<'a> Running<'a> {
 
     /// The daemon's `/report` once `reached` accepts it (see `wait_for_state`).
     fn report_when(&self, what: &str, reached: impl Fn(&Value) -> bool) -> Result<Value> {
-        wait_for_state(what, || report_at(&self.listen), reached)
+        report_when_at(&self.listen, what, reached)
     }
 
     /// Stops the container as kubelet does in a rolling update (SIGTERM, 10 s grace), checks
