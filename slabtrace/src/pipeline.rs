@@ -140,8 +140,8 @@ pub struct Pipeline {
     frame: OwnerTable,
     last_tick: Instant,
     events: u64,
-    /// When each finished cgroup was first seen finished (see [`crate::maps::retire`]).
-    finished_at: BTreeMap<u64, Instant>,
+    /// When each finished key was first seen finished (see [`crate::maps::retire`]).
+    finished_at: BTreeMap<CounterKey, Instant>,
     /// How long finished cgroups are kept in userspace (`--gone-pod-ttl`).
     grace: Duration,
     /// Keys deleted from the counters map so far.
@@ -363,12 +363,13 @@ impl Pipeline {
                 self.read.remove(key);
             }
         }
+        if !plan.forget_keys.is_empty() {
+            debug!("forgetting {} finished keys of gone cgroups", plan.forget_keys.len());
+            self.totals.retain(|k, _| !plan.forget_keys.contains(k));
+            self.finished_at.retain(|k, _| !plan.forget_keys.contains(k));
+        }
         if !plan.forget.is_empty() {
             debug!("forgetting {} gone cgroups", plan.forget.len());
-            self.totals.retain(|k, _| !plan.forget.contains(&k.cgroup_id));
-            for id in &plan.forget {
-                self.finished_at.remove(id);
-            }
             self.session.forget_cgroups(|id| !plan.forget.contains(&id));
             // Their call-site counts go with them (the map is bounded too).
             let sites: Vec<_> =

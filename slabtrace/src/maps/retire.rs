@@ -4,10 +4,13 @@
 //! A key is *finished* when its cgroup is gone and none of its sampled objects is live: no
 //! allocation can come to it (cgroup ids are never reused), and no free can be credited to it
 //! (every tracked object of it was freed). A finished key is deleted from the kernel's map at
-//! once, and kept in userspace, so its owner's figures and its `gone` event still go out. A
-//! cgroup is forgotten in userspace once all its keys have been finished for the grace
-//! period; a gone cgroup that still holds live objects is never forgotten: that memory is
-//! still on the node.
+//! once, and kept in userspace for the grace period, so its owner's figures and its `gone`
+//! event still go out; then it is forgotten. A cgroup is forgotten, path and all, with its last
+//! key. A gone cgroup that still holds live objects is never forgotten, since that memory is
+//! still on the node, but it keeps only the keys that hold them: the soak showed a node that
+//! runs a pod every few seconds keeping every cache each dead pod ever touched (dentries of
+//! image files stay cached long after the pod), so that `/report` and the daemon grew by
+//! megabytes an hour.
 //! Pure: the caller supplies liveness and the clock.
 
 use std::{
@@ -25,8 +28,9 @@ use slabtrace_common::{
 pub struct Retirement {
     /// Keys to delete from the kernel's map now (finished, still in the map).
     pub delete: Vec<CounterKey>,
-    /// Cgroups whose keys have all been finished for longer than the grace period: forget
-    /// their keys and their paths.
+    /// Keys finished for longer than the grace period: forget their figures.
+    pub forget_keys: BTreeSet<CounterKey>,
+    /// Cgroups with no key left once those are forgotten: forget their paths too.
     pub forget: BTreeSet<u64>,
 }
 
@@ -35,52 +39,50 @@ fn empty(c: &Counters) -> bool {
     c.sampled_allocs <= c.sampled_frees + c.sampled_evicted
 }
 
+/// Whether a key belongs to a cgroup (not interrupt context or untracked frees, which are
+/// nobody's to retire).
+fn owned(key: &CounterKey) -> bool {
+    key.cgroup_id != IRQ_CGROUP && key.cgroup_id != UNTRACKED_CGROUP
+}
+
 /// Plans the retirement. `in_map` is what the kernel's map holds now, `totals` what userspace
-/// keeps, `alive(id)` whether a cgroup exists, and `finished_at` (updated here) when each
-/// cgroup was first seen finished.
+/// keeps, `alive(id)` whether a cgroup exists, and `finished_at` (updated here) when each key
+/// was first seen finished.
 pub fn plan(
     in_map: &BTreeMap<CounterKey, Counters>,
     totals: &BTreeMap<CounterKey, Counters>,
     mut alive: impl FnMut(u64) -> bool,
-    finished_at: &mut BTreeMap<u64, Instant>,
+    finished_at: &mut BTreeMap<CounterKey, Instant>,
     now: Instant,
     grace: Duration,
 ) -> Retirement {
-    // Per cgroup: are all its keys empty?
-    let mut all_empty: BTreeMap<u64, bool> = BTreeMap::new();
-    for (key, c) in totals {
-        if key.cgroup_id == IRQ_CGROUP || key.cgroup_id == UNTRACKED_CGROUP {
-            continue;
-        }
-        *all_empty.entry(key.cgroup_id).or_insert(true) &= empty(c);
-    }
-    let finished: BTreeSet<u64> = all_empty
-        .into_iter()
-        .filter(|&(id, is_empty)| is_empty && !alive(id))
-        .map(|(id, _)| id)
+    let finished: BTreeSet<CounterKey> = totals
+        .iter()
+        .filter(|(k, c)| owned(k) && empty(c) && !alive(k.cgroup_id))
+        .map(|(k, _)| *k)
         .collect();
-    // A cgroup that is no longer finished (it cannot come back, but a late credited free of an
-    // evicted entry could make a key non-empty again on paper) starts over.
-    finished_at.retain(|id, _| finished.contains(id));
-    for &id in &finished {
-        finished_at.entry(id).or_insert(now);
+    // A key that is no longer finished (it cannot come back, but a late credited free of an
+    // evicted entry could make it non-empty again on paper) starts over.
+    finished_at.retain(|k, _| finished.contains(k));
+    for &k in &finished {
+        finished_at.entry(k).or_insert(now);
     }
     let delete = in_map
         .iter()
-        .filter(|(k, c)| {
-            k.cgroup_id != IRQ_CGROUP
-                && k.cgroup_id != UNTRACKED_CGROUP
-                && empty(c)
-                && !alive(k.cgroup_id)
-        })
+        .filter(|(k, c)| owned(k) && empty(c) && !alive(k.cgroup_id))
         .map(|(k, _)| *k)
         .collect();
-    let forget = finished_at
+    let forget_keys: BTreeSet<CounterKey> = finished_at
         .iter()
         .filter(|&(_, &at)| now.saturating_duration_since(at) >= grace)
-        .map(|(&id, _)| id)
+        .map(|(&k, _)| k)
         .collect();
-    Retirement { delete, forget }
+    let mut kept: BTreeSet<u64> = BTreeSet::new();
+    for k in totals.keys().filter(|k| owned(k) && !forget_keys.contains(k)) {
+        kept.insert(k.cgroup_id);
+    }
+    let forget = forget_keys.iter().map(|k| k.cgroup_id).filter(|id| !kept.contains(id)).collect();
+    Retirement { delete, forget_keys, forget }
 }
 
 #[cfg(test)]
@@ -108,6 +110,7 @@ mod tests {
         // Deleted from the map; userspace still has it until the grace period is over.
         let r = plan(&BTreeMap::new(), &map, |_| false, &mut at, t0 + GRACE, GRACE);
         assert_eq!(r.delete, vec![]);
+        assert_eq!(r.forget_keys, BTreeSet::from([key(5, 1), key(5, 2)]));
         assert_eq!(r.forget, BTreeSet::from([5]));
     }
 
@@ -128,8 +131,14 @@ mod tests {
         let later = Instant::now() + GRACE * 2;
         let r = plan(&map, &map, |id| id == 1, &mut at, later, GRACE);
         assert_eq!(r.delete, vec![key(2, 1)]);
-        assert!(r.forget.is_empty());
-        assert!(at.is_empty());
+        assert!(r.forget.is_empty() && r.forget_keys.is_empty());
+        assert_eq!(at.keys().copied().collect::<Vec<_>>(), [key(2, 1)]);
+        // A grace period on, the gone cgroup keeps only the key that still holds objects.
+        let map = BTreeMap::from([(key(2, 2), c(5, 4))]);
+        let totals = BTreeMap::from([(key(2, 1), c(2, 2)), (key(2, 2), c(5, 4))]);
+        let r = plan(&map, &totals, |id| id == 1, &mut at, later + GRACE, GRACE);
+        assert_eq!(r.forget_keys, BTreeSet::from([key(2, 1)]));
+        assert!(r.forget.is_empty(), "a cgroup with live objects keeps its path");
     }
 
     #[test]
@@ -143,6 +152,7 @@ mod tests {
         assert_eq!(plan(&done, &done, |_| false, &mut at, t1, GRACE).delete, vec![key(7, 1)]);
         assert!(plan(&BTreeMap::new(), &done, |_| false, &mut at, t1, GRACE).forget.is_empty());
         let r = plan(&BTreeMap::new(), &done, |_| false, &mut at, t1 + GRACE, GRACE);
+        assert_eq!(r.forget_keys, BTreeSet::from([key(7, 1)]));
         assert_eq!(r.forget, BTreeSet::from([7]));
     }
 }
