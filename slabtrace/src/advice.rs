@@ -38,7 +38,7 @@ const KUBE_UNITS: &[&str] = &[
 pub const KUBELET_DEFAULT_EVICTION: u64 = 100 * MI;
 
 /// What the node looked like at one moment.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct NodeSample {
     /// Seconds since tracing started.
     pub t: f64,
@@ -112,7 +112,7 @@ pub fn node_sample(
 }
 
 /// Settings the advice depends on.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Policy {
     /// Added on top of every observed peak (0.25 = 25 %).
     pub margin: f64,

@@ -23,7 +23,9 @@ use crate::kernel::{kmalloc, layout::SlabFlags};
 pub const UNKNOWN_CACHE: &str = "(unknown: kfree of an untracked object)";
 
 /// One cgroup's use of one cache over the window.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct CacheUsage {
     /// Cache name as /proc/slabinfo shows it (`dentry`, `kmalloc-cg-64`, …).
     pub cache: String,
@@ -58,7 +60,7 @@ pub struct CacheUsage {
     pub estimated: bool,
     /// With `--call-sites`: the kernel functions that allocated most of these objects, most
     /// first (at most [`CALL_SITES_SHOWN`]); absent otherwise.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub call_sites: Vec<CallSite>,
 }
 
@@ -87,7 +89,9 @@ impl CacheUsage {
 pub const CALL_SITES_SHOWN: usize = 3;
 
 /// Allocations from one kernel call site.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct CallSite {
     /// `function+0xoffset` from /proc/kallsyms, or `unnamed-<hash>` (never the address).
     pub site: String,
@@ -152,7 +156,9 @@ pub fn sort_caches(caches: &mut [CacheUsage]) {
 }
 
 /// Sums over a list of [`CacheUsage`]: what every cgroup, container and pod carries.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Totals {
     /// Objects allocated.
     pub allocs: u64,
@@ -200,7 +206,9 @@ impl From<&CacheUsage> for Totals {
 }
 
 /// One cgroup over the window.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct CgroupUsage {
     /// cgroup2 id (the inode number of its directory).
     pub cgroup_id: u64,
@@ -219,8 +227,18 @@ pub struct CgroupUsage {
     pub identity: Option<crate::cgroup::kubepods::Identity>,
 }
 
+impl CgroupUsage {
+    /// Parses what the path is into `identity` (which the JSON leaves out: a report read back
+    /// from a daemon's /report gets it here too).
+    pub fn identify(&mut self) {
+        self.identity = self.cgroup.as_deref().map(crate::cgroup::kubepods::identify);
+    }
+}
+
 /// One cache, node-wide, over the window.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct CacheTotals {
     /// Cache name.
     pub cache: String,
@@ -426,7 +444,7 @@ pub fn attribute(
             interrupt = Some(usage);
         } else {
             (usage.cgroup, usage.alive) = cgroup_name(cgroup_id);
-            usage.identity = usage.cgroup.as_deref().map(crate::cgroup::kubepods::identify);
+            usage.identify();
             cgroups.push(usage);
         }
     }

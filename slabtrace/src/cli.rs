@@ -215,6 +215,13 @@ pub struct TopArgs {
 /// `slabtrace report`.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
+    /// A running daemon's /report address (`127.0.0.1:9478`, `http://…`): show what it has
+    /// counted since it started, with its growth findings and OOM kills, instead of loading
+    /// a second set of probes. In the `DaemonSet`'s pod, which serves /report on its loopback:
+    /// `kubectl exec -n slabtrace <pod> -- slabtrace report --from 127.0.0.1:9478` (the port of
+    /// --report-listen, or of --listen where /report is served with the rest).
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["duration", "ready_file", "floor"])]
+    pub from: Option<String>,
     /// How long to trace before reporting: seconds (`30`) or with a unit (`30s`, `5m`).
     #[arg(long, short, default_value_t = 10, value_name = "SECONDS", value_parser = parse_seconds)]
     pub duration: u64,

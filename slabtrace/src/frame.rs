@@ -28,7 +28,7 @@ pub enum OwnerKey {
 }
 
 /// Who holds the objects: what is known of them now (names can arrive later).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Owner {
     /// A Kubernetes pod.
@@ -92,7 +92,7 @@ impl Owner {
 }
 
 /// One owner's use of one cache since tracing started (cumulative).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct OwnerRow {
     /// Bytes per object.
     pub object_size: u64,
@@ -273,7 +273,7 @@ pub fn changes(before: &OwnerTable, now: &OwnerTable) -> Vec<Change> {
 }
 
 /// What the rows beyond the top-N add up to.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Rest {
     /// How many rows were rolled up.
     pub rows: u64,

@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// What was observed over one tracing window. Serialized flat into the report.
-#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Observation {
     /// The node's hostname.
     pub node: String,
@@ -46,18 +46,20 @@ pub struct Observation {
 }
 
 /// How the sampled figures were made.
-#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Sampling {
     /// N: one object address in N is tracked from allocation to free.
     pub rate: u64,
     /// Whether frees and live figures are estimates (N > 1).
     pub estimated: bool,
     /// What `live_objects_error` means.
-    pub error_bound: &'static str,
+    pub error_bound: std::borrow::Cow<'static, str>,
 }
 
 /// The /proc/meminfo lines that show kernel memory no container metric carries, in bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct KernelMemory {
     /// `Slab`: all slab caches.
     pub slab: u64,
@@ -89,7 +91,9 @@ impl KernelMemory {
 }
 
 /// /proc/meminfo at both ends of the window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct MeminfoChange {
     /// When tracing started.
     pub before: KernelMemory,
@@ -118,7 +122,7 @@ impl MeminfoChange {
 }
 
 /// One cache node-wide, with the kernel's own count beside slabtrace's.
-#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct NodeCache {
     /// slabtrace's figures.
     #[serde(flatten)]
@@ -132,7 +136,9 @@ pub struct NodeCache {
 }
 
 /// The kernel's count of a cache's objects at both ends of the window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct SlabinfoChange {
     /// `active_objs` when tracing started.
     pub active_objs_before: u64,
@@ -154,7 +160,7 @@ impl SlabinfoChange {
 }
 
 /// slabtrace's own footprint and what it could not see.
-#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct SelfStats {
     /// N of the address sample.
     pub sample_rate: u64,
@@ -218,7 +224,7 @@ pub struct SelfStats {
     pub cache_allocs: String,
     /// Where the live-object, counter and cache maps are pinned (the daemon's `--pin-path`
     /// directory for this layout and sample rate); absent when they are not.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned_maps: Option<String>,
     /// Whether those maps were left by an earlier daemon and taken over: the counters then
     /// include what it counted, since its start.

@@ -211,7 +211,8 @@ pub fn observe(
         sampling: Sampling {
             rate: window.sample,
             estimated: window.sample > 1,
-            error_bound: "live_objects_error is three standard deviations of the sampled estimate",
+            error_bound: "live_objects_error is three standard deviations of the sampled estimate"
+                .into(),
         },
         pods: rollup::pods(&attribution.cgroups, window.sample),
         cgroups: attribution.cgroups,

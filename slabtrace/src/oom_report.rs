@@ -15,7 +15,9 @@ use crate::{
 };
 
 /// The victim's or the trigger's identity.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Task {
     /// Process id.
     pub pid: u32,
@@ -32,7 +34,9 @@ pub struct Task {
 }
 
 /// A pod, by name and uid.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct PodRef {
     /// Namespace; `null` until known.
     pub namespace: Option<String>,
@@ -43,7 +47,7 @@ pub struct PodRef {
 }
 
 /// One holder of slab memory when the OOM kill happened.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Holder {
     /// Who.
     pub owner: Owner,
@@ -56,7 +60,7 @@ pub struct Holder {
 }
 
 /// The slab picture at the kill.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct SlabPicture {
     /// Live slab bytes slabtrace attributes (allocated since it started).
     pub attributed_live_bytes: u64,
@@ -71,12 +75,12 @@ pub struct SlabPicture {
 }
 
 /// An OOM kill with its context.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct OomReport {
     /// When the kernel marked the victim (RFC 3339, UTC).
     pub at: String,
     /// `global` (the node ran out), `memcg` (a memory cgroup hit its limit) or `unknown`.
-    pub scope: &'static str,
+    pub scope: std::borrow::Cow<'static, str>,
     /// The memcg that hit its limit, relative to the memory controller's root, when known.
     pub memcg: Option<String>,
     /// The killed process.
@@ -166,7 +170,7 @@ pub fn join(
     rows.truncate(top);
     OomReport {
         at: humantime::format_rfc3339_millis(kill.at).to_string(),
-        scope,
+        scope: scope.into(),
         memcg,
         victim,
         comm: kill.comm.clone(),
@@ -302,7 +306,7 @@ mod tests {
         k.cgroup_id = 5;
         let path = |id| (id == 5).then(|| "/system.slice/a.service".to_owned());
         let r = join(&k, None, &report(), &frame(), path, 10);
-        assert_eq!((r.scope, r.memcg), ("global", None));
+        assert_eq!((r.scope.as_ref(), r.memcg), ("global", None));
         assert_eq!(r.victim.pod, None);
         assert_eq!(r.victim.cgroup.as_deref(), Some("/system.slice/a.service"));
         assert_eq!(r.slab.victim_live_bytes, 1_000_000);

@@ -300,7 +300,7 @@ impl Pipeline {
                 self.oom_history.pop_front();
             }
             self.oom_history.push_back(kill.clone());
-            *self.oom_total.entry(kill.scope.to_owned()).or_default() += 1;
+            *self.oom_total.entry(kill.scope.to_string()).or_default() += 1;
         }
         report.oom_kills_total.clone_from(&self.oom_total);
         report.oom_kills = self.oom_history.iter().cloned().collect();

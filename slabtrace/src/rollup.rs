@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// One container (or the pod-level cgroup itself) over the window.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct ContainerUsage {
     /// Container id from the cgroup path; `null` for the pod-level cgroup.
     pub container_id: Option<String>,
@@ -36,7 +36,7 @@ pub struct ContainerUsage {
 }
 
 /// One pod over the window.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct PodUsage {
     /// Namespace from the runtime; `null` until known.
     pub namespace: Option<String>,

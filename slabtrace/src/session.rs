@@ -553,7 +553,7 @@ impl Session {
             },
             self_stats,
         );
-        let mut report = Report { schema: SCHEMA, observation, ..Report::default() };
+        let mut report = Report { schema: SCHEMA.into(), observation, ..Report::default() };
         rollup::apply_names(&mut report.pods, &self.runtime.directory);
         report.meminfo = meminfo;
         report.self_stats.runtime_connected = self.runtime.answering;

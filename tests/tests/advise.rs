@@ -1,12 +1,17 @@
-//! `slabtrace advise` on the real node: from a traced window and from a running daemon, the
-//! reservations come with their evidence and a `KubeletConfiguration` snippet, sized from the
-//! node's own `SUnreclaim`; a daemon that is not there is one sentence.
+//! The commands that can read a running daemon instead of tracing. `slabtrace advise` on the
+//! real node: from a traced window and from a running daemon, the reservations come with their
+//! evidence and a `KubeletConfiguration` snippet, sized from the node's own `SUnreclaim`.
+//! `slabtrace report --from`: the daemon's figures, filtered, with no privilege of its own. A
+//! daemon that is not there is one sentence.
 
 use std::process::Command;
 
 use anyhow::{Context as _, Result, ensure};
 use serde_json::Value;
-use slabtrace_integration::{daemon::Daemon, require_root, slabtrace_bin};
+use slabtrace_integration::{
+    Cgroup, Tmpfs, cache_of, cgroup, check_report_schema, daemon::Daemon, num, require_root,
+    slabtrace_bin, workload,
+};
 
 fn sunreclaim_bytes() -> Result<u64> {
     let text = std::fs::read_to_string("/proc/meminfo")?;
@@ -78,6 +83,55 @@ fn advice_from_a_running_daemon_and_from_none() -> Result<()> {
     let out = Command::new(slabtrace_bin()).args(["advise", "--from", "127.0.0.1:1"]).output()?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure!(!out.status.success(), "advise succeeded without a daemon");
+    ensure!(err.contains("is `slabtrace daemon` running") && err.lines().count() == 1, "{err}");
+    Ok(())
+}
+
+/// `report --from` shows what a running daemon counted, as JSON or a table, filtered like a
+/// traced report; it loads no probes, so it runs as nobody.
+#[test]
+fn a_report_from_a_running_daemon_needs_no_privilege() -> Result<()> {
+    const FILES: u64 = 2_000;
+    const INODES: &str = "shmem_inode_cache";
+    require_root()?;
+    let fs = Tmpfs::mount("from")?;
+    let cg = Cgroup::create("from")?;
+    let daemon = Daemon::start("from", &["--interval", "1s", "--sample", "1"])?;
+    cg.run(Command::new(workload()).arg("create").arg(fs.path()).arg(FILES.to_string()))?;
+    daemon.report_when("the daemon to see the files", |r| {
+        num(cache_of(cgroup(r, cg.relative()), INODES), "live_objects") >= FILES
+    })?;
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(slabtrace_bin())
+            .args(["report", "--from", &daemon.listen])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+    };
+    let out = as_nobody(&["--format", "json", "--cache", INODES])?;
+    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout)?;
+    check_report_schema(&report)?;
+    let mine = cache_of(cgroup(&report, cg.relative()), INODES);
+    ensure!(num(mine, "live_objects") >= FILES, "{mine:?}");
+    // Filtered to one cache: every cgroup shows only that one.
+    let cgroups = report["cgroups"].as_array().context("no cgroups")?;
+    ensure!(
+        cgroups.iter().all(|c| c["caches"]
+            .as_array()
+            .is_some_and(|cs| cs.len() == 1 && cs[0]["cache"] == INODES)),
+        "{cgroups:?}"
+    );
+    let table = as_nobody(&["--cache", INODES])?;
+    let text = String::from_utf8_lossy(&table.stdout);
+    ensure!(table.status.success() && text.contains(cg.relative()), "{text}");
+    drop(daemon);
+
+    let out = Command::new(slabtrace_bin()).args(["report", "--from", "127.0.0.1:1"]).output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.code() == Some(5), "{:?}: {err}", out.status);
     ensure!(err.contains("is `slabtrace daemon` running") && err.lines().count() == 1, "{err}");
     Ok(())
 }

@@ -40,7 +40,9 @@
 use serde::Serialize;
 
 /// A pod's Kubernetes quality-of-service class, as its cgroup's parent says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Qos {
     /// Directly under kubepods: there is no guaranteed parent cgroup.
@@ -52,7 +54,9 @@ pub enum Qos {
 }
 
 /// The container runtime, as far as the container cgroup's name tells.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Runtime {
     /// `cri-containerd-<id>.scope`.
@@ -67,7 +71,7 @@ pub enum Runtime {
 }
 
 /// Who a cgroup belongs to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Identity {
     /// A container of a pod, or the pod's sandbox (pause) container when `container_id` is the

@@ -62,24 +62,11 @@ fn traced(args: &AdviseArgs) -> Result<Advice, TraceError> {
 
 /// The advice in a running daemon's `/report`.
 fn from_daemon(addr: &str) -> Result<Advice, TraceError> {
-    let host = addr.trim_start_matches("http://").trim_end_matches('/');
-    let fail = |why: String| {
+    super::daemon_report(addr, "the advice")?.advice.ok_or_else(|| {
         TraceError::Unavailable(format!(
-            "cannot get the advice from the daemon at {host}: {why}; is `slabtrace daemon` running with --listen there?"
+            "the daemon at {addr} has no advice yet: it needs /proc/meminfo and one interval"
         ))
-    };
-    let (status, body) = crate::output::http_get::get(host, "/report", Duration::from_secs(10))
-        .map_err(|e| fail(e.to_string()))?;
-    if status != 200 {
-        let body = String::from_utf8_lossy(&body);
-        return Err(fail(format!("HTTP {status}: {}", body.trim())));
-    }
-    let report: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| fail(format!("not a JSON report ({e})")))?;
-    let advice = report.get("advice").filter(|a| !a.is_null()).ok_or_else(|| {
-        fail("its report has no advice yet (it needs /proc/meminfo and one interval)".to_owned())
-    })?;
-    serde_json::from_value(advice.clone()).map_err(|e| fail(format!("unexpected advice ({e})")))
+    })
 }
 
 /// The advice as text: each setting with its evidence, notes, and the snippet.

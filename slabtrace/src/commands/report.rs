@@ -39,6 +39,16 @@ const TICK: Duration = Duration::from_secs(1);
 /// `slabtrace report`: trace for `args.duration` seconds (or until SIGINT/SIGTERM), then print
 /// the report.
 pub fn run(args: &ReportArgs) -> Result<(), TraceError> {
+    let filter = Filter {
+        namespace: args.namespace.clone(),
+        pod: args.pod.clone(),
+        cache: args.cache.clone(),
+    };
+    if let Some(addr) = &args.from {
+        let mut report = super::daemon_report(addr, "a report")?;
+        filter::apply(&mut report, &filter);
+        return write_report(&report, args);
+    }
     let set = if args.floor { ProbeSet::Floor } else { ProbeSet::Slabtrace };
     let mut session = Session::start(&args.session.options(set))?;
     if let Some(path) = &args.ready_file {
@@ -76,11 +86,6 @@ pub fn run(args: &ReportArgs) -> Result<(), TraceError> {
             oom_report::join(kill, *meminfo, &report, &frame, |id| session.cgroup(id).0, 10)
         })
         .collect();
-    let filter = Filter {
-        namespace: args.namespace.clone(),
-        pod: args.pod.clone(),
-        cache: args.cache.clone(),
-    };
     filter::apply(&mut report, &filter);
     write_report(&report, args)
 }

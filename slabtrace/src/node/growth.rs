@@ -27,7 +27,9 @@ pub struct Point {
 }
 
 /// What reclaim did over the window, for the shrinkers that cover the series' cache.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Reclaim {
     /// Objects the shrinkers scanned.
     pub scanned: u64,
@@ -60,7 +62,9 @@ impl Default for Thresholds {
 }
 
 /// The verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Flat, or it came back.
@@ -70,7 +74,9 @@ pub enum Verdict {
 }
 
 /// Why.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Reason {
     /// No growth worth a finding.
@@ -88,7 +94,7 @@ pub enum Reason {
 }
 
 /// A verdict with its numbers.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Finding {
     /// Healthy or problematic.
     pub verdict: Verdict,
@@ -239,7 +245,7 @@ impl<K: Ord + Clone> History<K> {
 }
 
 /// A change of a key's finding worth an event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Transition {
     /// A problematic finding started.
@@ -403,7 +409,7 @@ mod tests {
 }
 
 /// What a growth event or the report says about one series.
-#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct GrowthFinding<O> {
     /// Whose objects (a pod or cgroup), or `null` for a cache node-wide.
     pub owner: Option<O>,
@@ -415,7 +421,7 @@ pub struct GrowthFinding<O> {
 }
 
 /// A finding that started or ended.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct GrowthEvent<O> {
     /// `started` or `ended`.
     pub state: Transition,

@@ -34,7 +34,7 @@ pub struct CacheBooks {
 }
 
 /// One cache, reconciled.
-#[derive(Clone, Debug, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct CacheReconciliation {
     /// Cache name.
     pub cache: String,
@@ -61,7 +61,9 @@ pub struct CacheReconciliation {
 }
 
 /// Node totals, reconciled.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct TotalReconciliation {
     /// Change of `Slab:` in /proc/meminfo over the window, bytes (for context: it also
     /// moves with empty slabs kept or given back, which no object count explains).
@@ -82,7 +84,7 @@ pub struct TotalReconciliation {
 }
 
 /// The whole reconciliation, as the report carries it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Reconciliation {
     /// Node totals; `null` without /proc/meminfo.
     pub total: Option<TotalReconciliation>,

@@ -76,7 +76,7 @@ use crate::{
 };
 
 /// What the shrinker programs could not do, from the BPF side's statistics.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ShrinkerLosses {
     /// Shrinkers that did not get an entry in the shrinker map: their reclaim went uncounted.
     pub insert_failed: u64,
@@ -289,7 +289,9 @@ pub fn reclaim_for_cache(
 
 /// One kind of shrinker's activity over an interval, node-wide: all shrinkers with one scan
 /// function and name (every ext4 superblock's, say) together.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct ShrinkerSummary {
     /// Their name, on kernels that keep names (`CONFIG_SHRINKER_DEBUG`).
     pub name: Option<String>,

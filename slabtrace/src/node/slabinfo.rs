@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 const SUPPORTED_VERSION: &str = "2.1";
 
 /// One cache's line of `/proc/slabinfo`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SlabInfo {
     /// Cache name, e.g. `dentry` or `kmalloc-64`.
     pub name: String,

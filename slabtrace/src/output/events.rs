@@ -709,7 +709,7 @@ mod tests {
         let mut iv = interval();
         iv.oom_kills.push(OomReport {
             at: "2027-01-15T08:00:00Z".into(),
-            scope: "global",
+            scope: "global".into(),
             slab: SlabPicture { attributed_live_bytes: 5 << 20, ..SlabPicture::default() },
             ..OomReport::default()
         });

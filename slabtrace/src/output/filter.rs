@@ -135,6 +135,23 @@ mod tests {
     }
 
     #[test]
+    fn a_report_read_back_from_json_filters_as_the_one_built_here() {
+        // As a daemon reports it: a pod with a real uid, its cgroup at the kubelet's path.
+        const UID: &str = "5e0c7a1d-2b3f-4c6e-9d8a-7f1e2c3b4a50";
+        let mut built = report();
+        built.pods[0].uid = UID.into();
+        built.cgroups[0].cgroup = Some(format!("/kubepods/burstable/pod{UID}"));
+        built.cgroups[0].identify();
+        let json = serde_json::to_vec(&built).unwrap();
+        let mut back = Report::parse(&json).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&built).unwrap());
+        // The cgroups' identities, not in the JSON, are parsed again from their paths.
+        apply(&mut back, &Filter { namespace: Some("git".into()), ..Filter::default() });
+        assert_eq!(back.cgroups.len(), 1, "{:?}", back.cgroups);
+        assert_eq!(back.pods.len(), 1);
+    }
+
+    #[test]
     fn a_pod_is_found_by_name_or_uid() {
         for key in ["shop-0", "u-2"] {
             let mut r = report();

@@ -657,7 +657,7 @@ mod tests {
     }
 
     fn interval() -> Arc<Interval> {
-        let mut report = Report { schema: SCHEMA, ..Report::default() };
+        let mut report = Report { schema: SCHEMA.into(), ..Report::default() };
         report.node = "node-a".into();
         report.self_stats.sample_rate = 1;
         Arc::new(Interval {

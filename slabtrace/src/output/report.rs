@@ -6,6 +6,8 @@ use std::ops::{Deref, DerefMut};
 
 use serde::Serialize;
 
+use crate::attribution::CgroupUsage;
+
 pub use crate::observation::{
     KernelMemory, MeminfoChange, NodeCache, Observation, Sampling, SelfStats, SlabinfoChange,
 };
@@ -14,10 +16,10 @@ pub use crate::observation::{
 pub const SCHEMA: &str = "slabtrace.report.v1";
 
 /// A report over one tracing window.
-#[derive(Clone, Debug, Default, Serialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct Report {
     /// Always [`SCHEMA`].
-    pub schema: &'static str,
+    pub schema: std::borrow::Cow<'static, str>,
     /// What was observed.
     #[serde(flatten)]
     pub observation: Observation,
@@ -36,6 +38,16 @@ pub struct Report {
     pub oom_kills_total: std::collections::BTreeMap<String, u64>,
     /// OOM kills while tracing (the last 100), each with the slab picture at the time.
     pub oom_kills: Vec<crate::oom_report::OomReport>,
+}
+
+impl Report {
+    /// A report as JSON (a daemon's `/report`), with what the JSON leaves out but can be
+    /// derived again (what each cgroup path is).
+    pub fn parse(json: &[u8]) -> serde_json::Result<Self> {
+        let mut report: Self = serde_json::from_slice(json)?;
+        report.observation.cgroups.iter_mut().for_each(CgroupUsage::identify);
+        Ok(report)
+    }
 }
 
 impl Deref for Report {

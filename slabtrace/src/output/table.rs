@@ -406,7 +406,7 @@ mod tests {
         let task = Task { pid: 1, cgroup_id: 9, cgroup: Some("/evil\n".into()), ..Task::default() };
         report.oom_kills.push(OomReport {
             at: "now".into(),
-            scope: "memcg",
+            scope: "memcg".into(),
             memcg: Some("/m\x07".into()),
             victim: task.clone(),
             comm: "x\x1b[31m\u{202e}".into(),
