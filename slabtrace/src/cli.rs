@@ -200,6 +200,11 @@ pub struct TopArgs {
     /// How often the view refreshes (`2s`, `500ms`).
     #[arg(long, short = 'd', default_value = "2s", value_name = "DURATION", value_parser = parse_interval)]
     pub interval: std::time::Duration,
+    /// A running daemon's /report address (`127.0.0.1:9478`): show what it counts, asked every
+    /// `--interval`, instead of loading a second set of probes (it needs no privilege then).
+    /// Rates come from the difference between two of its reports, so they start at the second.
+    #[arg(long, value_name = "ADDR")]
+    pub from: Option<String>,
     /// The order of the rows at start: live bytes, allocations or frees per second, growth,
     /// owner name or cache. The keys `l`, `a`, `f`, `g`, `n` and `c` change it while it runs.
     #[arg(long, value_enum, default_value_t = crate::output::top::Sort::Live)]

@@ -94,6 +94,39 @@ pub struct Interval {
     pub growth: Vec<GrowthEvent<Owner>>,
 }
 
+impl Interval {
+    /// The interval between two of a running daemon's reports, as `top --from` shows it:
+    /// `previous` is the last report's frame and event count (None for the first, which then
+    /// has no rates). The daemon's own process figures are not in its report: left at zero.
+    #[must_use]
+    pub fn between_reports(
+        report: Report,
+        previous: Option<(&OwnerTable, u64)>,
+        seq: u64,
+        ts: SystemTime,
+        seconds: f64,
+    ) -> Self {
+        let frame = OwnerTable::from_observation(&report);
+        let events = report.self_stats.alloc_events + report.self_stats.free_events;
+        let seconds = seconds.max(1e-3);
+        let (changes, events_per_second) = previous.map_or((Vec::new(), 0.0), |(before, n)| {
+            (crate::frame::changes(before, &frame), events.saturating_sub(n) as f64 / seconds)
+        });
+        Self {
+            seq,
+            node: report.node.clone(),
+            ts,
+            seconds,
+            meminfo: report.meminfo.map(|m| m.after),
+            frame,
+            changes,
+            events_per_second,
+            report,
+            ..Self::default()
+        }
+    }
+}
+
 /// An empty interval at the epoch: for tests and fixtures, which then set only the fields
 /// they are about (`Interval { seq: 3, ..Interval::default() }`).
 impl Default for Interval {
@@ -503,6 +536,54 @@ pub fn parse_process_usage(stat: &str, status: &str, ticks_per_second: f64) -> P
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A report in which cgroup `/a` made `allocs` dentries, `live` of them still live.
+    fn report_of(allocs: u64, live: u64, events: u64) -> Report {
+        use crate::attribution::{CacheUsage, CgroupUsage, Totals};
+        let caches = vec![CacheUsage {
+            cache: "dentry".into(),
+            object_size: 192,
+            allocs,
+            alloc_bytes: allocs * 192,
+            frees: allocs - live,
+            live_objects: live,
+            live_bytes: live * 192,
+            ..CacheUsage::default()
+        }];
+        let cgroup = CgroupUsage {
+            cgroup_id: 5,
+            cgroup: Some("/a".into()),
+            alive: true,
+            totals: Totals::of(&caches),
+            caches,
+            identity: None,
+        };
+        let mut report = Report::default();
+        report.observation.node = "n".into();
+        report.observation.cgroups = vec![cgroup];
+        report.observation.self_stats.alloc_events = events;
+        report
+    }
+
+    #[test]
+    fn two_reports_of_a_daemon_make_an_interval_with_rates() {
+        let first =
+            Interval::between_reports(report_of(10, 10, 100), None, 1, SystemTime::UNIX_EPOCH, 0.0);
+        assert!(first.changes.is_empty(), "no rates from one report");
+        assert_eq!((first.seq, first.node.as_str()), (1, "n"));
+        assert!(!first.frame.rows.is_empty());
+        let second = Interval::between_reports(
+            report_of(30, 25, 600),
+            Some((&first.frame, 100)),
+            2,
+            SystemTime::UNIX_EPOCH,
+            2.0,
+        );
+        assert!((second.events_per_second - 250.0).abs() < 1e-9);
+        let change = second.changes.iter().find(|c| c.cache == "dentry").expect("a change");
+        assert_eq!((change.allocs, change.frees), (20, 5));
+        assert_eq!(change.live_bytes_delta, 15 * 192);
+    }
 
     #[test]
     fn process_usage_from_proc_text() {

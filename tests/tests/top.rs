@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
-use slabtrace_integration::{Cgroup, Tmpfs, require_root, slabtrace_bin, workload};
+use slabtrace_integration::{Cgroup, Tmpfs, daemon::Daemon, require_root, slabtrace_bin, workload};
 
 const TMUX: &str = "/usr/bin/tmux";
 
@@ -29,6 +29,11 @@ struct Top {
 impl Top {
     /// Starts `slabtrace top --interval 1s` in a 220×50 pane and waits until it is attached.
     fn start(tag: &str) -> Result<Self> {
+        Self::start_as(tag, "", "")
+    }
+
+    /// The same, its command line led by `prefix` and followed by `args`.
+    fn start_as(tag: &str, prefix: &str, args: &str) -> Result<Self> {
         ensure!(Path::new(TMUX).exists(), "these tests need tmux at {TMUX} (apt install tmux)");
         let name = format!("slabtrace-test-{}-{tag}", std::process::id());
         let ready = std::env::temp_dir().join(format!("{name}-ready"));
@@ -39,7 +44,7 @@ impl Top {
         // The shell, not tmux, tells how slabtrace ended: tmux 3.3 sometimes leaves a pane's
         // process unreaped, with an empty #{pane_dead_status}.
         let command = format!(
-            "'{}' top --interval 1s --ready-file '{}'; echo $? > '{}'",
+            "{prefix} '{}' top --interval 1s {args} --ready-file '{}'; echo $? > '{}'",
             slabtrace_bin().display(),
             me.ready.display(),
             me.status.display()
@@ -264,6 +269,32 @@ fn top_shows_a_workload_and_re_sorts_on_a_key() -> Result<()> {
     assert!(screen.sorted_by(|l| l.allocs), "not in order of allocations per second:\n{text}");
     eprintln!("{text}");
 
+    top.press("q")?;
+    top.assert_exited_cleanly()
+}
+
+/// `top --from` shows a running daemon's figures without probes of its own: as nobody.
+#[test]
+fn top_reads_a_running_daemon_without_privilege() -> Result<()> {
+    const FILES: u64 = 5_000;
+    require_root()?;
+    let cg = Cgroup::create("top-from")?;
+    let fs = Tmpfs::mount("top-from")?;
+    let daemon = Daemon::start("top-from", &["--interval", "1s"])?;
+    cg.run(Command::new(workload()).arg("create").arg(fs.path()).arg(FILES.to_string()))?;
+    let nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups";
+    let top = Top::start_as("top-from", nobody, &format!("--from {}", daemon.listen))?;
+    let mine = |l: &Line| l.owner == cg.relative() && l.cache == "shmem_inode_cache";
+    let screen = top.screen_until(Duration::from_secs(30), |s| {
+        s.rows.iter().any(|l| mine(l) && l.live > 1e6)
+    })?;
+    let text = &screen.text;
+    assert!(
+        screen.rows.iter().any(|l| mine(l) && l.live > 1e6),
+        "no live inodes of {}:\n{text}",
+        cg.relative()
+    );
+    assert!(text.contains("SUnreclaim"), "{text}");
     top.press("q")?;
     top.assert_exited_cleanly()
 }

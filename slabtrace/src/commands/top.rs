@@ -35,7 +35,7 @@ use crate::{
     cli::TopArgs,
     commands::report::stop_flag,
     output::top::{Action, TopView},
-    pipeline::Pipeline,
+    pipeline::{Interval, Pipeline},
     probe::ProbeSet,
     session::TraceError,
 };
@@ -59,22 +59,82 @@ pub fn run(args: &TopArgs) -> Result<(), TraceError> {
         return Err(TraceError::Usage(NOT_A_TERMINAL.to_owned()));
     }
     let stop = stop_flag();
-    let mut pipeline = Pipeline::start(&args.session.options(ProbeSet::Slabtrace))?;
+    let mut source = match &args.from {
+        Some(addr) => {
+            // Asked once before the screen goes up, so a daemon that is not there is one
+            // sentence on a normal terminal.
+            super::daemon_report(addr, "a report")?;
+            Source::Daemon(Remote { addr: addr.clone(), last: None, seq: 0 })
+        }
+        None => {
+            Source::Traced(Box::new(Pipeline::start(&args.session.options(ProbeSet::Slabtrace))?))
+        }
+    };
     let mut view = TopView::new(args.interval, args.sort);
     let result = Screen::enter().and_then(|mut screen| {
-        let result = watch(&mut screen, &mut pipeline, &mut view, &stop, args);
+        let result = watch(&mut screen, &mut source, &mut view, &stop, args);
         // The terminal comes back before anything else is said.
         drop(screen);
         result
     });
-    pipeline.detach();
+    if let Source::Traced(pipeline) = &mut source {
+        pipeline.detach();
+    }
     result
+}
+
+/// Where the intervals come from: probes of its own, or a running daemon's `/report`.
+enum Source {
+    Traced(Box<Pipeline>),
+    Daemon(Remote),
+}
+
+/// A running daemon, asked for its report every interval.
+struct Remote {
+    addr: String,
+    /// The last report's frame and event count, and when it came.
+    last: Option<(crate::frame::OwnerTable, u64, Instant)>,
+    seq: u64,
+}
+
+impl Source {
+    /// The next interval.
+    fn tick(&mut self) -> Result<Interval, TraceError> {
+        match self {
+            Self::Traced(pipeline) => pipeline.tick(false),
+            Self::Daemon(remote) => {
+                let report = super::daemon_report(&remote.addr, "a report")?;
+                let now = Instant::now();
+                remote.seq += 1;
+                let seconds =
+                    remote.last.as_ref().map_or(0.0, |(_, _, at)| (now - *at).as_secs_f64());
+                let events = report.self_stats.alloc_events + report.self_stats.free_events;
+                let interval = Interval::between_reports(
+                    report,
+                    remote.last.as_ref().map(|(frame, n, _)| (frame, *n)),
+                    remote.seq,
+                    std::time::SystemTime::now(),
+                    seconds,
+                );
+                remote.last = Some((interval.frame.clone(), events, now));
+                Ok(interval)
+            }
+        }
+    }
+
+    /// Looks at the maps between intervals (names new cgroups while they exist); a daemon
+    /// does that itself.
+    fn peek(&mut self) {
+        if let Self::Traced(pipeline) = self {
+            pipeline.peek();
+        }
+    }
 }
 
 /// The loop: keys, peeks and intervals until a quit key or a signal.
 fn watch(
     screen: &mut Screen,
-    pipeline: &mut Pipeline,
+    source: &mut Source,
     view: &mut TopView,
     stop: &AtomicBool,
     args: &TopArgs,
@@ -91,7 +151,7 @@ fn watch(
         let mut dirty = false;
         let now = Instant::now();
         if now >= next {
-            match pipeline.tick(false) {
+            match source.tick() {
                 Ok(interval) => view.update(&interval),
                 // A failed read loses nothing: counters keep growing in the kernel and the next
                 // interval's delta takes them in.
@@ -102,7 +162,7 @@ fn watch(
             dirty = true;
         } else if now >= next_peek {
             next_peek = now + PEEK;
-            pipeline.peek();
+            source.peek();
         }
         if let Some(line) = screen.new_log_line() {
             view.log(line);
