@@ -435,12 +435,14 @@ impl TopView {
             Group::Caches => "per pod/cgroup × cache",
             Group::Owners => "per pod/cgroup",
         };
+        // A daemon read with `--from` does not report its own RSS: left out, not shown as 0.
+        let rss = if s.rss_bytes == 0 {
+            String::new()
+        } else {
+            format!(", RSS {}", human_bytes(s.rss_bytes))
+        };
         let second = spread(
-            &format!(
-                "slabtrace: {} events/s traced, RSS {} · {sample}",
-                count(s.events_per_second),
-                human_bytes(s.rss_bytes)
-            ),
+            &format!("slabtrace: {} events/s traced{rss} · {sample}", count(s.events_per_second)),
             group,
             width,
         );
