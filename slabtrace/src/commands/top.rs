@@ -63,7 +63,7 @@ pub fn run(args: &TopArgs) -> Result<(), TraceError> {
         Some(addr) => {
             // Asked once before the screen goes up, so a daemon that is not there is one
             // sentence on a normal terminal.
-            super::daemon_report(addr, "a report")?;
+            super::daemon_answers(addr, "a report")?;
             Source::Daemon(Remote { addr: addr.clone(), last: None, seq: 0 })
         }
         None => {
