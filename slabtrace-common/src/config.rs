@@ -95,8 +95,10 @@ pub struct Config {
     /// 1 to count every event in the statistics (`alloc_events`, `free_events`); 0 only in
     /// the bench's ablation runs.
     pub count_events: u32,
-    /// Zero.
-    pub padding: u32,
+    /// 0 to count every allocation (exact `allocs`); a mask `m` to count only those whose
+    /// random number has `r & m == 0` (and the sampled addresses'): the bench's measure of
+    /// what exact counts cost (`--without exact-counts`).
+    pub count_sample_mask: u32,
 }
 assert_size!(Config, 160);
 

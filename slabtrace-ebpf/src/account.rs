@@ -9,7 +9,7 @@ use aya_ebpf::{
     bindings::{BPF_NOEXIST, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_probe_read_kernel,
-        generated::{bpf_get_current_task, bpf_get_current_task_btf},
+        generated::{bpf_get_current_task, bpf_get_current_task_btf, bpf_get_prandom_u32},
     },
 };
 use slabtrace_common::{
@@ -47,6 +47,20 @@ fn mix(addr: u64) -> u64 {
 #[inline(always)]
 pub fn sampled(addr: u64) -> bool {
     config::track_live() != 0 && (mix(addr) >> 32) & config::sample_mask() == 0
+}
+
+/// Whether the allocation of `addr` is left uncounted: never, unless the bench measures
+/// what exact counts cost (`count_sample_mask`); then all but a random 1 in N and the sampled
+/// addresses are, counted as events only.
+#[inline(always)]
+pub fn uncounted(addr: u64) -> bool {
+    let mask = config::count_sample_mask();
+    // SAFETY: a helper with no arguments.
+    if mask == 0 || sampled(addr) || unsafe { bpf_get_prandom_u32() } & mask == 0 {
+        return false;
+    }
+    bump_event(Stat::AllocEvents);
+    true
 }
 
 /// The context an allocation happened in: whom to charge it to.
@@ -110,6 +124,15 @@ impl Nesting {
     /// `ctx` is the event's context pointer.
     #[inline(always)]
     pub fn free(self, ctx: *const core::ffi::c_void, addr: u64, cache: u64) {
+        // Most frees are of addresses out of the sample: nothing to credit, so nothing to
+        // note for the second program, which need not look further either (a nested free of
+        // such an address is not counted by anyone). Only the first counts the event.
+        if !sampled(addr) {
+            if self == Self::First {
+                bump_event(Stat::FreeEvents);
+            }
+            return;
+        }
         let Some(state) = FREE_NESTING.get_ptr_mut(0) else {
             if self == Self::First {
                 record_free(addr, cache);

@@ -43,7 +43,7 @@ static CONFIG: Config = Config {
     live_set_bits: 0,
     track_live: 0,
     count_events: 0,
-    padding: 0,
+    count_sample_mask: 0,
 };
 
 macro_rules! field {
@@ -90,3 +90,4 @@ field!(sample_salt, u64);
 field!(live_set_bits, u32);
 field!(track_live, u32);
 field!(count_events, u32);
+field!(count_sample_mask, u32);

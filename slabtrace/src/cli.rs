@@ -343,6 +343,9 @@ pub enum BenchPart {
     Shrinkers,
     /// The per-event statistics (`alloc_events`, `free_events`).
     Stats,
+    /// Exact allocation counts: only a random 1 in `--sample` allocations (and those of sampled
+    /// addresses) is counted, the rest return at once.
+    ExactCounts,
 }
 
 impl TracerArgs {
@@ -355,6 +358,7 @@ impl TracerArgs {
                 BenchPart::Live => ablation.live = false,
                 BenchPart::Interrupts => ablation.interrupts = false,
                 BenchPart::Stats => ablation.stats = false,
+                BenchPart::ExactCounts => ablation.exact_counts = false,
                 BenchPart::FreeBackup => ablation.parts.nested_free = false,
                 BenchPart::Oom => ablation.parts.oom = false,
                 BenchPart::Shrinkers => ablation.parts.shrinkers = false,

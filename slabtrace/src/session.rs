@@ -173,6 +173,7 @@ pub struct TracerOptions {
 
 /// The parts of the BPF side the bench can leave out; everything on by default.
 #[derive(Clone, Copy, Debug)]
+#[expect(clippy::struct_excessive_bools, reason = "independent switches, one per bench part")]
 pub struct Ablation {
     /// Tracking sampled objects from allocation to free.
     pub live: bool,
@@ -180,13 +181,15 @@ pub struct Ablation {
     pub interrupts: bool,
     /// The per-event statistics.
     pub stats: bool,
+    /// Every allocation counted (off: a random 1 in `--sample`, plus the sampled addresses).
+    pub exact_counts: bool,
     /// Optional programs.
     pub parts: Parts,
 }
 
 impl Default for Ablation {
     fn default() -> Self {
-        Self { live: true, interrupts: true, stats: true, parts: Parts::ALL }
+        Self { live: true, interrupts: true, stats: true, exact_counts: true, parts: Parts::ALL }
     }
 }
 
@@ -205,6 +208,11 @@ impl TracerOptions {
         }
         if !a.stats {
             config.count_events = 0;
+        }
+        if !a.exact_counts {
+            #[expect(clippy::cast_possible_truncation, reason = "the sampling mask is below 2^32")]
+            let mask = config.sample_mask as u32;
+            config.count_sample_mask = mask;
         }
         (config, a.parts)
     }

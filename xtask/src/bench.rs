@@ -57,7 +57,7 @@ pub struct Part {
 }
 
 /// Every part `--without` can leave out, in the order their modes run.
-const PARTS: [Part; 6] = [
+const PARTS: [Part; 7] = [
     Part { name: "live", without: "no live-object tracking (no frees credited)" },
     Part { name: "interrupts", without: "no interrupt-context test" },
     Part {
@@ -67,6 +67,10 @@ const PARTS: [Part; 6] = [
     Part { name: "oom", without: "no OOM programs" },
     Part { name: "shrinkers", without: "no shrinker programs" },
     Part { name: "stats", without: "no per-event statistics bumps" },
+    Part {
+        name: "exact-counts",
+        without: "allocations counted 1 in --sample at random (plus sampled addresses)",
+    },
 ];
 
 impl clap::ValueEnum for Part {
@@ -117,7 +121,7 @@ pub struct BenchArgs {
     /// and one kernel-stats run.
     #[arg(long, value_enum, value_name = "PART")]
     pub without: Vec<Part>,
-    /// `--without` every part, to see where slabtrace's time per event goes: six more modes,
+    /// `--without` every part, to see where slabtrace's time per event goes: seven more modes,
     /// so the bench takes about three times as long.
     #[arg(long, conflicts_with = "without")]
     pub ablation: bool,
@@ -1427,7 +1431,7 @@ mod tests {
         );
         assert_eq!(
             names(&["--ablation"]),
-            ["live", "interrupts", "free-backup", "oom", "shrinkers", "stats"]
+            ["live", "interrupts", "free-backup", "oom", "shrinkers", "stats", "exact-counts"]
         );
         assert!(bench_args(&["--without", "maps"]).is_err());
         assert!(bench_args(&["--ablation", "--without", "live"]).is_err());

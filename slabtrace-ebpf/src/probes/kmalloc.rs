@@ -49,6 +49,9 @@ fn try_kmalloc(ctx: *const c_void) {
     if ptr == 0 {
         return;
     }
+    if account::uncounted(ptr) {
+        return;
+    }
     let bytes = arg(ctx, 3);
     // gfp_t is 32 bits: the upper half of its u64 slot is not the kernel's.
     let gfp = arg(ctx, 4) & 0xffff_ffff;

@@ -81,6 +81,9 @@ fn try_kmem_cache_alloc(ctx: *const c_void, call_site: u64, ptr: u64, cache: u64
     if ptr == 0 {
         return; // a failed allocation
     }
+    if account::uncounted(ptr) {
+        return;
+    }
     // gfp_t is 32 bits: the upper half of its u64 slot is not the kernel's.
     let flags = if gfp & 0xffff_ffff & config::gfp_account() != 0 { KEY_GFP_ACCOUNTED } else { 0 };
     let cgroup = Context::of(ctx).cgroup();

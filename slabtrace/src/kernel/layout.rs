@@ -614,7 +614,7 @@ impl KernelLayout {
             live_set_bits: 1,
             track_live: 1,
             count_events: 1,
-            padding: 0,
+            count_sample_mask: 0,
         }
     }
 }
