@@ -1,20 +1,12 @@
 //! `helm template` and `helm lint` for the tests, by Helm's own engine: Helm v4 compiled as a
 //! shared library (the Python package `helm-python-sdk`), driven by tests/helm/chart.py in the
-//! virtualenv that `cargo xtask test` makes (target/helm). No helm binary, no cluster, no
+//! virtualenv that `cargo xtask test` makes ([`crate::python`]). No helm binary, no cluster, no
 //! network.
 
-use std::{
-    collections::BTreeMap,
-    io::Write as _,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-};
+use std::{collections::BTreeMap, path::Path};
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
-
-/// The variable `cargo xtask test` sets to the virtualenv's Python.
-pub const PYTHON_ENV: &str = "SLABTRACE_HELM_PYTHON";
 
 /// The release a chart is rendered for (`helm template NAME --namespace NAMESPACE`).
 #[derive(Clone, Debug)]
@@ -51,43 +43,9 @@ pub struct LintMessage {
 /// Helm's severity of a warning; strict lint fails on it and on errors.
 pub const WARNING: u64 = 2;
 
-/// The repository's root.
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The virtualenv's Python: [`PYTHON_ENV`], else where `cargo xtask test` puts it.
-fn python() -> Result<PathBuf> {
-    let path = std::env::var_os(PYTHON_ENV)
-        .map_or_else(|| repo().join("target/helm/bin/python3"), PathBuf::from);
-    if !path.is_file() {
-        bail!(
-            "Helm's engine is not installed ({} is missing): `cargo xtask test` installs it \
-             (tests/helm/requirements.txt), or set {PYTHON_ENV}",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
 /// Runs tests/helm/chart.py with `request`; its JSON answer.
 fn call(request: &Value) -> Result<Value> {
-    let script = repo().join("tests/helm/chart.py");
-    let mut child = Command::new(python()?)
-        .arg(&script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot run {}", script.display()))?;
-    let mut stdin = child.stdin.take().context("no stdin")?;
-    stdin.write_all(request.to_string().as_bytes())?;
-    drop(stdin);
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    serde_json::from_slice(&out.stdout).context("tests/helm/chart.py answered no JSON")
+    crate::python::call("tests/helm/chart.py", request)
 }
 
 /// Renders the chart in `dir` for `release`, with `overrides` merged into its values.yaml by

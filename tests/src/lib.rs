@@ -10,6 +10,8 @@ pub mod daemon;
 pub mod helm;
 pub mod memcg;
 pub mod prometheus;
+pub mod python;
+pub mod vrl;
 
 use std::{
     fs,

@@ -12,6 +12,9 @@
 //! - The kubelet snippet has the keys `slabtrace advise` prints.
 //! - Every metric the Grafana dashboard queries is one a real daemon exports (root), or, for
 //!   the families written only after an event, one slabtrace lists in `metrics::FAMILIES`.
+//! - The Vector config (deploy/vector) selects slabtrace's pods, and its remap program, run by
+//!   VRL's own compiler and runtime (tests/src/vrl.rs), ships every event a real daemon wrote
+//!   whole and drops its log lines (root).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -39,8 +42,11 @@ use slabtrace_integration::{
     daemon::Daemon,
     fresh_uid,
     helm::{self, Release},
+    memcg::{Memcg, ensure_killed},
     prometheus::{Prometheus, sample_value},
-    require_root, workload,
+    require_root,
+    vrl::{self, Outcome},
+    workload,
 };
 
 /// The workspace's version: the image tag and the chart's appVersion.
@@ -1177,5 +1183,149 @@ fn every_dashboard_metric_is_exported_by_a_real_daemon() -> Result<()> {
     drop(pod);
     let stopped = daemon.stop(libc::SIGTERM, Duration::from_secs(10))?;
     ensure!(stopped.status.success(), "the daemon failed: {}", stopped.stderr);
+    Ok(())
+}
+
+/// The Vector config's remap program (deploy/vector/slabtrace.yaml).
+fn vector_remap() -> Result<(Value, String)> {
+    let config = documents(&read("deploy/vector/slabtrace.yaml")?)?
+        .into_iter()
+        .next()
+        .context("an empty Vector config")?;
+    let remap = &config["transforms"]["slabtrace_events"];
+    ensure!(remap["type"] == "remap", "no remap transform `slabtrace_events`: {config}");
+    let program = remap["source"].as_str().context("the remap has no source")?.to_owned();
+    Ok((config, program))
+}
+
+/// A line of slabtrace's container log as Vector's `kubernetes_logs` source hands it on.
+fn kubernetes_log(stream: &str, line: &str) -> Value {
+    json!({
+        "message": line,
+        "stream": stream,
+        "timestamp": "2026-12-04T10:00:00.123456789Z",
+        "source_type": "kubernetes_logs",
+        "file": "/var/log/pods/slabtrace_slabtrace-x7k2p_0f3c/slabtrace/0.log",
+        "kubernetes": {
+            "pod_name": "slabtrace-x7k2p",
+            "pod_namespace": "slabtrace",
+            "container_name": "slabtrace",
+            "pod_labels": { "app.kubernetes.io/name": "slabtrace" },
+        },
+    })
+}
+
+/// The JSON type of a value, as a dynamic mapping takes it (integers and floats are one
+/// numeric type to it).
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+#[test]
+fn the_vector_config_selects_slabtraces_pods_and_writes_each_event_once() -> Result<()> {
+    let (config, _) = vector_remap()?;
+    let source = &config["sources"]["slabtrace_logs"];
+    ensure!(source["type"] == "kubernetes_logs", "{source}");
+    // The selector is one of the DaemonSet's pod labels, so it finds the pods.
+    let selector = source["extra_label_selector"].as_str().context("no label selector")?;
+    let (key, value) = selector.split_once('=').context("a selector that is not key=value")?;
+    let labels = plain_daemonset()?
+        .spec
+        .and_then(|s| s.template.metadata)
+        .and_then(|m| m.labels)
+        .unwrap_or_default();
+    ensure!(labels.get(key).map(String::as_str) == Some(value), "{selector} is not in {labels:?}");
+    let remap = &config["transforms"]["slabtrace_events"];
+    ensure!(remap["drop_on_abort"] == true, "aborted lines must be dropped: {remap}");
+    let sink = &config["sinks"]["slabtrace_elasticsearch"];
+    ensure!(sink["inputs"] == json!(["slabtrace_events"]), "{sink}");
+    // At-least-once delivery without copies: the document id is the event's unique id.
+    ensure!(sink["id_key"] == "id", "{sink}");
+    Ok(())
+}
+
+/// The Vector config's remap, run by VRL's own compiler and runtime (tests/src/vrl.rs) on
+/// every line a real daemon wrote to stdout and stderr, with an OOM kill among them: every
+/// event comes out whole, with where it came from, one JSON type per field name across the
+/// stream (what Elasticsearch's dynamic mapping needs); every log line is dropped; nothing
+/// fails at run time.
+#[test]
+fn the_vector_config_ships_every_event_of_a_real_daemon_and_no_log_line() -> Result<()> {
+    require_root()?;
+    let (_, program) = vector_remap()?;
+
+    let fs = Tmpfs::mount("vector")?;
+    let daemon = Daemon::start("vector", &["--interval", "1s", "--log-format", "json"])?;
+    let pod =
+        Cgroup::create_at(&format!("/kubepods/besteffort/pod{}/0123456789abcdef", fresh_uid()?))?;
+    pod.run(Command::new(workload()).arg("create").arg(fs.path()).arg("2000"))?;
+    // An OOM kill, so that the stream's richest event and its one field of two types are in.
+    let memcg = Memcg::create("vector", 64 << 20)?;
+    let cg2 = memcg.cgroup("vector")?;
+    let mut hog = memcg.spawn(&cg2, Command::new(workload()).args(["hog", "512"]))?;
+    ensure_killed(&mut hog)?;
+    daemon.wait_for_event(|e| e["type"] == "oom")?;
+    daemon.wait_for_event(|e| e["type"] == "slab.sample")?;
+    // The lines as written, whole ones only (the stop removes the daemon's directory).
+    let written = fs::read_to_string(daemon.dir().join("events.ndjson"))?;
+    let stopped = daemon.stop(libc::SIGTERM, Duration::from_mins(1))?;
+    let stdout: Vec<&str> =
+        written.split_inclusive('\n').filter_map(|l| l.strip_suffix('\n')).collect();
+    let stderr: Vec<&str> = stopped.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    ensure!(!stderr.is_empty(), "the daemon logged nothing");
+
+    let mut lines: Vec<Value> = stdout.iter().map(|l| kubernetes_log("stdout", l)).collect();
+    lines.extend(stderr.iter().map(|l| kubernetes_log("stderr", l)));
+    // What else a container's stdout can hold: a line that is not JSON, and another schema.
+    lines.push(kubernetes_log("stdout", "thread 'main' panicked at src/main.rs:1:1"));
+    lines.push(kubernetes_log("stdout", r#"{"schema":"slabtrace.event.v2","type":"x"}"#));
+    let outcomes = vrl::remap(&program, &lines)?;
+
+    let mut types: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+    let mut kinds = BTreeSet::new();
+    for (i, (line, outcome)) in lines.iter().zip(&outcomes).enumerate() {
+        let is_event = i < stdout.len();
+        match outcome {
+            Outcome::Event(out) if is_event => {
+                let mut wrote: Value = serde_json::from_str(stdout[i])?;
+                let object = wrote.as_object_mut().context("an event that is not an object")?;
+                if object["type"] == "oom" {
+                    ensure!(object.remove("slab").is_some(), "an oom event without `slab`");
+                    ensure!(out.get("slab").is_none(), "oom's `slab` was shipped: {out}");
+                }
+                object.insert("timestamp".into(), line["timestamp"].clone());
+                object.insert(
+                    "kubernetes".into(),
+                    json!({ "namespace": "slabtrace", "pod": "slabtrace-x7k2p", "container": "slabtrace" }),
+                );
+                ensure!(*out == wrote, "event {i} changed on the way:\n{out}\nwas\n{}", stdout[i]);
+                kinds.insert(out["type"].as_str().unwrap_or_default().to_owned());
+                for (name, v) in out.as_object().into_iter().flatten() {
+                    if !v.is_null() {
+                        types.entry(name.clone()).or_default().insert(json_type(v));
+                    }
+                }
+            }
+            Outcome::Aborted if !is_event => {}
+            other => bail!("line {i} ({line}) came out as {other:?}"),
+        }
+    }
+    for wanted in ["self.stats", "node.memory", "slab.sample", "oom"] {
+        ensure!(kinds.contains(wanted), "no {wanted} event shipped: {kinds:?}");
+    }
+    let clashes: Vec<_> = types.iter().filter(|(_, t)| t.len() > 1).collect();
+    ensure!(clashes.is_empty(), "field names with more than one type: {clashes:?}");
+    eprintln!(
+        "shipped {} events ({kinds:?}) and dropped {} log lines and 2 foreign lines",
+        stdout.len(),
+        stderr.len()
+    );
     Ok(())
 }

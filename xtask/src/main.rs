@@ -198,7 +198,7 @@ fn test(unit_only: bool, under_load: Option<u32>, no_vm: bool, args: &[String]) 
     }
     if setup::is_root() {
         setup::ensure_packages(setup::TEST_PACKAGES)?;
-        setup::ensure_helm()?;
+        setup::ensure_python_tools()?;
     } else {
         bail!(
             "the integration tests load BPF programs and create cgroups: run `sudo -E cargo xtask test` (or `cargo xtask test --unit-only`)"

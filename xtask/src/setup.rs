@@ -48,24 +48,26 @@ pub const VM_PACKAGES: &[(&str, &str)] = &[
     ("setpriv", "util-linux"),
 ];
 
-/// Debian packages the chart's tests need: Python, for the virtualenv that holds Helm's engine
-/// ([`ensure_helm`]).
-pub const HELM_PACKAGES: &[(&str, &str)] = &[("python3", "python3")];
+/// Debian packages the deploy tests need: Python, for the virtualenv that holds the engines
+/// they drive ([`ensure_python_tools`]).
+pub const PYTHON_PACKAGES: &[(&str, &str)] = &[("python3", "python3")];
 
-/// The virtualenv, under the workspace, that holds Helm's engine for the chart's tests.
-const HELM_VENV: &str = "target/helm";
+/// The virtualenv, under the workspace, that holds them.
+const PYTHON_VENV: &str = "target/python";
 
-/// What [`ensure_helm`] installs into it, with hashes.
-const HELM_REQUIREMENTS: &str = "tests/helm/requirements.txt";
+/// What [`ensure_python_tools`] installs into it, with hashes.
+const PYTHON_REQUIREMENTS: &str = "tests/python/requirements.txt";
 
-/// Installs Helm's own engine (the Python package `helm-python-sdk`: Helm v4 as a shared library) into a
-/// private virtualenv, target/helm, for tests/src/helm.rs to render and lint the chart with.
-/// Does nothing when the virtualenv already holds what tests/helm/requirements.txt says.
-pub fn ensure_helm() -> Result<()> {
-    ensure_packages(HELM_PACKAGES)?;
+/// Installs the engines the deploy tests drive into a private virtualenv, target/python:
+/// Helm's (the Python package `helm-python-sdk`: Helm v4 as a shared library), to render and
+/// lint the chart (tests/src/helm.rs), and Vector's remap language (`pyVRL`), to run the
+/// Vector config's program (tests/src/vrl.rs). Does nothing when the virtualenv already holds
+/// what tests/python/requirements.txt says.
+pub fn ensure_python_tools() -> Result<()> {
+    ensure_packages(PYTHON_PACKAGES)?;
     let root = workspace_root()?;
-    let venv = root.join(HELM_VENV);
-    let requirements = root.join(HELM_REQUIREMENTS);
+    let venv = root.join(PYTHON_VENV);
+    let requirements = root.join(PYTHON_REQUIREMENTS);
     let wanted = std::fs::read_to_string(&requirements)
         .with_context(|| format!("reading {}", requirements.display()))?;
     // The requirements it was made from: a changed pin makes it again.
@@ -74,7 +76,9 @@ pub fn ensure_helm() -> Result<()> {
     if python.is_file() && std::fs::read_to_string(&stamp).is_ok_and(|had| had == wanted) {
         return Ok(());
     }
-    eprintln!("xtask: installing Helm's engine (helm-python-sdk) into {HELM_VENV}");
+    eprintln!(
+        "xtask: installing the deploy tests' Python tools ({PYTHON_REQUIREMENTS}) into {PYTHON_VENV}"
+    );
     let venv_arg = venv.to_string_lossy().into_owned();
     if cmd("python3", &["-m", "venv", "--clear", &venv_arg]).is_err() {
         // Debian's python3 keeps venv's ensurepip in a package of its own.
@@ -88,7 +92,7 @@ pub fn ensure_helm() -> Result<()> {
         .status()
         .with_context(|| format!("cannot run {}", python.display()))?;
     if !status.success() {
-        bail!("installing {HELM_REQUIREMENTS} into {HELM_VENV} failed ({status})");
+        bail!("installing {PYTHON_REQUIREMENTS} into {PYTHON_VENV} failed ({status})");
     }
     std::fs::write(&stamp, wanted)?;
     Ok(())
@@ -275,7 +279,7 @@ mod tests {
         let installed: Vec<&str> = [
             BUILD_PACKAGES,
             TEST_PACKAGES,
-            HELM_PACKAGES,
+            PYTHON_PACKAGES,
             LOAD_PACKAGES,
             IMAGE_PACKAGES,
             VM_PACKAGES,
