@@ -99,8 +99,14 @@ pub struct Config {
     /// random number has `r & m == 0` (and the sampled addresses'): the bench's measure of
     /// what exact counts cost (`--without exact-counts`).
     pub count_sample_mask: u32,
+    /// 1 to take the current task's cgroup id from a per-CPU cache keyed by its `css_set`
+    /// (where the task's BTF pointer and the offset are known); 0 only in the bench's ablation
+    /// runs.
+    pub cgroup_cache: u32,
+    /// Zero.
+    pub padding: u32,
 }
-assert_size!(Config, 160);
+assert_size!(Config, 168);
 
 #[cfg(feature = "user")]
 // SAFETY: plain old data: u64 and u32 fields, no padding (size asserted).

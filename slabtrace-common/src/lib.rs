@@ -49,8 +49,12 @@ pub mod map_names {
     pub const SHRINKERS: &str = "SHRINKERS";
     /// The start-up self-check's verdict.
     pub const SELF_CHECK: &str = "SELF_CHECK";
+    /// Per CPU, the last task-context allocation's task and cgroup id.
+    pub const CGROUP_OF_TASK: &str = "CGROUP_OF_TASK";
+    /// The generation of [`CGROUP_OF_TASK`]: 0 while the cache is off.
+    pub const CGROUP_GENERATION: &str = "CGROUP_GENERATION";
     /// Every map of the object.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 14] = [
         COUNTERS,
         LIVE,
         NEW_KEYS,
@@ -63,6 +67,8 @@ pub mod map_names {
         OOM_RECLAIMS,
         SHRINKERS,
         SELF_CHECK,
+        CGROUP_OF_TASK,
+        CGROUP_GENERATION,
     ];
 }
 

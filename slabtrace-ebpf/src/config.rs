@@ -44,6 +44,8 @@ static CONFIG: Config = Config {
     track_live: 0,
     count_events: 0,
     count_sample_mask: 0,
+    cgroup_cache: 0,
+    padding: 0,
 };
 
 macro_rules! field {
@@ -91,3 +93,4 @@ field!(live_set_bits, u32);
 field!(track_live, u32);
 field!(count_events, u32);
 field!(count_sample_mask, u32);
+field!(cgroup_cache, u32);

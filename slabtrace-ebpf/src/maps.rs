@@ -49,6 +49,17 @@ pub static CALL_SITES: PerCpuHashMap<CallSiteKey, u64> =
 #[map]
 pub static SCRATCH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per CPU, the last task-context allocation's task and the cgroup id charged:
+/// [`css_set` pointer, pid, generation, cgroup id] (see `account::current_cgroup_id`).
+#[map]
+pub static CGROUP_OF_TASK: PerCpuArray<[u64; 4]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The generation of [`CGROUP_OF_TASK`]'s entries: 0 while the cache is off (userspace turns
+/// it on once the program that moves it on is attached), then one more at every
+/// `cgroup_attach_task`.
+#[map]
+pub static CGROUP_GENERATION: Array<u64> = Array::with_max_entries(1, 0);
+
 /// slabtrace's own counters, indexed by [`Stat`].
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);

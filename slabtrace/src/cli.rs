@@ -346,6 +346,8 @@ pub enum BenchPart {
     /// Exact allocation counts: only a random 1 in `--sample` allocations (and those of sampled
     /// addresses) is counted, the rest return at once.
     ExactCounts,
+    /// The per-CPU cache of the current task's cgroup id: the helper on every allocation.
+    CgroupCache,
 }
 
 impl TracerArgs {
@@ -359,6 +361,7 @@ impl TracerArgs {
                 BenchPart::Interrupts => ablation.interrupts = false,
                 BenchPart::Stats => ablation.stats = false,
                 BenchPart::ExactCounts => ablation.exact_counts = false,
+                BenchPart::CgroupCache => ablation.cgroup_cache = false,
                 BenchPart::FreeBackup => ablation.parts.nested_free = false,
                 BenchPart::Oom => ablation.parts.oom = false,
                 BenchPart::Shrinkers => ablation.parts.shrinkers = false,

@@ -183,13 +183,22 @@ pub struct Ablation {
     pub stats: bool,
     /// Every allocation counted (off: a random 1 in `--sample`, plus the sampled addresses).
     pub exact_counts: bool,
+    /// The per-CPU cache of the current task's cgroup id.
+    pub cgroup_cache: bool,
     /// Optional programs.
     pub parts: Parts,
 }
 
 impl Default for Ablation {
     fn default() -> Self {
-        Self { live: true, interrupts: true, stats: true, exact_counts: true, parts: Parts::ALL }
+        Self {
+            live: true,
+            interrupts: true,
+            stats: true,
+            exact_counts: true,
+            cgroup_cache: true,
+            parts: Parts::ALL,
+        }
     }
 }
 
@@ -208,6 +217,9 @@ impl TracerOptions {
         }
         if !a.stats {
             config.count_events = 0;
+        }
+        if !a.cgroup_cache {
+            config.cgroup_cache = 0;
         }
         if !a.exact_counts {
             #[expect(clippy::cast_possible_truncation, reason = "the sampling mask is below 2^32")]

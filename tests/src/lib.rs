@@ -176,6 +176,12 @@ impl Cgroup {
         Ok(fs::metadata(&self.path)?.ino())
     }
 
+    /// Its directory.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Its path relative to the cgroup2 root, as slabtrace reports it.
     #[must_use]
     pub fn relative(&self) -> &str {

@@ -549,3 +549,37 @@ fn a_full_live_object_table_pushes_objects_out_and_leaves_no_phantoms() -> Resul
     }
     Ok(())
 }
+
+/// A task that moves between cgroups is charged to each for what it allocated there, exactly:
+/// the allocation programs' per-CPU cache of cgroup ids (keyed by the task's `css_set` and pid,
+/// dropped at every cgroup move) never answers with a cgroup the task has left. Three cgroups
+/// in turn, so that a `css_set` freed when the task leaves one can come back at the same
+/// address as the next one's.
+#[test]
+fn a_task_moving_between_cgroups_is_charged_to_each_for_its_own_allocations() -> Result<()> {
+    const PER_ROUND: u64 = 50;
+    const ROUNDS: u64 = 300;
+    require_root()?;
+    let _books = making_shmem_inodes();
+    let groups = [Cgroup::create("move-a")?, Cgroup::create("move-b")?, Cgroup::create("move-c")?];
+    let start = Cgroup::create("move-start")?;
+    let fs = Tmpfs::mount("moving")?;
+    let tracer = Slabtrace::start(&["--sample", "1", "--max-live", "1048576"])?;
+    let mut cmd = Command::new(workload());
+    cmd.arg("create-moving")
+        .arg(fs.path())
+        .arg(PER_ROUND.to_string())
+        .arg(ROUNDS.to_string())
+        .args(groups.iter().map(|g| g.path().join("cgroup.procs")));
+    start.run(&mut cmd)?;
+    let report = tracer.finish()?;
+    let each = ROUNDS / 3 * PER_ROUND;
+    for g in &groups {
+        let inodes = num(cache_of(cgroup(&report, g.relative()), INODE_CACHE), "allocs");
+        assert_eq!(inodes, each, "{} was charged {inodes} inodes, expected {each}", g.relative());
+    }
+    // The starting cgroup only ran the workload's start-up, which creates no file there.
+    let started = num(cache_of(cgroup(&report, start.relative()), INODE_CACHE), "allocs");
+    assert_eq!(started, 0, "the start cgroup was charged {started} inodes");
+    Ok(())
+}

@@ -57,7 +57,7 @@ pub struct Part {
 }
 
 /// Every part `--without` can leave out, in the order their modes run.
-const PARTS: [Part; 7] = [
+const PARTS: [Part; 8] = [
     Part { name: "live", without: "no live-object tracking (no frees credited)" },
     Part { name: "interrupts", without: "no interrupt-context test" },
     Part {
@@ -67,6 +67,10 @@ const PARTS: [Part; 7] = [
     Part { name: "oom", without: "no OOM programs" },
     Part { name: "shrinkers", without: "no shrinker programs" },
     Part { name: "stats", without: "no per-event statistics bumps" },
+    Part {
+        name: "cgroup-cache",
+        without: "the cgroup id from the helper on every allocation, not a per-CPU cache",
+    },
     Part {
         name: "exact-counts",
         without: "allocations counted 1 in --sample at random (plus sampled addresses)",
@@ -121,7 +125,7 @@ pub struct BenchArgs {
     /// and one kernel-stats run.
     #[arg(long, value_enum, value_name = "PART")]
     pub without: Vec<Part>,
-    /// `--without` every part, to see where slabtrace's time per event goes: seven more modes,
+    /// `--without` every part, to see where slabtrace's time per event goes: eight more modes,
     /// so the bench takes about three times as long.
     #[arg(long, conflicts_with = "without")]
     pub ablation: bool,
@@ -1431,7 +1435,16 @@ mod tests {
         );
         assert_eq!(
             names(&["--ablation"]),
-            ["live", "interrupts", "free-backup", "oom", "shrinkers", "stats", "exact-counts"]
+            [
+                "live",
+                "interrupts",
+                "free-backup",
+                "oom",
+                "shrinkers",
+                "stats",
+                "cgroup-cache",
+                "exact-counts"
+            ]
         );
         assert!(bench_args(&["--without", "maps"]).is_err());
         assert!(bench_args(&["--ablation", "--without", "live"]).is_err());

@@ -1,5 +1,6 @@
 //! One file per tracepoint.
 
+mod cgroup_attach;
 mod floor;
 mod kfree;
 mod kmalloc;

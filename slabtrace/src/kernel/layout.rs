@@ -615,6 +615,8 @@ impl KernelLayout {
             track_live: 1,
             count_events: 1,
             count_sample_mask: 0,
+            cgroup_cache: 1,
+            padding: 0,
         }
     }
 }

@@ -19,7 +19,7 @@ use std::{
 
 use aya::{
     Btf as AyaBtf, Ebpf, EbpfLoader,
-    maps::{MapData, RingBuf},
+    maps::{Array, MapData, RingBuf},
     programs::{BtfTracePoint, ProgramError},
 };
 use log::{debug, info, warn};
@@ -65,6 +65,10 @@ pub enum OomUnavailable {
     #[error("left out to measure slabtrace without them (--bench-without oom)")]
     Ablation,
 }
+
+/// The program that keeps the per-CPU cache of cgroup ids right (a task moved: every entry is
+/// out of date).
+const CGROUP_CACHE_PROGRAMS: [(&str, &str); 1] = [("cgroup_attach_task", "cgroup_attach_task")];
 
 /// The shrinker programs, in the order they are attached: the end program first, so that every
 /// call whose start is counted has its end counted too (an end without a start adds nothing).
@@ -290,6 +294,9 @@ impl Tracer {
             "tracing kmem tracepoints; tracking 1 in {} objects' addresses",
             config.sample_mask + 1
         );
+        if set == ProbeSet::Slabtrace {
+            start_cgroup_cache(&mut ebpf, &btf, &config);
+        }
         let oom = match set {
             ProbeSet::Slabtrace if parts.oom => {
                 attach_oom(&mut ebpf, layout, &btf).inspect_err(|e| {
@@ -472,6 +479,36 @@ fn attach_oom(
         Err(e) => {
             unload_group(ebpf, &OOM_PROGRAMS);
             Err(e.into())
+        }
+    }
+}
+
+/// Turns on the allocation programs' per-CPU cache of cgroup ids, where the loaded programs
+/// can use it, once the program that invalidates it on every cgroup move is attached; without
+/// that program the cache stays off (every allocation asks the kernel's helper: slower, the
+/// same ids).
+fn start_cgroup_cache(ebpf: &mut Ebpf, btf: &AyaBtf, config: &Config) {
+    let usable = config.cgroup_cache != 0
+        && config.task_btf != 0
+        && config.off_task_cgroups != 0
+        && config.off_task_pid != 0;
+    if !usable {
+        return;
+    }
+    if let Err(e) = attach_group(ebpf, btf, &CGROUP_CACHE_PROGRAMS) {
+        info!("not caching cgroup ids per CPU (each allocation asks the kernel): {e}");
+        return;
+    }
+    let on = ebpf
+        .map_mut(map_names::CGROUP_GENERATION)
+        .ok_or_else(|| "no such map".to_owned())
+        .and_then(|m| Array::<_, u64>::try_from(m).map_err(|e| e.to_string()))
+        .and_then(|mut a| a.set(0, 1, 0).map_err(|e| e.to_string()));
+    match on {
+        Ok(()) => debug!("caching cgroup ids per CPU"),
+        Err(e) => {
+            unload_group(ebpf, &CGROUP_CACHE_PROGRAMS);
+            info!("not caching cgroup ids per CPU (each allocation asks the kernel): {e}");
         }
     }
 }

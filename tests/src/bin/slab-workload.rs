@@ -9,6 +9,10 @@
 //! slab-workload reopen N                  open and close /dev/null N times, one at a time
 //! slab-workload tcp-connect N             N loopback TCP connections, accepted and closed
 //! slab-workload hog MB                    touch MB MiB of anonymous memory, then exit
+//! slab-workload create-moving DIR N ROUNDS PROCS...
+//!                                         ROUNDS times: move into the next cgroup (write
+//!                                         its pid to the next cgroup.procs, in turn), then
+//!                                         create N files there
 //! ```
 //! A loopback TCP handshake is processed in the network receive softirq: the request socket
 //! and the accepted child socket are allocated in interrupt context, not by the connecting
@@ -44,6 +48,26 @@ fn run(args: &[String]) -> Result<(), String> {
             let len: usize = if args.len() > 3 { arg(args, 3, "NAME_LEN")? } else { 0 };
             for i in 0..n {
                 fs::File::create(dir.join(name(i, len))).map_err(io)?;
+            }
+        }
+        Some("create-moving") => {
+            let dir = Path::new(args.get(1).ok_or("missing DIR")?);
+            let n: u64 = arg(args, 2, "N")?;
+            let rounds: u64 = arg(args, 3, "ROUNDS")?;
+            let procs = &args[4.min(args.len())..];
+            if procs.is_empty() {
+                return Err("missing PROCS".into());
+            }
+            let pid = std::process::id().to_string();
+            let mut next = 0;
+            for procs_file in
+                procs.iter().cycle().take(usize::try_from(rounds).map_err(|e| e.to_string())?)
+            {
+                fs::write(procs_file, &pid).map_err(io)?;
+                for _ in 0..n {
+                    fs::File::create(dir.join(name(next, 0))).map_err(io)?;
+                    next += 1;
+                }
             }
         }
         Some("unlink") => {
