@@ -35,6 +35,25 @@ pub fn held_map(pid: u32, name: &str) -> Result<MapData> {
     bail!("process {pid} holds no BPF map called {name}")
 }
 
+/// Writes `n` keys of `cgroup_id` into the `COUNTERS` map of process `pid`, one allocation
+/// on each CPU for each, with synthetic kmalloc cache ids that name themselves (sizes in steps
+/// of 8 bytes over the eight kmalloc families), as `cargo xtask bench --scale` does: more keys
+/// than any workload here makes on demand.
+pub fn insert_counters(pid: u32, cgroup_id: u64, n: u32) -> Result<()> {
+    let map = Map::PerCpuHashMap(held_map(pid, slabtrace_common::map_names::COUNTERS)?);
+    let mut counters: PerCpuHashMap<_, CounterKey, Counters> = PerCpuHashMap::try_from(map)?;
+    let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+    let one = Counters { allocs: 1, ..Counters::default() };
+    for i in 0..n {
+        let cache = slabtrace_common::CacheId::kmalloc(i % 8, 8 * (i / 8 + 1));
+        let key = CounterKey { cgroup_id, cache, flags: 0, padding: 0 };
+        counters
+            .insert(key, PerCpuValues::try_from(vec![one; cpus])?, 0)
+            .with_context(|| format!("inserting key {i} of {n}"))?;
+    }
+    Ok(())
+}
+
 /// Every key of the `COUNTERS` map of process `pid` with its counters summed over CPUs.
 fn counters(pid: u32) -> Result<Vec<(CounterKey, Counters)>> {
     let map = Map::PerCpuHashMap(held_map(pid, slabtrace_common::map_names::COUNTERS)?);

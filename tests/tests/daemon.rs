@@ -464,3 +464,43 @@ fn clients_that_never_read_cannot_grow_the_daemon_or_starve_its_probes() -> Resu
     ensure!(stopped.status.success(), "the daemon failed: {}", stopped.stderr);
     Ok(())
 }
+
+/// The daemon reads its counters map many keys per system call (`BPF_MAP_LOOKUP_BATCH`; two
+/// calls per key before, most of its CPU at 200,000 keys): a map holding more keys than one
+/// batch takes is read whole, every key of a cgroup with each CPU's copy summed.
+#[test]
+fn a_counters_map_larger_than_a_batch_is_read_whole() -> Result<()> {
+    const KEYS: u32 = 10_000;
+    require_root()?;
+    let holder = Cgroup::create("batch")?;
+    let daemon = Daemon::start("batch", &["--interval", "1s", "--max-keys", "65536"])?;
+    daemon.report_when("the first interval", |r| r["self"]["counters_entries"].is_u64())?;
+    bpf_maps::insert_counters(daemon.pid(), holder.id()?, KEYS)?;
+    let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
+    let wanted = u64::from(KEYS) * cpus as u64;
+    let report = daemon
+        .report_when("every written key read", |r| holder_allocs(r, holder.relative()) >= wanted)?;
+    // Synthetic kmalloc sizes fold into the size classes' rows: keys are counted in the map's
+    // own figure, allocations per cgroup.
+    let entries = report["self"]["counters_entries"].as_u64().unwrap_or(0);
+    let allocs = holder_allocs(&report, holder.relative());
+    ensure!(
+        entries >= u64::from(KEYS) && allocs == wanted,
+        "the daemon read {entries} keys ({KEYS} written) and {allocs} of the holder's {wanted} \
+         allocations: {}",
+        report["self"]
+    );
+    Ok(())
+}
+
+/// The caches of the cgroup at `path` in a daemon's report.
+fn holder_caches<'a>(report: &'a Value, path: &str) -> impl Iterator<Item = &'a Value> {
+    slabtrace_integration::cgroup(report, path)
+        .and_then(|c| c["caches"].as_array())
+        .into_iter()
+        .flatten()
+}
+
+fn holder_allocs(report: &Value, path: &str) -> u64 {
+    holder_caches(report, path).map(|c| c["allocs"].as_u64().unwrap_or(0)).sum()
+}

@@ -1,5 +1,6 @@
 //! The only code that reads BPF maps, and the pure arithmetic on what it read.
 
+pub mod batch;
 pub mod delta;
 pub mod fdinfo;
 pub mod retire;

@@ -5,10 +5,14 @@
 
 use std::collections::BTreeMap;
 
+use std::os::fd::AsFd as _;
+
+use super::batch::{self, BatchError};
 use aya::{
-    Ebpf,
-    maps::{HashMap, MapError, PerCpuArray, PerCpuHashMap},
+    Ebpf, Pod,
+    maps::{HashMap, Map, MapError, PerCpuArray, PerCpuHashMap},
 };
+use log::debug;
 use slabtrace_common::{
     CacheInfo, CallSiteKey, CounterKey, Counters, Stat,
     map_names::{CACHES, CALL_SITES, COUNTERS, STATS},
@@ -71,18 +75,10 @@ impl Snapshot {
     pub fn read(ebpf: &Ebpf) -> Result<Self, MapReadError> {
         let map = |name: &'static str| ebpf.map(name).ok_or(MapReadError::Missing(name));
 
-        let counters_map: PerCpuHashMap<_, CounterKey, Counters> =
-            PerCpuHashMap::try_from(map(COUNTERS)?).map_err(read_err(COUNTERS))?;
         let mut counters = BTreeMap::new();
-        for entry in &counters_map {
-            let (key, per_cpu) = match entry {
-                Ok(e) => e,
-                // A key deleted between get_next_key and lookup: gone, skip it.
-                Err(MapError::KeyNotFound) => continue,
-                Err(e) => return Err(read_err(COUNTERS)(e)),
-            };
+        read_per_cpu_hash::<CounterKey, Counters>(map(COUNTERS)?, COUNTERS, |key, per_cpu| {
             counters.insert(key, sum(per_cpu.iter()));
-        }
+        })?;
 
         let caches_map: HashMap<_, u64, CacheInfo> =
             HashMap::try_from(map(CACHES)?).map_err(read_err(CACHES))?;
@@ -102,19 +98,43 @@ impl Snapshot {
             .saturating_sub(stats.get(Stat::LiveEvictions))
             .saturating_sub(stats.get(Stat::MissedFrees));
 
-        let sites_map: PerCpuHashMap<_, CallSiteKey, u64> =
-            PerCpuHashMap::try_from(map(CALL_SITES)?).map_err(read_err(CALL_SITES))?;
         let mut call_sites = BTreeMap::new();
-        for entry in &sites_map {
-            match entry {
-                Ok((key, per_cpu)) => _ = call_sites.insert(key, per_cpu.iter().sum()),
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(read_err(CALL_SITES)(e)),
-            }
-        }
+        read_per_cpu_hash::<CallSiteKey, u64>(map(CALL_SITES)?, CALL_SITES, |key, per_cpu| {
+            call_sites.insert(key, per_cpu.iter().sum());
+        })?;
 
         Ok(Self { counters, caches, stats, live_entries, call_sites })
     }
+}
+
+/// Reads every entry of the per-CPU hash map `map` (called `name`): many entries per system
+/// call where the kernel can ([`batch`]), else entry by entry.
+fn read_per_cpu_hash<K: Pod, V: Pod>(
+    map: &Map,
+    name: &'static str,
+    mut each: impl FnMut(K, &[V]),
+) -> Result<(), MapReadError> {
+    if let (Map::PerCpuHashMap(data), Ok(cpus)) = (map, aya::util::nr_cpus()) {
+        match batch::per_cpu_hash::<K, V>(data.fd().as_fd(), cpus, &mut each) {
+            Ok(()) => return Ok(()),
+            Err(BatchError::Unsupported(e)) => {
+                debug!("reading {name} entry by entry: {e}");
+            }
+            Err(BatchError::Failed(e)) => {
+                return Err(MapReadError::Read { map: name, source: MapError::IoError(e) });
+            }
+        }
+    }
+    let per_key: PerCpuHashMap<_, K, V> = PerCpuHashMap::try_from(map).map_err(read_err(name))?;
+    for entry in &per_key {
+        match entry {
+            Ok((key, per_cpu)) => each(key, &per_cpu),
+            // A key deleted between get_next_key and lookup: gone, skip it.
+            Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(read_err(name)(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Reads the BPF side's statistics, summed over CPUs.
