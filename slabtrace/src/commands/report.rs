@@ -76,6 +76,9 @@ pub fn run(args: &ReportArgs) -> Result<(), TraceError> {
     // Liveness as of now: cgroups removed during the window keep their path, marked gone; and
     // the runtime's names as of now.
     session.refresh();
+    // The memory controller's books of every pod alive now, those that allocated nothing
+    // while traced included.
+    session.read_charged(&mut books);
     books.add_warnings_of(&session);
     let totals = delta(&BTreeMap::new(), &snap.counters);
     let mut report = session.report(&snap, &totals, books);
