@@ -6,7 +6,7 @@
 //! `slabtrace report` start. On this hybrid host the memory controller is cgroup v1, so the
 //! cgroup is made in both hierarchies at the same relative path and the report reads
 //! `memory.kmem.usage_in_bytes`; in `cargo xtask vm`'s cgroup-v2-only VMs it reads
-//! `memory.stat`'s slab lines.
+//! `memory.stat`'s slab lines. The daemon shows the same in `/report` and `/metrics`.
 
 use std::{
     fs,
@@ -21,8 +21,8 @@ use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
 use slabtrace::cgroup::charged::{MemcgBooks, Source};
 use slabtrace_integration::{
-    Cgroup, Slabtrace, Tmpfs, cache_of, cgroup2_root, fresh_uid, num, reported_pod, require_root,
-    wait_for_state, workload,
+    Cgroup, Slabtrace, Tmpfs, cache_of, cgroup2_root, daemon::Daemon, fresh_uid, num, reported_pod,
+    require_root, wait_for_state, workload,
 };
 
 const FILES: u64 = 20_000;
@@ -115,72 +115,118 @@ fn run_in(cg2: &Path, v1: Option<&Path>, cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// The figure the books give of slab on this hierarchy: v2's slab lines, or v1's kmem.
-fn charged_slab(charged: &Value, source: Source) -> Option<u64> {
-    match source {
-        Source::CgroupV2 => charged["slab"].as_u64(),
-        Source::CgroupV1 => charged["kmem"].as_u64(),
+/// A kubelet-shaped container cgroup that made [`FILES`] tmpfs files and exited, in whichever
+/// hierarchy has the memory controller; removed, with its files, on drop.
+struct FilledPod {
+    books: MemcgBooks,
+    uid: String,
+    path: String,
+    inode: u64,
+    dentry: u64,
+    /// What its books must show at least.
+    bound: f64,
+    /// What its books showed before slabtrace started.
+    before: u64,
+    // Dropped in this order: the files, then the cgroups.
+    fs: Option<Tmpfs>,
+    v1: Option<V1Dirs>,
+    container: Option<Cgroup>,
+}
+
+impl FilledPod {
+    fn make(tag: &str) -> Result<Self> {
+        let Some(books) = MemcgBooks::find(Path::new("/proc")) else {
+            bail!("no cgroup hierarchy has the memory controller: nothing is charged to read");
+        };
+        let uid = fresh_uid()?;
+        let pod_path = format!("/kubepods/besteffort/pod{uid}");
+        let path = format!("{pod_path}/{CONTAINER}");
+        let container = Cgroup::create_at(&path)?;
+        let cg2 = cgroup2_root()?;
+        let v1 = match books.source {
+            Source::CgroupV1 => Some(V1Dirs::create(&books.root, &path)?),
+            Source::CgroupV2 => {
+                // Each level offers the memory controller to the next, as the kubelet enables
+                // it, so the container's cgroup is a memcg of its own.
+                for parent in ["/kubepods", "/kubepods/besteffort", pod_path.as_str()] {
+                    let control =
+                        cg2.join(parent.trim_start_matches('/')).join("cgroup.subtree_control");
+                    fs::write(&control, "+memory")
+                        .with_context(|| format!("enabling memory in {}", control.display()))?;
+                }
+                None
+            }
+        };
+        let fs = Tmpfs::mount(tag)?;
+        let inode =
+            object_size("shmem_inode_cache")?.context("no shmem_inode_cache in slabinfo")?;
+        // dentry is not merged on the kernels tested (its usercopy region forbids it); should
+        // it be, the bound keeps the inodes alone.
+        let dentry = object_size("dentry")?.unwrap_or(0);
+        let bound = (FILES * (inode + dentry)) as f64 * SLACK;
+
+        let memcg = books.root.join(path.trim_start_matches('/'));
+        run_in(
+            &cg2.join(path.trim_start_matches('/')),
+            v1.as_ref().map(|_| memcg.as_path()),
+            Command::new(workload()).arg("create").arg(fs.path()).arg(FILES.to_string()).arg("0"),
+        )?;
+        // The kernel's own books first: 5.10's memory.stat propagates in per-CPU batches.
+        let before = wait_for_state(
+            "the container's books to show the files",
+            || Ok(books.read(&path)?.and_then(|c| c.slab.or(c.kmem)).unwrap_or(0)),
+            |&bytes| bytes as f64 >= bound,
+        )?;
+        Ok(Self {
+            books,
+            uid,
+            path,
+            inode,
+            dentry,
+            bound,
+            before,
+            fs: Some(fs),
+            v1,
+            container: Some(container),
+        })
+    }
+
+    /// The figure the books give of slab on this hierarchy: v2's slab lines, or v1's kmem.
+    fn slab(&self, charged: &Value) -> Option<u64> {
+        match self.books.source {
+            Source::CgroupV2 => charged["slab"].as_u64(),
+            Source::CgroupV1 => charged["kmem"].as_u64(),
+        }
+    }
+}
+
+impl Drop for FilledPod {
+    fn drop(&mut self) {
+        drop(self.fs.take());
+        drop(self.v1.take());
+        drop(self.container.take());
     }
 }
 
 #[test]
 fn slab_charged_before_tracing_is_shown_per_pod_and_container() -> Result<()> {
     require_root()?;
-    let Some(books) = MemcgBooks::find(Path::new("/proc")) else {
-        bail!("no cgroup hierarchy has the memory controller: nothing is charged to read");
-    };
-    let uid = fresh_uid()?;
-    let pod_path = format!("/kubepods/besteffort/pod{uid}");
-    let path = format!("{pod_path}/{CONTAINER}");
-    let container = Cgroup::create_at(&path)?;
-    let cg2 = cgroup2_root()?;
-    let v1 = match books.source {
-        Source::CgroupV1 => Some(V1Dirs::create(&books.root, &path)?),
-        Source::CgroupV2 => {
-            // Each level offers the memory controller to the next, as the kubelet enables it,
-            // so the container's cgroup is a memcg of its own.
-            for parent in ["/kubepods", "/kubepods/besteffort", pod_path.as_str()] {
-                let control =
-                    cg2.join(parent.trim_start_matches('/')).join("cgroup.subtree_control");
-                fs::write(&control, "+memory")
-                    .with_context(|| format!("enabling memory in {}", control.display()))?;
-            }
-            None
-        }
-    };
-    let fs = Tmpfs::mount("charged")?;
-    let inode = object_size("shmem_inode_cache")?.context("no shmem_inode_cache in slabinfo")?;
-    // dentry is not merged on the kernels tested (its usercopy region forbids it); should it
-    // be, the bound keeps the inodes alone.
-    let dentry = object_size("dentry")?.unwrap_or(0);
-    let bound = (FILES * (inode + dentry)) as f64 * SLACK;
-
-    let memcg = books.root.join(path.trim_start_matches('/'));
-    run_in(
-        &cg2.join(path.trim_start_matches('/')),
-        v1.as_ref().map(|_| memcg.as_path()),
-        Command::new(workload()).arg("create").arg(fs.path()).arg(FILES.to_string()).arg("0"),
-    )?;
-    // The kernel's own books first: 5.10's memory.stat propagates in per-CPU batches.
-    let before = wait_for_state(
-        "the container's books to show the files",
-        || Ok(books.read(&path)?.and_then(|c| c.slab.or(c.kmem)).unwrap_or(0)),
-        |&bytes| bytes as f64 >= bound,
-    )?;
+    let filled = FilledPod::make("charged")?;
+    let FilledPod { uid, bound, inode, dentry, before, .. } = &filled;
+    let (bound, inode, dentry) = (*bound, *inode, *dentry);
 
     // Only now does slabtrace start: every one of those objects predates it.
     let report = Slabtrace::start(&["--sample", "1"])?.finish()?;
 
-    let pod = reported_pod(&report, &uid)?;
+    let pod = reported_pod(&report, uid)?;
     let containers = pod["containers"].as_array().context("containers[]")?;
     let c = containers
         .iter()
         .find(|c| c["container_id"] == CONTAINER)
         .with_context(|| format!("container {CONTAINER} not in {pod:#}"))?;
-    let source = serde_json::to_value(books.source)?;
+    let source = serde_json::to_value(filled.books.source)?;
     assert_eq!(c["charged"]["source"], source, "{c:#}");
-    let (in_container, in_pod) =
-        (charged_slab(&c["charged"], books.source), charged_slab(&pod["charged"], books.source));
+    let (in_container, in_pod) = (filled.slab(&c["charged"]), filled.slab(&pod["charged"]));
     eprintln!(
         "{FILES} files of {inode} + {dentry} bytes: books {before} before tracing, the report \
          {in_container:?} for the container, {in_pod:?} for the pod (bound {bound:.0})"
@@ -189,7 +235,7 @@ fn slab_charged_before_tracing_is_shown_per_pod_and_container() -> Result<()> {
     assert!(in_container as f64 >= bound, "container charged {in_container} < {bound:.0}");
     // The pod's books are hierarchical: its container's are in them.
     assert!(in_pod.unwrap_or(0) >= in_container, "pod {in_pod:?} < container {in_container}");
-    if books.source == Source::CgroupV2 {
+    if filled.books.source == Source::CgroupV2 {
         // v2 splits slab: dentries are reclaimable, tmpfs inodes are not (shmem_inode_cache
         // has no SLAB_RECLAIM_ACCOUNT: a tmpfs file's inode is its data).
         let split = |field: &str| c["charged"][field].as_u64().unwrap_or(0) as f64;
@@ -207,15 +253,55 @@ fn slab_charged_before_tracing_is_shown_per_pod_and_container() -> Result<()> {
     // The node's reconciliation: every cgroup's books summed, against meminfo's Slab.
     let node = &report["charged"];
     assert_eq!(node["source"], source, "{node:#}");
-    let all = charged_slab(&node["cgroups"], books.source).unwrap_or(0);
+    let all = filled.slab(&node["cgroups"]).unwrap_or(0);
     assert!(all >= in_pod.unwrap_or(0), "the cgroups' sum {all} < the pod's: {node:#}");
     ensure!(node["node_slab_bytes"].as_u64().is_some_and(|s| s > 0), "{node:#}");
-    match books.source {
+    match filled.books.source {
         Source::CgroupV2 => ensure!(node["uncharged_slab_bytes"].is_u64(), "{node:#}"),
         Source::CgroupV1 => ensure!(node["uncharged_slab_bytes"].is_null(), "{node:#}"),
     }
-    drop(fs);
-    drop(v1);
-    drop(container);
+    Ok(())
+}
+
+#[test]
+fn the_daemon_reports_and_exports_what_a_pod_is_charged() -> Result<()> {
+    require_root()?;
+    // Another tag than the daemon's: its directory is emptied when it starts.
+    let filled = FilledPod::make("charged-files")?;
+    let daemon = Daemon::start("charged-daemon", &["--interval", "1s"])?;
+    let charged = |report: &Value| {
+        reported_pod(report, &filled.uid).ok().and_then(|p| filled.slab(&p["charged"]))
+    };
+    let report = daemon.report_when("the pod's books in /report", |r| {
+        charged(r).is_some_and(|b| b as f64 >= filled.bound)
+    })?;
+    let in_pod = charged(&report).unwrap_or(0);
+    ensure!(in_pod as f64 >= filled.bound, "/report: the pod charged {in_pod}: {report:#}");
+
+    // The pod is not named by a runtime: its uid is its name, its namespace "_unknown".
+    let kind = match filled.books.source {
+        Source::CgroupV2 => "slab_unreclaimable",
+        Source::CgroupV1 => "kmem",
+    };
+    let series = format!(
+        "slabtrace_pod_charged_bytes{{namespace=\"_unknown\",pod=\"{}\",kind=\"{kind}\"}} ",
+        filled.uid
+    );
+    let (status, metrics) = daemon.get("/metrics")?;
+    ensure!(status == 200, "/metrics answered {status}");
+    let value = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .with_context(|| format!("no {series} in /metrics"))?;
+    let inodes = (FILES * filled.inode) as f64 * SLACK;
+    ensure!(value >= inodes, "{series}{value} < {inodes:.0} (the files' inodes)");
+    ensure!(metrics.contains("slabtrace_node_charged_bytes{kind="), "no node_charged_bytes");
+    eprintln!(
+        "/report: {in_pod} charged to pod {} (path {}); {series}{value}",
+        filled.uid, filled.path
+    );
+    let stopped = daemon.stop(libc::SIGTERM, Duration::from_secs(10))?;
+    ensure!(stopped.status.success(), "{}", stopped.stderr);
     Ok(())
 }
