@@ -393,6 +393,11 @@ pub struct Roots {
     /// The cgroup2 mount; found from /proc/self/mountinfo when not given.
     #[arg(long, value_name = "PATH")]
     pub cgroup_root: Option<PathBuf>,
+    /// The memory controller's hierarchy, whose books give each pod's charged kernel memory:
+    /// cgroup2 when it has `cgroup.controllers`, else a cgroup v1 `memory` mount. Found from
+    /// /proc/self/mountinfo when not given (v1 `memory` on hybrid nodes, else cgroup2).
+    #[arg(long, value_name = "PATH")]
+    pub memcg_root: Option<PathBuf>,
 }
 
 /// Where pod and container names come from.
@@ -429,6 +434,7 @@ impl Roots {
             proc_root: self.proc_root.clone(),
             sys_root: self.sys_root.clone(),
             cgroup_root: self.cgroup_root.clone(),
+            memcg_root: self.memcg_root.clone(),
         }
     }
 }

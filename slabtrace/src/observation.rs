@@ -35,6 +35,11 @@ pub struct Observation {
     /// How much of the kernel's own books (slabinfo per cache, meminfo's Slab) slabtrace's
     /// figures explain over the window.
     pub reconciliation: crate::node::reconcile::Reconciliation,
+    /// What the memory controller charges cgroups now (objects from before tracing
+    /// included) against the node's `Slab`; each pod's and container's own figures are their
+    /// `charged`. `null` when not read.
+    #[serde(default)]
+    pub charged: Option<crate::cgroup::charged::NodeCharged>,
     /// /proc/slabinfo as read for this observation (empty if unreadable), read once and
     /// shared by the reconciliation, the growth watch and the metrics. Not in the JSON:
     /// `caches[].slabinfo` carries what the report shows of it.

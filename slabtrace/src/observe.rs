@@ -220,6 +220,7 @@ pub fn observe(
         caches,
         meminfo: None,
         reconciliation: Reconciliation::default(),
+        charged: None,
         slabinfo: Vec::new(),
         self_stats,
     }

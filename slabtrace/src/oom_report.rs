@@ -243,8 +243,10 @@ mod tests {
                 cgroup_ids: vec![77],
                 totals: crate::attribution::Totals::default(),
                 caches: Vec::new(),
+                charged: None,
             }],
             caches: Vec::new(),
+            charged: None,
         });
         report
     }

@@ -273,6 +273,8 @@ impl Pipeline {
         let snap = self.session.read()?;
         let mut books = self.session.read_books(&snap);
         self.session.refresh();
+        // After the rescan, so every pod alive now has its books read.
+        self.session.read_charged(&mut books);
         books.add_warnings_of(&self.session);
         self.poll_oom();
         let shrinkers = self.session.shrinkers();

@@ -12,7 +12,10 @@ use serde::Serialize;
 
 use crate::{
     attribution::{CacheUsage, CgroupUsage, Totals, error_bound, sort_caches},
-    cgroup::kubepods::{Identity, Qos, Runtime},
+    cgroup::{
+        charged::{Charged, PodBooks},
+        kubepods::{Identity, Qos, Runtime},
+    },
 };
 
 /// One container (or the pod-level cgroup itself) over the window.
@@ -33,6 +36,11 @@ pub struct ContainerUsage {
     pub totals: Totals,
     /// Per cache, most live bytes first.
     pub caches: Vec<CacheUsage>,
+    /// What the memory controller charges the container's cgroup now, objects from before
+    /// tracing included; `null` when unread (gone, no memory controller, skipped) and for the
+    /// pod-level row, whose books are the pod's `charged`.
+    #[serde(default)]
+    pub charged: Option<Charged>,
 }
 
 /// One pod over the window.
@@ -55,6 +63,11 @@ pub struct PodUsage {
     pub containers: Vec<ContainerUsage>,
     /// Per cache over all its containers, most live bytes first.
     pub caches: Vec<CacheUsage>,
+    /// What the memory controller charges the pod's cgroup now (its containers included),
+    /// objects from before tracing included; `null` when unread (gone, no memory controller,
+    /// skipped).
+    #[serde(default)]
+    pub charged: Option<Charged>,
 }
 
 /// Adds `from`'s per-cache figures into `into`, by cache name.
@@ -133,6 +146,7 @@ pub fn pods(cgroups: &[CgroupUsage], sample: u64) -> Vec<PodUsage> {
                         cgroup_ids,
                         totals: Totals::of(&caches),
                         caches,
+                        charged: None,
                     }
                 })
                 .collect();
@@ -147,11 +161,65 @@ pub fn pods(cgroups: &[CgroupUsage], sample: u64) -> Vec<PodUsage> {
                 totals: Totals::of(&caches),
                 containers,
                 caches,
+                charged: None,
             }
         })
         .collect();
     pods.sort_by(|a, b| a.totals.rank(&b.totals));
     pods
+}
+
+/// Puts the memory controller's books (see [`crate::cgroup::charged`]) on the pods' and
+/// containers' rows, and adds rows, with nothing traced, for the pods and containers that
+/// exist but allocated nothing while traced: what they hold from before is exactly what the
+/// books show. Those come after the traced pods, most charged slab first.
+pub fn attach_charged(pods: &mut Vec<PodUsage>, books: &BTreeMap<String, PodBooks>) {
+    let container_row = |id: &str, runtime: Runtime, charged: Option<Charged>| ContainerUsage {
+        container_id: Some(id.to_owned()),
+        name: None,
+        runtime: Some(runtime),
+        sandbox: false,
+        cgroup_ids: Vec::new(),
+        totals: Totals::default(),
+        caches: Vec::new(),
+        charged,
+    };
+    for pod in pods.iter_mut() {
+        let Some(b) = books.get(&pod.uid) else { continue };
+        pod.charged = b.pod;
+        for c in &mut pod.containers {
+            if let Some(id) = &c.container_id {
+                c.charged = b.containers.get(id).and_then(|(_, charged)| *charged);
+            }
+        }
+        for (id, (runtime, charged)) in &b.containers {
+            if !pod.containers.iter().any(|c| c.container_id.as_deref() == Some(id)) {
+                pod.containers.push(container_row(id, *runtime, *charged));
+            }
+        }
+    }
+    let mut quiet: Vec<PodUsage> = books
+        .iter()
+        .filter(|(uid, _)| !pods.iter().any(|p| &p.uid == *uid))
+        .map(|(uid, b)| PodUsage {
+            namespace: None,
+            name: None,
+            uid: uid.clone(),
+            qos: b.qos,
+            deleted: false,
+            totals: Totals::default(),
+            containers: b
+                .containers
+                .iter()
+                .map(|(id, (runtime, charged))| container_row(id, *runtime, *charged))
+                .collect(),
+            caches: Vec::new(),
+            charged: b.pod,
+        })
+        .collect();
+    let slab = |p: &PodUsage| p.charged.and_then(|c| c.slab.or(c.kmem)).unwrap_or(0);
+    quiet.sort_by_key(|p| std::cmp::Reverse(slab(p)));
+    pods.extend(quiet);
 }
 
 /// Names the container runtime gave, by pod uid and container id, kept for pods the runtime
@@ -266,6 +334,55 @@ mod tests {
             caches,
             ..CgroupUsage::default()
         }
+    }
+
+    #[test]
+    fn charged_books_go_on_traced_rows_and_quiet_pods_get_rows_of_their_own() {
+        use crate::cgroup::charged::{Charged, PodBooks, Source};
+        let pod_cg = format!("/kubepods/besteffort/pod{UID}");
+        let cgroups =
+            vec![cgroup(10, &format!("{pod_cg}/{C1}"), true, vec![usage("dentry", 5, 5, 192)])];
+        let mut pods = pods(&cgroups, 1);
+        let slab = |n: u64| Charged { slab: Some(n), ..Charged::unknown(Source::CgroupV2) };
+        let quiet_uid = "11111111-2222-3333-4444-555555555555";
+        let books = BTreeMap::from([
+            (
+                UID.to_owned(),
+                PodBooks {
+                    qos: Qos::BestEffort,
+                    pod: Some(slab(900)),
+                    containers: BTreeMap::from([
+                        (C1.to_owned(), (Runtime::Unknown, Some(slab(700)))),
+                        (C2.to_owned(), (Runtime::Unknown, None)),
+                    ]),
+                },
+            ),
+            (
+                quiet_uid.to_owned(),
+                PodBooks { qos: Qos::Burstable, pod: Some(slab(5)), containers: BTreeMap::new() },
+            ),
+        ]);
+        attach_charged(&mut pods, &books);
+        assert_eq!(pods.len(), 2);
+        let traced = &pods[0];
+        assert_eq!(traced.uid, UID);
+        assert_eq!(traced.charged, Some(slab(900)));
+        let c1 = traced.containers.iter().find(|c| c.container_id.as_deref() == Some(C1));
+        assert_eq!(c1.and_then(|c| c.charged), Some(slab(700)));
+        assert_eq!(c1.map(|c| c.totals.allocs), Some(5), "traced figures untouched");
+        // A container with nothing traced gets a row; unread books stay null.
+        let c2 = traced.containers.iter().find(|c| c.container_id.as_deref() == Some(C2));
+        assert_eq!(c2.map(|c| (c.charged, c.totals.allocs)), Some((None, 0)));
+        let quiet = &pods[1];
+        assert_eq!(
+            (quiet.uid.as_str(), quiet.qos, quiet.deleted),
+            (quiet_uid, Qos::Burstable, false)
+        );
+        assert_eq!((quiet.charged, quiet.totals.allocs), (Some(slab(5)), 0));
+        // Nothing read: nothing changes.
+        let before = pods.clone();
+        attach_charged(&mut pods, &BTreeMap::new());
+        assert_eq!(pods, before);
     }
 
     #[test]

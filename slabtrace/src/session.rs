@@ -22,6 +22,7 @@ use slabtrace_common::{
 use crate::{
     attribution::{self, Context},
     cgroup::{
+        charged::{self, MemcgBooks, NodeCharged},
         kubepods::{Identity, identify},
         mount::find_cgroup2_mount,
         resolve::CgroupResolver,
@@ -151,6 +152,9 @@ pub struct Roots {
     pub sys_root: PathBuf,
     /// The cgroup2 mount; found from mountinfo when None.
     pub cgroup_root: Option<PathBuf>,
+    /// The memory controller's hierarchy (cgroup v1 `memory` or cgroup2); found from
+    /// mountinfo when None.
+    pub memcg_root: Option<PathBuf>,
 }
 
 /// The BPF side's settings.
@@ -286,6 +290,8 @@ pub struct Session {
     kmem_programs: (Loaded, bool),
     /// Whether interrupt context is told apart (see [`Tracer::interrupt_detection`]).
     interrupt_detection: bool,
+    /// The memory controller's books, per pod and container; None without the controller.
+    memcg: Option<MemcgBooks>,
 }
 
 impl Session {
@@ -300,6 +306,14 @@ impl Session {
             Some(root) => root.clone(),
             None => find_cgroup2_mount(&roots.proc_root)?,
         };
+        let memcg = match &roots.memcg_root {
+            Some(root) => Some(MemcgBooks::at(root.clone())),
+            None => MemcgBooks::find(&roots.proc_root),
+        };
+        match &memcg {
+            Some(m) => debug!("memory controller books: {:?} at {}", m.source, m.root.display()),
+            None => info!("no hierarchy has the memory controller: pods' charged memory unknown"),
+        }
         let mut warnings = Vec::new();
         let (config, parts) = opts.tracer.apply(layout.config(opts.tracer.sample));
         let limits = Limits { max_keys: opts.tracer.max_keys, max_live: opts.tracer.max_live };
@@ -347,6 +361,7 @@ impl Session {
             pins,
             kmem_programs,
             interrupt_detection,
+            memcg,
         };
         session.runtime.list(&mut session.warnings);
         if session.tracer.as_ref().is_some_and(Tracer::resumed) {
@@ -514,6 +529,18 @@ impl Session {
             aliases,
             warnings,
             node: hostname(),
+            charged: charged::Reading::default(),
+        }
+    }
+
+    /// Reads the memory controller's books of every pod and container cgroup alive as of the
+    /// latest scan (see [`Session::refresh`]) into `books`: part of an interval's reading.
+    pub fn read_charged(&self, books: &mut Books) {
+        let Some(memcg) = &self.memcg else { return };
+        let targets = charged::targets(self.resolver.live_paths());
+        books.charged = charged::read(memcg, &targets, charged::MAX_FILES);
+        if books.charged.skipped > 0 {
+            debug!("{} cgroups' memory books left unread this interval", books.charged.skipped);
         }
     }
 
@@ -527,7 +554,8 @@ impl Session {
         totals: &BTreeMap<CounterKey, Counters>,
         books: Books,
     ) -> Report {
-        let Books { footprint, lost_events, slabinfo, meminfo, aliases, warnings, node } = books;
+        let Books { footprint, lost_events, slabinfo, meminfo, aliases, warnings, node, charged } =
+            books;
         let slabinfo_after = slabinfo_lines(&slabinfo);
         let meminfo = match (self.meminfo_before, meminfo) {
             (Some(before), Some(after)) => Some(MeminfoChange::new(before, after)),
@@ -574,6 +602,10 @@ impl Session {
             self_stats,
         );
         let mut report = Report { schema: SCHEMA.into(), observation, ..Report::default() };
+        if charged.source.is_some() {
+            rollup::attach_charged(&mut report.pods, &charged.pods);
+        }
+        report.charged = Some(NodeCharged::of(&charged, meminfo.map(|m| m.after.slab)));
         rollup::apply_names(&mut report.pods, &self.runtime.directory);
         report.meminfo = meminfo;
         report.self_stats.runtime_connected = self.runtime.answering;
@@ -599,6 +631,8 @@ pub struct Books {
     /// The session's warnings, with any the reading added.
     warnings: Vec<String>,
     node: String,
+    /// The memory controller's books ([`Session::read_charged`]); empty until read.
+    charged: charged::Reading,
 }
 
 impl Books {

@@ -83,6 +83,11 @@ impl CgroupResolver {
         self.alive.contains(&id)
     }
 
+    /// The paths of the cgroups present in the most recent scan.
+    pub fn live_paths(&self) -> impl Iterator<Item = &str> {
+        self.paths.iter().filter(|(id, _)| self.alive.contains(id)).map(|(_, p)| p.as_str())
+    }
+
     /// Walks the tree now, regardless of the rescan interval, refreshing paths and
     /// [`Self::is_alive`]. Only unknown ids trigger scans on their own, so a caller that needs
     /// current liveness calls this once per tick.

@@ -51,6 +51,9 @@ pub fn run(args: &ReportArgs) -> Result<(), TraceError> {
     }
     let set = if args.floor { ProbeSet::Floor } else { ProbeSet::Slabtrace };
     let mut session = Session::start(&args.session.options(set))?;
+    // Before the ready file says "attached": a SIGINT sent as soon as it exists must end the
+    // window with a report, not kill the process (the default action) before the handler is in.
+    let stop = stop_flag();
     if let Some(path) = &args.ready_file {
         fs::write(path, b"attached\n")
             .map_err(|source| TraceError::Write { what: path.display().to_string(), source })?;
@@ -58,7 +61,6 @@ pub fn run(args: &ReportArgs) -> Result<(), TraceError> {
 
     // OOM kills with /proc/meminfo as it was when each was seen.
     let mut kills = Vec::new();
-    let stop = stop_flag();
     let deadline = session.started() + Duration::from_secs(args.duration);
     let mut next_tick = session.started() + TICK;
     while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
@@ -76,6 +78,9 @@ pub fn run(args: &ReportArgs) -> Result<(), TraceError> {
     // Liveness as of now: cgroups removed during the window keep their path, marked gone; and
     // the runtime's names as of now.
     session.refresh();
+    // The memory controller's books of every pod alive now, those that allocated nothing
+    // while traced included.
+    session.read_charged(&mut books);
     books.add_warnings_of(&session);
     let totals = delta(&BTreeMap::new(), &snap.counters);
     let mut report = session.report(&snap, &totals, books);

@@ -97,8 +97,10 @@ mod tests {
                 cgroup_ids: vec![1],
                 totals: Totals::of(&caches),
                 caches: caches.clone(),
+                charged: None,
             }],
             caches,
+            charged: None,
         }
     }
 

@@ -52,6 +52,7 @@ use prometheus_client::{
 
 use crate::{
     attribution::CacheTotals,
+    cgroup::charged::Charged,
     cgroup::kubepods::Qos,
     frame::{Owner, OwnerKey, OwnerRow, OwnerTable},
     output::events::EventCounters,
@@ -83,6 +84,9 @@ pub const FAMILIES: &[&str] = &[
     "slabtrace_pod_frees",
     "slabtrace_pod_info",
     "slabtrace_pod_deleted",
+    "slabtrace_pod_charged_bytes",
+    "slabtrace_node_charged_bytes",
+    "slabtrace_node_uncharged_slab_bytes",
     "slabtrace_cgroup_live_bytes",
     "slabtrace_cgroup_unaccounted_live_bytes",
     "slabtrace_cgroup_allocations",
@@ -633,6 +637,13 @@ struct PodCacheLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct PodKindLabels {
+    namespace: Label,
+    pod: Label,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct PodLabels {
     namespace: Label,
     pod: Label,
@@ -826,6 +837,7 @@ impl Collector for SlabCollector {
             encode_pods(&mut enc, &interval.frame, &view.pods, with_counters)?;
             encode_cgroups(&mut enc, &interval.frame, &view.cgroups, with_counters)?;
             encode_findings(&mut enc, interval)?;
+            encode_charged(&mut enc, interval, self.options.top)?;
         }
         encode_self(
             &mut enc,
@@ -1032,6 +1044,71 @@ fn encode_pods(
         "1 if every cgroup of the pod is gone while its slab objects live on, else 0.",
         &deleted,
     )
+}
+
+/// What the memory controller charges the pods (the `top` most charged by name, the rest
+/// summed under `pod="other"`) and the node's cgroups, one series per figure its books have
+/// (`kind`: six on cgroup v2, `kmem` alone on v1), and the node's slab no cgroup is charged
+/// for. Pods are ranked anew each interval: their books move slowly, unlike traced rows.
+fn encode_charged(enc: &mut DescriptorEncoder, interval: &Interval, top: usize) -> fmt::Result {
+    let report = &interval.report;
+    let weight = |c: &Charged| c.slab.or(c.kmem).or(c.kernel).unwrap_or(0);
+    let mut pods: Vec<(&crate::rollup::PodUsage, &Charged)> =
+        report.pods.iter().filter_map(|p| p.charged.as_ref().map(|c| (p, c))).collect();
+    pods.sort_by_key(|(p, c)| (std::cmp::Reverse(weight(c)), p.uid.as_str()));
+    let mut series: BTreeMap<PodKindLabels, u64> = BTreeMap::new();
+    for (i, (p, c)) in pods.iter().enumerate() {
+        let (namespace, pod) = if i < top {
+            (
+                p.namespace.clone().unwrap_or_else(|| UNKNOWN_NAMESPACE.to_owned()),
+                p.name.clone().unwrap_or_else(|| p.uid.clone()),
+            )
+        } else {
+            (OTHER_NAMESPACE.to_owned(), OTHER.to_owned())
+        };
+        for (kind, v) in c.kinds() {
+            let labels = PodKindLabels {
+                namespace: namespace.as_str().into(),
+                pod: pod.as_str().into(),
+                kind,
+            };
+            let e = series.entry(labels).or_default();
+            *e = e.saturating_add(v);
+        }
+    }
+    let series: Vec<_> = series.iter().map(|(l, v)| (l, int(*v))).collect();
+    gauges(
+        enc,
+        "slabtrace_pod_charged_bytes",
+        "Kernel memory the memory controller charges the pod's cgroup now, objects allocated \
+         before slabtrace started included, by kind (cgroup v2 memory.stat: slab_reclaimable, \
+         slab_unreclaimable, sock, percpu, kernel_stack, kernel; cgroup v1: kmem).",
+        &series,
+    )?;
+    let Some(node) = &report.charged else { return Ok(()) };
+    let kinds: Vec<(KindLabels, i64)> = node
+        .cgroups
+        .iter()
+        .flat_map(Charged::kinds)
+        .map(|(kind, v)| (KindLabels { kind }, int(v)))
+        .collect();
+    let kinds: Vec<_> = kinds.iter().map(|(l, v)| (l, *v)).collect();
+    gauges(
+        enc,
+        "slabtrace_node_charged_bytes",
+        "Kernel memory charged to any cgroup (the top-level cgroups' books summed), by kind.",
+        &kinds,
+    )?;
+    match node.uncharged_slab_bytes {
+        Some(v) => gauge(
+            enc,
+            "slabtrace_node_uncharged_slab_bytes",
+            "Slab no cgroup is charged for: /proc/meminfo Slab less the cgroups' charged slab \
+             (cgroup v2 only).",
+            int(v),
+        ),
+        None => Ok(()),
+    }
 }
 
 fn encode_cgroups(
@@ -1394,6 +1471,9 @@ mod tests {
             num_slabs: slabs,
         };
         i.slabinfo = vec![slab("dentry", 42_000, 2_100), slab("filp", 1_000, 50)];
+        // The memory controller's books of one pod (v2) and of the node's cgroups.
+        i.report.pods = vec![charged_pod(7)];
+        i.report.charged = Some(node_charged());
         let s = &mut i.report.self_stats;
         s.sample_rate = 1;
         s.alloc_events = 5000;
@@ -1505,6 +1585,21 @@ slabtrace_cgroup_allocated_bytes_total{cgroup="/system.slice/a.service",cache="f
 # TYPE slabtrace_cgroup_frees counter
 slabtrace_cgroup_frees_total{cgroup="(interrupt context)",cache="skbuff_head_cache"} 6
 slabtrace_cgroup_frees_total{cgroup="/system.slice/a.service",cache="filp"} 8
+# HELP slabtrace_pod_charged_bytes Kernel memory the memory controller charges the pod's cgroup now, objects allocated before slabtrace started included, by kind (cgroup v2 memory.stat: slab_reclaimable, slab_unreclaimable, sock, percpu, kernel_stack, kernel; cgroup v1: kmem).
+# TYPE slabtrace_pod_charged_bytes gauge
+slabtrace_pod_charged_bytes{namespace="ns",pod="p-7",kind="kernel"} 32
+slabtrace_pod_charged_bytes{namespace="ns",pod="p-7",kind="kernel_stack"} 16
+slabtrace_pod_charged_bytes{namespace="ns",pod="p-7",kind="percpu"} 8
+slabtrace_pod_charged_bytes{namespace="ns",pod="p-7",kind="slab_reclaimable"} 7
+slabtrace_pod_charged_bytes{namespace="ns",pod="p-7",kind="slab_unreclaimable"} 1
+slabtrace_pod_charged_bytes{namespace="ns",pod="p-7",kind="sock"} 0
+# HELP slabtrace_node_charged_bytes Kernel memory charged to any cgroup (the top-level cgroups' books summed), by kind.
+# TYPE slabtrace_node_charged_bytes gauge
+slabtrace_node_charged_bytes{kind="slab_reclaimable"} 500
+slabtrace_node_charged_bytes{kind="slab_unreclaimable"} 100
+# HELP slabtrace_node_uncharged_slab_bytes Slab no cgroup is charged for: /proc/meminfo Slab less the cgroups' charged slab (cgroup v2 only).
+# TYPE slabtrace_node_uncharged_slab_bytes gauge
+slabtrace_node_uncharged_slab_bytes 400
 # HELP slabtrace_build_info Always 1, with slabtrace's version.
 # TYPE slabtrace_build_info gauge
 slabtrace_build_info{version="VERSION"} 1
@@ -1723,6 +1818,9 @@ process_resident_memory_bytes 41943040
                     num_slabs: 1,
                 })
                 .collect();
+            // Every pod's memory books, with all six figures of cgroup v2.
+            made.report.pods = (0..300).map(charged_pod).collect();
+            made.report.charged = Some(node_charged());
             made
         };
         let count = |counters: bool| {
@@ -1737,6 +1835,92 @@ process_resident_memory_bytes 41943040
         eprintln!("series: {default} at the defaults, {with_counters} with counters");
         assert!(default <= SERIES_BUDGET, "{default} series at the defaults");
         assert!(with_counters > default + 300, "counters add series: {with_counters}");
+    }
+
+    /// A pod with nothing traced and cgroup v2 books of `i` bytes' weight.
+    fn charged_pod(i: u64) -> crate::rollup::PodUsage {
+        use crate::cgroup::charged::{Charged, Source};
+        crate::rollup::PodUsage {
+            namespace: Some("ns".into()),
+            name: Some(format!("p-{i}")),
+            uid: format!("u-{i}"),
+            qos: Qos::Burstable,
+            deleted: false,
+            totals: crate::attribution::Totals::default(),
+            containers: Vec::new(),
+            caches: Vec::new(),
+            charged: Some(Charged {
+                slab_reclaimable: Some(i),
+                slab_unreclaimable: Some(1),
+                slab: Some(i + 1),
+                sock: Some(0),
+                percpu: Some(8),
+                kernel_stack: Some(16),
+                kernel: Some(i + 25),
+                ..Charged::unknown(Source::CgroupV2)
+            }),
+        }
+    }
+
+    fn node_charged() -> crate::cgroup::charged::NodeCharged {
+        use crate::cgroup::charged::{Charged, NodeCharged, Source};
+        NodeCharged {
+            source: Some(Source::CgroupV2),
+            node_slab_bytes: Some(1000),
+            cgroups: Some(Charged {
+                slab_reclaimable: Some(500),
+                slab_unreclaimable: Some(100),
+                slab: Some(600),
+                ..Charged::unknown(Source::CgroupV2)
+            }),
+            uncharged_slab_bytes: Some(400),
+            files_read: 3,
+            skipped: 0,
+        }
+    }
+
+    #[test]
+    fn charged_memory_is_exported_per_pod_with_the_rest_as_other() {
+        let mut made = interval(1, frame(&[]));
+        made.report.pods = (1..=3).map(charged_pod).collect();
+        // v1 books: one figure, kmem.
+        let mut v1 = charged_pod(4);
+        v1.charged = Some(crate::cgroup::charged::Charged {
+            kmem: Some(4096),
+            ..crate::cgroup::charged::Charged::unknown(crate::cgroup::charged::Source::CgroupV1)
+        });
+        made.report.pods.push(v1);
+        made.report.charged = Some(node_charged());
+        let (latest, exporter) = new_exporter(2);
+        latest.publish(Arc::new(made));
+        let text = exporter.openmetrics().unwrap();
+        let slab = samples(&text, "slabtrace_pod_charged_bytes{");
+        // The two most charged by slab (kmem where there is no slab) by name, the rest summed.
+        let pods: BTreeSet<String> = slab.iter().map(|l| label_value(l, "pod")).collect();
+        assert_eq!(pods, BTreeSet::from(["p-3".into(), "p-4".into(), OTHER.into()]), "{slab:#?}");
+        assert!(
+            slab.contains(
+                &"slabtrace_pod_charged_bytes{namespace=\"ns\",pod=\"p-4\",kind=\"kmem\"} 4096"
+                    .to_owned()
+            ),
+            "{slab:#?}"
+        );
+        assert!(
+            slab.contains(&"slabtrace_pod_charged_bytes{namespace=\"_other\",pod=\"other\",kind=\"slab_reclaimable\"} 3".to_owned()),
+            "p-1 and p-2 summed: {slab:#?}"
+        );
+        assert_eq!(slab.len(), 1 + 6 + 6, "{slab:#?}");
+        assert_eq!(
+            samples(&text, "slabtrace_node_charged_bytes"),
+            [
+                "slabtrace_node_charged_bytes{kind=\"slab_reclaimable\"} 500",
+                "slabtrace_node_charged_bytes{kind=\"slab_unreclaimable\"} 100",
+            ]
+        );
+        assert_eq!(
+            samples(&text, "slabtrace_node_uncharged_slab_bytes"),
+            ["slabtrace_node_uncharged_slab_bytes 400"]
+        );
     }
 
     #[test]

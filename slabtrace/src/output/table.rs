@@ -10,8 +10,27 @@ use super::{
 };
 use crate::{
     attribution::{CacheUsage, Totals},
+    cgroup::charged::Charged,
     rollup::PodUsage,
 };
+
+/// `charged now: slab 18M (reclaimable 17M), sock 0B, ...`: the figures a row's books have.
+fn charged_line(c: &Charged) -> String {
+    let figures: Vec<String> = c
+        .kinds()
+        .into_iter()
+        .filter(|(kind, _)| !kind.starts_with("slab_"))
+        .map(|(kind, v)| format!("{} {}", kind.replace('_', " "), human_bytes(v)))
+        .collect();
+    let slab = match (c.slab, c.slab_reclaimable) {
+        (Some(slab), Some(r)) => {
+            format!("slab {} ({} reclaimable), ", human_bytes(slab), human_bytes(r))
+        }
+        _ => String::new(),
+    };
+    let v1 = if c.kmem.is_some() { " (cgroup v1: no slab split)" } else { "" };
+    format!("charged now: {slab}{}{v1}", figures.join(", "))
+}
 
 /// How much of the report the table shows, and by what.
 #[derive(Clone, Copy, Debug)]
@@ -63,13 +82,18 @@ struct Row<'a> {
     name: String,
     totals: Totals,
     caches: &'a [CacheUsage],
+    /// The memory controller's books (pods and containers).
+    charged: Option<Charged>,
 }
 
 /// The rows for `by`, most live bytes first.
 fn rows(report: &Report, by: By) -> Vec<Row<'_>> {
     macro_rules! row {
         ($name:expr, $u:expr) => {
-            Row { name: $name, totals: $u.totals, caches: &$u.caches }
+            Row { name: $name, totals: $u.totals, caches: &$u.caches, charged: None }
+        };
+        ($name:expr, $u:expr, charged) => {
+            Row { name: $name, totals: $u.totals, caches: &$u.caches, charged: $u.charged }
         };
     }
     match by {
@@ -83,7 +107,7 @@ fn rows(report: &Report, by: By) -> Vec<Row<'_>> {
                 row!(if cg.alive { name } else { format!("{name} (gone)") }, cg)
             })
             .collect(),
-        By::Pod => report.pods.iter().map(|p| row!(pod_name(p), p)).collect(),
+        By::Pod => report.pods.iter().map(|p| row!(pod_name(p), p, charged)).collect(),
         By::Container => {
             let mut rows: Vec<Row<'_>> = report
                 .pods
@@ -96,7 +120,7 @@ fn rows(report: &Report, by: By) -> Vec<Row<'_>> {
                                 |id| id.chars().take(12).collect(),
                             )
                         });
-                        row!(format!("{} {container}", pod_name(p)), c)
+                        row!(format!("{} {container}", pod_name(p)), c, charged)
                     })
                 })
                 .collect();
@@ -168,6 +192,31 @@ pub fn render(report: &Report, limits: TableLimits) -> String {
     out
 }
 
+/// The memory controller's books against the node's slab, a line.
+fn render_charged(out: &mut String, report: &Report) {
+    if let Some(node) = &report.charged
+        && let Some(all) = &node.cgroups
+    {
+        let _ = match (all.slab, node.uncharged_slab_bytes) {
+            (Some(slab), Some(uncharged)) => writeln!(
+                out,
+                "memory controller's books: slab charged to cgroups now {} of the node's {}; \
+                 {} charged to no cgroup",
+                human_bytes(slab),
+                human_bytes(node.node_slab_bytes.unwrap_or(0)),
+                human_bytes(uncharged),
+            ),
+            _ => writeln!(
+                out,
+                "memory controller's books: kernel memory charged to cgroups now {} (cgroup v1: \
+                 no slab split); the node's Slab {}",
+                human_bytes(all.kernel_total().unwrap_or(0)),
+                human_bytes(node.node_slab_bytes.unwrap_or(0)),
+            ),
+        };
+    }
+}
+
 /// What the kernel's books say, growth findings, advice and OOM kills, a line each.
 fn render_findings(out: &mut String, report: &Report) {
     if let Some(t) = &report.reconciliation.total {
@@ -189,6 +238,7 @@ fn render_findings(out: &mut String, report: &Report) {
             t.attributed_share_pct,
         );
     }
+    render_charged(out, report);
     for g in report.growth.iter().take(5) {
         let whose =
             g.owner.as_ref().map_or_else(|| "node-wide".to_owned(), crate::frame::Owner::display);
@@ -287,6 +337,9 @@ fn render_rows(out: &mut String, report: &Report, limits: TableLimits) {
             human_bytes(row.totals.live_bytes),
             human_bytes(row.totals.unaccounted_live_bytes),
         );
+        if let Some(c) = &row.charged {
+            let _ = writeln!(out, "  {}", charged_line(c));
+        }
         for c in row.caches.iter().take(limits.caches_per_row) {
             let _ = writeln!(
                 out,
@@ -386,6 +439,66 @@ mod tests {
         };
         assert_eq!(first(Sort::Live), "/holds");
         assert_eq!(first(Sort::Allocs), "/churns");
+    }
+
+    #[test]
+    fn charged_books_are_a_line_under_their_row_and_one_for_the_node() {
+        use crate::{
+            cgroup::{
+                charged::{Charged, NodeCharged, Source},
+                kubepods::Qos,
+            },
+            rollup::PodUsage,
+        };
+        let mut report = Report::default();
+        let v2 = Charged {
+            slab_reclaimable: Some(3 << 20),
+            slab_unreclaimable: Some(1 << 20),
+            slab: Some(4 << 20),
+            sock: Some(0),
+            kernel: Some(5 << 20),
+            ..Charged::unknown(Source::CgroupV2)
+        };
+        let pod = |uid: &str, charged| PodUsage {
+            namespace: None,
+            name: None,
+            uid: uid.into(),
+            qos: Qos::Burstable,
+            deleted: false,
+            totals: Totals::default(),
+            containers: Vec::new(),
+            caches: Vec::new(),
+            charged: Some(charged),
+        };
+        let v1 = Charged { kmem: Some(2 << 20), ..Charged::unknown(Source::CgroupV1) };
+        report.observation.pods = vec![pod("u-2", v2), pod("u-1", v1)];
+        report.observation.charged = Some(NodeCharged {
+            source: Some(Source::CgroupV2),
+            node_slab_bytes: Some(10 << 20),
+            cgroups: Some(v2),
+            uncharged_slab_bytes: Some(6 << 20),
+            files_read: 2,
+            skipped: 0,
+        });
+        let limits = TableLimits {
+            rows: 10,
+            caches_per_row: 0,
+            node_caches: 0,
+            by: By::Pod,
+            sort: Sort::Live,
+        };
+        let text = render(&report, limits);
+        let lines: Vec<&str> = text.lines().collect();
+        let under = |uid: &str| {
+            let i = lines.iter().position(|l| l.starts_with(&format!("pod {uid}"))).unwrap();
+            lines[i + 1].trim().to_owned()
+        };
+        let (v2_line, v1_line) = (under("u-2"), under("u-1"));
+        assert!(v2_line.starts_with("charged now: slab 4"), "{v2_line}");
+        assert!(v2_line.contains("reclaimable") && v2_line.contains("kernel 5"), "{v2_line}");
+        assert!(v1_line.contains("kmem 2") && v1_line.contains("no slab split"), "{v1_line}");
+        let node = lines.iter().find(|l| l.starts_with("memory controller's books")).unwrap();
+        assert!(node.contains("charged to no cgroup"), "{node}");
     }
 
     #[test]

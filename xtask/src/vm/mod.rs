@@ -35,6 +35,7 @@ use crate::{image, setup};
 pub const VM_TESTS: &[&str] = &[
     "advise",
     "attribution",
+    "charged",
     "daemon",
     "errors",
     "events",
