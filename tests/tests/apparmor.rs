@@ -37,7 +37,8 @@ const PROFILE: &str = "cri-containerd.apparmor.d";
 const PROFILE_TEXT: &str = include_str!("../apparmor/cri-containerd.apparmor.d");
 
 /// Where the `DaemonSet` mounts the host's /sys/fs/bpf/slabtrace in the container
-/// (deploy/kubernetes/daemonset.yaml, `SLABTRACE_PIN_PATH`).
+/// (deploy/kubernetes/daemonset.yaml, `SLABTRACE_PIN_PATH`; tests/tests/deploy.rs checks that
+/// the manifests and the chart mount it there and nothing writable under /sys).
 const CONTAINER_PINS: &str = "/var/lib/slabtrace/pins";
 
 /// The `DaemonSet`'s capabilities, and `sys_resource` where the kernel charges BPF maps to
