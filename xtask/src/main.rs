@@ -296,12 +296,38 @@ impl Drop for Load {
 /// Where `cargo xtask test` writes what the integration tests did, for `.ci/run` to check.
 const SUMMARY_FILE: &str = "target/integration-tests.summary";
 
+/// The test files of tests/tests the root suite here runs: all but the VM-only ones
+/// ([`vm::VM_ONLY_TESTS`]), which the kernel matrix runs.
+fn host_test_files(root: &Path) -> Result<Vec<String>> {
+    let dir = root.join("tests/tests");
+    let mut files = Vec::new();
+    for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "rs")
+            && let Some(stem) = path.file_stem().map(|s| s.to_string_lossy().into_owned())
+            && !vm::VM_ONLY_TESTS.iter().any(|(name, _)| *name == stem)
+        {
+            files.push(stem);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 /// Runs the root integration tests, passing their output through, and counts what they did.
 fn run_integration_tests(args: &[String], archive: &Path) -> Result<TestSummary> {
-    let _ = fs::remove_file(setup::workspace_root()?.join(SUMMARY_FILE));
+    let root = setup::workspace_root()?;
+    let _ = fs::remove_file(root.join(SUMMARY_FILE));
+    // The library's and binaries' own tests, and each test file but the VM-only ones.
+    let targets: Vec<String> = ["--lib".to_owned(), "--bins".to_owned()]
+        .into_iter()
+        .chain(host_test_files(&root)?.into_iter().flat_map(|f| ["--test".to_owned(), f]))
+        .collect();
     let mut child = Command::new("cargo")
         // Every binary, even after a failure: CI shows all that is broken at once.
-        .args(["test", "--no-fail-fast", "--package", "slabtrace-integration", "--"])
+        .args(["test", "--no-fail-fast", "--package", "slabtrace-integration"])
+        .args(&targets)
+        .arg("--")
         // One at a time: each test owns the node's slab counts while it runs.
         .arg("--test-threads=1")
         .args(args)
@@ -378,11 +404,20 @@ impl TestSummary {
 }
 
 /// The number of `#[test]` functions in the Rust sources under `dir`, recursively: the
-/// integration tests and the unit tests of their helpers, which run in the same phase.
+/// integration tests and the unit tests of their helpers, which run in the same phase; the
+/// VM-only test files ([`vm::VM_ONLY_TESTS`]) are not counted, since the kernel matrix runs
+/// them instead (and fails unless they pass on every kernel).
 fn count_tests(dir: &Path) -> Result<u64> {
     let mut n = 0;
     for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let path = entry?.path();
+        let vm_only = path.parent().is_some_and(|p| p.ends_with("tests/tests"))
+            && path.file_stem().is_some_and(|stem| {
+                vm::VM_ONLY_TESTS.iter().any(|(name, _)| stem.to_string_lossy() == *name)
+            });
+        if vm_only {
+            continue;
+        }
         if path.is_dir() {
             n += count_tests(&path)?;
         } else if path.extension().is_some_and(|e| e == "rs") {
@@ -413,6 +448,35 @@ mod tests {
             s,
             TestSummary { passed: 6, failed: 2, ignored: 1, binaries: 3, succeeded: false }
         );
+    }
+
+    #[test]
+    fn the_host_runs_every_test_file_but_the_vm_only_ones() -> Result<()> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let files = host_test_files(&root)?;
+        assert!(files.iter().any(|f| f == "privileges"), "{files:?}");
+        for (vm_only, _) in vm::VM_ONLY_TESTS {
+            assert!(!files.iter().any(|f| f == vm_only), "{vm_only} in {files:?}");
+            assert!(root.join(format!("tests/tests/{vm_only}.rs")).is_file(), "{vm_only}");
+        }
+        // And they are not counted: a file's tests are counted only where they run.
+        let all = count_tests(&root.join("tests"))?;
+        let vm_only: u64 = vm::VM_ONLY_TESTS
+            .iter()
+            .map(|(name, _)| {
+                let text = fs::read_to_string(root.join(format!("tests/tests/{name}.rs")))?;
+                Ok(text.lines().filter(|l| l.trim() == "#[test]").count() as u64)
+            })
+            .sum::<Result<u64>>()?;
+        assert!(vm_only > 0);
+        let mut counted_by_hand = 0;
+        for entry in fs::read_dir(root.join("tests/tests"))? {
+            let path = entry?.path();
+            let text = fs::read_to_string(&path)?;
+            counted_by_hand += text.lines().filter(|l| l.trim() == "#[test]").count() as u64;
+        }
+        assert_eq!(all + vm_only, counted_by_hand + count_tests(&root.join("tests/src"))?);
+        Ok(())
     }
 
     #[test]

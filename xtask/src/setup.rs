@@ -34,8 +34,9 @@ pub const LOAD_PACKAGES: &[(&str, &str)] = &[("stress-ng", "stress-ng")];
 pub const IMAGE_PACKAGES: &[(&str, &str)] = &[("podman", "podman")];
 
 /// Debian packages `cargo xtask vm` needs: qemu to boot the kernels (TCG or KVM), e2fsprogs for
-/// the scratch disk's ext4, dpkg-deb and tar to unpack kernel packages, and the util-linux tools
-/// the tests run, copied into the guest.
+/// the scratch disk's ext4, dpkg-deb and tar to unpack kernel packages, and the tools the tests
+/// run, copied into the guest: util-linux's, and `apparmor_parser` to load the container
+/// runtimes' `AppArmor` profile (tests/tests/apparmor.rs).
 pub const VM_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86_64", "qemu-system-x86"),
     ("mkfs.ext4", "e2fsprogs"),
@@ -46,6 +47,7 @@ pub const VM_PACKAGES: &[(&str, &str)] = &[
     ("ldd", "libc-bin"),
     ("mount", "mount"),
     ("setpriv", "util-linux"),
+    ("apparmor_parser", "apparmor"),
 ];
 
 /// Debian packages the deploy tests need: Python, for the virtualenv that holds the engines

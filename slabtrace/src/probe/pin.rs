@@ -201,6 +201,20 @@ pub enum PinError {
          --pin-path (or --pin-path off)"
     )]
     Busy(PathBuf),
+    /// A write refused to root: not the file modes, but a security module.
+    #[error(
+        "cannot pin maps under {path}: {source} although slabtrace runs as root, so a security \
+         module refuses it (the default AppArmor profile of containerd and CRI-O denies writes \
+         under /sys/fs/ except cgroup); mount the pin directory outside /sys, as the DaemonSet \
+         does at /var/lib/slabtrace/pins, or pass --pin-path off"
+    )]
+    Denied {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// A filesystem call failed.
     #[error(
         "cannot use the pinned maps under {path} ({source}); check that slabtrace can write \
@@ -216,7 +230,16 @@ pub enum PinError {
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> PinError + '_ {
-    move |source| PinError::Io { path: path.to_owned(), source }
+    // SAFETY: geteuid has no preconditions.
+    move |source| io_error_as(path.to_owned(), source, unsafe { libc::geteuid() } == 0)
+}
+
+/// The error of a filesystem call on `path` that failed with `source`, made by root or not:
+/// permission refused to root is a security module's doing (`AppArmor`, `SELinux`), since UID 0
+/// owns the BPF filesystem; to anyone else, it may be the file modes.
+fn io_error_as(path: PathBuf, source: io::Error, root: bool) -> PinError {
+    let denied = matches!(source.raw_os_error(), Some(libc::EACCES | libc::EPERM));
+    if denied && root { PinError::Denied { path, source } } else { PinError::Io { path, source } }
 }
 
 /// The pin directory, locked, with its maps checked. Keep it for as long as the maps are in use.
@@ -391,6 +414,33 @@ mod tests {
         tweak: impl Fn(&str, MapShape) -> Option<MapShape>,
     ) -> Vec<(&'static str, MapShape, Option<MapShape>)> {
         pinned_maps(LIMITS).into_iter().map(|(n, s)| (n, s, tweak(n, s))).collect()
+    }
+
+    #[test]
+    fn permission_refused_to_root_names_a_security_module() {
+        let denied = |errno| {
+            io_error_as(PathBuf::from("/sys/fs/bpf/x"), io::Error::from_raw_os_error(errno), true)
+                .to_string()
+        };
+        for errno in [libc::EACCES, libc::EPERM] {
+            let text = denied(errno);
+            assert!(
+                text.contains("/sys/fs/bpf/x")
+                    && text.contains("security module")
+                    && text.contains("AppArmor")
+                    && text.contains("/var/lib/slabtrace/pins")
+                    && text.contains("--pin-path off")
+                    && !text.contains('\n'),
+                "{text}"
+            );
+        }
+        // Anything else, or the same refused to another user, is not blamed on a module.
+        let other = denied(libc::EROFS);
+        assert!(!other.contains("security module"), "{other}");
+        let user =
+            io_error_as(PathBuf::from("/x"), io::Error::from_raw_os_error(libc::EACCES), false)
+                .to_string();
+        assert!(!user.contains("security module") && user.contains("can write there"), "{user}");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! node has, runs the root integration tests the initramfs holds, one process per test, and
 //! powers the VM off.
 //!
-//! It mounts proc, sysfs, devtmpfs, tmpfs on /run, the BPF filesystem, tracefs and debugfs, and
+//! It mounts proc, sysfs, devtmpfs, tmpfs on /run, the BPF filesystem, tracefs, debugfs,
+//! securityfs (where `AppArmor` profiles are loaded, as systemd mounts it on a node), and
 //! cgroup2 alone at /sys/fs/cgroup (the kernel boots with `cgroup_no_v1=all`) with every
 //! controller it offers enabled for the children, memory among them; it mounts the scratch
 //! disk (ext4 on `NVMe`, which the cloud kernels build in) at /vm/scratch, with a world-writable
@@ -204,6 +205,7 @@ fn setup() -> Result<(), String> {
     mount("bpf", "/sys/fs/bpf", "bpf", "")?;
     mount("tracefs", "/sys/kernel/tracing", "tracefs", "")?;
     mount("debugfs", "/sys/kernel/debug", "debugfs", "")?;
+    mount("securityfs", "/sys/kernel/security", "securityfs", "")?;
     mount("cgroup2", "/sys/fs/cgroup", "cgroup2", "")?;
     let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     say(&format!("booted {}", release.trim()));

@@ -96,6 +96,27 @@ impl Initramfs {
         Ok(())
     }
 
+    /// The host directory `dir` with everything under it, at the same paths in the guest.
+    pub fn host_tree(&mut self, dir: &Path) -> Result<()> {
+        let mut entries: Vec<PathBuf> = fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        // The same archive from the same tree, whatever order the directory lists in.
+        entries.sort();
+        if entries.is_empty() {
+            self.host_file(dir)?;
+        }
+        for path in entries {
+            if fs::symlink_metadata(&path)?.is_dir() {
+                self.host_tree(&path)?;
+            } else {
+                self.host_file(&path)?;
+            }
+        }
+        Ok(())
+    }
+
     /// A host file at the same path in the guest, with each symbolic link on the way (usrmerge's
     /// `/lib -> usr/lib`, a library's soname link) recreated, so every path to it resolves.
     fn host_file(&mut self, path: &Path) -> Result<()> {
@@ -126,7 +147,7 @@ impl Initramfs {
                         hops += 1;
                         ensure!(hops < 40, "too many symbolic links under {}", path.display());
                     } else if self.cpio.contains(&guest) {
-                    } else if rest.is_empty() {
+                    } else if rest.is_empty() && !meta.is_dir() {
                         self.cpio.file_from(&guest, &at)?;
                     } else {
                         self.cpio.dir(&guest, 0o755)?;

@@ -46,6 +46,13 @@ pub const VM_TESTS: &[&str] = &[
     "shrinkers",
 ];
 
+/// VM tests that the root suite on the host leaves out, and why: each needs a kernel feature
+/// that every kernel of the matrix has and a development host need not.
+pub const VM_ONLY_TESTS: &[(&str, &str)] = &[(
+    "apparmor",
+    "AppArmor enabled, which Debian's kernels are; this host's kernel may have none",
+)];
+
 /// The ones that do not, and why: each needs a userland the VM does not have.
 pub const HOST_ONLY_TESTS: &[(&str, &str)] = &[
     ("cri", "a private containerd"),
@@ -57,7 +64,19 @@ pub const HOST_ONLY_TESTS: &[(&str, &str)] = &[
 ];
 
 /// Host programs the tests run, copied into the initramfs with their libraries.
-const GUEST_TOOLS: &[&str] = &["mount", "umount", "setpriv"];
+const GUEST_TOOLS: &[&str] = &["mount", "umount", "setpriv", "apparmor_parser"];
+
+/// Host directories copied whole into the initramfs: what `apparmor_parser` reads for the
+/// container runtimes' profile (its ABI, `tunables/global` and `abstractions/base`, with what
+/// they include), its configuration and the kernel features Debian's configuration pins policy
+/// to.
+const GUEST_TREES: &[&str] = &[
+    "/etc/apparmor",
+    "/usr/share/apparmor-features",
+    "/etc/apparmor.d/abi",
+    "/etc/apparmor.d/tunables",
+    "/etc/apparmor.d/abstractions",
+];
 
 /// Where everything goes, under the workspace root.
 const VM_DIR: &str = "target/vm";
@@ -126,6 +145,9 @@ pub fn prepare(args: &VmArgs) -> Result<Option<Prepared<'_>>> {
         }
         for group in VM_TESTS {
             println!("tests  {group}");
+        }
+        for (group, why) in VM_ONLY_TESTS {
+            println!("vm     {group} (only in VMs: needs {why})");
         }
         for (group, why) in HOST_ONLY_TESTS {
             println!("host   {group} (needs {why})");
@@ -380,7 +402,7 @@ fn build_tests(root: &Path) -> Result<(Vec<TestBinary>, BTreeMap<String, PathBuf
 /// filters); files with none left are dropped.
 fn select_tests(binaries: &[TestBinary], filters: &[String]) -> Result<Vec<TestBinary>> {
     let mut selected = Vec::new();
-    for group in VM_TESTS {
+    for group in VM_TESTS.iter().chain(VM_ONLY_TESTS.iter().map(|(group, _)| group)) {
         let binary = binaries.iter().find(|b| b.group == *group).with_context(|| {
             format!("cargo built no test executable for tests/tests/{group}.rs")
         })?;
@@ -466,6 +488,9 @@ fn write_initramfs(
     for tool in GUEST_TOOLS {
         initramfs.host_program(tool)?;
     }
+    for tree in GUEST_TREES {
+        initramfs.host_tree(Path::new(tree))?;
+    }
     initramfs.finish()?;
     Ok(())
 }
@@ -504,10 +529,12 @@ mod tests {
                 continue;
             };
             let vm = VM_TESTS.contains(&stem.as_str());
+            let vm_only = VM_ONLY_TESTS.iter().any(|(name, _)| *name == stem);
             let host = HOST_ONLY_TESTS.iter().any(|(name, _)| *name == stem);
             assert!(
-                vm != host,
-                "tests/tests/{stem}.rs must be in exactly one of VM_TESTS and HOST_ONLY_TESTS"
+                [vm, vm_only, host].iter().filter(|&&b| b).count() == 1,
+                "tests/tests/{stem}.rs must be in exactly one of VM_TESTS, VM_ONLY_TESTS and \
+                 HOST_ONLY_TESTS"
             );
         }
         Ok(())
