@@ -190,23 +190,39 @@ impl Cgroup {
 
     /// Runs `cmd` inside this cgroup and waits for it; fails if it fails.
     pub fn run(&self, cmd: &mut Command) -> Result<Output> {
-        let procs = fs::OpenOptions::new().write(true).open(self.path.join("cgroup.procs"))?;
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&procs);
-        // SAFETY: between fork and exec only async-signal-safe calls: write(2) on an fd
-        // opened before the fork. Writing "0" moves the writing process itself.
-        unsafe {
-            cmd.pre_exec(move || {
+        run_in(&[self.path.as_path()], cmd)
+    }
+}
+
+/// Runs `cmd` in each cgroup directory of `dirs` (a cgroup2 one and, on a hybrid node, a v1
+/// memcg), from its first instruction, and waits for it; fails if it fails.
+pub fn run_in(dirs: &[&Path], cmd: &mut Command) -> Result<Output> {
+    let files = dirs
+        .iter()
+        .map(|dir| {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("cgroup.procs"))
+                .with_context(|| format!("opening {}/cgroup.procs", dir.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let fds: Vec<i32> = files.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
+    // SAFETY: between fork and exec only async-signal-safe calls: write(2) on fds opened
+    // before the fork. Writing "0" moves the writing process itself.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &fds {
                 if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
                     return Err(std::io::Error::last_os_error());
                 }
-                Ok(())
-            });
-        }
-        let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-        drop(procs);
-        ensure!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-        Ok(out)
+            }
+            Ok(())
+        });
     }
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    drop(files);
+    ensure!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(out)
 }
 
 impl Drop for Cgroup {

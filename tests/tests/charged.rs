@@ -10,7 +10,6 @@
 
 use std::{
     fs,
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::Command,
     thread,
@@ -22,7 +21,7 @@ use serde_json::Value;
 use slabtrace::cgroup::charged::{MemcgBooks, Source};
 use slabtrace_integration::{
     Cgroup, Slabtrace, Tmpfs, cache_of, cgroup2_root, daemon::Daemon, fresh_uid, num, reported_pod,
-    require_root, wait_for_state, workload,
+    require_root, run_in, wait_for_state, workload,
 };
 
 const FILES: u64 = 20_000;
@@ -86,35 +85,6 @@ fn object_size(cache: &str) -> Result<Option<u64>> {
     Ok(None)
 }
 
-/// Runs `cmd` in the cgroup2 directory `cg2` and, on a hybrid node, in the v1 memcg `v1`,
-/// from its first instruction; fails if it fails.
-fn run_in(cg2: &Path, v1: Option<&Path>, cmd: &mut Command) -> Result<()> {
-    let open = |dir: &Path| {
-        fs::OpenOptions::new()
-            .write(true)
-            .open(dir.join("cgroup.procs"))
-            .with_context(|| format!("opening {}/cgroup.procs", dir.display()))
-    };
-    let files = std::iter::once(open(cg2)?).chain(v1.map(open).transpose()?).collect::<Vec<_>>();
-    let fds: Vec<i32> = files.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect();
-    // SAFETY: between fork and exec only write(2), async-signal-safe, on fds opened before the
-    // fork ("0" moves the writing process itself).
-    unsafe {
-        cmd.pre_exec(move || {
-            for &fd in &fds {
-                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    drop(files);
-    ensure!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(())
-}
-
 /// A kubelet-shaped container cgroup that made [`FILES`] tmpfs files and exited, in whichever
 /// hierarchy has the memory controller; removed, with its files, on drop.
 struct FilledPod {
@@ -166,9 +136,12 @@ impl FilledPod {
         let bound = (FILES * (inode + dentry)) as f64 * SLACK;
 
         let memcg = books.root.join(path.trim_start_matches('/'));
+        let container_dir = cg2.join(path.trim_start_matches('/'));
+        let dirs: Vec<&Path> = std::iter::once(container_dir.as_path())
+            .chain(v1.as_ref().map(|_| memcg.as_path()))
+            .collect();
         run_in(
-            &cg2.join(path.trim_start_matches('/')),
-            v1.as_ref().map(|_| memcg.as_path()),
+            &dirs,
             Command::new(workload()).arg("create").arg(fs.path()).arg(FILES.to_string()).arg("0"),
         )?;
         // The kernel's own books first: 5.10's memory.stat propagates in per-CPU batches.
