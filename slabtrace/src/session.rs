@@ -660,6 +660,9 @@ struct PodNames {
     gone_pod_ttl: Duration,
     last_asked: Instant,
     retry: Duration,
+    /// Pods logged as named (at debug level only), so each is logged once; pruned with the
+    /// directory.
+    logged: BTreeSet<String>,
 }
 
 impl PodNames {
@@ -677,6 +680,7 @@ impl PodNames {
             gone_pod_ttl: args.gone_pod_ttl,
             last_asked: Instant::now(),
             retry: RUNTIME_RETRY,
+            logged: BTreeSet::new(),
         };
         names.reconnect(warnings);
         names
@@ -749,7 +753,16 @@ impl PodNames {
                 false
             }
         };
+        let known = log::log_enabled!(log::Level::Debug)
+            .then(|| self.directory.pods.keys().cloned().collect::<Vec<_>>());
         self.directory.expire(now, self.gone_pod_ttl, MAX_KNOWN_PODS);
+        // What the tests (and an engineer with RUST_LOG=slabtrace::session=debug) can watch
+        // for: a name learnt or forgotten. Uids come from cgroup names: escaped.
+        for uid in known.iter().flatten().filter(|uid| !self.directory.pods.contains_key(*uid)) {
+            debug!("forgot the names of pod {uid:?}");
+        }
+        let pods = &self.directory.pods;
+        self.logged.retain(|uid| pods.contains_key(uid));
         answered
     }
 
@@ -760,15 +773,23 @@ impl PodNames {
     fn name_pods(&mut self, pods: &BTreeSet<String>, warnings: &mut Vec<String>) {
         let unknown: Vec<&String> =
             pods.iter().filter(|uid| !self.directory.pods.contains_key(*uid)).collect();
-        if unknown.is_empty() || self.last_asked.elapsed() < self.retry {
-            return;
+        if !unknown.is_empty() && self.last_asked.elapsed() >= self.retry {
+            debug!("asking the runtime about pods {unknown:?}");
+            self.retry = if self.list(warnings) {
+                RUNTIME_RETRY
+            } else {
+                (self.retry * 2).min(RUNTIME_RETRY_MAX)
+            };
         }
-        debug!("asking the runtime about pods {unknown:?}");
-        self.retry = if self.list(warnings) {
-            RUNTIME_RETRY
-        } else {
-            (self.retry * 2).min(RUNTIME_RETRY_MAX)
-        };
+        // What a test (or an engineer with RUST_LOG=slabtrace::session=debug) can watch for:
+        // a pod seen in its cgroups and named, once each. Uids come from cgroup names: escaped.
+        if log::log_enabled!(log::Level::Debug) {
+            for uid in pods.iter().filter(|uid| self.directory.pods.contains_key(*uid)) {
+                if self.logged.insert(uid.clone()) {
+                    debug!("pod {uid:?} is seen and named");
+                }
+            }
+        }
     }
 }
 

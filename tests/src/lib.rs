@@ -284,12 +284,25 @@ impl Drop for Tmpfs {
 pub struct Slabtrace {
     child: Child,
     ready: PathBuf,
+    /// Its standard error so far, drained by a thread of its own so that a test can watch its
+    /// log while it runs.
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    drain: Option<thread::JoinHandle<()>>,
 }
 
 impl Slabtrace {
     /// Starts `slabtrace report --format json` with `extra` arguments and waits until its probes
     /// are attached.
     pub fn start(extra: &[&str]) -> Result<Self> {
+        Self::start_logging(
+            extra,
+            &std::env::var("SLABTRACE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+    }
+
+    /// [`Self::start`] with `RUST_LOG=log`, for a test that watches the log
+    /// ([`Self::wait_for_log`]).
+    pub fn start_logging(extra: &[&str], log: &str) -> Result<Self> {
         // One file per tracer: tests of one binary run at once, and a tracer taken for ready
         // on another's file is interrupted before it can handle SIGINT.
         static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -301,20 +314,27 @@ impl Slabtrace {
             .args(["report", "--format", "json", "--duration", "600", "--ready-file"])
             .arg(&ready)
             .args(extra)
-            .env("RUST_LOG", std::env::var("SLABTRACE_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("RUST_LOG", log)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .context("starting slabtrace")?;
-        let mut me = Self { child, ready };
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut me = Self { child, ready, stderr: stderr.clone(), drain: None };
+        if let Some(mut pipe) = me.child.stderr.take() {
+            me.drain = Some(thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                    if let Ok(mut all) = stderr.lock() {
+                        all.push_str(&String::from_utf8_lossy(&chunk[..n]));
+                    }
+                }
+            }));
+        }
         let deadline = Instant::now() + Duration::from_mins(1);
         while !me.ready.exists() {
             if let Some(status) = me.child.try_wait()? {
-                let mut err = String::new();
-                if let Some(mut e) = me.child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                bail!("slabtrace exited before attaching ({status}): {err}");
+                bail!("slabtrace exited before attaching ({status}): {}", me.stderr_now());
             }
             ensure!(Instant::now() < deadline, "slabtrace did not attach within 60 s");
             thread::sleep(Duration::from_millis(50));
@@ -326,6 +346,24 @@ impl Slabtrace {
     #[must_use]
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// What it has written to standard error so far.
+    #[must_use]
+    pub fn stderr_now(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Waits until its log has a line containing `needle` (started with
+    /// [`Self::start_logging`] at a level that writes it); fails, with the log, if it never does.
+    pub fn wait_for_log(&self, what: &str, needle: &str) -> Result<()> {
+        let found = wait_for_state(what, || Ok(self.stderr_now().contains(needle)), |&f| f)?;
+        ensure!(
+            found,
+            "slabtrace never logged {needle:?} ({what}); its log:\n{}",
+            self.stderr_now()
+        );
+        Ok(())
     }
 
     /// What it has counted so far for `cgroup_id` in the caches called `cache`, read from its
@@ -355,14 +393,14 @@ impl Slabtrace {
         // SAFETY: kill has no memory-safety preconditions.
         unsafe { libc::kill(i32::try_from(self.child.id())?, libc::SIGINT) };
         let mut out = String::new();
-        let mut err = String::new();
         if let Some(mut o) = self.child.stdout.take() {
             o.read_to_string(&mut out)?;
         }
-        if let Some(mut e) = self.child.stderr.take() {
-            e.read_to_string(&mut err)?;
-        }
         let status = self.child.wait()?;
+        if let Some(drain) = self.drain.take() {
+            let _ = drain.join();
+        }
+        let err = self.stderr_now();
         ensure!(status.success(), "slabtrace failed ({status}): {err}");
         if !err.trim().is_empty() {
             eprintln!("slabtrace stderr:\n{err}");

@@ -20,6 +20,15 @@ fn make_files(runtime: &Containerd, container: &str, dir: &str, n: u32) -> Resul
     Ok(())
 }
 
+/// The log a test watches for the runtime's answers: slabtrace's session at debug level.
+const NAMING: &str = "warn,slabtrace::session=debug";
+
+/// The line slabtrace logs once it has seen the pod with `uid` in its cgroups and has its
+/// names from the runtime.
+fn named(uid: &str) -> String {
+    format!("pod {uid:?} is seen and named")
+}
+
 #[test]
 fn the_report_names_a_containerd_pod_and_its_container() -> Result<()> {
     require_root()?;
@@ -69,11 +78,11 @@ fn names_survive_the_runtime_and_the_pod_going_away() -> Result<()> {
     let worker = runtime.create_container(&pod, "build", &["/bin/sleep", "1000000"])?;
     let socket = runtime.socket().to_str().unwrap_or_default().to_owned();
 
-    let tracer = Slabtrace::start(&["--sample", "1", "--cri-socket", &socket])?;
+    let tracer = Slabtrace::start_logging(&["--sample", "1", "--cri-socket", &socket], NAMING)?;
     make_files(&runtime, &worker, "/tmp/out", 500)?;
     // slabtrace names cgroups once a second while they exist; then the pod is deleted and
     // the runtime stops while slabtrace still traces.
-    std::thread::sleep(Duration::from_millis(1500));
+    tracer.wait_for_log("the pod to be named", &named(&uid))?;
     drop(pod);
     drop(runtime);
     let report = tracer.finish()?;
@@ -97,7 +106,7 @@ fn a_pod_that_lives_only_inside_the_window_is_named() -> Result<()> {
     require_root()?;
     let runtime = Containerd::start()?;
     let socket = runtime.socket().to_str().unwrap_or_default().to_owned();
-    let tracer = Slabtrace::start(&["--sample", "1", "--cri-socket", &socket])?;
+    let tracer = Slabtrace::start_logging(&["--sample", "1", "--cri-socket", &socket], NAMING)?;
 
     // Neither the start nor the end of the window sees this pod: only the lookup slabtrace
     // makes when an unknown pod's cgroup shows up can name it.
@@ -105,7 +114,7 @@ fn a_pod_that_lives_only_inside_the_window_is_named() -> Result<()> {
     let pod = runtime.run_pod("jobs", "cron-28871", &uid, "/kubepods/besteffort")?;
     let job = runtime.create_container(&pod, "job", &["/bin/sleep", "1000000"])?;
     make_files(&runtime, &job, "/tmp/o", 300)?;
-    std::thread::sleep(Duration::from_millis(2500));
+    tracer.wait_for_log("the pod to be named", &named(&uid))?;
     drop(pod);
     let report = tracer.finish()?;
 
@@ -124,14 +133,16 @@ fn names_of_deleted_pods_expire_after_the_ttl() -> Result<()> {
     let work = runtime.create_container(&pod, "work", &["/bin/sleep", "1000000"])?;
     let socket = runtime.socket().to_str().unwrap_or_default().to_owned();
 
-    let tracer =
-        Slabtrace::start(&["--sample", "1", "--cri-socket", &socket, "--gone-pod-ttl", "0"])?;
+    let tracer = Slabtrace::start_logging(
+        &["--sample", "1", "--cri-socket", &socket, "--gone-pod-ttl", "0"],
+        NAMING,
+    )?;
     let out = runtime.exec_sync(&work, &["/bin/sh", "-c", ": > /tmp/a"], Duration::from_mins(1))?;
     ensure!(out.exit_code == 0, "workload failed: {}", String::from_utf8_lossy(&out.stderr));
-    std::thread::sleep(Duration::from_millis(1500));
+    tracer.wait_for_log("the pod to be named", &named(&uid))?;
     drop(pod);
-    // Past a tick with the pod gone from the runtime: with a TTL of 0 its name is dropped.
-    std::thread::sleep(Duration::from_millis(2500));
+    // The end of the window lists the runtime once more, without the pod: with a TTL of 0
+    // its names are dropped there.
     let report = tracer.finish()?;
 
     let p = reported_pod(&report, &uid)?;
@@ -147,8 +158,10 @@ fn a_runtime_that_starts_after_slabtrace_names_its_pods() -> Result<()> {
     // containerd restarting while the DaemonSet's pod starts).
     let dir = Containerd::next_dir();
     let socket = dir.join("c.sock");
-    let tracer =
-        Slabtrace::start(&["--sample", "1", "--cri-socket", socket.to_str().unwrap_or_default()])?;
+    let tracer = Slabtrace::start_logging(
+        &["--sample", "1", "--cri-socket", socket.to_str().unwrap_or_default()],
+        NAMING,
+    )?;
     let runtime = Containerd::start_in(&dir)?;
     let uid = fresh_uid()?;
     let pod = runtime.run_pod("late", "web-0", &uid, "/kubepods/besteffort")?;
@@ -156,7 +169,7 @@ fn a_runtime_that_starts_after_slabtrace_names_its_pods() -> Result<()> {
     make_files(&runtime, &web, "/tmp/late", 300)?;
     // The pod's cgroup is seen, the runtime asked again (at most every 30 s once it failed),
     // and answers now.
-    std::thread::sleep(Duration::from_secs(3));
+    tracer.wait_for_log("the pod to be named", &named(&uid))?;
     let report = tracer.finish()?;
 
     let warnings = report["self"]["warnings"].to_string();
