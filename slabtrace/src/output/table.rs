@@ -217,6 +217,53 @@ fn render_charged(out: &mut String, report: &Report) {
     }
 }
 
+/// Dying cgroups node-wide and the parents that hold some, with the pods gone from there, a
+/// line (omitted when the kernel says none and no pod went).
+fn render_dying(out: &mut String, report: &Report) {
+    let Some(d) = &report.dying_cgroups else { return };
+    let parents: Vec<String> = d
+        .parents
+        .iter()
+        .filter(|p| p.nr_dying.unwrap_or(0) > 0 || !p.gone_pods.is_empty())
+        .map(|p| {
+            let gone: Vec<String> = p
+                .gone_pods
+                .iter()
+                .map(|g| match (&g.namespace, &g.name) {
+                    (Some(ns), Some(name)) => format!("{ns}/{name}"),
+                    _ => g.uid.clone(),
+                })
+                .collect();
+            let more = if p.gone_pods_more > 0 {
+                format!(" +{}", p.gone_pods_more)
+            } else {
+                String::new()
+            };
+            let pinned = p
+                .pinned_estimate_bytes
+                .map_or_else(String::new, |b| format!(", pinning ~{}", human_bytes(b)));
+            let nr = p.nr_dying.map_or_else(|| "?".to_owned(), |n| n.to_string());
+            printable(&format!(
+                "{} {nr}{pinned}{}",
+                p.parent,
+                if gone.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (gone: {}{more})", gone.join(", "))
+                }
+            ))
+            .into_owned()
+        })
+        .collect();
+    if d.memcg_nr_dying.unwrap_or(0) == 0 && parents.is_empty() {
+        return;
+    }
+    let nr = d.memcg_nr_dying.map_or_else(|| "?".to_owned(), |n| n.to_string());
+    let percpu =
+        d.percpu_bytes.map_or_else(String::new, |b| format!("; Percpu {}", human_bytes(b)));
+    let _ = writeln!(out, "dying memory cgroups: {nr} node-wide{percpu}; {}", parents.join("; "));
+}
+
 /// What the kernel's books say, growth findings, advice and OOM kills, a line each.
 fn render_findings(out: &mut String, report: &Report) {
     if let Some(t) = &report.reconciliation.total {
@@ -239,6 +286,7 @@ fn render_findings(out: &mut String, report: &Report) {
         );
     }
     render_charged(out, report);
+    render_dying(out, report);
     for g in report.growth.iter().take(5) {
         let whose =
             g.owner.as_ref().map_or_else(|| "node-wide".to_owned(), crate::frame::Owner::display);
