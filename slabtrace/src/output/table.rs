@@ -550,6 +550,54 @@ mod tests {
     }
 
     #[test]
+    fn dying_cgroups_are_a_line_with_the_gone_pods_of_each_parent() {
+        use crate::cgroup::dying::{DyingCgroups, DyingParent, GonePod};
+        let limits = TableLimits {
+            rows: 10,
+            caches_per_row: 0,
+            node_caches: 0,
+            by: By::Pod,
+            sort: Sort::Live,
+        };
+        let mut report = Report::default();
+        report.observation.dying_cgroups = Some(DyingCgroups::default());
+        assert!(!render(&report, limits).contains("dying"), "nothing dying, no line");
+        let gone = |uid: &str, name: Option<&str>| GonePod {
+            uid: uid.into(),
+            namespace: name.map(|_| "shop".into()),
+            name: name.map(Into::into),
+        };
+        report.observation.dying_cgroups = Some(DyingCgroups {
+            memcg_nr_dying: Some(1200),
+            percpu_bytes: Some(8 << 20),
+            parents: vec![
+                DyingParent {
+                    parent: "/kubepods/burstable".into(),
+                    nr_descendants: Some(3),
+                    nr_dying: Some(7),
+                    pinned_estimate_bytes: Some(2 << 20),
+                    gone_pods: vec![gone("u-1", Some("web-0")), gone("u-2\x1b[2J", None)],
+                    gone_pods_more: 5,
+                },
+                DyingParent {
+                    parent: "/system.slice".into(),
+                    nr_descendants: Some(30),
+                    nr_dying: Some(0),
+                    pinned_estimate_bytes: None,
+                    gone_pods: Vec::new(),
+                    gone_pods_more: 0,
+                },
+            ],
+            ..DyingCgroups::default()
+        });
+        let text = render(&report, limits);
+        let line = text.lines().find(|l| l.starts_with("dying memory cgroups: 1200")).unwrap();
+        assert!(line.contains("/kubepods/burstable 7, pinning ~2"), "{line}");
+        assert!(line.contains("shop/web-0") && line.contains("+5)"), "{line}");
+        assert!(!line.contains('\x1b') && !line.contains("system.slice"), "{line}");
+    }
+
+    #[test]
     fn hostile_names_are_printed_escaped() {
         use crate::{
             attribution::{CacheUsage, CgroupUsage},
