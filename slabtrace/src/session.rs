@@ -566,6 +566,12 @@ impl Session {
             }
         };
         let parents = dying::parents(&top, self.resolver.live_paths());
+        let pods: Vec<String> = self
+            .resolver
+            .live_paths()
+            .filter(|p| matches!(identify(p), Identity::Pod { .. }))
+            .map(str::to_owned)
+            .collect();
         let roots = dying::Roots {
             cgroup2: &self.cgroup_root,
             memcg: self.memcg.as_ref(),
@@ -577,6 +583,7 @@ impl Session {
         books.dying = Some(dying::read(
             roots,
             &parents,
+            &pods,
             &mut self.pods_seen,
             |uid| directory.pods.get(uid).cloned(),
             limit,

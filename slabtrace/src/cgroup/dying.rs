@@ -263,7 +263,8 @@ pub struct DyingCgroups {
     /// /proc/meminfo `Percpu`, bytes: grows with dying cgroups (each keeps its per-CPU
     /// statistics).
     pub percpu_bytes: Option<u64>,
-    /// The top-level cgroups and Kubernetes quality-of-service parents.
+    /// The top-level cgroups and Kubernetes quality-of-service parents, then the live pods
+    /// that have dying descendants (containers restarted in them).
     pub parents: Vec<DyingParent>,
     /// Files read for these figures.
     pub files_read: u64,
@@ -282,13 +283,15 @@ pub struct Roots<'a> {
     pub proc_root: &'a Path,
 }
 
-/// Reads the dying cgroups of `parents` (at most `limit` files), names their gone pods from
+/// Reads the dying cgroups of `parents` and of the live pod cgroups `pods` (those with some
+/// only; at most `limit` files in all, parents first), names their gone pods from
 /// `seen` with `names` (uid → namespace and name), and forgets the gone pods of a parent the
 /// memory controller's own hierarchy says has no dying descendant.
 #[must_use]
 pub fn read(
     roots: Roots<'_>,
     parents: &[String],
+    pods: &[String],
     seen: &mut PodsSeen,
     names: impl Fn(&str) -> Option<(String, String)>,
     limit: usize,
@@ -341,6 +344,28 @@ pub fn read(
             pinned_estimate_bytes,
             gone_pods,
             gone_pods_more: more,
+        });
+    }
+    // Live pods too: a container restarted in a pod leaves its old memcg dying under the pod.
+    // Listed only when they hold some, so the list stays as long as the trouble.
+    for pod in pods {
+        let stat = stat_of(roots.cgroup2, pod, &mut budget, &mut out);
+        let Some(nr_dying) = stat.and_then(|s| s.nr_dying_descendants).filter(|&n| n > 0) else {
+            continue;
+        };
+        let pinned_estimate_bytes = v2.and_then(|m| {
+            let (files, pinned) = pinned_estimate(m, pod, budget)?;
+            budget = budget.saturating_sub(files);
+            out.files_read += files as u64;
+            pinned
+        });
+        out.parents.push(DyingParent {
+            parent: pod.clone(),
+            nr_descendants: stat.and_then(|s| s.nr_descendants),
+            nr_dying: Some(nr_dying),
+            pinned_estimate_bytes,
+            gone_pods: Vec::new(),
+            gone_pods_more: 0,
         });
     }
     out
@@ -490,7 +515,7 @@ mod tests {
         seen.update([A].into_iter());
         let roots = Roots { cgroup2: r, memcg: Some(&books), proc_root: &r.join("proc") };
         let parents = parents(&[], ["/kubepods/burstable"].into_iter());
-        let d = read(roots, &parents, &mut seen, |_| Some(("ns".into(), "web".into())), 100);
+        let d = read(roots, &parents, &[], &mut seen, |_| Some(("ns".into(), "web".into())), 100);
         assert_eq!((d.nr_dying, d.memcg_nr_dying, d.percpu_bytes), (Some(5), Some(5), Some(2048)));
         let p = &d.parents[0];
         assert_eq!((p.parent.as_str(), p.nr_dying), ("/kubepods/burstable", Some(4)));
@@ -500,11 +525,21 @@ mod tests {
 
         // No dying descendant left: the gone pods are forgotten.
         w("/kubepods/burstable", "cgroup.stat", "nr_descendants 1\nnr_dying_descendants 0\n");
-        let d = read(roots, &parents, &mut seen, |_| None, 100);
+        let d = read(roots, &parents, &[], &mut seen, |_| None, 100);
         assert!(d.parents[0].gone_pods.is_empty());
 
+        // A live pod with a restarted container's memcg dying under it is listed; one
+        // without is not.
+        w(A, "cgroup.stat", "nr_descendants 1\nnr_dying_descendants 1\n");
+        let quiet = "/kubepods/burstable/pod0f7e1a2b-0000-4000-8000-00000000000d";
+        w(quiet, "cgroup.stat", "nr_descendants 1\nnr_dying_descendants 0\n");
+        let d = read(roots, &parents, &[A.to_owned(), quiet.to_owned()], &mut seen, |_| None, 100);
+        let listed: Vec<&str> = d.parents.iter().map(|p| p.parent.as_str()).collect();
+        assert_eq!(listed, ["/kubepods/burstable", A]);
+        assert_eq!(d.parents[1].nr_dying, Some(1));
+
         // A bound of one file: the root's, the rest skipped.
-        let d = read(roots, &parents, &mut seen, |_| None, 1);
+        let d = read(roots, &parents, &[], &mut seen, |_| None, 1);
         assert_eq!((d.files_read, d.skipped), (1, 1));
     }
 
@@ -521,7 +556,7 @@ mod tests {
         assert_eq!(books.source, Source::CgroupV1);
         let roots =
             Roots { cgroup2: &r.join("unified"), memcg: Some(&books), proc_root: &r.join("proc") };
-        let d = read(roots, &[], &mut PodsSeen::default(), |_| None, 100);
+        let d = read(roots, &[], &[], &mut PodsSeen::default(), |_| None, 100);
         assert_eq!(d.memcg_nr_dying, Some(10 - 3));
         assert_eq!((d.nr_dying, d.percpu_bytes), (None, None));
     }

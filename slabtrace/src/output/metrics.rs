@@ -53,7 +53,7 @@ use prometheus_client::{
 use crate::{
     attribution::CacheTotals,
     cgroup::charged::Charged,
-    cgroup::kubepods::Qos,
+    cgroup::kubepods::{Identity, Qos, identify},
     frame::{Owner, OwnerKey, OwnerRow, OwnerTable},
     output::events::EventCounters,
     pipeline::Interval,
@@ -1127,6 +1127,7 @@ fn encode_dying(enc: &mut DescriptorEncoder, interval: &Interval) -> fmt::Result
     let labels: Vec<(ParentLabels, i64)> = dying
         .parents
         .iter()
+        .filter(|p| !matches!(identify(&p.parent), Identity::Pod { .. }))
         .filter_map(|p| Some((ParentLabels { parent: p.parent.as_str().into() }, int(p.nr_dying?))))
         .collect();
     let series: Vec<_> = labels.iter().map(|(l, v)| (l, *v)).collect();
@@ -1919,7 +1920,11 @@ process_resident_memory_bytes 41943040
         };
         DyingCgroups {
             memcg_nr_dying: Some(1200),
-            parents: vec![parent("/kubepods/burstable", Some(7)), parent("/system.slice", None)],
+            parents: vec![
+                parent("/kubepods/burstable", Some(7)),
+                parent("/system.slice", None),
+                parent("/kubepods/burstable/pod0f7e1a2b-0000-4000-8000-00000000000a", Some(2)),
+            ],
             ..DyingCgroups::default()
         }
     }
