@@ -54,6 +54,9 @@ pub struct NodeSample {
     pub kube_components_slab: u64,
     /// `nr_dentry` and `nr_negative` from /proc/sys/fs/dentry-state, if known.
     pub dentries: Option<(u64, u64)>,
+    /// Dying memory cgroups node-wide (the report's `dying_cgroups.memcg_nr_dying`), if known.
+    #[serde(default)]
+    pub dying_memcgs: Option<u64>,
 }
 
 impl NodeSample {
@@ -108,6 +111,7 @@ pub fn node_sample(
         pods_charged_unreclaimable,
         kube_components_slab,
         dentries,
+        dying_memcgs: report.dying_cgroups.as_ref().and_then(|d| d.memcg_nr_dying),
     })
 }
 
@@ -181,6 +185,38 @@ fn largest_rise(samples: &[NodeSample], span: f64, value: impl Fn(&NodeSample) -
         }
     }
     best
+}
+
+/// Dying memcgs node-wide from which they are a finding: each holds its own per-CPU
+/// statistics (tens of KiB on a many-CPU node) and whatever pins it, so a thousand is tens of
+/// MiB no pod is charged for, and lookups that walk them slow down.
+pub const DYING_MANY: u64 = 1_000;
+
+/// A rise of dying memcgs over the history that is a finding even below [`DYING_MANY`]:
+/// pods come and go, but their memcgs should go with them.
+pub const DYING_RISE: u64 = 100;
+
+/// The note on dying memcgs when they are many or growing, with the usual remedies and what
+/// each costs.
+fn dying_note(samples: &[NodeSample]) -> Option<String> {
+    let known: Vec<u64> = samples.iter().filter_map(|s| s.dying_memcgs).collect();
+    let (first, last) = (*known.first()?, *known.last()?);
+    let rise = last.saturating_sub(first);
+    if last <= DYING_MANY && rise < DYING_RISE {
+        return None;
+    }
+    Some(format!(
+        "dying memory cgroups: {last} node-wide ({rise} more than at the start): removed cgroups \
+         (deleted pods) that memory still charged to them keeps alive; the report's \
+         dying_cgroups names the pods gone from each parent. Remedies: write to the parent's \
+         memory.reclaim (cgroup v2, Linux 5.19+) or `echo 2 > /proc/sys/vm/drop_caches` to \
+         release the dentries, inodes and page cache that pin them (costs: cold caches and I/O \
+         for every workload on the node); raise vm.vfs_cache_pressure above 100 so dentries \
+         and inodes are reclaimed sooner (costs: more lookups miss the cache); upgrade the \
+         kernel (5.9+ on cgroup v2 reparents slab objects of removed cgroups, 6.x more of \
+         their memory; dying memcgs pinned by page cache or per-CPU memory remain, and cgroup \
+         v1 keeps them longest)"
+    ))
 }
 
 /// Advice from `samples` (oldest first); None without samples.
@@ -263,6 +299,8 @@ pub fn advise(samples: &[NodeSample], policy: &Policy) -> Option<Advice> {
         ));
     }
 
+    notes.extend(dying_note(samples));
+
     let kubelet_config = format!(
         "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n\
          # sized by slabtrace from {:.0}s of observation, with a {margin_pct:.0}% margin\n\
@@ -294,7 +332,23 @@ mod tests {
             pods_charged_unreclaimable: charged_mi * MI,
             kube_components_slab: 40 * MI,
             dentries: Some((100_000, 1_000)),
+            dying_memcgs: None,
         }
+    }
+
+    #[test]
+    fn many_or_growing_dying_memcgs_are_a_note_with_the_remedies() {
+        let with = |t, n| NodeSample { dying_memcgs: n, ..sample(t, 100, 0) };
+        let note = |s: &[NodeSample]| {
+            advise(s, &Policy::default()).unwrap().notes.into_iter().find(|n| n.contains("dying"))
+        };
+        assert_eq!(note(&[with(0.0, Some(900)), with(60.0, Some(950))]), None);
+        assert_eq!(note(&[with(0.0, None)]), None, "unknown is no finding");
+        let many = note(&[with(0.0, Some(1_500)), with(60.0, Some(1_500))]).unwrap();
+        assert!(many.contains("1500 node-wide") && many.contains("memory.reclaim"), "{many}");
+        assert!(many.contains("vm.vfs_cache_pressure") && many.contains("upgrade"), "{many}");
+        let growing = note(&[with(0.0, Some(10)), with(60.0, None), with(120.0, Some(200))]);
+        assert!(growing.unwrap().contains("(190 more"));
     }
 
     fn setting<'a>(a: &'a Advice, name: &str) -> &'a Setting {

@@ -40,6 +40,11 @@ pub struct Observation {
     /// `charged`. `null` when not read.
     #[serde(default)]
     pub charged: Option<crate::cgroup::charged::NodeCharged>,
+    /// Removed cgroups the kernel still holds (dying memcgs), per top-level and
+    /// quality-of-service parent, with the pods slabtrace saw live there that are gone now.
+    /// `null` when not read.
+    #[serde(default)]
+    pub dying_cgroups: Option<crate::cgroup::dying::DyingCgroups>,
     /// /proc/slabinfo as read for this observation (empty if unreadable), read once and
     /// shared by the reconciliation, the growth watch and the metrics. Not in the JSON:
     /// `caches[].slabinfo` carries what the report shows of it.

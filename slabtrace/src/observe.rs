@@ -221,6 +221,7 @@ pub fn observe(
         meminfo: None,
         reconciliation: Reconciliation::default(),
         charged: None,
+        dying_cgroups: None,
         slabinfo: Vec::new(),
         self_stats,
     }

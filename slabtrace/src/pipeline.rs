@@ -275,6 +275,7 @@ impl Pipeline {
         self.session.refresh();
         // After the rescan, so every pod alive now has its books read.
         self.session.read_charged(&mut books);
+        self.session.read_dying(&mut books);
         books.add_warnings_of(&self.session);
         self.poll_oom();
         let shrinkers = self.session.shrinkers();

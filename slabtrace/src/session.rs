@@ -23,6 +23,7 @@ use crate::{
     attribution::{self, Context},
     cgroup::{
         charged::{self, MemcgBooks, NodeCharged},
+        dying,
         kubepods::{Identity, identify},
         mount::find_cgroup2_mount,
         resolve::CgroupResolver,
@@ -292,6 +293,10 @@ pub struct Session {
     interrupt_detection: bool,
     /// The memory controller's books, per pod and container; None without the controller.
     memcg: Option<MemcgBooks>,
+    /// The cgroup2 mount, where `cgroup.stat` counts dying cgroups.
+    cgroup_root: PathBuf,
+    /// Pods seen live and gone since, the likely owners of dying cgroups.
+    pods_seen: dying::PodsSeen,
 }
 
 impl Session {
@@ -343,7 +348,9 @@ impl Session {
         let mut session = Self {
             layout,
             tracer: Some(tracer),
-            resolver: CgroupResolver::new(cgroup_root),
+            resolver: CgroupResolver::new(cgroup_root.clone()),
+            cgroup_root,
+            pods_seen: dying::PodsSeen::default(),
             runtime,
             warnings,
             sample: u64::from(opts.tracer.sample),
@@ -530,6 +537,7 @@ impl Session {
             warnings,
             node: hostname(),
             charged: charged::Reading::default(),
+            dying: None,
         }
     }
 
@@ -544,6 +552,44 @@ impl Session {
         }
     }
 
+    /// Reads the dying cgroups under the node's top-level cgroups and quality-of-service
+    /// parents into `books`, after [`Session::read_charged`] (whose bound of files per
+    /// interval they share), and notes which pods went since the last scan.
+    pub fn read_dying(&mut self, books: &mut Books) {
+        self.pods_seen.update(self.resolver.live_paths());
+        // The cgroup2 root's children, listed as the charged reading lists the memcg root's.
+        let top = match MemcgBooks::at(self.cgroup_root.clone()).top_level(charged::MAX_TOP_LEVEL) {
+            Ok((names, _)) => names,
+            Err(e) => {
+                debug!("cannot list {}: {e}", self.cgroup_root.display());
+                Vec::new()
+            }
+        };
+        let parents = dying::parents(&top, self.resolver.live_paths());
+        let pods: Vec<String> = self
+            .resolver
+            .live_paths()
+            .filter(|p| matches!(identify(p), Identity::Pod { .. }))
+            .map(str::to_owned)
+            .collect();
+        let roots = dying::Roots {
+            cgroup2: &self.cgroup_root,
+            memcg: self.memcg.as_ref(),
+            proc_root: &self.proc_root,
+        };
+        let directory = &self.runtime.directory;
+        let limit = usize::try_from(books.charged.files_read)
+            .map_or(0, |read| charged::MAX_FILES.saturating_sub(read));
+        books.dying = Some(dying::read(
+            roots,
+            &parents,
+            &pods,
+            &mut self.pods_seen,
+            |uid| directory.pods.get(uid).cloned(),
+            limit,
+        ));
+    }
+
     /// The report of `totals` (counters per key since the session started, or whatever window
     /// the caller accumulated), with the kernel's `books` as read now next to those at the
     /// start. `snap` gives the caches, the BPF-side statistics and the live-map count. Reads
@@ -554,8 +600,17 @@ impl Session {
         totals: &BTreeMap<CounterKey, Counters>,
         books: Books,
     ) -> Report {
-        let Books { footprint, lost_events, slabinfo, meminfo, aliases, warnings, node, charged } =
-            books;
+        let Books {
+            footprint,
+            lost_events,
+            slabinfo,
+            meminfo,
+            aliases,
+            warnings,
+            node,
+            charged,
+            dying,
+        } = books;
         let slabinfo_after = slabinfo_lines(&slabinfo);
         let meminfo = match (self.meminfo_before, meminfo) {
             (Some(before), Some(after)) => Some(MeminfoChange::new(before, after)),
@@ -606,6 +661,7 @@ impl Session {
             rollup::attach_charged(&mut report.pods, &charged.pods);
         }
         report.charged = Some(NodeCharged::of(&charged, meminfo.map(|m| m.after.slab)));
+        report.observation.dying_cgroups = dying;
         rollup::apply_names(&mut report.pods, &self.runtime.directory);
         report.meminfo = meminfo;
         report.self_stats.runtime_connected = self.runtime.answering;
@@ -633,6 +689,8 @@ pub struct Books {
     node: String,
     /// The memory controller's books ([`Session::read_charged`]); empty until read.
     charged: charged::Reading,
+    /// The dying cgroups ([`Session::read_dying`]); `None` until read.
+    dying: Option<dying::DyingCgroups>,
 }
 
 impl Books {

@@ -278,3 +278,116 @@ fn the_daemon_reports_and_exports_what_a_pod_is_charged() -> Result<()> {
     ensure!(stopped.status.success(), "{}", stopped.stderr);
     Ok(())
 }
+
+/// A kubelet-shaped pod whose cgroups are removed while tmpfs pages charged to them remain:
+/// the memcg cannot be freed (page cache is not reparented, on any kernel tested), so it is a
+/// dying cgroup of its quality-of-service parent.
+#[test]
+fn a_deleted_pod_pinned_by_its_page_cache_is_a_dying_cgroup_under_its_old_name() -> Result<()> {
+    require_root()?;
+    let Some(books) = MemcgBooks::find(Path::new("/proc")) else {
+        bail!("no cgroup hierarchy has the memory controller: no memcg can be dying");
+    };
+    let cg2 = cgroup2_root()?;
+    let qos = "/kubepods/besteffort";
+    // The parents stay while the pod goes: made here (when missing), dropped last.
+    let qos_cgroup = if cg2.join(qos.trim_start_matches('/')).exists() {
+        None
+    } else {
+        Some(Cgroup::create_at(qos)?)
+    };
+    let qos_v1 = match books.source {
+        Source::CgroupV1 => Some(V1Dirs::create(&books.root, qos)?),
+        Source::CgroupV2 => {
+            for parent in ["/kubepods", qos] {
+                let control =
+                    cg2.join(parent.trim_start_matches('/')).join("cgroup.subtree_control");
+                fs::write(&control, "+memory")
+                    .with_context(|| format!("enabling memory in {}", control.display()))?;
+            }
+            None
+        }
+    };
+    let uid = fresh_uid()?;
+    let pod_path = format!("{qos}/pod{uid}");
+    let path = format!("{pod_path}/{CONTAINER}");
+    let mut container = Some(Cgroup::create_at(&path)?);
+    let mut v1 = match books.source {
+        Source::CgroupV1 => Some(V1Dirs::create(&books.root, &path)?),
+        Source::CgroupV2 => {
+            let control = cg2.join(pod_path.trim_start_matches('/')).join("cgroup.subtree_control");
+            fs::write(&control, "+memory")
+                .with_context(|| format!("enabling memory in {}", control.display()))?;
+            None
+        }
+    };
+    // Dropped after the cgroups (declared before them would drop it first): the pages keep
+    // the memcg dying until the tmpfs goes.
+    let fs = Tmpfs::mount("dying-files")?;
+    let memcg = books.root.join(path.trim_start_matches('/'));
+    run_in(
+        &cg2.join(path.trim_start_matches('/')),
+        v1.as_ref().map(|_| memcg.as_path()),
+        Command::new(workload()).arg("write").arg(fs.path().join("data")).arg("8388608"),
+    )?;
+
+    let daemon = Daemon::start("dying-daemon", &["--interval", "1s"])?;
+    // Seen live first: only a pod slabtrace saw can be named when it is gone.
+    daemon.report_when("the pod in /report", |r| reported_pod(r, &uid).is_ok())?;
+
+    // The pod is deleted: its cgroups go, in both hierarchies, its page cache stays.
+    drop(v1.take());
+    drop(container.take());
+    let parent_of = |r: &Value| -> Option<Value> {
+        r["dying_cgroups"]["parents"].as_array()?.iter().find(|p| p["parent"] == qos).cloned()
+    };
+    let named = |p: &Value| {
+        p["gone_pods"].as_array().is_some_and(|g| g.iter().any(|g| g["uid"] == uid.as_str()))
+    };
+    let report = daemon.report_when("the deleted pod named under its parent", |r| {
+        parent_of(r).is_some_and(|p| {
+            named(&p)
+                && match books.source {
+                    Source::CgroupV2 => p["nr_dying"].as_u64().is_some_and(|n| n >= 1),
+                    Source::CgroupV1 => {
+                        r["dying_cgroups"]["memcg_nr_dying"].as_u64().is_some_and(|n| n >= 1)
+                    }
+                }
+        })
+    })?;
+    let dying = &report["dying_cgroups"];
+    let parent = parent_of(&report).context("no parent")?;
+    eprintln!("{:?} books: dying_cgroups {dying:#}", books.source);
+    ensure!(dying["source"] == serde_json::to_value(books.source)?, "{dying:#}");
+    match books.source {
+        Source::CgroupV2 => {
+            // The parent's books include the dying memcg's; its own pages are page cache, so
+            // the estimate (slab and percpu) is only known to be there.
+            ensure!(parent["pinned_estimate_bytes"].is_u64(), "{parent:#}");
+            ensure!(dying["memcg_nr_dying"] == dying["nr_dying"], "{dying:#}");
+        }
+        Source::CgroupV1 => {
+            // Hybrid: the v1 hierarchy has no cgroup.stat, so no per-parent count of dying
+            // memcgs; cgroup2's count is read (its cgroups die at once) and no estimate made.
+            ensure!(parent["nr_dying"].is_u64(), "cgroup2's count read: {parent:#}");
+            ensure!(parent["pinned_estimate_bytes"].is_null(), "{parent:#}");
+        }
+    }
+    let (status, metrics) = daemon.get("/metrics")?;
+    ensure!(status == 200, "/metrics answered {status}");
+    ensure!(
+        metrics.contains(&format!("slabtrace_dying_cgroups{{parent=\"{qos}\"}} ")),
+        "no slabtrace_dying_cgroups for {qos}"
+    );
+    ensure!(metrics.contains("slabtrace_node_dying_memcgs "), "no slabtrace_node_dying_memcgs");
+    ensure!(
+        !metrics.lines().any(|l| l.starts_with("slabtrace_dying_cgroups{") && l.contains(&uid)),
+        "a pod's uid in a dying-cgroups label"
+    );
+    let stopped = daemon.stop(libc::SIGTERM, Duration::from_secs(10))?;
+    ensure!(stopped.status.success(), "{}", stopped.stderr);
+    drop(fs);
+    drop(qos_v1);
+    drop(qos_cgroup);
+    Ok(())
+}

@@ -81,6 +81,7 @@ pub fn run(args: &ReportArgs) -> Result<(), TraceError> {
     // The memory controller's books of every pod alive now, those that allocated nothing
     // while traced included.
     session.read_charged(&mut books);
+    session.read_dying(&mut books);
     books.add_warnings_of(&session);
     let totals = delta(&BTreeMap::new(), &snap.counters);
     let mut report = session.report(&snap, &totals, books);

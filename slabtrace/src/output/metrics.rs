@@ -53,7 +53,7 @@ use prometheus_client::{
 use crate::{
     attribution::CacheTotals,
     cgroup::charged::Charged,
-    cgroup::kubepods::Qos,
+    cgroup::kubepods::{Identity, Qos, identify},
     frame::{Owner, OwnerKey, OwnerRow, OwnerTable},
     output::events::EventCounters,
     pipeline::Interval,
@@ -87,6 +87,8 @@ pub const FAMILIES: &[&str] = &[
     "slabtrace_pod_charged_bytes",
     "slabtrace_node_charged_bytes",
     "slabtrace_node_uncharged_slab_bytes",
+    "slabtrace_dying_cgroups",
+    "slabtrace_node_dying_memcgs",
     "slabtrace_cgroup_live_bytes",
     "slabtrace_cgroup_unaccounted_live_bytes",
     "slabtrace_cgroup_allocations",
@@ -670,6 +672,11 @@ struct CacheLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct ParentLabels {
+    parent: Label,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -838,6 +845,7 @@ impl Collector for SlabCollector {
             encode_cgroups(&mut enc, &interval.frame, &view.cgroups, with_counters)?;
             encode_findings(&mut enc, interval)?;
             encode_charged(&mut enc, interval, self.options.top)?;
+            encode_dying(&mut enc, interval)?;
         }
         encode_self(
             &mut enc,
@@ -1105,6 +1113,37 @@ fn encode_charged(enc: &mut DescriptorEncoder, interval: &Interval, top: usize) 
             "slabtrace_node_uncharged_slab_bytes",
             "Slab no cgroup is charged for: /proc/meminfo Slab less the cgroups' charged slab \
              (cgroup v2 only).",
+            int(v),
+        ),
+        None => Ok(()),
+    }
+}
+
+/// Dying cgroups per parent: the node's top-level cgroups and Kubernetes quality-of-service
+/// parents only (a few dozen values, never a pod: pods come and go, and a series per deleted
+/// pod is the growth this is meant to show), and the node's dying memcgs.
+fn encode_dying(enc: &mut DescriptorEncoder, interval: &Interval) -> fmt::Result {
+    let Some(dying) = &interval.report.dying_cgroups else { return Ok(()) };
+    let labels: Vec<(ParentLabels, i64)> = dying
+        .parents
+        .iter()
+        .filter(|p| !matches!(identify(&p.parent), Identity::Pod { .. }))
+        .filter_map(|p| Some((ParentLabels { parent: p.parent.as_str().into() }, int(p.nr_dying?))))
+        .collect();
+    let series: Vec<_> = labels.iter().map(|(l, v)| (l, *v)).collect();
+    gauges(
+        enc,
+        "slabtrace_dying_cgroups",
+        "Removed cgroups the kernel still holds under the parent (cgroup.stat \
+         nr_dying_descendants, cgroup2); on a hybrid node these are cgroup2's, which die at once.",
+        &series,
+    )?;
+    match dying.memcg_nr_dying {
+        Some(v) => gauge(
+            enc,
+            "slabtrace_node_dying_memcgs",
+            "Dying memory cgroups node-wide: the cgroup2 root's nr_dying_descendants (cgroup v2), \
+             or /proc/cgroups' memory num_cgroups less the hierarchy's directories (cgroup v1).",
             int(v),
         ),
         None => Ok(()),
@@ -1474,6 +1513,7 @@ mod tests {
         // The memory controller's books of one pod (v2) and of the node's cgroups.
         i.report.pods = vec![charged_pod(7)];
         i.report.charged = Some(node_charged());
+        i.report.observation.dying_cgroups = Some(dying());
         let s = &mut i.report.self_stats;
         s.sample_rate = 1;
         s.alloc_events = 5000;
@@ -1600,6 +1640,12 @@ slabtrace_node_charged_bytes{kind="slab_unreclaimable"} 100
 # HELP slabtrace_node_uncharged_slab_bytes Slab no cgroup is charged for: /proc/meminfo Slab less the cgroups' charged slab (cgroup v2 only).
 # TYPE slabtrace_node_uncharged_slab_bytes gauge
 slabtrace_node_uncharged_slab_bytes 400
+# HELP slabtrace_dying_cgroups Removed cgroups the kernel still holds under the parent (cgroup.stat nr_dying_descendants, cgroup2); on a hybrid node these are cgroup2's, which die at once.
+# TYPE slabtrace_dying_cgroups gauge
+slabtrace_dying_cgroups{parent="/kubepods/burstable"} 7
+# HELP slabtrace_node_dying_memcgs Dying memory cgroups node-wide: the cgroup2 root's nr_dying_descendants (cgroup v2), or /proc/cgroups' memory num_cgroups less the hierarchy's directories (cgroup v1).
+# TYPE slabtrace_node_dying_memcgs gauge
+slabtrace_node_dying_memcgs 1200
 # HELP slabtrace_build_info Always 1, with slabtrace's version.
 # TYPE slabtrace_build_info gauge
 slabtrace_build_info{version="VERSION"} 1
@@ -1860,6 +1906,45 @@ process_resident_memory_bytes 41943040
                 ..Charged::unknown(Source::CgroupV2)
             }),
         }
+    }
+
+    fn dying() -> crate::cgroup::dying::DyingCgroups {
+        use crate::cgroup::dying::{DyingCgroups, DyingParent};
+        let parent = |parent: &str, nr_dying| DyingParent {
+            parent: parent.to_owned(),
+            nr_descendants: Some(3),
+            nr_dying,
+            pinned_estimate_bytes: None,
+            gone_pods: Vec::new(),
+            gone_pods_more: 0,
+        };
+        DyingCgroups {
+            memcg_nr_dying: Some(1200),
+            parents: vec![
+                parent("/kubepods/burstable", Some(7)),
+                parent("/system.slice", None),
+                parent("/kubepods/burstable/pod0f7e1a2b-0000-4000-8000-00000000000a", Some(2)),
+            ],
+            ..DyingCgroups::default()
+        }
+    }
+
+    #[test]
+    fn dying_cgroups_per_parent_and_node() {
+        let mut made = interval(1, frame(&[]));
+        made.report.observation.dying_cgroups = Some(dying());
+        let (latest, exporter) = new_exporter(2);
+        latest.publish(Arc::new(made));
+        let text = exporter.openmetrics().unwrap();
+        assert_eq!(
+            samples(&text, "slabtrace_dying_cgroups"),
+            ["slabtrace_dying_cgroups{parent=\"/kubepods/burstable\"} 7"],
+            "a parent whose count is unknown has no series"
+        );
+        assert_eq!(
+            samples(&text, "slabtrace_node_dying_memcgs"),
+            ["slabtrace_node_dying_memcgs 1200"]
+        );
     }
 
     fn node_charged() -> crate::cgroup::charged::NodeCharged {

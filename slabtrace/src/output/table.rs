@@ -217,6 +217,53 @@ fn render_charged(out: &mut String, report: &Report) {
     }
 }
 
+/// Dying cgroups node-wide and the parents that hold some, with the pods gone from there, a
+/// line (omitted when the kernel says none and no pod went).
+fn render_dying(out: &mut String, report: &Report) {
+    let Some(d) = &report.dying_cgroups else { return };
+    let parents: Vec<String> = d
+        .parents
+        .iter()
+        .filter(|p| p.nr_dying.unwrap_or(0) > 0 || !p.gone_pods.is_empty())
+        .map(|p| {
+            let gone: Vec<String> = p
+                .gone_pods
+                .iter()
+                .map(|g| match (&g.namespace, &g.name) {
+                    (Some(ns), Some(name)) => format!("{ns}/{name}"),
+                    _ => g.uid.clone(),
+                })
+                .collect();
+            let more = if p.gone_pods_more > 0 {
+                format!(" +{}", p.gone_pods_more)
+            } else {
+                String::new()
+            };
+            let pinned = p
+                .pinned_estimate_bytes
+                .map_or_else(String::new, |b| format!(", pinning ~{}", human_bytes(b)));
+            let nr = p.nr_dying.map_or_else(|| "?".to_owned(), |n| n.to_string());
+            printable(&format!(
+                "{} {nr}{pinned}{}",
+                p.parent,
+                if gone.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (gone: {}{more})", gone.join(", "))
+                }
+            ))
+            .into_owned()
+        })
+        .collect();
+    if d.memcg_nr_dying.unwrap_or(0) == 0 && parents.is_empty() {
+        return;
+    }
+    let nr = d.memcg_nr_dying.map_or_else(|| "?".to_owned(), |n| n.to_string());
+    let percpu =
+        d.percpu_bytes.map_or_else(String::new, |b| format!("; Percpu {}", human_bytes(b)));
+    let _ = writeln!(out, "dying memory cgroups: {nr} node-wide{percpu}; {}", parents.join("; "));
+}
+
 /// What the kernel's books say, growth findings, advice and OOM kills, a line each.
 fn render_findings(out: &mut String, report: &Report) {
     if let Some(t) = &report.reconciliation.total {
@@ -239,6 +286,7 @@ fn render_findings(out: &mut String, report: &Report) {
         );
     }
     render_charged(out, report);
+    render_dying(out, report);
     for g in report.growth.iter().take(5) {
         let whose =
             g.owner.as_ref().map_or_else(|| "node-wide".to_owned(), crate::frame::Owner::display);
@@ -499,6 +547,54 @@ mod tests {
         assert!(v1_line.contains("kmem 2") && v1_line.contains("no slab split"), "{v1_line}");
         let node = lines.iter().find(|l| l.starts_with("memory controller's books")).unwrap();
         assert!(node.contains("charged to no cgroup"), "{node}");
+    }
+
+    #[test]
+    fn dying_cgroups_are_a_line_with_the_gone_pods_of_each_parent() {
+        use crate::cgroup::dying::{DyingCgroups, DyingParent, GonePod};
+        let limits = TableLimits {
+            rows: 10,
+            caches_per_row: 0,
+            node_caches: 0,
+            by: By::Pod,
+            sort: Sort::Live,
+        };
+        let mut report = Report::default();
+        report.observation.dying_cgroups = Some(DyingCgroups::default());
+        assert!(!render(&report, limits).contains("dying"), "nothing dying, no line");
+        let gone = |uid: &str, name: Option<&str>| GonePod {
+            uid: uid.into(),
+            namespace: name.map(|_| "shop".into()),
+            name: name.map(Into::into),
+        };
+        report.observation.dying_cgroups = Some(DyingCgroups {
+            memcg_nr_dying: Some(1200),
+            percpu_bytes: Some(8 << 20),
+            parents: vec![
+                DyingParent {
+                    parent: "/kubepods/burstable".into(),
+                    nr_descendants: Some(3),
+                    nr_dying: Some(7),
+                    pinned_estimate_bytes: Some(2 << 20),
+                    gone_pods: vec![gone("u-1", Some("web-0")), gone("u-2\x1b[2J", None)],
+                    gone_pods_more: 5,
+                },
+                DyingParent {
+                    parent: "/system.slice".into(),
+                    nr_descendants: Some(30),
+                    nr_dying: Some(0),
+                    pinned_estimate_bytes: None,
+                    gone_pods: Vec::new(),
+                    gone_pods_more: 0,
+                },
+            ],
+            ..DyingCgroups::default()
+        });
+        let text = render(&report, limits);
+        let line = text.lines().find(|l| l.starts_with("dying memory cgroups: 1200")).unwrap();
+        assert!(line.contains("/kubepods/burstable 7, pinning ~2"), "{line}");
+        assert!(line.contains("shop/web-0") && line.contains("+5)"), "{line}");
+        assert!(!line.contains('\x1b') && !line.contains("system.slice"), "{line}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! slab-workload reopen N                  open and close /dev/null N times, one at a time
 //! slab-workload tcp-connect N             N loopback TCP connections, accepted and closed
 //! slab-workload hog MB                    touch MB MiB of anonymous memory, then exit
+//! slab-workload write FILE BYTES          write BYTES to FILE (page cache charged to the writer)
 //! slab-workload create-moving DIR N ROUNDS PROCS...
 //!                                         ROUNDS times: move into the next cgroup (write
 //!                                         its pid to the next cgroup.procs, in turn), then
@@ -39,6 +40,14 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> Result<T,
         .map_err(|_| format!("{what} is not a number"))
 }
 
+/// `write FILE BYTES`: page cache charged to the writer's memcg, kept until the file goes.
+fn write(args: &[String]) -> Result<(), String> {
+    let file = Path::new(args.get(1).ok_or("missing FILE")?);
+    let bytes: usize = arg(args, 2, "BYTES")?;
+    fs::write(file, vec![0x5a_u8; bytes]).map_err(|e| e.to_string())
+}
+
+#[expect(clippy::too_many_lines, reason = "one arm per workload: the dispatch reads as the usage")]
 fn run(args: &[String]) -> Result<(), String> {
     let io = |e: io::Error| e.to_string();
     match args.first().map(String::as_str) {
@@ -50,6 +59,7 @@ fn run(args: &[String]) -> Result<(), String> {
                 fs::File::create(dir.join(name(i, len))).map_err(io)?;
             }
         }
+        Some("write") => write(args)?,
         Some("create-moving") => {
             let dir = Path::new(args.get(1).ok_or("missing DIR")?);
             let n: u64 = arg(args, 2, "N")?;
@@ -138,7 +148,7 @@ fn run(args: &[String]) -> Result<(), String> {
         }
         _ => {
             return Err(
-                "usage: slab-workload create|unlink|churn|stat-missing|eventfd|reopen|tcp-connect|hog …"
+                "usage: slab-workload create|unlink|churn|stat-missing|eventfd|reopen|tcp-connect|hog|write …"
                     .into(),
             );
         }
