@@ -325,9 +325,12 @@ fn a_deleted_pod_pinned_by_its_page_cache_is_a_dying_cgroup_under_its_old_name()
     // the memcg dying until the tmpfs goes.
     let fs = Tmpfs::mount("dying-files")?;
     let memcg = books.root.join(path.trim_start_matches('/'));
+    let container_dir = cg2.join(path.trim_start_matches('/'));
+    let dirs: Vec<&Path> = std::iter::once(container_dir.as_path())
+        .chain(v1.as_ref().map(|_| memcg.as_path()))
+        .collect();
     run_in(
-        &cg2.join(path.trim_start_matches('/')),
-        v1.as_ref().map(|_| memcg.as_path()),
+        &dirs,
         Command::new(workload()).arg("write").arg(fs.path().join("data")).arg("8388608"),
     )?;
 
