@@ -234,17 +234,23 @@ impl Drop for Cgroup {
             }
         }
         for dir in std::iter::once(&self.path).chain(&self.created_parents) {
-            let removed = (0..50).any(|_| {
-                let gone = fs::remove_dir(dir).is_ok() || !dir.exists();
-                if !gone {
-                    thread::sleep(Duration::from_millis(100));
-                }
-                gone
-            });
-            if !removed {
-                eprintln!("warning: could not remove cgroup {}", dir.display());
-            }
+            remove_cgroup_dir(dir);
         }
+    }
+}
+
+/// Removes an emptied cgroup directory, retrying for up to 5 s while the kernel lets go of
+/// its last processes; says so on stderr if it cannot.
+pub fn remove_cgroup_dir(dir: &Path) {
+    let removed = (0..50).any(|_| {
+        let gone = fs::remove_dir(dir).is_ok() || !dir.exists();
+        if !gone {
+            thread::sleep(Duration::from_millis(100));
+        }
+        gone
+    });
+    if !removed {
+        eprintln!("warning: could not remove cgroup {}", dir.display());
     }
 }
 

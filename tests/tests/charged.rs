@@ -12,7 +12,6 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::Command,
-    thread,
     time::Duration,
 };
 
@@ -20,8 +19,8 @@ use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
 use slabtrace::cgroup::charged::{MemcgBooks, Source};
 use slabtrace_integration::{
-    Cgroup, Slabtrace, Tmpfs, cache_of, cgroup2_root, daemon::Daemon, fresh_uid, num, reported_pod,
-    require_root, run_in, wait_for_state, workload,
+    Cgroup, Slabtrace, Tmpfs, cache_of, cgroup2_root, daemon::Daemon, fresh_uid, num,
+    remove_cgroup_dir, reported_pod, require_root, run_in, wait_for_state, workload,
 };
 
 const FILES: u64 = 20_000;
@@ -58,16 +57,7 @@ impl V1Dirs {
 impl Drop for V1Dirs {
     fn drop(&mut self) {
         for dir in &self.0 {
-            let removed = (0..50).any(|_| {
-                let gone = fs::remove_dir(dir).is_ok() || !dir.exists();
-                if !gone {
-                    thread::sleep(Duration::from_millis(100));
-                }
-                gone
-            });
-            if !removed {
-                eprintln!("warning: could not remove memcg {}", dir.display());
-            }
+            remove_cgroup_dir(dir);
         }
     }
 }
@@ -83,6 +73,22 @@ fn object_size(cache: &str) -> Result<Option<u64>> {
         }
     }
     Ok(None)
+}
+
+/// Runs `cmd` in the container cgroup at `path`: its cgroup2 directory under `cg2` and, on a
+/// hybrid node, its memcg under the memory hierarchy's root `memcg_root`.
+fn run_in_container(
+    cg2: &Path,
+    memcg_root: Option<&Path>,
+    path: &str,
+    cmd: &mut Command,
+) -> Result<()> {
+    let relative = path.trim_start_matches('/');
+    let container = cg2.join(relative);
+    let memcg = memcg_root.map(|root| root.join(relative));
+    let dirs: Vec<&Path> = std::iter::once(container.as_path()).chain(memcg.as_deref()).collect();
+    run_in(&dirs, cmd)?;
+    Ok(())
 }
 
 /// A kubelet-shaped container cgroup that made [`FILES`] tmpfs files and exited, in whichever
@@ -135,13 +141,10 @@ impl FilledPod {
         let dentry = object_size("dentry")?.unwrap_or(0);
         let bound = (FILES * (inode + dentry)) as f64 * SLACK;
 
-        let memcg = books.root.join(path.trim_start_matches('/'));
-        let container_dir = cg2.join(path.trim_start_matches('/'));
-        let dirs: Vec<&Path> = std::iter::once(container_dir.as_path())
-            .chain(v1.as_ref().map(|_| memcg.as_path()))
-            .collect();
-        run_in(
-            &dirs,
+        run_in_container(
+            &cg2,
+            v1.as_ref().map(|_| books.root.as_path()),
+            &path,
             Command::new(workload()).arg("create").arg(fs.path()).arg(FILES.to_string()).arg("0"),
         )?;
         // The kernel's own books first: 5.10's memory.stat propagates in per-CPU batches.
@@ -324,13 +327,10 @@ fn a_deleted_pod_pinned_by_its_page_cache_is_a_dying_cgroup_under_its_old_name()
     // Dropped after the cgroups (declared before them would drop it first): the pages keep
     // the memcg dying until the tmpfs goes.
     let fs = Tmpfs::mount("dying-files")?;
-    let memcg = books.root.join(path.trim_start_matches('/'));
-    let container_dir = cg2.join(path.trim_start_matches('/'));
-    let dirs: Vec<&Path> = std::iter::once(container_dir.as_path())
-        .chain(v1.as_ref().map(|_| memcg.as_path()))
-        .collect();
-    run_in(
-        &dirs,
+    run_in_container(
+        &cg2,
+        v1.as_ref().map(|_| books.root.as_path()),
+        &path,
         Command::new(workload()).arg("write").arg(fs.path().join("data")).arg("8388608"),
     )?;
 
