@@ -91,7 +91,7 @@ pub fn per_cpu_hash<K: aya::Pod, V: aya::Pod>(
             )
         };
         let error = (ret < 0).then(io::Error::last_os_error);
-        let done = match &error {
+        let done = match error {
             None => false,
             // The last batch: what it holds is valid.
             Some(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
@@ -100,20 +100,14 @@ pub fn per_cpu_hash<K: aya::Pod, V: aya::Pod>(
                 count *= 2;
                 continue;
             }
+            // 524: ENOTSUPP, the kernel's own "not supported".
             Some(e)
                 if first
                     && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOTSUP | 524)) =>
             {
-                // 524: ENOTSUPP, the kernel's own "not supported".
-                return Err(BatchError::Unsupported(io::Error::from_raw_os_error(
-                    e.raw_os_error().unwrap_or(0),
-                )));
+                return Err(BatchError::Unsupported(e));
             }
-            Some(e) => {
-                return Err(BatchError::Failed(io::Error::from_raw_os_error(
-                    e.raw_os_error().unwrap_or(0),
-                )));
-            }
+            Some(e) => return Err(BatchError::Failed(e)),
         };
         let filled = (attr.count as usize).min(n);
         for (i, key) in keys.iter().take(filled).enumerate() {
