@@ -107,11 +107,13 @@ pub struct DaemonArgs {
     #[arg(long, default_value = "-", value_name = "TARGET", env = "SLABTRACE_EVENTS")]
     pub events: String,
     /// `slab.sample` events per interval: the pod × cache rows that changed most; the rest are
-    /// summed into one sample with owner kind `other`.
+    /// summed into one sample with owner kind `other`. Also the `pod.charged` events per
+    /// interval: the pods most charged.
     #[arg(long, default_value_t = 50, value_name = "N", env = "SLABTRACE_EVENTS_TOP")]
     pub events_top: usize,
     /// The event types written, comma-separated, or `all`: slab.sample, slab.growth,
-    /// node.memory, oom, pod.gone, cgroup.gone, self.stats. Samples are most of the volume and
+    /// node.memory, node.charged, `node.dying_cgroups`, pod.charged, oom, pod.gone,
+    /// cgroup.gone, self.stats. Samples are most of the volume and
     /// duplicate /metrics; `--event-types oom,slab.growth,pod.gone,cgroup.gone,self.stats`
     /// keeps what a log pipeline alerts on.
     #[arg(long, default_value = "all", value_name = "TYPES", env = "SLABTRACE_EVENT_TYPES")]

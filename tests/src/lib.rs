@@ -454,6 +454,31 @@ pub fn check_report_schema(report: &Value) -> Result<()> {
     Ok(())
 }
 
+/// The strict form of the event schema users' pipelines are told to validate against
+/// (`schema/slabtrace.event.v1.json` is it opened): it refuses any field it does not list, so
+/// a field the daemon adds without documenting it fails.
+pub fn event_schema() -> Result<jsonschema::Validator> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/slabtrace.event.v1.strict.json");
+    let schema: Value = serde_json::from_str(&fs::read_to_string(&path)?)?;
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .map_err(|e| anyhow::anyhow!("{} is not a valid JSON Schema: {e}", path.display()))
+}
+
+/// Fails with every way any of `events` breaks the strict event schema ([`event_schema`]).
+pub fn check_event_schema(events: &[Value]) -> Result<()> {
+    let validator = event_schema()?;
+    let mut problems = Vec::new();
+    for event in events {
+        for error in validator.iter_errors(event) {
+            problems.push(format!("{error} at {} in {event}", error.instance_path));
+        }
+    }
+    ensure!(problems.is_empty(), "events that break the schema:\n{}", problems.join("\n"));
+    Ok(())
+}
+
 impl Drop for Slabtrace {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -19,8 +19,9 @@ use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::Value;
 use slabtrace::cgroup::charged::{MemcgBooks, Source};
 use slabtrace_integration::{
-    Cgroup, Slabtrace, Tmpfs, cache_of, cgroup2_root, daemon::Daemon, fresh_uid, num,
-    remove_cgroup_dir, reported_pod, require_root, run_in, wait_for_state, workload,
+    Cgroup, Slabtrace, Tmpfs, cache_of, cgroup2_root, check_event_schema, daemon::Daemon,
+    fresh_uid, num, remove_cgroup_dir, reported_pod, require_root, run_in, wait_for_state,
+    workload,
 };
 
 const FILES: u64 = 20_000;
@@ -273,6 +274,15 @@ fn the_daemon_reports_and_exports_what_a_pod_is_charged() -> Result<()> {
     let inodes = (FILES * filled.inode) as f64 * SLACK;
     ensure!(value >= inodes, "{series}{value} < {inodes:.0} (the files' inodes)");
     ensure!(metrics.contains("slabtrace_node_charged_bytes{kind="), "no node_charged_bytes");
+    // The event stream carries the same books: the pod's, and the node's beside its Slab.
+    let event = daemon.wait_for_event(|e| {
+        e["type"] == "pod.charged"
+            && e["owner"]["uid"] == filled.uid.as_str()
+            && filled.slab(&e["charged"]).is_some_and(|b| b as f64 >= filled.bound)
+    })?;
+    let node = daemon.wait_for_event(|e| e["type"] == "node.charged")?;
+    check_event_schema(&[event.clone(), node.clone()])?;
+    ensure!(node["cgroups"].is_object(), "{node}");
     eprintln!(
         "/report: {in_pod} charged to pod {} (path {}); {series}{value}",
         filled.uid, filled.path

@@ -198,18 +198,18 @@ impl Screen {
     }
 
     /// Owner names may hold spaces (`pod <uid>`), cache names and figures do not: the row is
-    /// read from the right, LIVE OBJS ALLOC/s FREE/s GROWTH/s UNACCT after the cache.
+    /// read from the right, LIVE OBJS ALLOC/s FREE/s GROWTH/s UNACCT CHARGED after the cache.
     fn row(line: &str) -> Option<Line> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let n = words.len();
-        if n < 8 {
+        if n < 9 {
             return None;
         }
         Some(Line {
-            owner: words[..n - 7].join(" "),
-            cache: words[n - 7].to_owned(),
-            live: figure(words[n - 6])?,
-            allocs: figure(words[n - 4])?,
+            owner: words[..n - 8].join(" "),
+            cache: words[n - 8].to_owned(),
+            live: figure(words[n - 7])?,
+            allocs: figure(words[n - 5])?,
         })
     }
 

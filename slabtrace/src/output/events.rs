@@ -10,8 +10,12 @@
 //! them, plus one with owner kind `other` summing the rest), `node.memory` (/proc/meminfo's
 //! kernel lines), `oom` (an OOM kill with its victim, scope and the slab picture),
 //! `slab.growth` (a problematic growth finding started or ended),
-//! `pod.gone` / `cgroup.gone` (once, when an owner goes away), and `self.stats` (slabtrace's
-//! own cost and health; `last: true` on the final interval).
+//! `pod.gone` / `cgroup.gone` (once, when an owner goes away), `self.stats` (slabtrace's
+//! own cost and health; `last: true` on the final interval), and the memory controller's own
+//! books, objects from before tracing included: `node.charged` (what cgroups are charged
+//! against the node's Slab), `pod.charged` (the top N pods by charged slab, their containers'
+//! books beside) and `node.dying_cgroups` (removed cgroups the kernel still holds, per
+//! parent, with the pods that were there).
 //!
 //! A consumer that reads slowly or not at all never stalls tracing: lines go through a bounded
 //! buffer to a writer thread, and lines that do not fit are dropped and counted
@@ -37,10 +41,12 @@ use log::{debug, warn};
 use serde::Serialize;
 
 use crate::{
+    cgroup::{charged::Charged, dying::DyingCgroups},
     frame::{Change, Owner, OwnerKey, Rest, top},
     node::growth::Transition,
     output::report::KernelMemory,
     pipeline::Interval,
+    rollup::PodUsage,
 };
 
 /// The events' schema name; bump the version on any incompatible change.
@@ -88,8 +94,18 @@ impl fmt::Display for EventTarget {
 }
 
 /// Every event type, as `type` names it.
-pub const EVENT_TYPES: [&str; 7] =
-    ["self.stats", "node.memory", "oom", "slab.growth", "pod.gone", "cgroup.gone", "slab.sample"];
+pub const EVENT_TYPES: [&str; 10] = [
+    "self.stats",
+    "node.memory",
+    "node.charged",
+    "node.dying_cgroups",
+    "oom",
+    "slab.growth",
+    "pod.gone",
+    "cgroup.gone",
+    "pod.charged",
+    "slab.sample",
+];
 
 /// The event types a stream writes (`--event-types`): all, or those listed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -439,6 +455,81 @@ struct NodeMemory {
     memory: KernelMemory,
 }
 
+/// `node.charged`: the report's `charged`.
+#[derive(Serialize)]
+struct NodeChargedEvent<'a> {
+    #[serde(flatten)]
+    charged: &'a crate::cgroup::charged::NodeCharged,
+}
+
+/// `node.dying_cgroups`: the report's `dying_cgroups`.
+#[derive(Serialize)]
+struct NodeDying<'a> {
+    #[serde(flatten)]
+    dying: &'a DyingCgroups,
+}
+
+/// `pod.charged`: a pod's books beside what slabtrace traced of it.
+#[derive(Serialize)]
+struct PodCharged<'a> {
+    owner: Owner,
+    /// The pod cgroup's books (its containers included).
+    charged: &'a Charged,
+    /// Live bytes slabtrace traced to the pod since it started: objects from before are in
+    /// `charged` only.
+    traced_live_bytes: u64,
+    /// Its containers' own books, where read.
+    containers: Vec<ContainerCharged<'a>>,
+}
+
+/// A container's books in `pod.charged`.
+#[derive(Serialize)]
+struct ContainerCharged<'a> {
+    container_id: &'a str,
+    name: Option<&'a str>,
+    charged: &'a Charged,
+}
+
+/// The figure pods are ranked by: charged slab (v2), else all kernel memory (v1's `kmem`,
+/// v2's `kernel`).
+fn charged_rank(c: &Charged) -> u64 {
+    c.slab.or_else(|| c.kernel_total()).unwrap_or(0)
+}
+
+/// The `top` pods with books, most charged first.
+fn most_charged(pods: &[PodUsage], top: usize) -> Vec<(&PodUsage, &Charged)> {
+    let mut charged: Vec<(&PodUsage, &Charged)> =
+        pods.iter().filter_map(|p| p.charged.as_ref().map(|c| (p, c))).collect();
+    charged.sort_by(|a, b| charged_rank(b.1).cmp(&charged_rank(a.1)).then(a.0.uid.cmp(&b.0.uid)));
+    charged.truncate(top);
+    charged
+}
+
+fn pod_charged<'a>(pod: &'a PodUsage, charged: &'a Charged) -> PodCharged<'a> {
+    PodCharged {
+        owner: Owner::Pod {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            uid: pod.uid.clone(),
+            qos: pod.qos,
+            deleted: pod.deleted,
+        },
+        charged,
+        traced_live_bytes: pod.totals.live_bytes,
+        containers: pod
+            .containers
+            .iter()
+            .filter_map(|c| {
+                Some(ContainerCharged {
+                    container_id: c.container_id.as_deref()?,
+                    name: c.name.as_deref(),
+                    charged: c.charged.as_ref()?,
+                })
+            })
+            .collect(),
+    }
+}
+
 /// `oom`: the kill, with its slab picture also as `slab_picture`. `slab` is an integer in
 /// `node.memory` and an object here, which stores that type a field by its name refuse; v1
 /// keeps `slab` for the consumers that read it, v2 drops it.
@@ -476,7 +567,8 @@ struct SelfEvent<'a> {
 
 /// The lines of one interval, most important first, because when the buffer is full the
 /// tail of an interval is what gets dropped: self stats (which say what was dropped), node
-/// memory, gone owners, then the samples.
+/// memory and the memory controller's node-wide books, OOM kills, growth, gone owners, the
+/// pods' books, then the samples.
 #[must_use]
 pub fn lines(interval: &Interval, options: &LineOptions, stream: StreamStats) -> Vec<String> {
     let ts = humantime::format_rfc3339_millis(interval.ts).to_string();
@@ -533,6 +625,13 @@ pub fn lines(interval: &Interval, options: &LineOptions, stream: StreamStats) ->
     if let Some(memory) = interval.meminfo {
         push("node.memory", Severity::Info, &NodeMemory { memory });
     }
+    let report = &interval.report;
+    if let Some(charged) = report.charged.as_ref().filter(|c| c.source.is_some()) {
+        push("node.charged", Severity::Info, &NodeChargedEvent { charged });
+    }
+    if let Some(dying) = report.dying_cgroups.as_ref().filter(|d| d.source.is_some()) {
+        push("node.dying_cgroups", Severity::Info, &NodeDying { dying });
+    }
     for kill in &interval.oom_kills {
         push("oom", Severity::Error, &OomEvent { kill, slab_picture: &kill.slab });
     }
@@ -554,7 +653,10 @@ pub fn lines(interval: &Interval, options: &LineOptions, stream: StreamStats) ->
         let live_bytes = live_by_owner.get(&owner.key()).copied().unwrap_or(0);
         push(kind, Severity::Info, &Gone { owner, live_bytes });
     }
-    let estimated = interval.report.sampling.estimated;
+    for (pod, charged) in most_charged(&report.pods, options.top) {
+        push("pod.charged", Severity::Info, &pod_charged(pod, charged));
+    }
+    let estimated = report.sampling.estimated;
     let (kept, rest) = top(interval.changes.clone(), options.top);
     for change in &kept {
         let Some(owner) = interval.frame.owners.get(&change.owner) else { continue };
@@ -723,6 +825,12 @@ mod tests {
         assert!(memory.get("slab_picture").is_none());
 
         // Every other top-level field has one JSON type across the event types.
+        assert_one_type_per_field(&events);
+    }
+
+    /// Every top-level field has one JSON type across the event types (but oom's deprecated
+    /// `slab`): stores that type a field by its name refuse the others.
+    fn assert_one_type_per_field(events: &[Value]) {
         let kind = |v: &Value| match v {
             Value::Null => None,
             Value::Bool(_) => Some("bool"),
@@ -732,7 +840,7 @@ mod tests {
             Value::Object(_) => Some("object"),
         };
         let mut kinds = std::collections::BTreeMap::<&str, (&str, &str)>::new();
-        for e in &events {
+        for e in events {
             let ty = e["type"].as_str().unwrap();
             for (field, value) in e.as_object().unwrap() {
                 let Some(k) = kind(value) else { continue };
@@ -743,6 +851,74 @@ mod tests {
                 assert_eq!(k, first_kind, "{field}: {k} in {ty}, {first_kind} in {first_ty}");
             }
         }
+    }
+
+    #[test]
+    fn the_memory_controllers_books_come_as_node_and_pod_events() {
+        use crate::cgroup::charged::{Charged, NodeCharged, Source};
+        let mut iv = interval();
+        iv.report.observation.charged = Some(NodeCharged {
+            source: Some(Source::CgroupV2),
+            node_slab_bytes: Some(5 << 30),
+            cgroups: Some(Charged { slab: Some(3 << 30), ..Charged::unknown(Source::CgroupV2) }),
+            uncharged_slab_bytes: Some(2 << 30),
+            files_read: 12,
+            skipped: 0,
+        });
+        iv.report.observation.dying_cgroups =
+            Some(DyingCgroups { source: Some(Source::CgroupV2), ..crate::testutil::dying() });
+        let mut pods: Vec<PodUsage> = [5, 900, 40].map(crate::testutil::charged_pod).into();
+        pods[1].totals.live_bytes = 4096;
+        pods[1].containers.push(crate::rollup::ContainerUsage {
+            container_id: Some("c0ffee".into()),
+            name: Some("app".into()),
+            runtime: None,
+            sandbox: false,
+            cgroup_ids: vec![9],
+            totals: crate::attribution::Totals::default(),
+            caches: Vec::new(),
+            charged: Some(Charged { slab: Some(800), ..Charged::unknown(Source::CgroupV2) }),
+        });
+        // A pod whose books were not read is no pod.charged event.
+        pods.push(PodUsage { charged: None, ..crate::testutil::charged_pod(10_000) });
+        iv.report.pods = pods;
+        let options = LineOptions { top: 2, ..LineOptions::default() };
+        let events = parse(&lines(&iv, &options, StreamStats::default()));
+        let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            &types[..4],
+            ["self.stats", "node.memory", "node.charged", "node.dying_cgroups"],
+            "{types:?}"
+        );
+        let node = &events[2];
+        assert_eq!(node["source"], "cgroup_v2");
+        assert_eq!(node["uncharged_slab_bytes"], 2u64 << 30);
+        assert_eq!(node["cgroups"]["slab"], 3u64 << 30);
+        assert_eq!(events[3]["memcg_nr_dying"], 1200);
+        assert_eq!(events[3]["parents"][0]["parent"], "/kubepods/burstable");
+        // The top two by charged slab, most first, with the traced figure beside.
+        let pods: Vec<&Value> = events.iter().filter(|e| e["type"] == "pod.charged").collect();
+        assert_eq!(pods.len(), 2);
+        assert_eq!(pods[0]["owner"]["name"], "p-900");
+        assert_eq!(pods[0]["owner"]["kind"], "pod");
+        assert_eq!(pods[0]["charged"]["slab"], 901);
+        assert_eq!(pods[0]["traced_live_bytes"], 4096);
+        assert_eq!(pods[0]["containers"][0]["container_id"], "c0ffee");
+        assert_eq!(pods[0]["containers"][0]["charged"]["slab"], 800);
+        assert_eq!(pods[1]["owner"]["name"], "p-40");
+        assert!(pods.iter().all(|p| p["severity"] == "info"));
+        assert_one_type_per_field(&events);
+
+        // No memory controller: nothing to say, no event.
+        iv.report.observation.charged = Some(NodeCharged::default());
+        iv.report.observation.dying_cgroups = Some(DyingCgroups::default());
+        iv.report.pods.clear();
+        let events = parse(&lines(&iv, &options, StreamStats::default()));
+        assert!(
+            events.iter().all(|e| !e["type"].as_str().unwrap().contains("charged")
+                && e["type"] != "node.dying_cgroups"),
+            "{events:?}"
+        );
     }
 
     fn parse(lines: &[String]) -> Vec<Value> {

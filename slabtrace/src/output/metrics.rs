@@ -1511,9 +1511,9 @@ mod tests {
         };
         i.slabinfo = vec![slab("dentry", 42_000, 2_100), slab("filp", 1_000, 50)];
         // The memory controller's books of one pod (v2) and of the node's cgroups.
-        i.report.pods = vec![charged_pod(7)];
+        i.report.pods = vec![crate::testutil::charged_pod(7)];
         i.report.charged = Some(node_charged());
-        i.report.observation.dying_cgroups = Some(dying());
+        i.report.observation.dying_cgroups = Some(crate::testutil::dying());
         let s = &mut i.report.self_stats;
         s.sample_rate = 1;
         s.alloc_events = 5000;
@@ -1865,7 +1865,7 @@ process_resident_memory_bytes 41943040
                 })
                 .collect();
             // Every pod's memory books, with all six figures of cgroup v2.
-            made.report.pods = (0..300).map(charged_pod).collect();
+            made.report.pods = (0..300).map(crate::testutil::charged_pod).collect();
             made.report.charged = Some(node_charged());
             made
         };
@@ -1883,56 +1883,10 @@ process_resident_memory_bytes 41943040
         assert!(with_counters > default + 300, "counters add series: {with_counters}");
     }
 
-    /// A pod with nothing traced and cgroup v2 books of `i` bytes' weight.
-    fn charged_pod(i: u64) -> crate::rollup::PodUsage {
-        use crate::cgroup::charged::{Charged, Source};
-        crate::rollup::PodUsage {
-            namespace: Some("ns".into()),
-            name: Some(format!("p-{i}")),
-            uid: format!("u-{i}"),
-            qos: Qos::Burstable,
-            deleted: false,
-            totals: crate::attribution::Totals::default(),
-            containers: Vec::new(),
-            caches: Vec::new(),
-            charged: Some(Charged {
-                slab_reclaimable: Some(i),
-                slab_unreclaimable: Some(1),
-                slab: Some(i + 1),
-                sock: Some(0),
-                percpu: Some(8),
-                kernel_stack: Some(16),
-                kernel: Some(i + 25),
-                ..Charged::unknown(Source::CgroupV2)
-            }),
-        }
-    }
-
-    fn dying() -> crate::cgroup::dying::DyingCgroups {
-        use crate::cgroup::dying::{DyingCgroups, DyingParent};
-        let parent = |parent: &str, nr_dying| DyingParent {
-            parent: parent.to_owned(),
-            nr_descendants: Some(3),
-            nr_dying,
-            pinned_estimate_bytes: None,
-            gone_pods: Vec::new(),
-            gone_pods_more: 0,
-        };
-        DyingCgroups {
-            memcg_nr_dying: Some(1200),
-            parents: vec![
-                parent("/kubepods/burstable", Some(7)),
-                parent("/system.slice", None),
-                parent("/kubepods/burstable/pod0f7e1a2b-0000-4000-8000-00000000000a", Some(2)),
-            ],
-            ..DyingCgroups::default()
-        }
-    }
-
     #[test]
     fn dying_cgroups_per_parent_and_node() {
         let mut made = interval(1, frame(&[]));
-        made.report.observation.dying_cgroups = Some(dying());
+        made.report.observation.dying_cgroups = Some(crate::testutil::dying());
         let (latest, exporter) = new_exporter(2);
         latest.publish(Arc::new(made));
         let text = exporter.openmetrics().unwrap();
@@ -1967,9 +1921,9 @@ process_resident_memory_bytes 41943040
     #[test]
     fn charged_memory_is_exported_per_pod_with_the_rest_as_other() {
         let mut made = interval(1, frame(&[]));
-        made.report.pods = (1..=3).map(charged_pod).collect();
+        made.report.pods = (1..=3).map(crate::testutil::charged_pod).collect();
         // v1 books: one figure, kmem.
-        let mut v1 = charged_pod(4);
+        let mut v1 = crate::testutil::charged_pod(4);
         v1.charged = Some(crate::cgroup::charged::Charged {
             kmem: Some(4096),
             ..crate::cgroup::charged::Charged::unknown(crate::cgroup::charged::Source::CgroupV1)

@@ -44,6 +44,9 @@ pub enum Sort {
     Name,
     /// Cache name, or the number of caches when rows are per owner (`c`).
     Cache,
+    /// What the memory controller charges the pod (slab, or all kernel memory on cgroup v1),
+    /// objects from before tracing included (`k`).
+    Charged,
 }
 
 impl Sort {
@@ -100,6 +103,9 @@ pub struct TopRow {
     pub growth_per_second: f64,
     /// Live bytes charged to no memcg.
     pub unaccounted_live_bytes: u64,
+    /// The pod's books (charged slab, or all kernel memory on cgroup v1), the same on each of
+    /// its rows; `None` for other owners and unread books.
+    pub charged_bytes: Option<u64>,
 }
 
 /// What the view keeps of one interval.
@@ -121,8 +127,15 @@ pub struct IntervalView {
     pub rss_bytes: u64,
     /// The session's warnings, one sentence each.
     pub warnings: Vec<String>,
-    /// Owner × cache rows, unsorted.
+    /// Owner × cache rows, unsorted, then one row with no cache (`caches` 0) per pod that
+    /// only the memory controller's books know of: shown per owner.
     pub rows: Vec<TopRow>,
+    /// The memory controller's books against the node's Slab.
+    pub charged: Option<crate::cgroup::charged::NodeCharged>,
+    /// Dying memory cgroups node-wide.
+    pub dying_memcgs: Option<u64>,
+    /// /proc/meminfo's Percpu, which dying cgroups grow.
+    pub percpu_bytes: Option<u64>,
 }
 
 impl IntervalView {
@@ -133,8 +146,18 @@ impl IntervalView {
     pub fn of(interval: &Interval) -> Self {
         let changed: HashMap<(&OwnerKey, &str), &Change> =
             interval.changes.iter().map(|c| ((&c.owner, c.cache.as_str()), c)).collect();
+        let books: HashMap<&str, u64> = interval
+            .report
+            .pods
+            .iter()
+            .filter_map(|p| Some((p.uid.as_str(), p.charged.as_ref().map(charged_figure)??)))
+            .collect();
+        let charged_of = |key: &OwnerKey| match key {
+            OwnerKey::Pod(uid) => books.get(uid.as_str()).copied(),
+            _ => None,
+        };
         let seconds = interval.seconds.max(1e-3);
-        let rows = interval
+        let mut rows: Vec<TopRow> = interval
             .frame
             .rows
             .iter()
@@ -161,9 +184,40 @@ impl IntervalView {
                     frees_per_second: frees / seconds,
                     growth_per_second: growth / seconds,
                     unaccounted_live_bytes: row.unaccounted_live_bytes,
+                    charged_bytes: charged_of(key),
                 })
             })
             .collect();
+        // Pods nothing was traced for yet (their objects are all from before tracing): the
+        // books are all there is of them, and on a sick node they are the suspects.
+        for pod in &interval.report.pods {
+            let key = OwnerKey::Pod(pod.uid.clone());
+            if rows.iter().any(|r| r.owner_key == key) {
+                continue;
+            }
+            let Some(figure) = charged_of(&key) else { continue };
+            rows.push(TopRow {
+                owner: crate::frame::Owner::Pod {
+                    namespace: pod.namespace.clone(),
+                    name: pod.name.clone(),
+                    uid: pod.uid.clone(),
+                    qos: pod.qos,
+                    deleted: pod.deleted,
+                }
+                .display(),
+                owner_key: key,
+                cache: String::new(),
+                caches: 0,
+                live_bytes: 0,
+                live_objects: 0,
+                allocs_per_second: 0.0,
+                frees_per_second: 0.0,
+                growth_per_second: 0.0,
+                unaccounted_live_bytes: 0,
+                charged_bytes: Some(figure),
+            });
+        }
+        let dying = interval.report.dying_cgroups.as_ref();
         Self {
             seq: interval.seq,
             node: interval.node.clone(),
@@ -174,8 +228,17 @@ impl IntervalView {
             rss_bytes: interval.process.rss_bytes,
             warnings: interval.report.self_stats.warnings.clone(),
             rows,
+            charged: interval.report.charged.clone().filter(|c| c.source.is_some()),
+            dying_memcgs: dying.and_then(|d| d.memcg_nr_dying),
+            percpu_bytes: dying.and_then(|d| d.percpu_bytes),
         }
     }
+}
+
+/// The figure a pod's books are shown and sorted by: charged slab on cgroup v2, all kernel
+/// memory where the books have no slab figure (cgroup v1's `kmem`).
+fn charged_figure(c: &crate::cgroup::charged::Charged) -> Option<u64> {
+    c.slab.or_else(|| c.kernel_total())
 }
 
 /// Per-owner totals of owner × cache rows.
@@ -193,6 +256,7 @@ fn by_owner(rows: &[TopRow]) -> Vec<TopRow> {
             frees_per_second: 0.0,
             growth_per_second: 0.0,
             unaccounted_live_bytes: 0,
+            charged_bytes: r.charged_bytes,
         });
         sum.caches += r.caches;
         sum.live_bytes += r.live_bytes;
@@ -210,7 +274,7 @@ fn by_owner(rows: &[TopRow]) -> Vec<TopRow> {
 #[must_use]
 pub fn arrange(rows: &[TopRow], group: Group, sort: Sort, reverse: bool) -> Vec<TopRow> {
     let mut rows = match group {
-        Group::Caches => rows.to_vec(),
+        Group::Caches => rows.iter().filter(|r| r.caches > 0).cloned().collect(),
         Group::Owners => by_owner(rows),
     };
     let key = |a: &TopRow, b: &TopRow| -> Ordering {
@@ -222,6 +286,7 @@ pub fn arrange(rows: &[TopRow], group: Group, sort: Sort, reverse: bool) -> Vec<
             Sort::Name => a.owner.cmp(&b.owner),
             Sort::Cache if group == Group::Owners => a.caches.cmp(&b.caches),
             Sort::Cache => a.cache.cmp(&b.cache),
+            Sort::Charged => a.charged_bytes.cmp(&b.charged_bytes),
         }
     };
     let flip = sort.descending(group) != reverse;
@@ -306,7 +371,7 @@ impl TopView {
     fn row_count(&self) -> usize {
         match (&self.snapshot, self.group) {
             (None, _) => 0,
-            (Some(s), Group::Caches) => s.rows.len(),
+            (Some(s), Group::Caches) => s.rows.iter().filter(|r| r.caches > 0).count(),
             (Some(s), Group::Owners) => by_owner(&s.rows).len(),
         }
     }
@@ -349,6 +414,7 @@ impl TopView {
             KeyCode::Char('g') => self.sort_by(Sort::Growth),
             KeyCode::Char('n') => self.sort_by(Sort::Name),
             KeyCode::Char('c') => self.sort_by(Sort::Cache),
+            KeyCode::Char('k') => self.sort_by(Sort::Charged),
             KeyCode::Char('r') => {
                 self.reverse = !self.reverse;
                 self.scroll = 0;
@@ -375,7 +441,7 @@ impl TopView {
     /// Draws the view over the whole frame: a header, the table, the keys.
     pub fn render(&mut self, frame: &mut Frame<'_>) {
         let [header, body, footer] =
-            Layout::vertical([Constraint::Length(3), Constraint::Min(1), Constraint::Length(1)])
+            Layout::vertical([Constraint::Length(4), Constraint::Min(1), Constraint::Length(1)])
                 .areas(frame.area());
         // The table's own header takes one line of the body.
         self.page = usize::from(body.height.saturating_sub(1)).max(1);
@@ -403,6 +469,7 @@ impl TopView {
         let Some(s) = &self.snapshot else {
             return vec![
                 Line::from(format!("slabtrace top · every {every}")),
+                Line::from(""),
                 Line::from(""),
                 self.status_line(),
             ];
@@ -447,7 +514,7 @@ impl TopView {
             width,
         );
         let [first, second] = [first, second].map(|l| printable(&l).into_owned());
-        vec![Line::from(first), Line::from(second), self.status_line()]
+        vec![Line::from(first), Line::from(second), Line::from(books_line(s)), self.status_line()]
     }
 
     /// The last failure, else the last log line, else the session's last warning.
@@ -469,8 +536,8 @@ impl TopView {
         };
         // Quitting first: a narrow terminal cuts the end of the line.
         let keys = format!(
-            "q quit  l live  a alloc/s  f free/s  g growth  n name  c cache  r reverse  {p}  \
-             Up/Down PgUp/PgDn scroll"
+            "q quit  l live  a alloc/s  f free/s  g growth  n name  c cache  k charged  \
+             r reverse  {p}  Up/Down PgUp/PgDn scroll"
         );
         let position = if rows == 0 {
             String::new()
@@ -500,6 +567,7 @@ impl TopView {
             (title(Sort::Frees, "FREE/s"), true),
             (title(Sort::Growth, "GROWTH/s"), true),
             ("UNACCT".to_owned(), true),
+            (title(Sort::Charged, "CHARGED"), true),
         ];
         let header = Row::new(titles.into_iter().map(|(t, right)| cell(t, right)))
             .style(Style::new().add_modifier(Modifier::REVERSED));
@@ -523,6 +591,7 @@ impl TopView {
                     cell(count(r.frees_per_second), true),
                     cell(signed_bytes(r.growth_per_second), true),
                     cell(human_bytes(r.unaccounted_live_bytes), true),
+                    cell(r.charged_bytes.map_or_else(|| "-".to_owned(), human_bytes), true),
                 ])
             })
             .collect();
@@ -532,17 +601,48 @@ impl TopView {
     /// Column widths: the figures and the cache name are fixed; the owner column is as wide as
     /// the longest owner (pod names and cgroup paths are the longest and most telling) as long
     /// as the terminal has room, so the figures stay next to the names.
-    fn columns(&self, rows: &[TopRow], width: u16) -> [u16; 8] {
-        const FIGURES: [u16; 6] = [8, 8, 9, 9, 10, 8];
+    fn columns(&self, rows: &[TopRow], width: u16) -> [u16; 9] {
+        const FIGURES: [u16; 7] = [8, 8, 9, 9, 10, 8, 8];
         const OWNER_AT_LEAST: u16 = 14;
         let cache = if self.group == Group::Owners { 7 } else { 24 };
-        let fixed = FIGURES.iter().sum::<u16>() + cache + 7;
+        let fixed = FIGURES.iter().sum::<u16>() + cache + 8;
         let longest = rows.iter().map(|r| r.owner.chars().count()).max().unwrap_or(0);
         let longest = u16::try_from(longest).unwrap_or(u16::MAX);
         let owner = width.saturating_sub(fixed).min(longest).max(OWNER_AT_LEAST);
-        let [live, objs, allocs, frees, growth, unacct] = FIGURES;
-        [owner, cache, live, objs, allocs, frees, growth, unacct]
+        let [live, objs, allocs, frees, growth, unacct, charged] = FIGURES;
+        [owner, cache, live, objs, allocs, frees, growth, unacct, charged]
     }
+}
+
+/// The memory controller's books in a line: what cgroups are charged against the node's Slab,
+/// and the dying cgroups that pin memory no pod is charged for any more.
+fn books_line(s: &IntervalView) -> String {
+    let charged = s.charged.as_ref().map_or_else(
+        || "memcg books: none read (no memory controller)".to_owned(),
+        |c| {
+            let cgroups = c.cgroups.as_ref();
+            match (cgroups.and_then(|g| g.slab), c.node_slab_bytes, c.uncharged_slab_bytes) {
+                (Some(slab), Some(node_slab), Some(uncharged)) => format!(
+                    "memcg books: cgroups charged slab {} of Slab {}, {} charged to none",
+                    human_bytes(slab),
+                    human_bytes(node_slab),
+                    human_bytes(uncharged)
+                ),
+                _ => format!(
+                    "memcg books: cgroups charged kernel memory {}",
+                    cgroups
+                        .and_then(crate::cgroup::charged::Charged::kernel_total)
+                        .map_or_else(|| "?".to_owned(), human_bytes)
+                ),
+            }
+        },
+    );
+    let dying = match (s.dying_memcgs, s.percpu_bytes) {
+        (Some(n), Some(p)) => format!(" · {n} dying memcgs, Percpu {}", human_bytes(p)),
+        (Some(n), None) => format!(" · {n} dying memcgs"),
+        (None, _) => String::new(),
+    };
+    printable(&format!("{charged}{dying}")).into_owned()
 }
 
 fn cell(text: String, right: bool) -> Cell<'static> {
@@ -874,15 +974,16 @@ mod tests {
         assert!(lines[0].ends_with("Slab 1.00G  SReclaimable 768M  SUnreclaim 256M"), "{text}");
         assert!(lines[1].contains("12.3k events/s traced, RSS 40.0M"), "{text}");
         assert!(lines[1].contains("sample 1 in 16: frees and live figures estimated"), "{text}");
-        assert_eq!(lines[2], "no container runtime answered");
-        let header = &lines[3];
+        assert_eq!(lines[2], "memcg books: none read (no memory controller)");
+        assert_eq!(lines[3], "no container runtime answered");
+        let header = &lines[4];
         // The owner column is as wide as the longest owner, not the whole terminal.
         assert_eq!(header.find("CACHE"), Some("/system.slice/foo.service".len() + 1), "{header}");
         for column in ["POD / CGROUP", "CACHE", "LIVE▼", "OBJS", "ALLOC/s", "FREE/s", "GROWTH/s"]
         {
             assert!(header.contains(column), "{column} missing: {header}");
         }
-        let first: Vec<&str> = lines[4].split_whitespace().collect();
+        let first: Vec<&str> = lines[5].split_whitespace().collect();
         assert_eq!(
             first,
             [
@@ -893,23 +994,24 @@ mod tests {
                 "0",
                 "0",
                 "0",
-                "0B"
+                "0B",
+                "-"
             ]
         );
-        let second: Vec<&str> = lines[5].split_whitespace().collect();
+        let second: Vec<&str> = lines[6].split_whitespace().collect();
         assert_eq!(
             second,
-            ["shop/web-0", "dentry", "3.85M", "21.0k", "10.0k", "0", "+1.83M", "0B"]
+            ["shop/web-0", "dentry", "3.85M", "21.0k", "10.0k", "0", "+1.83M", "0B", "-"]
         );
         assert!(lines[9].contains("q quit") && lines[9].ends_with("rows 1-3 of 3"), "{text}");
 
         press(&mut view, KeyCode::Char('a'));
         let lines = screen(&mut view, 140, 10);
-        assert!(lines[3].contains("ALLOC/s▼") && !lines[3].contains("LIVE▼"), "{lines:#?}");
-        assert!(lines[4].starts_with("shop/web-0") && lines[4].contains("dentry"));
+        assert!(lines[4].contains("ALLOC/s▼") && !lines[4].contains("LIVE▼"), "{lines:#?}");
+        assert!(lines[5].starts_with("shop/web-0") && lines[5].contains("dentry"));
         press(&mut view, KeyCode::Char('r'));
         let lines = screen(&mut view, 140, 10);
-        assert!(lines[3].contains("ALLOC/s▲"), "{lines:#?}");
+        assert!(lines[4].contains("ALLOC/s▲"), "{lines:#?}");
     }
 
     #[test]
@@ -919,12 +1021,12 @@ mod tests {
         view.log("warn: something".into());
         let lines = screen(&mut view, 140, 10);
         assert!(lines[1].contains("every object tracked: figures exact"), "{lines:#?}");
-        assert_eq!(lines[2], "warn: something");
+        assert_eq!(lines[3], "warn: something");
         view.failed("skipping an interval: the map is gone".into());
-        assert_eq!(screen(&mut view, 140, 10)[2], "skipping an interval: the map is gone");
+        assert_eq!(screen(&mut view, 140, 10)[3], "skipping an interval: the map is gone");
         // A good interval clears the failure.
         view.update(&fixture(1));
-        assert_eq!(screen(&mut view, 140, 10)[2], "warn: something");
+        assert_eq!(screen(&mut view, 140, 10)[3], "warn: something");
     }
 
     #[test]
@@ -938,8 +1040,8 @@ mod tests {
         let mut view = TopView::new(Duration::from_secs(1), Sort::Live);
         view.update(&interval);
         let lines = screen(&mut view, 120, 10);
-        assert!(lines[4].starts_with('…'), "{lines:#?}");
-        assert!(lines[4].contains("cri-containerd-abc.scope shmem_inode_cache"), "{lines:#?}");
+        assert!(lines[5].starts_with('…'), "{lines:#?}");
+        assert!(lines[5].contains("cri-containerd-abc.scope shmem_inode_cache"), "{lines:#?}");
     }
 
     #[test]
@@ -958,30 +1060,88 @@ mod tests {
         interval.changes = Vec::new();
         let mut view = TopView::new(Duration::from_secs(1), Sort::Live);
         view.update(&interval);
-        // 12 lines: 3 of header, 1 of footer, 1 of column titles: 7 rows a page.
-        let lines = screen(&mut view, 100, 12);
-        assert!(lines[4].starts_with("/cg29"), "{lines:#?}");
-        assert!(lines[11].ends_with("rows 1-7 of 30"));
+        // 13 lines: 4 of header, 1 of footer, 1 of column titles: 7 rows a page.
+        let lines = screen(&mut view, 100, 13);
+        assert!(lines[5].starts_with("/cg29"), "{lines:#?}");
+        assert!(lines[12].ends_with("rows 1-7 of 30"));
         press(&mut view, KeyCode::Down);
-        assert!(screen(&mut view, 100, 12)[4].starts_with("/cg28"));
+        assert!(screen(&mut view, 100, 13)[5].starts_with("/cg28"));
         press(&mut view, KeyCode::PageDown);
-        let lines = screen(&mut view, 100, 12);
-        assert!(lines[4].starts_with("/cg21"), "{lines:#?}");
-        assert!(lines[11].ends_with("rows 9-15 of 30"));
+        let lines = screen(&mut view, 100, 13);
+        assert!(lines[5].starts_with("/cg21"), "{lines:#?}");
+        assert!(lines[12].ends_with("rows 9-15 of 30"));
         press(&mut view, KeyCode::End);
-        let lines = screen(&mut view, 100, 12);
-        assert!(lines[10].starts_with("/cg00") && lines[11].ends_with("rows 24-30 of 30"));
+        let lines = screen(&mut view, 100, 13);
+        assert!(lines[11].starts_with("/cg00") && lines[12].ends_with("rows 24-30 of 30"));
         press(&mut view, KeyCode::PageDown);
-        assert!(screen(&mut view, 100, 12)[11].ends_with("rows 24-30 of 30"));
+        assert!(screen(&mut view, 100, 13)[12].ends_with("rows 24-30 of 30"));
         press(&mut view, KeyCode::Up);
         press(&mut view, KeyCode::PageUp);
-        assert!(screen(&mut view, 100, 12)[11].ends_with("rows 16-22 of 30"));
+        assert!(screen(&mut view, 100, 13)[12].ends_with("rows 16-22 of 30"));
         press(&mut view, KeyCode::Home);
-        assert!(screen(&mut view, 100, 12)[4].starts_with("/cg29"));
+        assert!(screen(&mut view, 100, 13)[5].starts_with("/cg29"));
         // A new order starts at the top.
         press(&mut view, KeyCode::End);
         press(&mut view, KeyCode::Char('n'));
-        assert!(screen(&mut view, 100, 12)[4].starts_with("/cg00"));
+        assert!(screen(&mut view, 100, 13)[5].starts_with("/cg00"));
+    }
+
+    #[test]
+    fn the_memory_controllers_books_show_for_the_node_and_each_pod() {
+        use crate::cgroup::{
+            charged::{Charged, NodeCharged, Source},
+            dying::DyingCgroups,
+        };
+        let mut interval = fixture(1);
+        // web-0 is traced and has books; another pod has only books (all its objects are
+        // from before tracing).
+        let web_books = crate::rollup::PodUsage {
+            uid: "u-web".into(),
+            ..crate::testutil::charged_pod(3 << 20)
+        };
+        interval.report.pods = vec![web_books, crate::testutil::charged_pod(900 << 20)];
+        interval.report.observation.charged = Some(NodeCharged {
+            source: Some(Source::CgroupV2),
+            node_slab_bytes: Some(5 << 30),
+            cgroups: Some(Charged { slab: Some(3 << 30), ..Charged::unknown(Source::CgroupV2) }),
+            uncharged_slab_bytes: Some(2 << 30),
+            files_read: 3,
+            skipped: 0,
+        });
+        interval.report.observation.dying_cgroups = Some(DyingCgroups {
+            memcg_nr_dying: Some(1200),
+            percpu_bytes: Some(150 << 20),
+            ..DyingCgroups::default()
+        });
+        let mut view = TopView::new(Duration::from_secs(1), Sort::Live);
+        view.update(&interval);
+        let lines = screen(&mut view, 140, 12);
+        assert_eq!(
+            lines[2],
+            "memcg books: cgroups charged slab 3.00G of Slab 5.00G, 2.00G charged to none · \
+             1200 dying memcgs, Percpu 150M",
+            "{lines:#?}"
+        );
+        // Per cache: the pod only the books know has no cache to show; web-0's rows carry its
+        // books.
+        let rows = view.rows();
+        assert_eq!(rows.len(), 3, "{rows:#?}");
+        let web: Vec<&TopRow> = rows.iter().filter(|r| r.owner == "shop/web-0").collect();
+        assert!(web.iter().all(|r| r.charged_bytes == Some((3 << 20) + 1)), "{web:#?}");
+        assert!(
+            rows.iter().all(|r| r.owner_key != OwnerKey::Cgroup(42) || r.charged_bytes.is_none())
+        );
+        // Per pod, sorted by what is charged: the untraced pod first.
+        press(&mut view, KeyCode::Char('p'));
+        press(&mut view, KeyCode::Char('k'));
+        let rows = view.rows();
+        assert_eq!(rows[0].owner, format!("ns/p-{}", 900 << 20), "{rows:#?}");
+        assert_eq!((rows[0].charged_bytes, rows[0].live_bytes), (Some((900 << 20) + 1), 0));
+        assert_eq!(rows[1].owner, "shop/web-0");
+        let lines = screen(&mut view, 140, 12);
+        assert!(lines[4].contains("CHARGED▼"), "{lines:#?}");
+        assert!(lines[5].trim_end().ends_with("900M"), "{lines:#?}");
+        assert!(lines[7].trim_end().ends_with('-'), "the cgroup has no books: {lines:#?}");
     }
 
     #[test]
