@@ -151,6 +151,23 @@ pub struct DaemonArgs {
     /// Growth smaller than this (MiB over the window) is never a finding.
     #[arg(long, default_value_t = 1, value_name = "MIB", env = "SLABTRACE_GROWTH_MIN_MIB")]
     pub growth_min_mib: u64,
+    /// Keep the long view of slow growth in this file, so that a restart loses none of it:
+    /// the node's Slab and `SUnreclaim` and each pod's charged slab, the lowest figure of each
+    /// `--history-step`, over `--history-window`, judged at each step (`slab.slow_growth`
+    /// events, `slow_growth` in /report). At most a few hundred KiB. `off`, or not given: the
+    /// long view starts afresh with every start.
+    #[arg(long, value_name = "PATH|off", env = "SLABTRACE_HISTORY_FILE")]
+    pub history_file: Option<String>,
+    /// What one point of the long view stands for.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_seconds, env = "SLABTRACE_HISTORY_STEP")]
+    pub history_step: u64,
+    /// How much history the long view keeps and judges. A verdict needs a quarter of it: at
+    /// the default, growth of 200 MB a day is a finding within a day.
+    #[arg(long, default_value = "2d", value_name = "DURATION", value_parser = parse_seconds, env = "SLABTRACE_HISTORY_WINDOW")]
+    pub history_window: u64,
+    /// Slow growth smaller than this (MiB over the long window) is never a finding.
+    #[arg(long, default_value_t = 64, value_name = "MIB", env = "SLABTRACE_SLOW_GROWTH_MIN_MIB")]
+    pub slow_growth_min_mib: u64,
     /// How long to wait on shutdown for the last interval to be written before exiting.
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_interval, env = "SLABTRACE_SHUTDOWN_TIMEOUT")]
     pub shutdown_timeout: std::time::Duration,
@@ -562,6 +579,12 @@ mod tests {
         assert_eq!(args.interval, std::time::Duration::from_secs(10));
         assert_eq!(args.listen, "127.0.0.1:9477");
         assert_eq!(args.events, "-");
+        // The long view: kept in memory only unless a file is given; 10-minute steps, 2 days.
+        assert_eq!(
+            (args.history_file, args.history_step, args.history_window),
+            (None, 600, 172_800)
+        );
+        assert_eq!(args.slow_growth_min_mib, 64);
     }
 
     #[test]

@@ -17,15 +17,17 @@ use slabtrace_common::{CounterKey, Counters, ShrinkerStats};
 
 use crate::{
     advice::{self, Advice, NodeSample, Policy},
+    cgroup::charged::Charged,
     frame::{self, Change, Owner, OwnerKey, OwnerTable},
     maps::{delta, retire},
     node::{
-        growth::{GrowthEvent, Observation, Reclaim, Thresholds, Watch},
+        growth::{GrowthEvent, Observation, Reclaim, Thresholds, Transition, Watch},
         oom::OomKill,
         shrinkers::{self, NamedShrinkerDelta},
         slabinfo::SlabInfo,
+        slow_growth::{Series as SlowSeries, Settings as SlowSettings, SlowFinding, SlowWatch},
     },
-    oom_report::{self, OomReport},
+    oom_report::{self, OomReport, PodRef},
     output::report::{KernelMemory, Report},
     session::{self, Session, SessionOptions, TraceError},
 };
@@ -92,6 +94,8 @@ pub struct Interval {
     pub oom_kills: Vec<OomReport>,
     /// Growth findings that started or ended in this interval.
     pub growth: Vec<GrowthEvent<Owner>>,
+    /// Slow-growth findings (the long view) that started or ended in this interval.
+    pub slow_growth: Vec<(Transition, SlowFinding)>,
 }
 
 impl Interval {
@@ -147,6 +151,7 @@ impl Default for Interval {
             last: false,
             oom_kills: Vec::new(),
             growth: Vec::new(),
+            slow_growth: Vec::new(),
         }
     }
 }
@@ -195,6 +200,16 @@ pub struct Pipeline {
     samples: VecDeque<NodeSample>,
     peak_sample: Option<NodeSample>,
     policy: Policy,
+    /// The long view of slow growth, when kept (the daemon).
+    slow: Option<Slow>,
+}
+
+/// The long view and where it is kept.
+struct Slow {
+    watch: SlowWatch,
+    file: Option<PathBuf>,
+    /// Whether a failed save was said already (once: the next success says it works again).
+    save_failed: bool,
 }
 
 impl Pipeline {
@@ -226,6 +241,7 @@ impl Pipeline {
             samples: VecDeque::new(),
             peak_sample: None,
             policy: Policy::default(),
+            slow: None,
         })
     }
 
@@ -239,6 +255,25 @@ impl Pipeline {
     pub fn set_growth(&mut self, window: Duration, min_bytes: u64) {
         self.watch = growth_watch(window, min_bytes);
         self.growth_window = window.as_secs_f64();
+    }
+
+    /// Keeps the long view of slow growth ([`crate::node::slow_growth`]), in `file` across
+    /// restarts when given: what the file holds is judged at the first interval. A file that
+    /// cannot be read is said once and started afresh.
+    pub fn set_slow_growth(&mut self, settings: SlowSettings, file: Option<PathBuf>) {
+        let watch = file.as_ref().map_or_else(
+            || SlowWatch::new(settings),
+            |path| {
+                SlowWatch::load(path, settings).unwrap_or_else(|why| {
+                    log::warn!(
+                        "starting the slow-growth history afresh: {} cannot be read: {why}",
+                        crate::output::printable::printable(&path.display().to_string())
+                    );
+                    SlowWatch::new(settings)
+                })
+            },
+        );
+        self.slow = Some(Slow { watch, file, save_failed: false });
     }
 
     /// Between intervals: names the cgroups of new keys while they exist.
@@ -343,6 +378,7 @@ impl Pipeline {
         let growth = self.observe_growth(&report, &frame, &slabinfo, shrinkers);
         let owners = &frame.owners;
         report.growth = self.watch.open(|k| owners.get(k).cloned());
+        let slow_growth = self.observe_slow(&mut report, last);
         let window: Vec<NamedShrinkerDelta> =
             self.reclaim_history.iter().flat_map(|(_, ran)| ran.iter().cloned()).collect();
         report.reclaim = shrinkers::summarize(&window);
@@ -372,7 +408,62 @@ impl Pipeline {
             last,
             oom_kills,
             growth,
+            slow_growth,
         }
+    }
+
+    /// Adds the node's Slab and `SUnreclaim` and each pod's charged slab to the long view; at
+    /// each new step (and the last interval) judges it and keeps it in its file. The open
+    /// findings go in the report, fastest first.
+    fn observe_slow(&mut self, report: &mut Report, last: bool) -> Vec<(Transition, SlowFinding)> {
+        let Some(slow) = &mut self.slow else { return Vec::new() };
+        let now =
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut figures = Vec::new();
+        if let Some(m) = report.meminfo.map(|m| m.after) {
+            figures.push((SlowSeries::NodeSlab, m.slab));
+            figures.push((SlowSeries::NodeUnreclaimable, m.sunreclaim));
+        }
+        for pod in &report.pods {
+            if let Some(bytes) = pod.charged.as_ref().and_then(Charged::slab_or_kernel) {
+                figures.push((SlowSeries::Pod(pod.uid.clone()), bytes));
+            }
+        }
+        let stepped = slow.watch.record(now, figures);
+        for pod in &report.pods {
+            slow.watch.name_pod(PodRef {
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+                uid: pod.uid.clone(),
+            });
+        }
+        let mut events = Vec::new();
+        if stepped {
+            for e in slow.watch.judge() {
+                events.push((e.state, slow.watch.describe(&e.series, &e.finding)));
+            }
+        }
+        if (stepped || last)
+            && let Some(path) = &slow.file
+        {
+            match slow.watch.save(path) {
+                Ok(()) => slow.save_failed = false,
+                Err(e) if !slow.save_failed => {
+                    slow.save_failed = true;
+                    log::warn!(
+                        "cannot keep the slow-growth history in {}: {e}; a restart will start it \
+                         afresh",
+                        crate::output::printable::printable(&path.display().to_string())
+                    );
+                }
+                Err(_) => {}
+            }
+        }
+        let mut open: Vec<SlowFinding> =
+            slow.watch.open().map(|(series, f)| slow.watch.describe(series, f)).collect();
+        open.sort_by(|a, b| b.finding.bytes_per_second.total_cmp(&a.finding.bytes_per_second));
+        report.slow_growth = open;
+        events
     }
 
     /// Deletes finished keys from the kernel's map and forgets those finished for longer than

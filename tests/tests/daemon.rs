@@ -521,3 +521,101 @@ fn holder_caches<'a>(report: &'a Value, path: &str) -> impl Iterator<Item = &'a 
 fn holder_allocs(report: &Value, path: &str) -> u64 {
     holder_caches(report, path).map(|c| c["allocs"].as_u64().unwrap_or(0)).sum()
 }
+
+/// A slow leak over the long view, across a restart: the node's Slab grows steadily (files
+/// made on a tmpfs, one batch after another), the daemon keeps one point a step in its
+/// history file, a second daemon reads it back, and the finding it reports spans both. Steps
+/// of a second and a window of two minutes (roomy for a slow restart under emulation) stand
+/// for the defaults' 10 minutes and 2 days.
+#[test]
+fn a_slow_leak_is_a_finding_across_a_restart() -> Result<()> {
+    require_root()?;
+    let fs = Tmpfs::mount("slow-leak")?;
+    let state = std::env::temp_dir().join(format!("slabtrace-test-{}-history", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    std::fs::create_dir_all(&state)?;
+    let history = state.join("history.json");
+    let history_arg = history.to_str().context("a temp dir that is not UTF-8")?.to_owned();
+    let args = [
+        "--interval",
+        "1s",
+        "--history-file",
+        history_arg.as_str(),
+        "--history-step",
+        "1s",
+        "--history-window",
+        "2m",
+        "--slow-growth-min-mib",
+        "8",
+    ];
+    // The leak: 500 files a batch, batch after batch, until the test ends.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let leak = {
+        let (stop, dir) = (stop.clone(), fs.path().to_owned());
+        thread::spawn(move || -> Result<()> {
+            for batch in 0u32.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let sub = dir.join(batch.to_string());
+                std::fs::create_dir(&sub)?;
+                let status =
+                    Command::new(workload()).arg("create").arg(&sub).arg("500").status()?;
+                ensure!(status.success(), "slab-workload create: {status}");
+                thread::sleep(Duration::from_millis(200));
+            }
+            Ok(())
+        })
+    };
+    let points = || -> usize {
+        std::fs::read_to_string(&history)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| v["series"]["node/slab"].as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
+    let result = (|| -> Result<()> {
+        // The first daemon keeps a few points, then stops (a rollout).
+        let first = Daemon::start("slow-leak-1", &args)?;
+        slabtrace_integration::wait_for_state(
+            "6 points in the history file",
+            || Ok(points()),
+            |&n| n >= 6,
+        )?;
+        let stopped = first.stop(libc::SIGTERM, Duration::from_secs(10))?;
+        ensure!(stopped.status.success(), "{}", stopped.stderr);
+        let kept = points();
+        ensure!(kept >= 6, "the first daemon kept {kept} points");
+
+        // The second reads them back: its finding covers time from before it started.
+        let second = Daemon::start("slow-leak-2", &args)?;
+        let started = Instant::now();
+        let event = second.wait_for_event(|e| {
+            e["type"] == "slab.slow_growth" && e["series"] == "slab" && e["state"] == "started"
+        })?;
+        slabtrace_integration::check_event_schema(std::slice::from_ref(&event))?;
+        let window = event["window_seconds"].as_f64().unwrap_or(0.0);
+        let age = started.elapsed().as_secs_f64();
+        ensure!(
+            window > age,
+            "the finding's window ({window} s) is within the second daemon's life ({age:.1} s): {event}"
+        );
+        ensure!(
+            event["verdict"] == "problematic" && event["reason"]["kind"] == "sustained",
+            "{event}"
+        );
+        ensure!(event["rate_mb_per_hour"].as_f64() > Some(0.0), "{event}");
+        let report = second.report_when("the finding in /report", |r| {
+            r["slow_growth"].as_array().is_some_and(|f| f.iter().any(|f| f["series"] == "slab"))
+        })?;
+        ensure!(report["slow_growth"][0]["pod"].is_null(), "{}", report["slow_growth"]);
+        let stopped = second.stop(libc::SIGTERM, Duration::from_secs(10))?;
+        ensure!(stopped.status.success(), "{}", stopped.stderr);
+        eprintln!("slow growth across a restart: {kept} points before it; {event}");
+        Ok(())
+    })();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let leaked = leak.join().map_err(|_| anyhow::anyhow!("the leak's thread panicked"))?;
+    let _ = std::fs::remove_dir_all(&state);
+    result.and(leaked)
+}

@@ -63,6 +63,10 @@ const BPFFS: &str = "/sys/fs/bpf/";
 /// default `AppArmor` profile denies writes under /sys/fs/).
 const PINS: (&str, &str) = ("/sys/fs/bpf/slabtrace", "/var/lib/slabtrace/pins");
 
+/// The history's host directory (slabtrace's own, never a parent of others') and where the
+/// container sees it.
+const STATE: (&str, &str) = ("/var/lib/slabtrace", "/var/lib/slabtrace/state");
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -374,9 +378,16 @@ fn check_least_privilege(what: &str, ds: &DaemonSet) -> Result<()> {
         for m in c.volume_mounts.iter().flatten() {
             let Some(host) = host_paths.get(m.name.as_str()) else { continue };
             if m.read_only != Some(true) {
+                // slabtrace's own history directory, or a directory of the BPF filesystem.
+                if (*host, m.mount_path.as_str()) == STATE {
+                    writable.push(*host);
+                    continue;
+                }
                 ensure!(
                     host.starts_with(BPFFS) && host.len() > BPFFS.len(),
-                    "{what}: host path {host} is writable; only a directory under {BPFFS} may be"
+                    "{what}: host path {host} is writable; only a directory under {BPFFS} or \
+                     {} may be",
+                    STATE.0
                 );
                 ensure!(
                     !m.mount_path.starts_with("/sys/"),
@@ -387,17 +398,26 @@ fn check_least_privilege(what: &str, ds: &DaemonSet) -> Result<()> {
                 writable.push(*host);
             }
         }
-        ensure!(writable.len() <= 1, "{what}: more than one writable host path: {writable:?}");
+        ensure!(
+            writable.len() <= 2,
+            "{what}: more than the pins and the history writable: {writable:?}"
+        );
     }
     Ok(())
 }
 
-/// The writable host path of the pod's first container and where it is mounted, if any.
-fn pins_mount(pod: &PodSpec) -> Option<(&str, &str)> {
+/// The writable host path of the pod's first container mounted as `volume`, and where.
+fn writable_mount<'a>(pod: &'a PodSpec, volume: &str) -> Option<(&'a str, &'a str)> {
     let c = pod.containers.first()?;
-    let m = c.volume_mounts.iter().flatten().find(|m| m.read_only != Some(true))?;
-    let volume = pod.volumes.iter().flatten().find(|v| v.name == m.name)?;
-    Some((volume.host_path.as_ref()?.path.as_str(), m.mount_path.as_str()))
+    let m =
+        c.volume_mounts.iter().flatten().find(|m| m.read_only != Some(true) && m.name == volume)?;
+    let v = pod.volumes.iter().flatten().find(|v| v.name == m.name)?;
+    Some((v.host_path.as_ref()?.path.as_str(), m.mount_path.as_str()))
+}
+
+/// Where the pins are: the host directory and the container's, if mounted.
+fn pins_mount(pod: &PodSpec) -> Option<(&str, &str)> {
+    writable_mount(pod, "pins")
 }
 
 /// What the plain manifest and the chart's default rendering must both say.
@@ -425,6 +445,7 @@ fn check_daemon_settings(what: &str, ds: &DaemonSet, image: &str) -> Result<()> 
     for (name, value) in [
         ("SLABTRACE_INTERVAL", "10s"),
         ("SLABTRACE_PIN_PATH", PINS.1),
+        ("SLABTRACE_HISTORY_FILE", "/var/lib/slabtrace/state/history.json"),
         ("SLABTRACE_CRI_SOCKET", "/run/containerd/containerd.sock"),
         ("SLABTRACE_REPORT_LISTEN", "127.0.0.1:9478"),
     ] {
@@ -434,6 +455,11 @@ fn check_daemon_settings(what: &str, ds: &DaemonSet, image: &str) -> Result<()> 
         pins_mount(pod) == Some(PINS),
         "{what}: pins mounted {:?}, not {PINS:?}",
         pins_mount(pod)
+    );
+    ensure!(
+        writable_mount(pod, "state") == Some(STATE),
+        "{what}: the history mounted {:?}, not {STATE:?}",
+        writable_mount(pod, "state")
     );
     let port = c.ports.iter().flatten().find(|p| p.name.as_deref() == Some("metrics"));
     ensure!(port.map(|p| p.container_port) == Some(9477), "{what}: no port 9477 named metrics");
@@ -778,6 +804,7 @@ fn value_sets() -> Vec<(&'static str, Value)> {
         ),
         ("a custom pin path", json!({ "pinPath": "/sys/fs/bpf/infra/slabtrace" })),
         ("no pins", json!({ "pinPath": "off" })),
+        ("no history file", json!({ "historyPath": "off" })),
         ("no priority class", json!({ "priorityClassName": "" })),
         (
             "another image",
@@ -814,6 +841,13 @@ fn helm_lints_the_chart_strictly_for_every_value_set_users_flip() -> Result<()> 
                 ensure!(env("SLABTRACE_PIN_PATH").as_deref() == Some(PINS.1), "{what}: pin path");
                 ensure!(pins_mount(pod) == Some((host, PINS.1)), "{what}: {:?}", pins_mount(pod));
             }
+        }
+        // The history: slabtrace's host directory mounted writable, or none.
+        if values["historyPath"] == "off" {
+            ensure!(env("SLABTRACE_HISTORY_FILE").as_deref() == Some("off"), "{what}: history");
+            ensure!(writable_mount(pod, "state").is_none(), "{what}: a history mount");
+        } else {
+            ensure!(writable_mount(pod, "state") == Some(STATE), "{what}: the history mount");
         }
         let priority = pod.priority_class_name.as_deref();
         match values["priorityClassName"].as_str() {

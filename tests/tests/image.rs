@@ -115,16 +115,43 @@ fn mebibytes(quantity: &Value) -> Result<i64> {
     Ok(mib << 20)
 }
 
+/// Where a `DaemonSet` host path is on this test's machine: the test's containerd listens in its
+/// own directory, not the node's /run/containerd; the test's pins and state are its own too,
+/// where the container expects the node's (`DirectoryOrCreate`: kubelet makes them, here the
+/// test does). `(host, inside)` as mounted.
+fn test_host_path(
+    host: &str,
+    inside: &str,
+    name: &Value,
+    host_path: &Value,
+    dirs: &Dirs,
+    socket_dir: &Path,
+) -> Result<(String, String)> {
+    Ok(if host == "/run/containerd" {
+        (socket_dir.display().to_string(), socket_dir.display().to_string())
+    } else if host_path["type"] == "DirectoryOrCreate" {
+        let dir = match name.as_str() {
+            Some("pins") => dirs.pins,
+            Some("state") => dirs.state,
+            other => bail!("a DirectoryOrCreate volume the test does not know: {other:?}"),
+        };
+        fs::create_dir_all(dir)?;
+        (dir.display().to_string(), inside.to_owned())
+    } else {
+        (host.to_owned(), inside.to_owned())
+    })
+}
+
 /// What the `DaemonSet` runs, as kubelet would hand it to the CRI, read from
 /// deploy/kubernetes/daemonset.yaml: its security context, host paths, environment and memory
 /// limit, so that what is tested is what users deploy. Only what must differ here differs: a
 /// free port, the test's containerd socket (in place of /run/containerd), /report on that port
 /// and exact sampling, all as arguments, which override the manifest's environment; and the
-/// test's own pin directory as the pins volume's host path.
+/// test's own pin and state directories as the pins and state volumes' host paths.
 fn daemonset_container(
     image: &str,
     listen: &str,
-    pins: &Path,
+    dirs: &Dirs,
     cri_socket: &Path,
     log: &str,
 ) -> Result<ContainerConfig> {
@@ -147,17 +174,8 @@ fn daemonset_container(
             .with_context(|| format!("no volume {}", m["name"]))?;
         let host = volume["hostPath"]["path"].as_str().context("not a hostPath volume")?;
         let inside = m["mountPath"].as_str().context("no mountPath")?;
-        // The test's containerd listens in its own directory, not the node's /run/containerd;
-        // the test's pins are its own too, where the container expects the node's
-        // (DirectoryOrCreate: kubelet makes it, here the test does).
-        let (host, inside) = if host == "/run/containerd" {
-            (socket_dir.display().to_string(), socket_dir.display().to_string())
-        } else if volume["hostPath"]["type"] == "DirectoryOrCreate" {
-            fs::create_dir_all(pins)?;
-            (pins.display().to_string(), inside.to_owned())
-        } else {
-            (host.to_owned(), inside.to_owned())
-        };
+        let (host, inside) =
+            test_host_path(host, inside, &m["name"], &volume["hostPath"], dirs, socket_dir)?;
         mounts.push(Mount {
             container_path: inside,
             host_path: host,
@@ -250,6 +268,12 @@ struct Running<'a> {
     logs: &'a LogDir,
 }
 
+/// The host directories the test stands in for the node's.
+struct Dirs<'a> {
+    pins: &'a Path,
+    state: &'a Path,
+}
+
 impl<'a> Running<'a> {
     /// Starts the image as the `DaemonSet` does and waits until `/healthz` answers 200.
     fn start(
@@ -257,11 +281,11 @@ impl<'a> Running<'a> {
         pod: &Pod<'_>,
         logs: &'a LogDir,
         image: &str,
-        pins: &Path,
+        dirs: &Dirs,
         name: &str,
     ) -> Result<Self> {
         let listen = format!("127.0.0.1:{}", free_port()?);
-        let config = daemonset_container(image, &listen, pins, containerd.socket(), name)?;
+        let config = daemonset_container(image, &listen, dirs, containerd.socket(), name)?;
         let id = containerd.start_container(pod, "slabtrace", config)?;
         let me = Self { containerd, id, listen, name: name.to_owned(), logs };
         let deadline = Instant::now() + Duration::from_mins(1);
@@ -366,7 +390,9 @@ fn the_image_runs_as_the_daemonset_runs_it_and_keeps_live_state_across_a_rolling
         |c| c.log_directory = log_dir,
     )?;
 
-    let first = Running::start(&containerd, &pod, &logs, &image, pins.path(), "slabtrace-1")?;
+    let state = logs.0.join("state");
+    let dirs = Dirs { pins: pins.path(), state: &state };
+    let first = Running::start(&containerd, &pod, &logs, &image, &dirs, "slabtrace-1")?;
     // The security context took: root's UID with exactly the three capabilities, no new
     // privileges, a seccomp filter.
     let daemon = daemon_pid(&first.listen)?;
@@ -393,10 +419,16 @@ fn the_image_runs_as_the_daemonset_runs_it_and_keeps_live_state_across_a_rolling
     let log = first.stop()?;
     ensure!(log.contains("pinning the live-object"), "it did not pin its maps: {log}");
     ensure!(log.contains(&format!("\"node\":\"{NODE_NAME}\"")), "events lack NODE_NAME: {log}");
+    // The long view of slow growth was kept on the host, for the next container.
+    let history = fs::read_to_string(state.join("history.json"))
+        .with_context(|| format!("no history file in the state volume; log: {log}"))?;
+    let history: serde_json::Value = serde_json::from_str(&history)?;
+    ensure!(history["schema"] == "slabtrace.history.v1", "{history}");
+    ensure!(history["series"]["node/slab"].as_array().is_some_and(|p| !p.is_empty()), "{history}");
 
     // The rolling update: the old container is gone, a new one of the same image starts on
     // the same pin path; then B unlinks files A made before the update.
-    let second = Running::start(&containerd, &pod, &logs, &image, pins.path(), "slabtrace-2")?;
+    let second = Running::start(&containerd, &pod, &logs, &image, &dirs, "slabtrace-2")?;
     ensure!(second.log().contains("resuming from the maps"), "{}", second.log());
     b.run(
         Command::new(workload()).arg("unlink").arg(fs.path()).arg("0").arg(UNLINKED.to_string()),

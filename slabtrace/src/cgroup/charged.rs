@@ -97,6 +97,13 @@ impl Charged {
         self.kmem.or(self.kernel)
     }
 
+    /// The figure a cgroup's books are ranked and followed by: charged slab on cgroup v2, all
+    /// kernel memory where the books have no slab figure (v1's `kmem`).
+    #[must_use]
+    pub fn slab_or_kernel(&self) -> Option<u64> {
+        self.slab.or_else(|| self.kernel_total())
+    }
+
     /// The figures by name, as the metrics' `kind` label and the table show them; unknown
     /// ones left out.
     #[must_use]

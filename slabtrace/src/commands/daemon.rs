@@ -77,6 +77,14 @@ pub fn run(args: &DaemonArgs) -> Result<(), TraceError> {
     let mut pipeline = Pipeline::start(&options)?;
     pipeline.set_growth(args.growth_window, args.growth_min_mib.saturating_mul(1 << 20));
     pipeline.set_advice_margin(f64::from(args.advice_margin) / 100.0);
+    pipeline.set_slow_growth(
+        crate::node::slow_growth::Settings {
+            step: args.history_step.max(1),
+            window: args.history_window.max(args.history_step.max(1)),
+            min_growth_bytes: args.slow_growth_min_mib.saturating_mul(1 << 20),
+        },
+        args.history_file.as_deref().filter(|f| *f != "off").map(std::path::PathBuf::from),
+    );
     let lines = LineOptions {
         run: crate::probe::pin::new_salt(),
         top: args.events_top,

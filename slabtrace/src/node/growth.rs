@@ -91,6 +91,9 @@ pub enum Reason {
     ReclaimNotRun,
     /// It grew and is still growing, but not steadily enough to call it sustained.
     Irregular,
+    /// Sustained growth over the long view of days, which does not follow reclaim (see
+    /// [`crate::node::slow_growth`]).
+    Sustained,
 }
 
 /// A verdict with its numbers.

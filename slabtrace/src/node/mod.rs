@@ -8,3 +8,4 @@ pub mod oom;
 pub(crate) mod reconcile;
 pub mod shrinkers;
 pub(crate) mod slabinfo;
+pub mod slow_growth;

@@ -12,7 +12,8 @@
 //! `slab.growth` (a problematic growth finding started or ended),
 //! `pod.gone` / `cgroup.gone` (once, when an owner goes away), `self.stats` (slabtrace's
 //! own cost and health; `last: true` on the final interval), and the memory controller's own
-//! books, objects from before tracing included: `node.charged` (what cgroups are charged
+//! books, objects from before tracing included: `slab.slow_growth` (a finding of the long
+//! view, judged over days, started or ended), `node.charged` (what cgroups are charged
 //! against the node's Slab), `pod.charged` (the top N pods by charged slab, their containers'
 //! books beside) and `node.dying_cgroups` (removed cgroups the kernel still holds, per
 //! parent, with the pods that were there).
@@ -94,13 +95,14 @@ impl fmt::Display for EventTarget {
 }
 
 /// Every event type, as `type` names it.
-pub const EVENT_TYPES: [&str; 10] = [
+pub const EVENT_TYPES: [&str; 11] = [
     "self.stats",
     "node.memory",
     "node.charged",
     "node.dying_cgroups",
     "oom",
     "slab.growth",
+    "slab.slow_growth",
     "pod.gone",
     "cgroup.gone",
     "pod.charged",
@@ -455,6 +457,14 @@ struct NodeMemory {
     memory: KernelMemory,
 }
 
+/// `slab.slow_growth`: a finding of the long view that started or ended.
+#[derive(Serialize)]
+struct SlowGrowthEvent<'a> {
+    state: crate::node::growth::Transition,
+    #[serde(flatten)]
+    finding: &'a crate::node::slow_growth::SlowFinding,
+}
+
 /// `node.charged`: the report's `charged`.
 #[derive(Serialize)]
 struct NodeChargedEvent<'a> {
@@ -490,17 +500,13 @@ struct ContainerCharged<'a> {
     charged: &'a Charged,
 }
 
-/// The figure pods are ranked by: charged slab (v2), else all kernel memory (v1's `kmem`,
-/// v2's `kernel`).
-fn charged_rank(c: &Charged) -> u64 {
-    c.slab.or_else(|| c.kernel_total()).unwrap_or(0)
-}
-
 /// The `top` pods with books, most charged first.
 fn most_charged(pods: &[PodUsage], top: usize) -> Vec<(&PodUsage, &Charged)> {
     let mut charged: Vec<(&PodUsage, &Charged)> =
         pods.iter().filter_map(|p| p.charged.as_ref().map(|c| (p, c))).collect();
-    charged.sort_by(|a, b| charged_rank(b.1).cmp(&charged_rank(a.1)).then(a.0.uid.cmp(&b.0.uid)));
+    charged.sort_by(|a, b| {
+        b.1.slab_or_kernel().cmp(&a.1.slab_or_kernel()).then(a.0.uid.cmp(&b.0.uid))
+    });
     charged.truncate(top);
     charged
 }
@@ -641,6 +647,13 @@ pub fn lines(interval: &Interval, options: &LineOptions, stream: StreamStats) ->
             Transition::Ended => Severity::Info,
         };
         push("slab.growth", severity, growth);
+    }
+    for (state, finding) in &interval.slow_growth {
+        let severity = match state {
+            Transition::Started => Severity::Warning,
+            Transition::Ended => Severity::Info,
+        };
+        push("slab.slow_growth", severity, &SlowGrowthEvent { state: *state, finding });
     }
     let live_by_owner: std::collections::BTreeMap<&OwnerKey, u64> =
         interval.frame.live_bytes_by_owner().into_iter().collect();

@@ -900,6 +900,7 @@ fn encode_findings(enc: &mut DescriptorEncoder, interval: &Interval) -> fmt::Res
                 crate::node::growth::Reason::Returned => "returned",
                 crate::node::growth::Reason::Stable => "stable",
                 crate::node::growth::Reason::Irregular => "irregular",
+                crate::node::growth::Reason::Sustained => "sustained",
             };
             (
                 GrowthLabels { owner: owner.into(), cache: g.cache.as_str().into(), reason },

@@ -38,6 +38,11 @@ pub struct Report {
     pub oom_kills_total: std::collections::BTreeMap<String, u64>,
     /// OOM kills while tracing (the last 100), each with the slab picture at the time.
     pub oom_kills: Vec<crate::oom_report::OomReport>,
+    /// Problematic slow growth still open, judged over days by the daemon's long view, which
+    /// survives its restarts (`--history-file`): the node's Slab and `SUnreclaim`, and pods'
+    /// charged slab. Empty elsewhere.
+    #[serde(default)]
+    pub slow_growth: Vec<crate::node::slow_growth::SlowFinding>,
 }
 
 impl Report {

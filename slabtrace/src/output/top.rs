@@ -150,7 +150,7 @@ impl IntervalView {
             .report
             .pods
             .iter()
-            .filter_map(|p| Some((p.uid.as_str(), p.charged.as_ref().map(charged_figure)??)))
+            .filter_map(|p| Some((p.uid.as_str(), p.charged.as_ref()?.slab_or_kernel()?)))
             .collect();
         let charged_of = |key: &OwnerKey| match key {
             OwnerKey::Pod(uid) => books.get(uid.as_str()).copied(),
@@ -233,12 +233,6 @@ impl IntervalView {
             percpu_bytes: dying.and_then(|d| d.percpu_bytes),
         }
     }
-}
-
-/// The figure a pod's books are shown and sorted by: charged slab on cgroup v2, all kernel
-/// memory where the books have no slab figure (cgroup v1's `kmem`).
-fn charged_figure(c: &crate::cgroup::charged::Charged) -> Option<u64> {
-    c.slab.or_else(|| c.kernel_total())
 }
 
 /// Per-owner totals of owner × cache rows.
