@@ -108,6 +108,26 @@ pub struct TopRow {
     pub charged_bytes: Option<u64>,
 }
 
+impl TopRow {
+    /// A row of an owner with no cache and nothing traced: the start of a per-owner sum, or
+    /// a pod only the memory controller's books know of.
+    fn nothing_traced(owner_key: OwnerKey, owner: String, charged_bytes: Option<u64>) -> Self {
+        Self {
+            owner_key,
+            owner,
+            cache: String::new(),
+            caches: 0,
+            live_bytes: 0,
+            live_objects: 0,
+            allocs_per_second: 0.0,
+            frees_per_second: 0.0,
+            growth_per_second: 0.0,
+            unaccounted_live_bytes: 0,
+            charged_bytes,
+        }
+    }
+}
+
 /// What the view keeps of one interval.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IntervalView {
@@ -190,32 +210,22 @@ impl IntervalView {
             .collect();
         // Pods nothing was traced for yet (their objects are all from before tracing): the
         // books are all there is of them, and on a sick node they are the suspects.
+        let traced: std::collections::HashSet<OwnerKey> =
+            rows.iter().map(|r| r.owner_key.clone()).collect();
         for pod in &interval.report.pods {
             let key = OwnerKey::Pod(pod.uid.clone());
-            if rows.iter().any(|r| r.owner_key == key) {
+            if traced.contains(&key) {
                 continue;
             }
             let Some(figure) = charged_of(&key) else { continue };
-            rows.push(TopRow {
-                owner: crate::frame::Owner::Pod {
-                    namespace: pod.namespace.clone(),
-                    name: pod.name.clone(),
-                    uid: pod.uid.clone(),
-                    qos: pod.qos,
-                    deleted: pod.deleted,
-                }
-                .display(),
-                owner_key: key,
-                cache: String::new(),
-                caches: 0,
-                live_bytes: 0,
-                live_objects: 0,
-                allocs_per_second: 0.0,
-                frees_per_second: 0.0,
-                growth_per_second: 0.0,
-                unaccounted_live_bytes: 0,
-                charged_bytes: Some(figure),
-            });
+            let owner = crate::frame::Owner::Pod {
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+                uid: pod.uid.clone(),
+                qos: pod.qos,
+                deleted: pod.deleted,
+            };
+            rows.push(TopRow::nothing_traced(key, owner.display(), Some(figure)));
         }
         let dying = interval.report.dying_cgroups.as_ref();
         Self {
@@ -239,18 +249,8 @@ impl IntervalView {
 fn by_owner(rows: &[TopRow]) -> Vec<TopRow> {
     let mut owners: BTreeMap<&OwnerKey, TopRow> = BTreeMap::new();
     for r in rows {
-        let sum = owners.entry(&r.owner_key).or_insert_with(|| TopRow {
-            owner_key: r.owner_key.clone(),
-            owner: r.owner.clone(),
-            cache: String::new(),
-            caches: 0,
-            live_bytes: 0,
-            live_objects: 0,
-            allocs_per_second: 0.0,
-            frees_per_second: 0.0,
-            growth_per_second: 0.0,
-            unaccounted_live_bytes: 0,
-            charged_bytes: r.charged_bytes,
+        let sum = owners.entry(&r.owner_key).or_insert_with(|| {
+            TopRow::nothing_traced(r.owner_key.clone(), r.owner.clone(), r.charged_bytes)
         });
         sum.caches += r.caches;
         sum.live_bytes += r.live_bytes;
