@@ -96,6 +96,7 @@ pub const FAMILIES: &[&str] = &[
     "slabtrace_cgroup_frees",
     "slabtrace_oom_kills",
     "slabtrace_problematic_growth_bytes_per_second",
+    "slabtrace_slow_growth_bytes_per_second",
     "slabtrace_build_info",
     "slabtrace_probes_attached",
     "slabtrace_intervals",
@@ -869,6 +870,14 @@ struct GrowthLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct SlowGrowthLabels {
+    series: Label,
+    namespace: Label,
+    pod: Label,
+    reason: &'static str,
+}
+
 /// Open problematic growth findings exported at most (the fastest).
 const MAX_FINDINGS: usize = 100;
 
@@ -893,17 +902,12 @@ fn encode_findings(enc: &mut DescriptorEncoder, interval: &Interval) -> fmt::Res
         .take(MAX_FINDINGS)
         .map(|g| {
             let owner = g.owner.as_ref().map_or_else(String::new, crate::frame::Owner::display);
-            let reason = match g.finding.reason {
-                crate::node::growth::Reason::Unreclaimable => "unreclaimable",
-                crate::node::growth::Reason::ReclaimFailed => "reclaim_failed",
-                crate::node::growth::Reason::ReclaimNotRun => "reclaim_not_run",
-                crate::node::growth::Reason::Returned => "returned",
-                crate::node::growth::Reason::Stable => "stable",
-                crate::node::growth::Reason::Irregular => "irregular",
-                crate::node::growth::Reason::Sustained => "sustained",
-            };
             (
-                GrowthLabels { owner: owner.into(), cache: g.cache.as_str().into(), reason },
+                GrowthLabels {
+                    owner: owner.into(),
+                    cache: g.cache.as_str().into(),
+                    reason: reason_label(g.finding.reason),
+                },
                 g.finding.bytes_per_second,
             )
         })
@@ -914,7 +918,53 @@ fn encode_findings(enc: &mut DescriptorEncoder, interval: &Interval) -> fmt::Res
         "slabtrace_problematic_growth_bytes_per_second",
         "Open problematic growth findings (sustained growth nothing returned) and their rate; owner is empty for a cache node-wide.",
         &findings,
+    )?;
+    // The long view's findings: a handful (two node series and the pods that leak).
+    let slow: Vec<(SlowGrowthLabels, f64)> = report
+        .slow_growth
+        .iter()
+        .take(MAX_FINDINGS)
+        .map(|f| {
+            let (namespace, pod) = f.pod.as_ref().map_or_else(
+                || (String::new(), String::new()),
+                |p| {
+                    (
+                        p.namespace.clone().unwrap_or_else(|| UNKNOWN_NAMESPACE.to_owned()),
+                        p.name.clone().unwrap_or_else(|| p.uid.clone()),
+                    )
+                },
+            );
+            (
+                SlowGrowthLabels {
+                    series: f.series.as_str().into(),
+                    namespace: namespace.into(),
+                    pod: pod.into(),
+                    reason: reason_label(f.finding.reason),
+                },
+                f.finding.bytes_per_second,
+            )
+        })
+        .collect();
+    let slow: Vec<(&SlowGrowthLabels, f64)> = slow.iter().map(|(l, v)| (l, *v)).collect();
+    gauges(
+        enc,
+        "slabtrace_slow_growth_bytes_per_second",
+        "Open findings of the long view (days, kept across restarts) and their rate: series slab or sunreclaim (the node's, pod empty) or charged_slab (a pod's).",
+        &slow,
     )
+}
+
+/// A finding's reason as its label.
+const fn reason_label(reason: crate::node::growth::Reason) -> &'static str {
+    match reason {
+        crate::node::growth::Reason::Unreclaimable => "unreclaimable",
+        crate::node::growth::Reason::ReclaimFailed => "reclaim_failed",
+        crate::node::growth::Reason::ReclaimNotRun => "reclaim_not_run",
+        crate::node::growth::Reason::Returned => "returned",
+        crate::node::growth::Reason::Stable => "stable",
+        crate::node::growth::Reason::Irregular => "irregular",
+        crate::node::growth::Reason::Sustained => "sustained",
+    }
 }
 
 fn encode_node(enc: &mut DescriptorEncoder, interval: &Interval) -> fmt::Result {
@@ -1753,6 +1803,22 @@ process_resident_memory_bytes 41943040
                 reclaim: Reclaim::default(),
             },
         }];
+        let slow = |series: &str, pod| crate::node::slow_growth::SlowFinding {
+            series: series.to_owned(),
+            pod,
+            finding: Finding {
+                reason: Reason::Sustained,
+                bytes_per_second: 2_000.0,
+                window_seconds: 86_400.0,
+                ..interval.report.growth[0].finding
+            },
+        };
+        let leaking = crate::oom_report::PodRef {
+            namespace: Some("git".into()),
+            name: Some("gitea-0".into()),
+            uid: "u-9".into(),
+        };
+        interval.report.slow_growth = vec![slow("charged_slab", Some(leaking)), slow("slab", None)];
         interval
     }
 
@@ -1767,6 +1833,19 @@ process_resident_memory_bytes 41943040
         assert!(
             text.contains(
                 "slabtrace_problematic_growth_bytes_per_second{owner=\"\",cache=\"dentry\",reason=\"reclaim_not_run\"} 10000.0\n"
+            ),
+            "{text}"
+        );
+        // The long view's: a pod's charged slab and the node's Slab.
+        assert!(
+            text.contains(
+                "slabtrace_slow_growth_bytes_per_second{series=\"charged_slab\",namespace=\"git\",pod=\"gitea-0\",reason=\"sustained\"} 2000.0\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "slabtrace_slow_growth_bytes_per_second{series=\"slab\",namespace=\"\",pod=\"\",reason=\"sustained\"} 2000.0\n"
             ),
             "{text}"
         );
