@@ -123,6 +123,10 @@ struct File {
     step_seconds: u64,
     /// Per series key, `[unix seconds, bytes]` oldest first.
     series: BTreeMap<String, Vec<[u64; 2]>>,
+    /// The series whose problematic finding was open (its `started` said): a restarted daemon
+    /// does not say it again.
+    #[serde(default)]
+    open: Vec<String>,
 }
 
 /// The long view: the series, and which of them are findings now.
@@ -199,6 +203,18 @@ impl SlowWatch {
             }
         }
         me.bound_pods();
+        // Findings the last daemon had said started stay open, unsaid, if the points still
+        // show them; the next judgement ends them if not.
+        let th = settings.thresholds();
+        for series in file.open.iter().filter_map(|k| Series::from_key(k)) {
+            let points = me.points(&series);
+            if let Some(f) = classify(&points, series.reclaimable(), Reclaim::default(), &th)
+                .map(|f| sustained(f, &series))
+                .filter(|f| f.verdict == Verdict::Problematic)
+            {
+                let _ = me.tracker.update(&series, Some(&f));
+            }
+        }
         Ok(me)
     }
 
@@ -213,6 +229,7 @@ impl SlowWatch {
                 .iter()
                 .map(|(s, p)| (s.key(), p.iter().copied().collect()))
                 .collect(),
+            open: self.tracker.open().map(|(s, _)| s.key()).collect(),
         };
         serde_json::to_string(&file).unwrap_or_default()
     }
@@ -422,6 +439,13 @@ mod tests {
         assert_eq!(events.len(), 1, "{events:#?}");
         assert_eq!(events[0].finding.reason, Reason::Unreclaimable);
         assert!(events[0].finding.window_seconds > (DAY / 2) as f64, "{:?}", events[0].finding);
+        // Restarted again while the leak goes on: the finding is open from the start, and its
+        // start is not said twice.
+        let mut again = SlowWatch::parse(&after.to_text(), settings()).unwrap();
+        assert_eq!(again.open().count(), 1);
+        feed(&mut again, &Series::NodeUnreclaimable, start + 3 * DAY / 4, 600, 400 * MB, 0);
+        assert_eq!(again.judge(), Vec::new());
+        assert_eq!(again.open().count(), 1);
     }
 
     #[test]
