@@ -27,10 +27,10 @@ use k8s_cri::v1::{
 };
 use serde_json::Value;
 use slabtrace_integration::{
-    Cgroup, PinDir, Tmpfs, cache_of, cgroup,
+    Cgroup, PinDir, SETTLE_SLACK, Tmpfs, bpf_maps, cache_of, cgroup,
     containerd::{Containerd, Pod},
     daemon::{free_port, http_get, report_when_at},
-    fresh_uid, num, require_root, workload,
+    fresh_uid, num, require_root, slabinfo_active, wait_for_kernel_frees, workload,
 };
 
 /// Where `cargo xtask test` puts the image archive it built.
@@ -430,12 +430,28 @@ fn the_image_runs_as_the_daemonset_runs_it_and_keeps_live_state_across_a_rolling
     // the same pin path; then B unlinks files A made before the update.
     let second = Running::start(&containerd, &pod, &logs, &image, &dirs, "slabtrace-2")?;
     ensure!(second.log().contains("resuming from the maps"), "{}", second.log());
+    let before_unlinks = slabinfo_active("shmem_inode_cache")?;
     b.run(
         Command::new(workload()).arg("unlink").arg(fs.path()).arg("0").arg(UNLINKED.to_string()),
     )?;
+    // What the daemon's programs have seen, from its map: once every unlink is seen or the
+    // kernel has freed the inodes (attribution.rs says why not every free need reach them),
+    // the report need only catch up with it.
+    let (pid, a_id) = (daemon_pid(&second.listen)?, a.id()?);
+    let seen = || {
+        bpf_maps::counters_of(pid, a_id, "shmem_inode_cache", false)
+            .map(|c| slabtrace_integration::gone(&c))
+    };
+    wait_for_kernel_frees(
+        "B's unlinks to free A's inodes",
+        "shmem_inode_cache",
+        (before_unlinks + SETTLE_SLACK).saturating_sub(UNLINKED),
+        || Ok(seen()? >= UNLINKED),
+    )?;
+    let seen_then = seen()?;
     let after = second.report_when("B's unlinks to come back as A's frees", |r| {
         let in_a = cache_of(cgroup(r, a.relative()), "shmem_inode_cache");
-        num(in_a, "frees") + num(in_a, "evicted_objects") >= UNLINKED
+        num(in_a, "frees") + num(in_a, "evicted_objects") >= seen_then
     })?;
     let in_a = cache_of(cgroup(&after, a.relative()), "shmem_inode_cache");
     let (allocs, frees) = (num(in_a, "allocs"), num(in_a, "frees"));
@@ -443,8 +459,9 @@ fn the_image_runs_as_the_daemonset_runs_it_and_keeps_live_state_across_a_rolling
         (CREATED..CREATED + 50).contains(&allocs),
         "the new container lost A's allocations: {allocs}: {in_a:?}"
     );
+    // Every free the programs ran for: not always all (see attribution.rs).
     ensure!(
-        (UNLINKED * 95 / 100..=UNLINKED).contains(&frees),
+        (UNLINKED * 85 / 100..=UNLINKED).contains(&frees),
         "the new container credited A {frees} frees of the {UNLINKED} files it made before the \
          update (B unlinked them after): {in_a:?}; self: {}",
         after["self"]
